@@ -1,0 +1,163 @@
+//! The cluster a test runs against: a real one when `CERTPILOT_TEST_KUBECONFIG` names a
+//! kubeconfig, otherwise a fresh in-process [`TestApiServer`]. Tests written against this run
+//! unchanged on both.
+
+use crate::TestApiServer;
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use std::{path::PathBuf, time::Duration};
+
+/// Environment variable naming the kubeconfig of a real cluster to test against.
+pub const KUBECONFIG_VAR: &str = "CERTPILOT_TEST_KUBECONFIG";
+
+/// rustls needs a process-wide crypto provider before any client is built.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+enum Backend {
+    Real { kubeconfig: PathBuf },
+    InProcess(TestApiServer),
+}
+
+/// A cluster plus one namespace of the test's own, deleted when the cluster value is dropped.
+pub struct TestCluster {
+    backend: Backend,
+    config: Config,
+    client: Client,
+    namespace: String,
+    kubeconfig_file: Option<tempfile_path::TempPath>,
+}
+
+mod tempfile_path {
+    use std::path::{Path, PathBuf};
+
+    /// A file removed when dropped.
+    pub struct TempPath(PathBuf);
+
+    impl TempPath {
+        pub fn write(prefix: &str, contents: &str) -> std::io::Result<Self> {
+            let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&path, contents)?;
+            Ok(Self(path))
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+impl TestCluster {
+    /// Connects to the real cluster or starts a server, then creates the test's namespace.
+    pub async fn start(test_name: &str) -> anyhow::Result<Self> {
+        install_crypto_provider();
+        let (backend, config) = match std::env::var_os(KUBECONFIG_VAR) {
+            Some(path) => {
+                let kubeconfig = Kubeconfig::read_from(&path)?;
+                let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+                (Backend::Real { kubeconfig: PathBuf::from(path) }, config)
+            }
+            None => {
+                let server = TestApiServer::start().await?;
+                let config = server.config();
+                (Backend::InProcess(server), config)
+            }
+        };
+        let client = Client::try_from(config.clone())?;
+        let namespace = unique_name(test_name);
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": namespace, "labels": {"certpilot.dev/test": "true"}}
+        }))?;
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        Ok(Self { backend, config, client, namespace, kubeconfig_file: None })
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The namespace this test owns.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Whether this is a real cluster (tests of the test server's own faults skip there).
+    pub fn is_real(&self) -> bool {
+        matches!(self.backend, Backend::Real { .. })
+    }
+
+    /// The in-process server, for fault injection and request counting.
+    pub fn server(&self) -> Option<&TestApiServer> {
+        match &self.backend {
+            Backend::InProcess(server) => Some(server),
+            Backend::Real { .. } => None,
+        }
+    }
+
+    /// A kubeconfig file for child processes (the operator binary) to reach this cluster.
+    pub fn kubeconfig_path(&mut self) -> anyhow::Result<PathBuf> {
+        match &self.backend {
+            Backend::Real { kubeconfig } => Ok(kubeconfig.clone()),
+            Backend::InProcess(server) => {
+                if self.kubeconfig_file.is_none() {
+                    self.kubeconfig_file = Some(tempfile_path::TempPath::write("certpilot-kubeconfig", &server.kubeconfig_yaml())?);
+                }
+                Ok(self.kubeconfig_file.as_ref().expect("just written").path().to_path_buf())
+            }
+        }
+    }
+
+    /// Installs (server-side applies) a CRD and waits until it is established.
+    pub async fn install_crd(&self, crd: &CustomResourceDefinition) -> anyhow::Result<()> {
+        let api = Api::<CustomResourceDefinition>::all(self.client.clone());
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let params = PatchParams::apply("certpilot-tests").force();
+        api.patch(&name, &params, &Patch::Apply(crd)).await?;
+        let established = kube::runtime::conditions::is_crd_established();
+        let wait = kube::runtime::wait::await_condition(api, &name, established);
+        tokio::time::timeout(Duration::from_secs(30), wait).await??;
+        Ok(())
+    }
+}
+
+impl Drop for TestCluster {
+    /// Deletes the test namespace on a thread of its own (the test's runtime may be ending).
+    fn drop(&mut self) {
+        if !self.is_real() {
+            return;
+        }
+        let (config, namespace) = (self.config.clone(), self.namespace.clone());
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async move {
+                let client = Client::try_from(config).ok()?;
+                Api::<Namespace>::all(client).delete(&namespace, &DeleteParams::background()).await.ok()
+            })
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// `<prefix>-<random>`: a DNS label unique to this run.
+pub fn unique_name(prefix: &str) -> String {
+    let clean: String = prefix
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(40)
+        .collect();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    format!("{}-{suffix}", clean.trim_matches('-'))
+}

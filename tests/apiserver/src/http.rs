@@ -1,0 +1,483 @@
+//! The HTTP face of the server: path parsing, verbs, content types, metadata-only views.
+
+use crate::{
+    Shared,
+    error::{ApiError, ApiResult},
+    faults::RequestRecord,
+    fields::Scope,
+    managed::{self, Writer},
+    meta,
+    resource::ResourceType,
+    selector::{FieldSelector, LabelSelector},
+    store::{DeleteOptions, Key},
+    watch,
+};
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, Method, Uri, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+use std::{collections::HashMap, sync::Arc};
+
+/// What a request path names.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub group: String,
+    pub version: String,
+    pub plural: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+fn parse_target(path: &str) -> Option<Target> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let namespaced_path = rest.len() >= 3 && rest[0] == "namespaces" && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
+    let (namespace, rest) = if namespaced_path { (Some(rest[1].to_string()), &rest[2..]) } else { (None, rest) };
+    let plural = rest.first()?.to_string();
+    if rest.len() > 3 {
+        return None;
+    }
+    Some(Target {
+        group: group.into(),
+        version: version.into(),
+        plural,
+        namespace,
+        name: rest.get(1).map(|s| s.to_string()),
+        subresource: rest.get(2).map(|s| s.to_string()),
+    })
+}
+
+/// Query parameters, decoded.
+pub type Query = HashMap<String, String>;
+
+fn parse_query(uri: &Uri) -> Query {
+    uri.query()
+        .map(|q| url_decode_pairs(q))
+        .unwrap_or_default()
+}
+
+fn url_decode_pairs(q: &str) -> Query {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn flag(query: &Query, name: &str) -> bool {
+    matches!(query.get(name).map(String::as_str), Some("true" | "1"))
+}
+
+/// Whether the client asked for `PartialObjectMetadata` views.
+fn wants_metadata(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("as=PartialObjectMetadata"))
+}
+
+pub fn metadata_view(object: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": object["metadata"]})
+}
+
+pub async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let record = RequestRecord {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or_default().to_string(),
+    };
+    let verdict = shared.faults.on_request(record);
+    if !verdict.delay.is_zero() {
+        tokio::time::sleep(verdict.delay).await;
+    }
+    match verdict.fail_with {
+        Some(429) => return ApiError::too_many_requests(1).into_response(),
+        Some(code) => {
+            let mut e = ApiError::internal(format!("injected fault: HTTP {code}"));
+            e.code = code;
+            return e.into_response();
+        }
+        None => {}
+    }
+    match route(&shared, &method, &uri, &headers, &body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+    if let Some(response) = crate::discovery::serve(shared, uri.path()) {
+        return Ok(response);
+    }
+    let target = parse_target(uri.path()).ok_or_else(|| ApiError::not_found_plain("the server could not find the requested resource"))?;
+    let rt = shared.store.lock().registry.get(&target.group, &target.version, &target.plural)?;
+    if rt.namespaced != target.namespace.is_some() && (target.name.is_some() || *method == Method::POST) {
+        return Err(ApiError::not_found_plain(format!("the server could not find the requested resource ({} {})", rt.plural, uri.path())));
+    }
+    let query = parse_query(uri);
+    let scope = scope_for(&rt, &target)?;
+    let metadata_only = wants_metadata(headers);
+    let json_response = |v: Value| Ok(axum::Json(if metadata_only { metadata_view(&v) } else { v }).into_response());
+    match (method.clone(), target.name.as_deref()) {
+        (Method::GET, None) if flag(&query, "watch") => Ok(watch::serve(shared.clone(), rt, target, query, metadata_only)?),
+        (Method::GET, None) => Ok(axum::Json(list(shared, &rt, &target, &query, metadata_only)?).into_response()),
+        (Method::GET, Some(name)) => json_response(shared.store.lock().get(&rt, ns(&target), name)?),
+        (Method::POST, None) => {
+            let obj = parse_object(body)?;
+            check_body_namespace(&obj, &target)?;
+            let manager = field_manager(&query, headers);
+            let created = shared.store.lock().create(&rt, ns(&target), obj, &manager)?;
+            Ok((axum::http::StatusCode::CREATED, axum::Json(created)).into_response())
+        }
+        (Method::PUT, Some(name)) => {
+            let obj = parse_object(body)?;
+            check_body_name(&obj, name)?;
+            check_body_namespace(&obj, &target)?;
+            let manager = field_manager(&query, headers);
+            let key = Key::new(&rt, ns(&target), name);
+            json_response(shared.store.lock().update(&rt, key, obj, scope, &manager)?)
+        }
+        (Method::PATCH, Some(name)) => {
+            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let result = patch(shared, &rt, &target, name, &content_type, body, &query, headers, scope)?;
+            shared.gc_wakeup();
+            json_response(result)
+        }
+        (Method::DELETE, Some(name)) => {
+            let opts = delete_options(body, &query)?;
+            let (obj, removed) = shared.store.lock().delete(&rt, Key::new(&rt, ns(&target), name), &opts)?;
+            shared.gc_wakeup();
+            if removed && !rt.returns_deleted_object {
+                return Ok(axum::Json(success_status(&rt, &obj)).into_response());
+            }
+            json_response(obj)
+        }
+        (Method::DELETE, None) => {
+            let opts = delete_options(body, &query)?;
+            let deleted = delete_collection(shared, &rt, &target, &query, &opts)?;
+            shared.gc_wakeup();
+            Ok(axum::Json(deleted).into_response())
+        }
+        _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({method})"))),
+    }
+}
+
+fn ns(target: &Target) -> &str {
+    target.namespace.as_deref().unwrap_or("")
+}
+
+fn scope_for(rt: &ResourceType, target: &Target) -> ApiResult<Scope> {
+    match target.subresource.as_deref() {
+        None if rt.status_subresource => Ok(Scope::MainResource),
+        None => Ok(Scope::Whole),
+        Some("status") if rt.status_subresource => Ok(Scope::Status),
+        Some(other) => Err(ApiError::not_found_plain(format!("the server could not find the requested resource ({}/{other})", rt.plural))),
+    }
+}
+
+fn parse_object(body: &[u8]) -> ApiResult<Value> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+fn check_body_name(obj: &Value, name: &str) -> ApiResult<()> {
+    match obj["metadata"]["name"].as_str() {
+        Some(n) if n != name => Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})"))),
+        _ => Ok(()),
+    }
+}
+
+fn check_body_namespace(obj: &Value, target: &Target) -> ApiResult<()> {
+    match (obj["metadata"]["namespace"].as_str(), &target.namespace) {
+        (Some(body_ns), Some(url_ns)) if !body_ns.is_empty() && body_ns != url_ns => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The field manager: `fieldManager`, else the User-Agent up to its first '/', as the API server does.
+fn field_manager(query: &Query, headers: &HeaderMap) -> String {
+    if let Some(m) = query.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, metadata_only: bool) -> ApiResult<Value> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), rt.field_selectors())?;
+    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let state = shared.store.lock();
+    let current = state.resource_version();
+    let (list_rv, after) = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => decode_continue(token)?,
+        None => {
+            check_list_resource_version(query, current)?;
+            (current, None)
+        }
+    };
+    let mut matching = state
+        .list(rt, target.namespace.as_deref())
+        .into_iter()
+        .filter(|o| after.as_ref().is_none_or(|a| &sort_key(o) > a))
+        .filter(|o| labels.matches(&meta::labels(o)) && fields.matches(o));
+    let mut items: Vec<Value> = Vec::new();
+    let mut next = None;
+    for obj in matching.by_ref() {
+        if limit.is_some_and(|l| items.len() == l) {
+            next = items.last().map(|last| encode_continue(list_rv, &sort_key(last)));
+            break;
+        }
+        items.push(if metadata_only { metadata_view(obj) } else { obj.clone() });
+    }
+    let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+    if let Some(token) = next {
+        metadata["continue"] = json!(token);
+        metadata["remainingItemCount"] = json!(matching.count() + 1);
+    }
+    let (api_version, kind) = if metadata_only {
+        ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string())
+    } else {
+        (rt.api_version(&target.version), format!("{}List", rt.kind))
+    };
+    Ok(json!({"apiVersion": api_version, "kind": kind, "metadata": metadata, "items": items}))
+}
+
+/// Lists are served from the latest state; an exact older resourceVersion can't be, so it is
+/// `410 Gone` (as for a compacted one on a real cluster).
+fn check_list_resource_version(query: &Query, current: u64) -> ApiResult<()> {
+    let exact = query.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
+    match query.get("resourceVersion").and_then(|rv| rv.parse::<u64>().ok()) {
+        Some(rv) if exact && rv != current => Err(ApiError::gone(format!("too old resource version: {rv} ({current})"))),
+        _ => Ok(()),
+    }
+}
+
+fn sort_key(obj: &Value) -> String {
+    format!("{}/{}", obj["metadata"]["namespace"].as_str().unwrap_or(""), obj["metadata"]["name"].as_str().unwrap_or(""))
+}
+
+fn encode_continue(rv: u64, after: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"rv": rv, "start": after}).to_string())
+}
+
+fn decode_continue(token: &str) -> ApiResult<(u64, Option<String>)> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request("continue key is not valid");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    Ok((v["rv"].as_u64().ok_or_else(bad)?, v["start"].as_str().map(String::from)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn patch(
+    shared: &Shared,
+    rt: &ResourceType,
+    target: &Target,
+    name: &str,
+    content_type: &str,
+    body: &[u8],
+    query: &Query,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> ApiResult<Value> {
+    let key = Key::new(rt, ns(target), name);
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    let mut state = shared.store.lock();
+    let live = state.object(&key).cloned();
+    if mime == "application/apply-patch+yaml" {
+        let manager = query.get("fieldManager").filter(|m| !m.is_empty()).ok_or_else(|| {
+            ApiError::bad_request("PATCH /apply requires fieldManager to be set")
+        })?;
+        let applied: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        check_applied(rt, &applied, name, live.as_ref())?;
+        if live.is_none() && scope == Scope::Status {
+            return Err(ApiError::not_found(&rt.qualified_name(), name));
+        }
+        let base = live.clone().unwrap_or_else(|| {
+            json!({"apiVersion": applied["apiVersion"], "kind": rt.kind, "metadata": {"name": name, "namespace": target.namespace}})
+        });
+        let api_version = applied["apiVersion"].as_str().unwrap_or_default().to_string();
+        let writer = Writer { manager, api_version: &api_version, scope };
+        let merged = managed::apply(rt, &base, &applied, &writer, flag(query, "force"))?;
+        return state.write_patched(rt, key, live, merged, scope, manager, true);
+    }
+    let live = live.ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))?;
+    let patch_doc: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let mut patched = live.clone();
+    match mime {
+        "application/merge-patch+json" => json_patch::merge(&mut patched, &patch_doc),
+        "application/strategic-merge-patch+json" if !rt.custom => strategic_merge(&mut patched, &patch_doc)?,
+        "application/json-patch+json" => {
+            let ops: json_patch::Patch = serde_json::from_value(patch_doc).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(&mut patched, &ops).map_err(|e| {
+                let mut err = ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}"));
+                err.code = 422;
+                err.reason = "Invalid";
+                err
+            })?;
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    }
+    if !patched.is_object() {
+        return Err(ApiError::bad_request("the patch did not produce an object"));
+    }
+    let manager = field_manager(query, headers);
+    state.write_patched(rt, key, Some(live), patched, scope, &manager, false)
+}
+
+fn check_applied(rt: &ResourceType, applied: &Value, name: &str, live: Option<&Value>) -> ApiResult<()> {
+    let api_version = applied["apiVersion"].as_str().unwrap_or_default();
+    if applied["kind"].as_str() != Some(rt.kind.as_str()) || !rt.versions.iter().any(|v| rt.api_version(v) == api_version) {
+        return Err(ApiError::bad_request(format!(
+            "the apiVersion and kind of the applied object must be set and match the request ({}, {})",
+            rt.api_version(&rt.versions[0]),
+            rt.kind
+        )));
+    }
+    check_body_name(applied, name)?;
+    if let (Some(rv), Some(live)) = (applied["metadata"]["resourceVersion"].as_str(), live) {
+        if Some(rv) != live["metadata"]["resourceVersion"].as_str() {
+            return Err(ApiError::stale(&rt.qualified_name(), name));
+        }
+    }
+    Ok(())
+}
+
+/// Strategic merge patch for built-in kinds, approximated by a JSON merge patch (lists are
+/// replaced rather than merged by their patch keys); `$patch`-style directives are refused.
+fn strategic_merge(doc: &mut Value, patch: &Value) -> ApiResult<()> {
+    fn has_directive(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.iter().any(|(k, v)| (k.starts_with('$') && !k.starts_with("$setElementOrder")) || has_directive(v)),
+            Value::Array(items) => items.iter().any(has_directive),
+            _ => false,
+        }
+    }
+    fn strip_order(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(m.iter().filter(|(k, _)| !k.starts_with("$setElementOrder")).map(|(k, v)| (k.clone(), strip_order(v))).collect()),
+            other => other.clone(),
+        }
+    }
+    if has_directive(patch) {
+        return Err(ApiError::bad_request("strategic merge patch directives are not supported by the test API server"));
+    }
+    json_patch::merge(doc, &strip_order(patch));
+    Ok(())
+}
+
+fn delete_options(body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
+    let parsed: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))? };
+    let propagation = parsed["propagationPolicy"].as_str().map(String::from).or_else(|| query.get("propagationPolicy").cloned());
+    if let Some(p) = &propagation {
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: {p:?}")));
+        }
+    }
+    Ok(DeleteOptions {
+        propagation,
+        precondition_uid: parsed["preconditions"]["uid"].as_str().map(String::from),
+        precondition_rv: parsed["preconditions"]["resourceVersion"].as_str().map(String::from),
+    })
+}
+
+fn delete_collection(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, opts: &DeleteOptions) -> ApiResult<Value> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), rt.field_selectors())?;
+    let mut state = shared.store.lock();
+    let keys: Vec<Key> = state
+        .list(rt, target.namespace.as_deref())
+        .into_iter()
+        .filter(|o| labels.matches(&meta::labels(o)) && fields.matches(o))
+        .map(|o| Key::new(rt, o["metadata"]["namespace"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or("")))
+        .collect();
+    let mut items = Vec::new();
+    for key in keys {
+        items.push(state.delete(rt, key, opts)?.0);
+    }
+    let rv = state.resource_version().to_string();
+    Ok(json!({"apiVersion": rt.api_version(&target.version), "kind": format!("{}List", rt.kind), "metadata": {"resourceVersion": rv}, "items": items}))
+}
+
+fn success_status(rt: &ResourceType, obj: &Value) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": {"name": obj["metadata"]["name"], "group": rt.group, "kind": rt.plural, "uid": obj["metadata"]["uid"]},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_their_targets() {
+        let t = parse_target("/api/v1/namespaces/ns1/secrets/s1").unwrap();
+        assert_eq!((t.group.as_str(), t.plural.as_str(), t.namespace.as_deref(), t.name.as_deref()), ("", "secrets", Some("ns1"), Some("s1")));
+        let t = parse_target("/api/v1/namespaces/ns1").unwrap();
+        assert_eq!((t.plural.as_str(), t.name.as_deref(), t.namespace), ("namespaces", Some("ns1"), None));
+        let t = parse_target("/apis/certpilot.dev/v1alpha1/namespaces/a/certificates/c/status").unwrap();
+        assert_eq!((t.group.as_str(), t.subresource.as_deref()), ("certpilot.dev", Some("status")));
+        let t = parse_target("/apis/certpilot.dev/v1alpha1/certificates").unwrap();
+        assert_eq!((t.plural.as_str(), t.namespace, t.name), ("certificates", None, None));
+        assert!(parse_target("/healthz").is_none());
+    }
+
+    #[test]
+    fn query_strings_are_decoded() {
+        let q = url_decode_pairs("labelSelector=app%3Dweb%2Ctier+in+%28a%29&watch=true");
+        assert_eq!(q["labelSelector"], "app=web,tier in (a)");
+        assert!(flag(&q, "watch"));
+    }
+}

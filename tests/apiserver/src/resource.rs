@@ -1,0 +1,200 @@
+//! The kinds the server serves: a fixed set of built-in kinds plus every registered CRD.
+
+use crate::error::{ApiError, ApiResult};
+use serde_json::Value;
+use std::{collections::HashMap, sync::Arc};
+
+/// How a list field merges under server-side apply, from `x-kubernetes-list-type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListType {
+    Atomic,
+    Set,
+    Map(Vec<String>),
+}
+
+/// One served resource (a group + plural), with the behaviour its strategy gives it.
+#[derive(Debug)]
+pub struct ResourceType {
+    pub group: String,
+    pub versions: Vec<String>,
+    pub plural: String,
+    pub kind: String,
+    pub namespaced: bool,
+    pub status_subresource: bool,
+    /// Custom resources bump `metadata.generation` on spec changes and need a resourceVersion on PUT.
+    pub custom: bool,
+    /// The `openAPIV3Schema` of a custom resource's storage version.
+    pub schema: Option<Value>,
+    /// Whether DELETE answers with the object (custom resources, namespaces) or a `Status`.
+    pub returns_deleted_object: bool,
+}
+
+impl ResourceType {
+    fn builtin(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool, status: bool) -> Self {
+        Self {
+            group: group.into(),
+            versions: vec![version.into()],
+            plural: plural.into(),
+            kind: kind.into(),
+            namespaced,
+            status_subresource: status,
+            custom: false,
+            schema: None,
+            returns_deleted_object: plural == "namespaces",
+        }
+    }
+
+    pub fn api_version(&self, version: &str) -> String {
+        if self.group.is_empty() { version.to_string() } else { format!("{}/{}", self.group, version) }
+    }
+
+    /// `secrets` or `widgets.example.com`, as the API server names a resource in messages.
+    pub fn qualified_name(&self) -> String {
+        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+    }
+
+    /// `Widget.example.com`, as the API server names a kind in 422 messages.
+    pub fn qualified_kind(&self) -> String {
+        if self.group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, self.group) }
+    }
+
+    /// Field selectors this kind accepts.
+    pub fn field_selectors(&self) -> &'static [&'static str] {
+        match (self.group.as_str(), self.plural.as_str()) {
+            ("", "secrets") => &["metadata.name", "metadata.namespace", "type"],
+            _ => &["metadata.name", "metadata.namespace"],
+        }
+    }
+
+    /// The schema node for `path` (object keys; list items are entered with `"[]"`).
+    pub fn schema_at<'a>(&'a self, path: &[&str]) -> Option<&'a Value> {
+        let mut node = self.schema.as_ref()?;
+        for part in path {
+            node = if *part == "[]" {
+                node.get("items")?
+            } else {
+                node.get("properties")
+                    .and_then(|p| p.get(*part))
+                    .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()))?
+            };
+        }
+        Some(node)
+    }
+
+    /// The list type of the list at `path`; metadata lists and built-in kinds use fixed knowledge.
+    pub fn list_type(&self, path: &[&str]) -> ListType {
+        match path {
+            ["metadata", "ownerReferences"] => return ListType::Map(vec!["uid".into()]),
+            ["metadata", "finalizers"] => return ListType::Set,
+            ["spec", "ports"] if self.plural == "services" => {
+                return ListType::Map(vec!["port".into(), "protocol".into()]);
+            }
+            _ => {}
+        }
+        let Some(node) = self.schema_at(path) else { return ListType::Atomic };
+        match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("set") => ListType::Set,
+            Some("map") => ListType::Map(
+                node.get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .map(|keys| keys.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+                    .unwrap_or_default(),
+            ),
+            _ => ListType::Atomic,
+        }
+    }
+
+    /// Whether the map at `path` is `x-kubernetes-map-type: atomic` (applied and owned as a whole).
+    pub fn map_is_atomic(&self, path: &[&str]) -> bool {
+        self.schema_at(path)
+            .and_then(|n| n.get("x-kubernetes-map-type"))
+            .and_then(Value::as_str)
+            == Some("atomic")
+    }
+}
+
+/// All served kinds, keyed by (group, plural).
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    types: HashMap<(String, String), Arc<ResourceType>>,
+}
+
+impl Registry {
+    pub fn with_builtins() -> Self {
+        let mut registry = Self::default();
+        for rt in [
+            ResourceType::builtin("", "v1", "namespaces", "Namespace", false, true),
+            ResourceType::builtin("", "v1", "secrets", "Secret", true, false),
+            ResourceType::builtin("", "v1", "configmaps", "ConfigMap", true, false),
+            ResourceType::builtin("", "v1", "events", "Event", true, false),
+            ResourceType::builtin("", "v1", "services", "Service", true, true),
+            ResourceType::builtin("", "v1", "serviceaccounts", "ServiceAccount", true, false),
+            ResourceType::builtin("events.k8s.io", "v1", "events", "Event", true, false),
+            ResourceType::builtin("coordination.k8s.io", "v1", "leases", "Lease", true, false),
+            ResourceType::builtin("networking.k8s.io", "v1", "ingresses", "Ingress", true, true),
+            ResourceType::builtin(
+                "apiextensions.k8s.io",
+                "v1",
+                "customresourcedefinitions",
+                "CustomResourceDefinition",
+                false,
+                true,
+            ),
+        ] {
+            registry.insert(rt);
+        }
+        registry
+    }
+
+    pub fn insert(&mut self, rt: ResourceType) {
+        self.types.insert((rt.group.clone(), rt.plural.clone()), Arc::new(rt));
+    }
+
+    pub fn remove(&mut self, group: &str, plural: &str) {
+        self.types.remove(&(group.to_string(), plural.to_string()));
+    }
+
+    pub fn get(&self, group: &str, version: &str, plural: &str) -> ApiResult<Arc<ResourceType>> {
+        self.types
+            .get(&(group.to_string(), plural.to_string()))
+            .filter(|rt| rt.versions.iter().any(|v| v == version))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found_path(group, version, plural))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<ResourceType>> {
+        self.types.values()
+    }
+
+    /// Builds the served kind for a `CustomResourceDefinition` object.
+    pub fn from_crd(crd: &Value) -> ApiResult<ResourceType> {
+        let spec = &crd["spec"];
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let served: Vec<&Value> = spec["versions"]
+            .as_array()
+            .map(|vs| vs.iter().filter(|v| v["served"].as_bool().unwrap_or(false)).collect())
+            .unwrap_or_default();
+        let storage = served
+            .iter()
+            .find(|v| v["storage"].as_bool().unwrap_or(false))
+            .ok_or_else(|| ApiError::bad_request("spec.versions: must have exactly one storage version"))?;
+        Ok(ResourceType {
+            group: text(&spec["group"]),
+            versions: served.iter().map(|v| text(&v["name"])).collect(),
+            plural: text(&spec["names"]["plural"]),
+            kind: text(&spec["names"]["kind"]),
+            namespaced: spec["scope"] == "Namespaced",
+            status_subresource: storage["subresources"]["status"].is_object(),
+            custom: true,
+            schema: storage["schema"]["openAPIV3Schema"].as_object().map(|o| Value::Object(o.clone())),
+            returns_deleted_object: true,
+        })
+    }
+}
+
+impl ApiError {
+    pub fn not_found_path(group: &str, version: &str, plural: &str) -> Self {
+        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+        ApiError::not_found_plain(format!("the server could not find the requested resource ({plural} {gv})"))
+    }
+}

@@ -1,0 +1,154 @@
+//! Label selectors (equality- and set-based) and the field selectors the server supports.
+
+use crate::error::{ApiError, ApiResult};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+/// A parsed `labelSelector` query parameter; the empty selector matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelSelector(Vec<Requirement>);
+
+impl LabelSelector {
+    pub fn parse(input: &str) -> ApiResult<Self> {
+        split_top_level(input)
+            .into_iter()
+            .filter(|term| !term.trim().is_empty())
+            .map(|term| parse_requirement(term.trim()))
+            .collect::<ApiResult<Vec<_>>>()
+            .map(Self)
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|req| match req {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::DoesNotExist(k) => !labels.contains_key(k),
+        })
+    }
+}
+
+/// Splits on commas that are not inside a `(...)` value set.
+fn split_top_level(input: &str) -> Vec<&str> {
+    let (mut depth, mut start, mut parts) = (0usize, 0usize, Vec::new());
+    for (i, c) in input.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&input[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&input[start..]);
+    parts
+}
+
+fn parse_requirement(term: &str) -> ApiResult<Requirement> {
+    let invalid = || ApiError::bad_request(format!("unable to parse requirement: invalid label selector: {term:?}"));
+    if let Some(key) = term.strip_prefix('!') {
+        return Ok(Requirement::DoesNotExist(valid_key(key.trim()).ok_or_else(invalid)?));
+    }
+    for (op, negate) in [(" notin ", true), (" in ", false)] {
+        if let Some(pos) = term.find(op) {
+            let key = valid_key(term[..pos].trim()).ok_or_else(invalid)?;
+            let set = term[pos + op.len()..].trim();
+            let inner = set.strip_prefix('(').and_then(|s| s.strip_suffix(')')).ok_or_else(invalid)?;
+            let values = inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+            return Ok(if negate { Requirement::NotIn(key, values) } else { Requirement::In(key, values) });
+        }
+    }
+    for (op, negate) in [("!=", true), ("==", false), ("=", false)] {
+        if let Some(pos) = term.find(op) {
+            let key = valid_key(term[..pos].trim()).ok_or_else(invalid)?;
+            let value = term[pos + op.len()..].trim().to_string();
+            return Ok(if negate { Requirement::NotEquals(key, value) } else { Requirement::Equals(key, value) });
+        }
+    }
+    Ok(Requirement::Exists(valid_key(term).ok_or_else(invalid)?))
+}
+
+fn valid_key(key: &str) -> Option<String> {
+    let ok = !key.is_empty()
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    ok.then(|| key.to_string())
+}
+
+/// A parsed `fieldSelector`: `metadata.name`, `metadata.namespace` and, for Secrets, `type`.
+#[derive(Debug, Clone, Default)]
+pub struct FieldSelector(Vec<(String, bool, String)>);
+
+impl FieldSelector {
+    pub fn parse(input: &str, supported: &[&str]) -> ApiResult<Self> {
+        let mut terms = Vec::new();
+        for term in input.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (field, negate, value) = if let Some((f, v)) = term.split_once("!=") {
+                (f, true, v)
+            } else if let Some((f, v)) = term.split_once("==") {
+                (f, false, v)
+            } else if let Some((f, v)) = term.split_once('=') {
+                (f, false, v)
+            } else {
+                return Err(ApiError::bad_request(format!("invalid selector: '{input}'; can't understand '{term}'")));
+            };
+            let field = field.trim();
+            if !supported.contains(&field) {
+                return Err(ApiError::bad_request(format!("field label not supported: {field}")));
+            }
+            terms.push((field.to_string(), negate, value.trim().to_string()));
+        }
+        Ok(Self(terms))
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        self.0.iter().all(|(field, negate, value)| {
+            let actual = field.split('.').try_fold(object, |v, part| v.get(part)).and_then(Value::as_str).unwrap_or("");
+            (actual == value) != *negate
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn equality_and_set_based_requirements() {
+        let sel = LabelSelector::parse("app=web,tier in (front, back),!legacy,env!=prod").unwrap();
+        assert!(sel.matches(&labels(&[("app", "web"), ("tier", "front")])));
+        assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "db")])));
+        assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "front"), ("legacy", "1")])));
+        assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "back"), ("env", "prod")])));
+        let sel = LabelSelector::parse("certpilot.dev/managed,zone notin (a)").unwrap();
+        assert!(sel.matches(&labels(&[("certpilot.dev/managed", "")])));
+        assert!(!sel.matches(&labels(&[("certpilot.dev/managed", ""), ("zone", "a")])));
+        assert!(LabelSelector::parse("a b c").is_err());
+    }
+
+    #[test]
+    fn field_selectors() {
+        let obj = serde_json::json!({"metadata": {"name": "x", "namespace": "n"}, "type": "kubernetes.io/tls"});
+        let supported = ["metadata.name", "metadata.namespace", "type"];
+        assert!(FieldSelector::parse("metadata.name=x,type==kubernetes.io/tls", &supported).unwrap().matches(&obj));
+        assert!(!FieldSelector::parse("metadata.namespace!=n", &supported).unwrap().matches(&obj));
+        assert!(FieldSelector::parse("spec.foo=bar", &supported).is_err());
+    }
+}

@@ -1,0 +1,732 @@
+//! The object store: one resourceVersion counter, a bounded event history for watches, and
+//! the write pipeline every create, update, patch and delete goes through.
+
+use crate::{
+    error::{ApiError, ApiResult, FieldError, FieldReason},
+    fields::Scope,
+    managed::{self, Writer},
+    meta,
+    resource::{Registry, ResourceType},
+    schema,
+};
+use base64::Engine;
+use serde_json::{Value, json};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard},
+};
+use tokio::sync::{Notify, broadcast};
+
+/// Where an object lives: (group, plural, namespace, name); cluster objects have namespace "".
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub group: String,
+    pub plural: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(rt: &ResourceType, namespace: &str, name: &str) -> Self {
+        let namespace = if rt.namespaced { namespace } else { "" };
+        Self { group: rt.group.clone(), plural: rt.plural.clone(), namespace: namespace.into(), name: name.into() }
+    }
+    fn of_namespace(name: &str) -> Self {
+        Self { group: String::new(), plural: "namespaces".into(), namespace: String::new(), name: name.into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as watchers see it; `old` lets a selector-filtered watch see objects leave.
+#[derive(Debug)]
+pub struct Event {
+    pub rv: u64,
+    pub key: Key,
+    pub kind: EventType,
+    pub object: Value,
+    pub old: Option<Value>,
+}
+
+pub struct State {
+    rv: u64,
+    pub registry: Registry,
+    objects: BTreeMap<Key, Value>,
+    uids: HashMap<String, Key>,
+    history: VecDeque<Arc<Event>>,
+    /// Watches from a resourceVersion older than this get `410 Gone`.
+    oldest_watchable: u64,
+    history_limit: usize,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+/// Shared handle to the state; the lock is never held across an await.
+pub struct Store {
+    state: Mutex<State>,
+    pub gc_wakeup: Notify,
+}
+
+/// The server's first resourceVersion: anything older was "compacted" before it started, as on
+/// a cluster that has been running for a while.
+const FIRST_RESOURCE_VERSION: u64 = 1000;
+
+impl Store {
+    pub fn new(history_limit: usize) -> Self {
+        let (events, _) = broadcast::channel(16 * 1024);
+        let mut state = State {
+            rv: FIRST_RESOURCE_VERSION,
+            registry: Registry::with_builtins(),
+            objects: BTreeMap::new(),
+            uids: HashMap::new(),
+            history: VecDeque::new(),
+            oldest_watchable: FIRST_RESOURCE_VERSION,
+            history_limit,
+            events,
+        };
+        for ns in ["default", "kube-system", "kube-public"] {
+            let rt = state.registry.get("", "v1", "namespaces").expect("namespaces are built in");
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            state.create(&rt, "", obj, "kube-apiserver").expect("default namespaces are valid");
+        }
+        state.oldest_watchable = state.rv;
+        state.history.clear();
+        Self { state: Mutex::new(state), gc_wakeup: Notify::new() }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Options of a DELETE.
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOptions {
+    pub propagation: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+}
+
+impl State {
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    pub fn get(&self, rt: &ResourceType, namespace: &str, name: &str) -> ApiResult<Value> {
+        self.objects
+            .get(&Key::new(rt, namespace, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))
+    }
+
+    /// Objects of a kind, in one namespace or all, in key order.
+    pub fn list(&self, rt: &ResourceType, namespace: Option<&str>) -> Vec<&Value> {
+        let start = Key { group: rt.group.clone(), plural: rt.plural.clone(), namespace: String::new(), name: String::new() };
+        self.objects
+            .range(start..)
+            .take_while(|(k, _)| k.group == rt.group && k.plural == rt.plural)
+            .filter(|(k, _)| namespace.is_none_or(|ns| k.namespace == ns))
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// History events after `rv`, or `None` when `rv` is older than what is kept (410 Gone).
+    pub fn events_since(&self, rv: u64) -> Option<Vec<Arc<Event>>> {
+        (rv >= self.oldest_watchable).then(|| self.history.iter().filter(|e| e.rv > rv).cloned().collect())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+
+    /// Forgets the event history, so that every earlier resourceVersion is too old to watch from.
+    pub fn compact(&mut self) {
+        self.history.clear();
+        self.oldest_watchable = self.rv;
+    }
+
+    fn check_namespace(&self, rt: &ResourceType, namespace: &str) -> ApiResult<()> {
+        if !rt.namespaced {
+            return Ok(());
+        }
+        let ns = self.objects.get(&Key::of_namespace(namespace)).ok_or_else(|| ApiError::not_found("namespaces", namespace))?;
+        if meta::is_deleting(ns) {
+            return Err(ApiError::forbidden(format!(
+                "{} is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                rt.qualified_name(),
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn create(&mut self, rt: &ResourceType, namespace: &str, mut obj: Value, manager: &str) -> ApiResult<Value> {
+        self.check_namespace(rt, namespace)?;
+        assign_name(&mut obj);
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let key = Key::new(rt, namespace, &name);
+        if self.objects.contains_key(&key) {
+            return Err(ApiError::already_exists(&rt.qualified_name(), &name));
+        }
+        let scope = main_scope(rt);
+        obj["metadata"].as_object_mut().map(|m| m.remove("managedFields"));
+        let mut obj = self.admit(rt, &key, None, obj, scope)?;
+        record_update(rt, None, &mut obj, manager, scope);
+        Ok(self.commit(rt, key, None, obj))
+    }
+
+    /// Replaces an object (PUT); `scope` says whether this is the main resource or `/status`.
+    pub fn update(&mut self, rt: &ResourceType, key: Key, obj: Value, scope: Scope, manager: &str) -> ApiResult<Value> {
+        let old = self.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(&rt.qualified_name(), &key.name))?;
+        check_resource_version(rt, &key, &old, &obj, rt.custom)?;
+        let mut new = self.admit(rt, &key, Some(&old), obj, scope)?;
+        record_update(rt, Some(&old), &mut new, manager, scope);
+        Ok(self.commit(rt, key, Some(old), new))
+    }
+
+    /// Writes the result of a patch (already merged by the caller) with ownership from `apply`
+    /// (server-side apply, which has set `managedFields` itself) or from the update rules.
+    pub fn write_patched(
+        &mut self,
+        rt: &ResourceType,
+        key: Key,
+        old: Option<Value>,
+        patched: Value,
+        scope: Scope,
+        manager: &str,
+        applied: bool,
+    ) -> ApiResult<Value> {
+        if let Some(old) = &old {
+            check_resource_version(rt, &key, old, &patched, false)?;
+        } else {
+            self.check_namespace(rt, &key.namespace)?;
+        }
+        let mut new = self.admit(rt, &key, old.as_ref(), patched, scope)?;
+        if !applied {
+            record_update(rt, old.as_ref(), &mut new, manager, scope);
+        }
+        managed::retain_existing(&mut new);
+        Ok(self.commit(rt, key, old, new))
+    }
+
+    pub fn object(&self, key: &Key) -> Option<&Value> {
+        self.objects.get(key)
+    }
+
+    /// Runs a write through the kind's strategy and admission: status/spec split, system
+    /// fields, kind rules, schema and CEL, finalizer rules and generation.
+    fn admit(&self, rt: &ResourceType, key: &Key, old: Option<&Value>, candidate: Value, scope: Scope) -> ApiResult<Value> {
+        let mut new = split_status(old, candidate, scope);
+        set_identity(rt, key, &mut new);
+        match old {
+            Some(old) => carry_system_fields(old, &mut new),
+            None => init_system_fields(rt, &mut new),
+        }
+        let mut errors = kind_rules(rt, old, &mut new)?;
+        errors.extend(meta::validate(&new, rt.plural == "namespaces" && rt.group.is_empty()));
+        if let Some(old) = old {
+            errors.extend(finalizer_rules(old, &new));
+        }
+        if let (Some(schema), true) = (&rt.schema, errors.is_empty()) {
+            match schema::admit(schema, new, old) {
+                Ok(admitted) => new = admitted,
+                Err(schema_errors) => return Err(ApiError::invalid(&rt.qualified_kind(), &key.name, &schema_errors)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(&rt.qualified_kind(), &key.name, &errors));
+        }
+        if let (Some(old), true) = (old, rt.custom) {
+            if spec_of(old) != spec_of(&new) {
+                let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                new["metadata"]["generation"] = json!(generation);
+            }
+        }
+        Ok(new)
+    }
+
+    /// Stores a new version (or deletes the object when its last finalizer went away while
+    /// deleting), bumps the resourceVersion and tells watchers. A write that changes nothing
+    /// returns the stored object untouched, like the API server.
+    fn commit(&mut self, rt: &ResourceType, key: Key, old: Option<Value>, mut new: Value) -> Value {
+        if let Some(old) = &old {
+            new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+            if *old == new {
+                return new;
+            }
+        }
+        if old.is_some() && meta::is_deleting(&new) && meta::finalizers(&new).is_empty() {
+            return self.remove(key, new);
+        }
+        self.rv += 1;
+        new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
+        if let Some(uid) = new["metadata"]["uid"].as_str() {
+            self.uids.insert(uid.to_string(), key.clone());
+        }
+        self.objects.insert(key.clone(), new.clone());
+        self.after_commit(rt, &new);
+        self.emit(key, kind, new.clone(), old);
+        new
+    }
+
+    fn remove(&mut self, key: Key, mut last: Value) -> Value {
+        self.objects.remove(&key);
+        if let Some(uid) = last["metadata"]["uid"].as_str() {
+            self.uids.remove(uid);
+        }
+        self.rv += 1;
+        last["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        if key.group == "apiextensions.k8s.io" {
+            self.unregister_crd(&last);
+        }
+        self.emit(key, EventType::Deleted, last.clone(), None);
+        last
+    }
+
+    fn emit(&mut self, key: Key, kind: EventType, object: Value, old: Option<Value>) {
+        let event = Arc::new(Event { rv: self.rv, key, kind, object, old });
+        self.history.push_back(event.clone());
+        while self.history.len() > self.history_limit {
+            if let Some(dropped) = self.history.pop_front() {
+                self.oldest_watchable = dropped.rv;
+            }
+        }
+        let _ = self.events.send(event);
+    }
+
+    /// Serves a CRD's resources as soon as it is stored, and reports it established.
+    fn after_commit(&mut self, rt: &ResourceType, object: &Value) {
+        if rt.group != "apiextensions.k8s.io" {
+            return;
+        }
+        let Ok(served) = Registry::from_crd(object) else { return };
+        self.registry.insert(served);
+        if object["status"]["conditions"].is_array() {
+            return;
+        }
+        let mut established = object.clone();
+        established["status"] = json!({
+            "acceptedNames": object["spec"]["names"],
+            "storedVersions": object["spec"]["versions"].as_array().into_iter().flatten()
+                .filter(|v| v["storage"] == true).map(|v| v["name"].clone()).collect::<Vec<_>>(),
+            "conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": meta::now()},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": meta::now()},
+            ],
+        });
+        let key = Key::new(rt, "", object["metadata"]["name"].as_str().unwrap_or_default());
+        self.commit(rt, key, Some(object.clone()), established);
+    }
+
+    fn unregister_crd(&mut self, crd: &Value) {
+        let Ok(served) = Registry::from_crd(crd) else { return };
+        let keys: Vec<Key> =
+            self.objects.keys().filter(|k| k.group == served.group && k.plural == served.plural).cloned().collect();
+        for key in keys {
+            if let Some(obj) = self.objects.get(&key).cloned() {
+                self.remove(key, obj);
+            }
+        }
+        self.registry.remove(&served.group, &served.plural);
+    }
+
+    /// DELETE: finalizers turn it into setting `deletionTimestamp`; otherwise the object goes.
+    pub fn delete(&mut self, rt: &ResourceType, key: Key, opts: &DeleteOptions) -> ApiResult<(Value, bool)> {
+        let old = self.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(&rt.qualified_name(), &key.name))?;
+        check_preconditions(rt, &key, &old, opts)?;
+        let uid = old["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        if opts.propagation.as_deref() == Some("Orphan") {
+            self.orphan_dependents(&uid);
+        }
+        let mut new = old.clone();
+        if opts.propagation.as_deref() == Some("Foreground") && !meta::finalizers(&new).contains(&"foregroundDeletion".to_string()) {
+            let mut finalizers = meta::finalizers(&new);
+            finalizers.push("foregroundDeletion".into());
+            new["metadata"]["finalizers"] = json!(finalizers);
+        }
+        if rt.plural == "namespaces" && rt.group.is_empty() {
+            new["status"]["phase"] = json!("Terminating");
+        }
+        let blocked = !meta::finalizers(&new).is_empty() || rt.plural == "namespaces" && rt.group.is_empty();
+        if !blocked {
+            return Ok((self.remove(key, old), true));
+        }
+        if !meta::is_deleting(&new) {
+            new["metadata"]["deletionTimestamp"] = json!(meta::now());
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if rt.custom {
+                new["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
+            }
+        }
+        Ok((self.commit(rt, key, Some(old), new), false))
+    }
+
+    fn orphan_dependents(&mut self, owner_uid: &str) {
+        let dependents: Vec<Key> = self
+            .objects
+            .iter()
+            .filter(|(_, v)| owner_refs(v).iter().any(|r| r["uid"] == owner_uid))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in dependents {
+            self.rewrite_owner_refs(&key, |r| r["uid"] != owner_uid);
+        }
+    }
+
+    fn rewrite_owner_refs(&mut self, key: &Key, keep: impl Fn(&Value) -> bool) {
+        let Some(old) = self.objects.get(key).cloned() else { return };
+        let Ok(rt) = self.type_of(key) else { return };
+        let mut new = old.clone();
+        let refs: Vec<Value> = owner_refs(&old).into_iter().filter(|r| keep(r)).collect();
+        if refs.is_empty() {
+            new["metadata"].as_object_mut().map(|m| m.remove("ownerReferences"));
+        } else {
+            new["metadata"]["ownerReferences"] = json!(refs);
+        }
+        self.commit(&rt, key.clone(), Some(old), new);
+    }
+
+    fn type_of(&self, key: &Key) -> ApiResult<Arc<ResourceType>> {
+        self.registry
+            .all()
+            .find(|rt| rt.group == key.group && rt.plural == key.plural)
+            .cloned()
+            .ok_or_else(|| ApiError::internal("unknown kind"))
+    }
+
+    /// One pass of the garbage collector and the namespace finalizer. Returns whether it
+    /// changed anything (so the caller runs it again until the cluster is settled).
+    pub fn collect_garbage(&mut self) -> bool {
+        let before = self.rv;
+        self.finalize_namespaces();
+        self.delete_orphans();
+        self.finish_foreground_deletions();
+        self.rv != before
+    }
+
+    fn finalize_namespaces(&mut self) {
+        let terminating: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(k, v)| k.group.is_empty() && k.plural == "namespaces" && meta::is_deleting(v))
+            .map(|(k, _)| k.name.clone())
+            .collect();
+        for ns in terminating {
+            let content: Vec<Key> = self.objects.keys().filter(|k| k.namespace == ns).cloned().collect();
+            if content.is_empty() {
+                if let Some(obj) = self.objects.get(&Key::of_namespace(&ns)).cloned() {
+                    self.remove(Key::of_namespace(&ns), obj);
+                }
+                continue;
+            }
+            for key in content {
+                let deleting = self.objects.get(&key).is_some_and(meta::is_deleting);
+                if let (false, Ok(rt)) = (deleting, self.type_of(&key)) {
+                    let _ = self.delete(&rt, key, &DeleteOptions::default());
+                }
+            }
+        }
+    }
+
+    fn owner_exists(&self, dependent: &Key, owner_ref: &Value) -> bool {
+        owner_ref["uid"]
+            .as_str()
+            .and_then(|uid| self.uids.get(uid))
+            .is_some_and(|owner| owner.namespace.is_empty() || owner.namespace == dependent.namespace)
+    }
+
+    fn delete_orphans(&mut self) {
+        let mut doomed = Vec::new();
+        let mut dangling = Vec::new();
+        for (key, obj) in &self.objects {
+            let refs = owner_refs(obj);
+            if refs.is_empty() {
+                continue;
+            }
+            let alive = refs.iter().filter(|r| self.owner_exists(key, r)).count();
+            if alive == 0 && !meta::is_deleting(obj) {
+                doomed.push(key.clone());
+            } else if alive > 0 && alive < refs.len() {
+                dangling.push(key.clone());
+            }
+        }
+        for key in doomed {
+            if let Ok(rt) = self.type_of(&key) {
+                let _ = self.delete(&rt, key, &DeleteOptions::default());
+            }
+        }
+        for key in dangling {
+            let live: Vec<String> = owner_refs(&self.objects[&key])
+                .iter()
+                .filter(|r| self.owner_exists(&key, r))
+                .filter_map(|r| r["uid"].as_str().map(String::from))
+                .collect();
+            self.rewrite_owner_refs(&key, |r| r["uid"].as_str().is_some_and(|u| live.iter().any(|l| l == u)));
+        }
+    }
+
+    fn finish_foreground_deletions(&mut self) {
+        let owners: Vec<(Key, String)> = self
+            .objects
+            .iter()
+            .filter(|(_, v)| meta::is_deleting(v) && meta::finalizers(v).iter().any(|f| f == "foregroundDeletion"))
+            .map(|(k, v)| (k.clone(), v["metadata"]["uid"].as_str().unwrap_or_default().to_string()))
+            .collect();
+        for (owner, uid) in owners {
+            let dependents: Vec<Key> = self
+                .objects
+                .iter()
+                .filter(|(_, v)| owner_refs(v).iter().any(|r| r["uid"] == uid.as_str()))
+                .map(|(k, _)| k.clone())
+                .collect();
+            if dependents.is_empty() {
+                let Some(old) = self.objects.get(&owner).cloned() else { continue };
+                let mut new = old.clone();
+                let rest: Vec<String> = meta::finalizers(&old).into_iter().filter(|f| f != "foregroundDeletion").collect();
+                new["metadata"]["finalizers"] = json!(rest);
+                if let Ok(rt) = self.type_of(&owner) {
+                    self.commit(&rt, owner, Some(old), new);
+                }
+                continue;
+            }
+            for key in dependents {
+                let deleting = self.objects.get(&key).is_some_and(meta::is_deleting);
+                if let (false, Ok(rt)) = (deleting, self.type_of(&key)) {
+                    let _ = self.delete(&rt, key, &DeleteOptions::default());
+                }
+            }
+        }
+    }
+}
+
+fn owner_refs(obj: &Value) -> Vec<Value> {
+    obj["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default()
+}
+
+fn main_scope(rt: &ResourceType) -> Scope {
+    if rt.status_subresource { Scope::MainResource } else { Scope::Whole }
+}
+
+fn record_update(rt: &ResourceType, old: Option<&Value>, new: &mut Value, manager: &str, scope: Scope) {
+    let api_version = new["apiVersion"].as_str().unwrap_or_default().to_string();
+    managed::record_update(rt, old, new, &Writer { manager, api_version: &api_version, scope });
+}
+
+/// `generateName` gets five random characters, as the API server does.
+fn assign_name(obj: &mut Value) {
+    let has_name = obj["metadata"]["name"].as_str().is_some_and(|n| !n.is_empty());
+    if let (false, Some(prefix)) = (has_name, obj["metadata"]["generateName"].as_str()) {
+        let suffix: String = uuid::Uuid::new_v4().simple().to_string().chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
+        obj["metadata"]["name"] = json!(format!("{prefix}{suffix}"));
+    }
+}
+
+fn check_resource_version(rt: &ResourceType, key: &Key, old: &Value, new: &Value, required: bool) -> ApiResult<()> {
+    match new["metadata"]["resourceVersion"].as_str().filter(|rv| !rv.is_empty()) {
+        Some(rv) if Some(rv) != old["metadata"]["resourceVersion"].as_str() => Err(ApiError::stale(&rt.qualified_name(), &key.name)),
+        None if required => Err(ApiError::invalid(
+            &rt.qualified_kind(),
+            &key.name,
+            &[FieldError::invalid("metadata.resourceVersion", &json!("0x0"), "must be specified for an update")],
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_preconditions(rt: &ResourceType, key: &Key, obj: &Value, opts: &DeleteOptions) -> ApiResult<()> {
+    let meta = &obj["metadata"];
+    if let Some(uid) = &opts.precondition_uid {
+        if meta["uid"].as_str() != Some(uid) {
+            let why = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta["uid"].as_str().unwrap_or(""));
+            return Err(ApiError::conflict(&rt.qualified_name(), &key.name, &why));
+        }
+    }
+    if let Some(rv) = &opts.precondition_rv {
+        if meta["resourceVersion"].as_str() != Some(rv) {
+            let why = format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                meta["resourceVersion"].as_str().unwrap_or("")
+            );
+            return Err(ApiError::conflict(&rt.qualified_name(), &key.name, &why));
+        }
+    }
+    Ok(())
+}
+
+/// The status subresource strategy: main-resource writes keep the stored status (none on
+/// create), `/status` writes keep everything but status (and managedFields) from storage.
+fn split_status(old: Option<&Value>, mut candidate: Value, scope: Scope) -> Value {
+    match scope {
+        Scope::Whole => candidate,
+        Scope::MainResource => {
+            match old.and_then(|o| o.get("status")) {
+                Some(status) => candidate["status"] = status.clone(),
+                None => {
+                    candidate.as_object_mut().map(|m| m.remove("status"));
+                }
+            }
+            candidate
+        }
+        Scope::Status => {
+            let Some(old) = old else { return candidate };
+            let mut new = old.clone();
+            match candidate.get("status") {
+                Some(status) => new["status"] = status.clone(),
+                None => {
+                    new.as_object_mut().map(|m| m.remove("status"));
+                }
+            }
+            new["metadata"]["managedFields"] = candidate["metadata"]["managedFields"].clone();
+            new["metadata"]["resourceVersion"] = candidate["metadata"]["resourceVersion"].clone();
+            if new["metadata"]["managedFields"].is_null() {
+                new["metadata"].as_object_mut().map(|m| m.remove("managedFields"));
+            }
+            new
+        }
+    }
+}
+
+fn set_identity(rt: &ResourceType, key: &Key, obj: &mut Value) {
+    if !obj.is_object() {
+        *obj = json!({});
+    }
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"]["name"] = json!(key.name);
+    if rt.namespaced {
+        obj["metadata"]["namespace"] = json!(key.namespace);
+    } else {
+        obj["metadata"].as_object_mut().map(|m| m.remove("namespace"));
+    }
+    let version = obj["apiVersion"].as_str().and_then(|av| av.rsplit('/').next()).unwrap_or(&rt.versions[0]).to_string();
+    let version = if rt.versions.contains(&version) { version } else { rt.versions[0].clone() };
+    obj["apiVersion"] = json!(rt.api_version(&version));
+    obj["kind"] = json!(rt.kind);
+}
+
+fn carry_system_fields(old: &Value, new: &mut Value) {
+    for field in meta::SYSTEM_FIELDS {
+        match old["metadata"].get(field) {
+            Some(v) => new["metadata"][field] = v.clone(),
+            None => {
+                new["metadata"].as_object_mut().map(|m| m.remove(field));
+            }
+        }
+    }
+}
+
+fn init_system_fields(rt: &ResourceType, obj: &mut Value) {
+    let meta = obj["metadata"].as_object_mut().expect("metadata is an object");
+    for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "generation"] {
+        meta.remove(field);
+    }
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(meta::now()));
+    if rt.custom {
+        meta.insert("generation".into(), json!(1));
+    }
+}
+
+/// Everything except metadata and status: what `generation` tracks.
+fn spec_of(obj: &Value) -> Value {
+    let mut rest = obj.clone();
+    if let Some(map) = rest.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+    }
+    rest
+}
+
+/// No new finalizers may be added to an object that is being deleted.
+fn finalizer_rules(old: &Value, new: &Value) -> Vec<FieldError> {
+    if !meta::is_deleting(old) {
+        return Vec::new();
+    }
+    let before = meta::finalizers(old);
+    meta::finalizers(new)
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .map(|f| FieldError::new("metadata.finalizers", FieldReason::Forbidden, format!("no new finalizers can be added if the object is being deleted, found new finalizers [\"{f}\"]")))
+        .collect()
+}
+
+/// Rules of particular built-in kinds (Secrets, Namespaces, CRDs).
+fn kind_rules(rt: &ResourceType, old: Option<&Value>, new: &mut Value) -> ApiResult<Vec<FieldError>> {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "secrets") => secret_rules(old, new),
+        ("", "namespaces") => {
+            if new["spec"]["finalizers"].is_null() {
+                new["spec"] = json!({"finalizers": ["kubernetes"]});
+            }
+            if new["status"]["phase"].is_null() {
+                new["status"] = json!({"phase": "Active"});
+            }
+            Ok(Vec::new())
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => Ok(crd_rules(new)),
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn secret_rules(old: Option<&Value>, new: &mut Value) -> ApiResult<Vec<FieldError>> {
+    let engine = base64::engine::general_purpose::STANDARD;
+    if let Some(string_data) = new.as_object_mut().and_then(|m| m.remove("stringData")) {
+        for (k, v) in string_data.as_object().into_iter().flatten() {
+            new["data"][k] = json!(engine.encode(v.as_str().unwrap_or_default()));
+        }
+    }
+    for (k, v) in new["data"].as_object().into_iter().flatten() {
+        let valid = v.as_str().is_some_and(|s| engine.decode(s).is_ok());
+        if !valid {
+            return Err(ApiError::bad_request(format!("Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data[{k}]")));
+        }
+    }
+    if new["type"].is_null() {
+        new["type"] = json!("Opaque");
+    }
+    let mut errors = Vec::new();
+    if new["type"] == "kubernetes.io/tls" {
+        for required in ["tls.crt", "tls.key"] {
+            if new["data"].get(required).is_none() {
+                errors.push(FieldError::new(format!("data[{required}]"), FieldReason::Required, ""));
+            }
+        }
+    }
+    if let Some(old) = old {
+        if old["type"] != new["type"] {
+            errors.push(FieldError::invalid("type", &new["type"], "field is immutable"));
+        }
+        if old["immutable"] == true && (old["data"] != new["data"] || new["immutable"] != true) {
+            errors.push(FieldError::new("data", FieldReason::Forbidden, "field is immutable when `immutable` is set"));
+        }
+    }
+    Ok(errors)
+}
+
+fn crd_rules(crd: &Value) -> Vec<FieldError> {
+    let spec = &crd["spec"];
+    let expected = format!("{}.{}", spec["names"]["plural"].as_str().unwrap_or(""), spec["group"].as_str().unwrap_or(""));
+    let mut errors = Vec::new();
+    if crd["metadata"]["name"].as_str() != Some(expected.as_str()) {
+        errors.push(FieldError::invalid("metadata.name", &crd["metadata"]["name"], format!("must be spec.names.plural+\".\"+spec.group ({expected})")));
+    }
+    if let Err(e) = Registry::from_crd(crd) {
+        errors.push(FieldError::new("spec.versions", FieldReason::Invalid, e.message));
+    }
+    errors
+}
