@@ -360,10 +360,13 @@ fn patch(
         "application/strategic-merge-patch+json" if !rt.custom => strategic_merge(&mut patched, &patch_doc)?,
         "application/json-patch+json" => {
             let ops: json_patch::Patch = serde_json::from_value(patch_doc).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            // A failed `test` is 422, like the API server; a patch that does not fit the document is 400.
             json_patch::patch(&mut patched, &ops).map_err(|e| {
                 let mut err = ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}"));
-                err.code = 422;
-                err.reason = "Invalid";
+                if matches!(e.kind, json_patch::PatchErrorKind::TestFailed) {
+                    err.code = 422;
+                    err.reason = "Invalid";
+                }
                 err
             })?;
         }
