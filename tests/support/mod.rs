@@ -14,7 +14,13 @@ use std::{future::Future, time::Duration};
 
 /// The conformance suite's own custom resource (see `tests/fixtures/widgets-crd.yaml`).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, JsonSchema)]
-#[kube(group = "conformance.certpilot.dev", version = "v1", kind = "Widget", namespaced, status = "WidgetStatus")]
+#[kube(
+    group = "conformance.certpilot.dev",
+    version = "v1",
+    kind = "Widget",
+    namespaced,
+    status = "WidgetStatus"
+)]
 pub struct WidgetSpec {
     pub size: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,7 +59,10 @@ pub fn widget_crd() -> CustomResourceDefinition {
 /// A cluster with the widget CRD installed.
 pub async fn cluster_with_widgets(test: &str) -> TestCluster {
     let cluster = TestCluster::start(test).await.expect("test cluster starts");
-    cluster.install_crd(&widget_crd()).await.expect("widget CRD installs");
+    cluster
+        .install_crd(&widget_crd())
+        .await
+        .expect("widget CRD installs");
     cluster
 }
 
@@ -64,11 +73,21 @@ pub fn widgets(cluster: &TestCluster) -> Api<Widget> {
 /// A dynamic API for widgets, to send documents the typed struct cannot express.
 pub fn raw_widgets(cluster: &TestCluster) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("conformance.certpilot.dev", "v1", "Widget");
-    Api::namespaced_with(cluster.client(), cluster.namespace(), &ApiResource::from_gvk(&gvk))
+    Api::namespaced_with(
+        cluster.client(),
+        cluster.namespace(),
+        &ApiResource::from_gvk(&gvk),
+    )
 }
 
 pub fn widget(name: &str, size: i64) -> Widget {
-    Widget::new(name, WidgetSpec { size, ..Default::default() })
+    Widget::new(
+        name,
+        WidgetSpec {
+            size,
+            ..Default::default()
+        },
+    )
 }
 
 /// Polls `check` until it yields a value or `timeout` passes; panics with `what` on timeout.
@@ -82,13 +101,19 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// The API error of a result, or a panic naming what was expected to fail.
-pub fn api_error<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) -> kube::core::Status {
+pub fn api_error<T: std::fmt::Debug>(
+    result: Result<T, kube::Error>,
+    what: &str,
+) -> kube::core::Status {
     match result {
         Err(kube::Error::Api(status)) => *status,
         other => panic!("{what}: expected an API error, got {other:?}"),

@@ -1,10 +1,7 @@
 //! Fault injection a test can switch on: added latency, failing requests, dropped watches.
 //! Also a log of the requests served, so tests can count what a controller did.
 
-use std::{
-    sync::Mutex,
-    time::Duration,
-};
+use std::{sync::Mutex, time::Duration};
 use tokio::sync::watch;
 
 #[derive(Debug, Default)]
@@ -33,7 +30,9 @@ impl RequestRecord {
         self.method != "GET"
     }
     pub fn is_watch(&self) -> bool {
-        self.query.split('&').any(|p| p == "watch=true" || p == "watch=1")
+        self.query
+            .split('&')
+            .any(|p| p == "watch=true" || p == "watch=1")
     }
 }
 
@@ -46,7 +45,11 @@ pub struct Faults {
 
 impl Default for Faults {
     fn default() -> Self {
-        Self { plan: Mutex::default(), drop_epoch: watch::channel(0).0, log: Mutex::default() }
+        Self {
+            plan: Mutex::default(),
+            drop_epoch: watch::channel(0).0,
+            log: Mutex::default(),
+        }
     }
 }
 
@@ -105,7 +108,10 @@ impl Faults {
             None
         };
         self.log.lock().unwrap().push(record);
-        Verdict { delay: plan.latency, fail_with }
+        Verdict {
+            delay: plan.latency,
+            fail_with,
+        }
     }
 
     /// Every request served so far, oldest first.

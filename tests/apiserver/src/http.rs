@@ -39,8 +39,14 @@ fn parse_target(path: &str) -> Option<Target> {
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return None,
     };
-    let namespaced_path = rest.len() >= 3 && rest[0] == "namespaces" && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
-    let (namespace, rest) = if namespaced_path { (Some(rest[1].to_string()), &rest[2..]) } else { (None, rest) };
+    let namespaced_path = rest.len() >= 3
+        && rest[0] == "namespaces"
+        && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
+    let (namespace, rest) = if namespaced_path {
+        (Some(rest[1].to_string()), &rest[2..])
+    } else {
+        (None, rest)
+    };
     let plural = rest.first()?.to_string();
     if rest.len() > 3 {
         return None;
@@ -59,9 +65,7 @@ fn parse_target(path: &str) -> Option<Target> {
 pub type Query = HashMap<String, String>;
 
 fn parse_query(uri: &Uri) -> Query {
-    uri.query()
-        .map(|q| url_decode_pairs(q))
-        .unwrap_or_default()
+    uri.query().map(|q| url_decode_pairs(q)).unwrap_or_default()
 }
 
 fn url_decode_pairs(q: &str) -> Query {
@@ -82,7 +86,10 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(b) => {
                         out.push(b);
                         i += 2;
@@ -144,28 +151,61 @@ pub async fn handle(
     }
 }
 
-async fn route(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+async fn route(
+    shared: &Arc<Shared>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
     if let Some(response) = crate::discovery::serve(shared, uri.path()) {
         return Ok(response);
     }
-    let target = parse_target(uri.path()).ok_or_else(|| ApiError::not_found_plain("the server could not find the requested resource"))?;
-    let rt = shared.store.lock().registry.get(&target.group, &target.version, &target.plural)?;
-    if rt.namespaced != target.namespace.is_some() && (target.name.is_some() || *method == Method::POST) {
-        return Err(ApiError::not_found_plain(format!("the server could not find the requested resource ({} {})", rt.plural, uri.path())));
+    let target = parse_target(uri.path()).ok_or_else(|| {
+        ApiError::not_found_plain("the server could not find the requested resource")
+    })?;
+    let rt = shared
+        .store
+        .lock()
+        .registry
+        .get(&target.group, &target.version, &target.plural)?;
+    if rt.namespaced != target.namespace.is_some()
+        && (target.name.is_some() || *method == Method::POST)
+    {
+        return Err(ApiError::not_found_plain(format!(
+            "the server could not find the requested resource ({} {})",
+            rt.plural,
+            uri.path()
+        )));
     }
     let query = parse_query(uri);
     let scope = scope_for(&rt, &target)?;
     let metadata_only = wants_metadata(headers);
-    let json_response = |v: Value| Ok(axum::Json(if metadata_only { metadata_view(&v) } else { v }).into_response());
+    let json_response = |v: Value| {
+        Ok(axum::Json(if metadata_only { metadata_view(&v) } else { v }).into_response())
+    };
     match (method.clone(), target.name.as_deref()) {
-        (Method::GET, None) if flag(&query, "watch") => Ok(watch::serve(shared.clone(), rt, target, query, metadata_only)?),
-        (Method::GET, None) => Ok(axum::Json(list(shared, &rt, &target, &query, metadata_only)?).into_response()),
-        (Method::GET, Some(name)) => json_response(shared.store.lock().get(&rt, ns(&target), name)?),
+        (Method::GET, None) if flag(&query, "watch") => Ok(watch::serve(
+            shared.clone(),
+            rt,
+            target,
+            query,
+            metadata_only,
+        )?),
+        (Method::GET, None) => {
+            Ok(axum::Json(list(shared, &rt, &target, &query, metadata_only)?).into_response())
+        }
+        (Method::GET, Some(name)) => {
+            json_response(shared.store.lock().get(&rt, ns(&target), name)?)
+        }
         (Method::POST, None) => {
             let obj = parse_object(body)?;
             check_body_namespace(&obj, &target)?;
             let manager = field_manager(&query, headers);
-            let created = shared.store.lock().create(&rt, ns(&target), obj, &manager)?;
+            let created = shared
+                .store
+                .lock()
+                .create(&rt, ns(&target), obj, &manager)?;
             Ok((axum::http::StatusCode::CREATED, axum::Json(created)).into_response())
         }
         (Method::PUT, Some(name)) => {
@@ -177,14 +217,32 @@ async fn route(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &Heade
             json_response(shared.store.lock().update(&rt, key, obj, scope, &manager)?)
         }
         (Method::PATCH, Some(name)) => {
-            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            let result = patch(shared, &rt, &target, name, &content_type, body, &query, headers, scope)?;
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let result = patch(
+                shared,
+                &rt,
+                &target,
+                name,
+                &content_type,
+                body,
+                &query,
+                headers,
+                scope,
+            )?;
             shared.gc_wakeup();
             json_response(result)
         }
         (Method::DELETE, Some(name)) => {
             let opts = delete_options(body, &query)?;
-            let (obj, removed) = shared.store.lock().delete(&rt, Key::new(&rt, ns(&target), name), &opts)?;
+            let (obj, removed) =
+                shared
+                    .store
+                    .lock()
+                    .delete(&rt, Key::new(&rt, ns(&target), name), &opts)?;
             shared.gc_wakeup();
             if removed && !rt.returns_deleted_object {
                 return Ok(axum::Json(success_status(&rt, &obj)).into_response());
@@ -197,7 +255,9 @@ async fn route(shared: &Arc<Shared>, method: &Method, uri: &Uri, headers: &Heade
             shared.gc_wakeup();
             Ok(axum::Json(deleted).into_response())
         }
-        _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({method})"))),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        ))),
     }
 }
 
@@ -210,30 +270,40 @@ fn scope_for(rt: &ResourceType, target: &Target) -> ApiResult<Scope> {
         None if rt.status_subresource => Ok(Scope::MainResource),
         None => Ok(Scope::Whole),
         Some("status") if rt.status_subresource => Ok(Scope::Status),
-        Some(other) => Err(ApiError::not_found_plain(format!("the server could not find the requested resource ({}/{other})", rt.plural))),
+        Some(other) => Err(ApiError::not_found_plain(format!(
+            "the server could not find the requested resource ({}/{other})",
+            rt.plural
+        ))),
     }
 }
 
 fn parse_object(body: &[u8]) -> ApiResult<Value> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?;
     if !value.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     Ok(value)
 }
 
 fn check_body_name(obj: &Value, name: &str) -> ApiResult<()> {
     match obj["metadata"]["name"].as_str() {
-        Some(n) if n != name => Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})"))),
+        Some(n) if n != name => Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        ))),
         _ => Ok(()),
     }
 }
 
 fn check_body_namespace(obj: &Value, target: &Target) -> ApiResult<()> {
     match (obj["metadata"]["namespace"].as_str(), &target.namespace) {
-        (Some(body_ns), Some(url_ns)) if !body_ns.is_empty() && body_ns != url_ns => Err(ApiError::bad_request(
-            "the namespace of the provided object does not match the namespace sent on the request",
-        )),
+        (Some(body_ns), Some(url_ns)) if !body_ns.is_empty() && body_ns != url_ns => {
+            Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -252,10 +322,23 @@ fn field_manager(query: &Query, headers: &HeaderMap) -> String {
         .to_string()
 }
 
-fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, metadata_only: bool) -> ApiResult<Value> {
-    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), rt.field_selectors())?;
-    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+fn list(
+    shared: &Shared,
+    rt: &ResourceType,
+    target: &Target,
+    query: &Query,
+    metadata_only: bool,
+) -> ApiResult<Value> {
+    let labels =
+        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fields = FieldSelector::parse(
+        query.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        rt.field_selectors(),
+    )?;
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
     let state = shared.store.lock();
     let current = state.resource_version();
     let (list_rv, after) = match query.get("continue").filter(|c| !c.is_empty()) {
@@ -274,10 +357,16 @@ fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, meta
     let mut next = None;
     for obj in matching.by_ref() {
         if limit.is_some_and(|l| items.len() == l) {
-            next = items.last().map(|last| encode_continue(list_rv, &sort_key(last)));
+            next = items
+                .last()
+                .map(|last| encode_continue(list_rv, &sort_key(last)));
             break;
         }
-        items.push(if metadata_only { metadata_view(obj) } else { obj.clone() });
+        items.push(if metadata_only {
+            metadata_view(obj)
+        } else {
+            obj.clone()
+        });
     }
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
     if let Some(token) = next {
@@ -285,7 +374,10 @@ fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, meta
         metadata["remainingItemCount"] = json!(matching.count() + 1);
     }
     let (api_version, kind) = if metadata_only {
-        ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string())
+        (
+            "meta.k8s.io/v1".to_string(),
+            "PartialObjectMetadataList".to_string(),
+        )
     } else {
         (rt.api_version(&target.version), format!("{}List", rt.kind))
     };
@@ -296,27 +388,42 @@ fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, meta
 /// `410 Gone` (as for a compacted one on a real cluster).
 fn check_list_resource_version(query: &Query, current: u64) -> ApiResult<()> {
     let exact = query.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
-    match query.get("resourceVersion").and_then(|rv| rv.parse::<u64>().ok()) {
-        Some(rv) if exact && rv != current => Err(ApiError::gone(format!("too old resource version: {rv} ({current})"))),
+    match query
+        .get("resourceVersion")
+        .and_then(|rv| rv.parse::<u64>().ok())
+    {
+        Some(rv) if exact && rv != current => Err(ApiError::gone(format!(
+            "too old resource version: {rv} ({current})"
+        ))),
         _ => Ok(()),
     }
 }
 
 fn sort_key(obj: &Value) -> String {
-    format!("{}/{}", obj["metadata"]["namespace"].as_str().unwrap_or(""), obj["metadata"]["name"].as_str().unwrap_or(""))
+    format!(
+        "{}/{}",
+        obj["metadata"]["namespace"].as_str().unwrap_or(""),
+        obj["metadata"]["name"].as_str().unwrap_or("")
+    )
 }
 
 fn encode_continue(rv: u64, after: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"rv": rv, "start": after}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"rv": rv, "start": after}).to_string())
 }
 
 fn decode_continue(token: &str) -> ApiResult<(u64, Option<String>)> {
     use base64::Engine;
     let bad = || ApiError::bad_request("continue key is not valid");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    Ok((v["rv"].as_u64().ok_or_else(bad)?, v["start"].as_str().map(String::from)))
+    Ok((
+        v["rv"].as_u64().ok_or_else(bad)?,
+        v["start"].as_str().map(String::from),
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -336,10 +443,12 @@ fn patch(
     let mut state = shared.store.lock();
     let live = state.object(&key).cloned();
     if mime == "application/apply-patch+yaml" {
-        let manager = query.get("fieldManager").filter(|m| !m.is_empty()).ok_or_else(|| {
-            ApiError::bad_request("PATCH /apply requires fieldManager to be set")
-        })?;
-        let applied: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        let manager = query
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| ApiError::bad_request("PATCH /apply requires fieldManager to be set"))?;
+        let applied: Value = serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         check_applied(rt, &applied, name, live.as_ref())?;
         if live.is_none() && scope == Scope::Status {
             return Err(ApiError::not_found(&rt.qualified_name(), name));
@@ -347,22 +456,35 @@ fn patch(
         let base = live.clone().unwrap_or_else(|| {
             json!({"apiVersion": applied["apiVersion"], "kind": rt.kind, "metadata": {"name": name, "namespace": target.namespace}})
         });
-        let api_version = applied["apiVersion"].as_str().unwrap_or_default().to_string();
-        let writer = Writer { manager, api_version: &api_version, scope };
+        let api_version = applied["apiVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let writer = Writer {
+            manager,
+            api_version: &api_version,
+            scope,
+        };
         let merged = managed::apply(rt, &base, &applied, &writer, flag(query, "force"))?;
         return state.write_patched(rt, key, live, merged, scope, manager, true);
     }
     let live = live.ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))?;
-    let patch_doc: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let patch_doc: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let mut patched = live.clone();
     match mime {
         "application/merge-patch+json" => json_patch::merge(&mut patched, &patch_doc),
-        "application/strategic-merge-patch+json" if !rt.custom => strategic_merge(&mut patched, &patch_doc)?,
+        "application/strategic-merge-patch+json" if !rt.custom => {
+            strategic_merge(&mut patched, &patch_doc)?
+        }
         "application/json-patch+json" => {
-            let ops: json_patch::Patch = serde_json::from_value(patch_doc).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            let ops: json_patch::Patch = serde_json::from_value(patch_doc)
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             // A failed `test` is 422, like the API server; a patch that does not fit the document is 400.
             json_patch::patch(&mut patched, &ops).map_err(|e| {
-                let mut err = ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}"));
+                let mut err = ApiError::bad_request(format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ));
                 if matches!(e.kind, json_patch::PatchErrorKind::TestFailed) {
                     err.code = 422;
                     err.reason = "Invalid";
@@ -379,9 +501,16 @@ fn patch(
     state.write_patched(rt, key, Some(live), patched, scope, &manager, false)
 }
 
-fn check_applied(rt: &ResourceType, applied: &Value, name: &str, live: Option<&Value>) -> ApiResult<()> {
+fn check_applied(
+    rt: &ResourceType,
+    applied: &Value,
+    name: &str,
+    live: Option<&Value>,
+) -> ApiResult<()> {
     let api_version = applied["apiVersion"].as_str().unwrap_or_default();
-    if applied["kind"].as_str() != Some(rt.kind.as_str()) || !rt.versions.iter().any(|v| rt.api_version(v) == api_version) {
+    if applied["kind"].as_str() != Some(rt.kind.as_str())
+        || !rt.versions.iter().any(|v| rt.api_version(v) == api_version)
+    {
         return Err(ApiError::bad_request(format!(
             "the apiVersion and kind of the applied object must be set and match the request ({}, {})",
             rt.api_version(&rt.versions[0]),
@@ -402,55 +531,94 @@ fn check_applied(rt: &ResourceType, applied: &Value, name: &str, live: Option<&V
 fn strategic_merge(doc: &mut Value, patch: &Value) -> ApiResult<()> {
     fn has_directive(v: &Value) -> bool {
         match v {
-            Value::Object(m) => m.iter().any(|(k, v)| (k.starts_with('$') && !k.starts_with("$setElementOrder")) || has_directive(v)),
+            Value::Object(m) => m.iter().any(|(k, v)| {
+                (k.starts_with('$') && !k.starts_with("$setElementOrder")) || has_directive(v)
+            }),
             Value::Array(items) => items.iter().any(has_directive),
             _ => false,
         }
     }
     fn strip_order(v: &Value) -> Value {
         match v {
-            Value::Object(m) => Value::Object(m.iter().filter(|(k, _)| !k.starts_with("$setElementOrder")).map(|(k, v)| (k.clone(), strip_order(v))).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(k, _)| !k.starts_with("$setElementOrder"))
+                    .map(|(k, v)| (k.clone(), strip_order(v)))
+                    .collect(),
+            ),
             other => other.clone(),
         }
     }
     if has_directive(patch) {
-        return Err(ApiError::bad_request("strategic merge patch directives are not supported by the test API server"));
+        return Err(ApiError::bad_request(
+            "strategic merge patch directives are not supported by the test API server",
+        ));
     }
     json_patch::merge(doc, &strip_order(patch));
     Ok(())
 }
 
 fn delete_options(body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
-    let parsed: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))? };
-    let propagation = parsed["propagationPolicy"].as_str().map(String::from).or_else(|| query.get("propagationPolicy").cloned());
+    let parsed: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let propagation = parsed["propagationPolicy"]
+        .as_str()
+        .map(String::from)
+        .or_else(|| query.get("propagationPolicy").cloned());
     if let Some(p) = &propagation {
         if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: {p:?}")));
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: {p:?}"
+            )));
         }
     }
     Ok(DeleteOptions {
         propagation,
         precondition_uid: parsed["preconditions"]["uid"].as_str().map(String::from),
-        precondition_rv: parsed["preconditions"]["resourceVersion"].as_str().map(String::from),
+        precondition_rv: parsed["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(String::from),
     })
 }
 
-fn delete_collection(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, opts: &DeleteOptions) -> ApiResult<Value> {
-    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), rt.field_selectors())?;
+fn delete_collection(
+    shared: &Shared,
+    rt: &ResourceType,
+    target: &Target,
+    query: &Query,
+    opts: &DeleteOptions,
+) -> ApiResult<Value> {
+    let labels =
+        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fields = FieldSelector::parse(
+        query.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        rt.field_selectors(),
+    )?;
     let mut state = shared.store.lock();
     let keys: Vec<Key> = state
         .list(rt, target.namespace.as_deref())
         .into_iter()
         .filter(|o| labels.matches(&meta::labels(o)) && fields.matches(o))
-        .map(|o| Key::new(rt, o["metadata"]["namespace"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or("")))
+        .map(|o| {
+            Key::new(
+                rt,
+                o["metadata"]["namespace"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     let mut items = Vec::new();
     for key in keys {
         items.push(state.delete(rt, key, opts)?.0);
     }
     let rv = state.resource_version().to_string();
-    Ok(json!({"apiVersion": rt.api_version(&target.version), "kind": format!("{}List", rt.kind), "metadata": {"resourceVersion": rv}, "items": items}))
+    Ok(
+        json!({"apiVersion": rt.api_version(&target.version), "kind": format!("{}List", rt.kind), "metadata": {"resourceVersion": rv}, "items": items}),
+    )
 }
 
 fn success_status(rt: &ResourceType, obj: &Value) -> Value {
@@ -467,13 +635,31 @@ mod tests {
     #[test]
     fn paths_name_their_targets() {
         let t = parse_target("/api/v1/namespaces/ns1/secrets/s1").unwrap();
-        assert_eq!((t.group.as_str(), t.plural.as_str(), t.namespace.as_deref(), t.name.as_deref()), ("", "secrets", Some("ns1"), Some("s1")));
+        assert_eq!(
+            (
+                t.group.as_str(),
+                t.plural.as_str(),
+                t.namespace.as_deref(),
+                t.name.as_deref()
+            ),
+            ("", "secrets", Some("ns1"), Some("s1"))
+        );
         let t = parse_target("/api/v1/namespaces/ns1").unwrap();
-        assert_eq!((t.plural.as_str(), t.name.as_deref(), t.namespace), ("namespaces", Some("ns1"), None));
-        let t = parse_target("/apis/certpilot.dev/v1alpha1/namespaces/a/certificates/c/status").unwrap();
-        assert_eq!((t.group.as_str(), t.subresource.as_deref()), ("certpilot.dev", Some("status")));
+        assert_eq!(
+            (t.plural.as_str(), t.name.as_deref(), t.namespace),
+            ("namespaces", Some("ns1"), None)
+        );
+        let t = parse_target("/apis/certpilot.dev/v1alpha1/namespaces/a/certificates/c/status")
+            .unwrap();
+        assert_eq!(
+            (t.group.as_str(), t.subresource.as_deref()),
+            ("certpilot.dev", Some("status"))
+        );
         let t = parse_target("/apis/certpilot.dev/v1alpha1/certificates").unwrap();
-        assert_eq!((t.plural.as_str(), t.namespace, t.name), ("certificates", None, None));
+        assert_eq!(
+            (t.plural.as_str(), t.namespace, t.name),
+            ("certificates", None, None)
+        );
         assert!(parse_target("/healthz").is_none());
     }
 

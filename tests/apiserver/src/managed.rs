@@ -20,12 +20,19 @@ struct Entry {
 
 impl Entry {
     fn is(&self, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
-        self.manager == manager && self.operation == operation && self.subresource.as_deref() == subresource
+        self.manager == manager
+            && self.operation == operation
+            && self.subresource.as_deref() == subresource
     }
 }
 
 fn parse(object: &Value) -> Vec<Entry> {
-    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     object["metadata"]["managedFields"]
         .as_array()
         .into_iter()
@@ -35,7 +42,10 @@ fn parse(object: &Value) -> Vec<Entry> {
             operation: text(e, "operation"),
             api_version: text(e, "apiVersion"),
             time: text(e, "time"),
-            subresource: e.get("subresource").and_then(Value::as_str).map(String::from),
+            subresource: e
+                .get("subresource")
+                .and_then(Value::as_str)
+                .map(String::from),
             fields: fields::from_fields_v1(&e["fieldsV1"]),
         })
         .collect()
@@ -79,7 +89,10 @@ pub struct Writer<'a> {
 impl Writer<'_> {
     fn upsert(&self, entries: &mut Vec<Entry>, operation: &str, fields: FieldSet) {
         let sub = self.scope.subresource();
-        match entries.iter_mut().find(|e| e.is(self.manager, operation, sub)) {
+        match entries
+            .iter_mut()
+            .find(|e| e.is(self.manager, operation, sub))
+        {
             Some(entry) => {
                 if entry.fields != fields {
                     entry.time = now();
@@ -101,7 +114,13 @@ impl Writer<'_> {
 
 /// Server-side apply of `applied` onto `live` (the current object, or a skeleton when creating).
 /// Returns the merged object with updated `managedFields`; conflicts fail unless `force`.
-pub fn apply(rt: &ResourceType, live: &Value, applied: &Value, writer: &Writer, force: bool) -> ApiResult<Value> {
+pub fn apply(
+    rt: &ResourceType,
+    live: &Value,
+    applied: &Value,
+    writer: &Writer,
+    force: bool,
+) -> ApiResult<Value> {
     let mut entries = parse(live);
     let applied_set = fields::field_set(rt, applied, writer.scope);
     let conflicts = find_conflicts(&entries, live, applied, &applied_set, writer.manager);
@@ -137,9 +156,12 @@ pub fn apply(rt: &ResourceType, live: &Value, applied: &Value, writer: &Writer, 
 
 fn strip_nulls(value: &Value) -> Value {
     match value {
-        Value::Object(map) => {
-            Value::Object(map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip_nulls(v))).collect())
-        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), strip_nulls(v)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -157,8 +179,14 @@ fn find_conflicts(
         if fields::find(live, path) == fields::find(applied, path) {
             continue;
         }
-        for entry in entries.iter().filter(|e| e.manager != manager && e.fields.contains(path)) {
-            if !conflicts.iter().any(|(p, m)| p == path && m == &entry.manager) {
+        for entry in entries
+            .iter()
+            .filter(|e| e.manager != manager && e.fields.contains(path))
+        {
+            if !conflicts
+                .iter()
+                .any(|(p, m)| p == path && m == &entry.manager)
+            {
                 conflicts.push((path.clone(), entry.manager.clone()));
             }
         }
@@ -168,8 +196,10 @@ fn find_conflicts(
 
 fn conflict_error(conflicts: &[(FieldPath, String)]) -> ApiError {
     let n = conflicts.len();
-    let lines: Vec<String> =
-        conflicts.iter().map(|(path, manager)| format!("conflict with \"{manager}\": {}", fields::display(path))).collect();
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|(path, manager)| format!("conflict with \"{manager}\": {}", fields::display(path)))
+        .collect();
     let message = if n == 1 {
         format!("Apply failed with 1 conflict: {}", lines[0])
     } else {
@@ -188,23 +218,32 @@ fn conflict_error(conflicts: &[(FieldPath, String)]) -> ApiError {
 /// field it changed, and other managers lose the fields that changed or vanished.
 pub fn record_update(rt: &ResourceType, old: Option<&Value>, new: &mut Value, writer: &Writer) {
     let mut entries = old.map(parse).unwrap_or_default();
-    let old_set = old.map(|o| fields::field_set(rt, o, writer.scope)).unwrap_or_default();
+    let old_set = old
+        .map(|o| fields::field_set(rt, o, writer.scope))
+        .unwrap_or_default();
     let new_set = fields::field_set(rt, new, writer.scope);
     let terminal: FieldSet = fields::terminals(&new_set).cloned().collect();
     let changed: FieldSet = new_set
         .iter()
         .filter(|p| {
             !old_set.contains(*p)
-                || (terminal.contains(*p) && old.and_then(|o| fields::find(o, p)) != fields::find(new, p))
+                || (terminal.contains(*p)
+                    && old.and_then(|o| fields::find(o, p)) != fields::find(new, p))
         })
         .cloned()
         .collect();
     let removed: FieldSet = old_set.difference(&new_set).cloned().collect();
     for entry in entries.iter_mut() {
-        entry.fields.retain(|p| !changed.contains(p) && !removed.contains(p));
+        entry
+            .fields
+            .retain(|p| !changed.contains(p) && !removed.contains(p));
     }
     let sub = writer.scope.subresource();
-    let mut owned = entries.iter().find(|e| e.is(writer.manager, "Update", sub)).map(|e| e.fields.clone()).unwrap_or_default();
+    let mut owned = entries
+        .iter()
+        .find(|e| e.is(writer.manager, "Update", sub))
+        .map(|e| e.fields.clone())
+        .unwrap_or_default();
     owned.extend(changed);
     if !owned.is_empty() {
         writer.upsert(&mut entries, "Update", owned);

@@ -32,7 +32,10 @@ impl Filter {
     fn concerns(&self, event: &Event) -> bool {
         event.key.group == self.rt.group
             && event.key.plural == self.rt.plural
-            && self.namespace.as_ref().is_none_or(|ns| &event.key.namespace == ns)
+            && self
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| &event.key.namespace == ns)
     }
 
     /// The event this watcher sees, if any: an object entering the selection is ADDED, one
@@ -69,7 +72,10 @@ impl Filter {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let (api_version, kind) = if self.metadata_only {
-            ("meta.k8s.io/v1".to_string(), "PartialObjectMetadata".to_string())
+            (
+                "meta.k8s.io/v1".to_string(),
+                "PartialObjectMetadata".to_string(),
+            )
         } else {
             (self.rt.api_version(&self.version), self.rt.kind.clone())
         };
@@ -89,10 +95,19 @@ struct Start {
     receiver: broadcast::Receiver<Arc<Event>>,
 }
 
-pub fn serve(shared: Arc<Shared>, rt: Arc<ResourceType>, target: Target, query: Query, metadata_only: bool) -> ApiResult<Response> {
+pub fn serve(
+    shared: Arc<Shared>,
+    rt: Arc<ResourceType>,
+    target: Target,
+    query: Query,
+    metadata_only: bool,
+) -> ApiResult<Response> {
     let filter = Filter {
         labels: LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?,
-        fields: FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), rt.field_selectors())?,
+        fields: FieldSelector::parse(
+            query.get("fieldSelector").map(String::as_str).unwrap_or(""),
+            rt.field_selectors(),
+        )?,
         rt,
         version: target.version,
         namespace: target.namespace,
@@ -101,9 +116,14 @@ pub fn serve(shared: Arc<Shared>, rt: Arc<ResourceType>, target: Target, query: 
     let bookmarks = flag(&query, "allowWatchBookmarks");
     let send_initial = flag(&query, "sendInitialEvents");
     if send_initial && !bookmarks {
-        return Err(ApiError::bad_request("sendInitialEvents requires allowWatchBookmarks=true"));
+        return Err(ApiError::bad_request(
+            "sendInitialEvents requires allowWatchBookmarks=true",
+        ));
     }
-    let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(1800);
     let start = match start(&shared, &filter, &query, send_initial) {
         Ok(start) => start,
         Err(gone) => return Ok(stream_response(single_error(gone))),
@@ -111,11 +131,24 @@ pub fn serve(shared: Arc<Shared>, rt: Arc<ResourceType>, target: Target, query: 
     let (tx, rx) = mpsc::channel::<Result<String, std::convert::Infallible>>(256);
     let bookmark_interval = shared.bookmark_interval;
     let drop_signal = shared.faults.drop_signal();
-    tokio::spawn(pump(filter, start, tx, Duration::from_secs(timeout), bookmarks, bookmark_interval, drop_signal));
+    tokio::spawn(pump(
+        filter,
+        start,
+        tx,
+        Duration::from_secs(timeout),
+        bookmarks,
+        bookmark_interval,
+        drop_signal,
+    ));
     Ok(stream_response(rx))
 }
 
-fn start(shared: &Shared, filter: &Filter, query: &Query, send_initial: bool) -> Result<Start, ApiError> {
+fn start(
+    shared: &Shared,
+    filter: &Filter,
+    query: &Query,
+    send_initial: bool,
+) -> Result<Start, ApiError> {
     let state = shared.store.lock();
     let receiver = state.subscribe();
     let current = state.resource_version();
@@ -127,18 +160,30 @@ fn start(shared: &Shared, filter: &Filter, query: &Query, send_initial: bool) ->
             .map(|o| ("ADDED", filter.render(o)))
             .collect()
     };
-    let requested = query.get("resourceVersion").filter(|rv| !rv.is_empty() && rv.as_str() != "0");
+    let requested = query
+        .get("resourceVersion")
+        .filter(|rv| !rv.is_empty() && rv.as_str() != "0");
     if send_initial || requested.is_none() {
-        return Ok(Start { backlog: snapshot(), rv: current, initial_events_end: send_initial, receiver });
+        return Ok(Start {
+            backlog: snapshot(),
+            rv: current,
+            initial_events_end: send_initial,
+            receiver,
+        });
     }
-    let rv: u64 = requested
-        .and_then(|rv| rv.parse().ok())
-        .ok_or_else(|| ApiError::bad_request("resourceVersion: Invalid value: must be an integer"))?;
+    let rv: u64 = requested.and_then(|rv| rv.parse().ok()).ok_or_else(|| {
+        ApiError::bad_request("resourceVersion: Invalid value: must be an integer")
+    })?;
     let history = state
         .events_since(rv)
         .ok_or_else(|| ApiError::gone(format!("too old resource version: {rv} ({current})")))?;
     let backlog = history.iter().filter_map(|e| filter.translate(e)).collect();
-    Ok(Start { backlog, rv: current.max(rv), initial_events_end: false, receiver })
+    Ok(Start {
+        backlog,
+        rv: current.max(rv),
+        initial_events_end: false,
+        receiver,
+    })
 }
 
 fn single_error(error: ApiError) -> mpsc::Receiver<Result<String, std::convert::Infallible>> {
@@ -165,19 +210,32 @@ async fn pump(
     bookmark_interval: Duration,
     mut drop_signal: tokio::sync::watch::Receiver<u64>,
 ) {
-    let Start { backlog, mut rv, initial_events_end, mut receiver } = start;
+    let Start {
+        backlog,
+        mut rv,
+        initial_events_end,
+        mut receiver,
+    } = start;
     for (kind, object) in backlog {
         if tx.send(line(kind, object)).await.is_err() {
             return;
         }
     }
-    if initial_events_end && tx.send(line("BOOKMARK", filter.bookmark(rv, true))).await.is_err() {
+    if initial_events_end
+        && tx
+            .send(line("BOOKMARK", filter.bookmark(rv, true)))
+            .await
+            .is_err()
+    {
         return;
     }
     drop_signal.mark_unchanged();
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + bookmark_interval, bookmark_interval);
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + bookmark_interval,
+        bookmark_interval,
+    );
     loop {
         tokio::select! {
             _ = &mut deadline => {

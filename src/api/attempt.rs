@@ -1,0 +1,241 @@
+//! `CertificateAttempt`: one issuance or renewal, created and driven only by the operator.
+
+use super::{IssuerRef, certificate::PrivateKeySpec, conditions::Condition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// One attempt to obtain a certificate; its spec is a snapshot and never changes.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "certpilot.dev",
+    version = "v1alpha1",
+    kind = "CertificateAttempt",
+    namespaced,
+    status = "CertificateAttemptStatus",
+    shortname = "cpattempt",
+    category = "certpilot",
+    derive = "Default",
+    derive = "PartialEq",
+    doc = "One issuance or renewal of a Certificate: its steps, the records the CA checks, and the outcome. Created by certpilot; read-only.",
+    printcolumn(
+        name = "Certificate",
+        type_ = "string",
+        json_path = ".spec.certificateName"
+    ),
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Started", type_ = "date", json_path = ".status.startedAt"),
+    printcolumn(name = "Finished", type_ = "date", json_path = ".status.finishedAt"),
+    printcolumn(name = "Error", type_ = "string", json_path = ".status.errorCode")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: a CertificateAttempt records one attempt as it was made"))]
+pub struct CertificateAttemptSpec {
+    /// The Certificate this attempt is for.
+    pub certificate_name: String,
+    /// Issue (first certificate), Renew (renewal time reached), Reissue (the spec or Secret changed) or Manual (renewal requested).
+    #[serde(rename = "type")]
+    pub type_: AttemptType,
+    /// Why the attempt was made, in words.
+    #[serde(default)]
+    pub reason: String,
+    /// The Secret the result goes to.
+    pub secret_name: String,
+    /// DNS names requested.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    /// IP addresses requested.
+    #[serde(default)]
+    pub ip_addresses: Vec<String>,
+    /// Subject common name requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    /// Requested lifetime (Go duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// The issuer asked.
+    pub issuer_ref: IssuerRef,
+    /// The private key settings.
+    pub private_key: PrivateKeySpec,
+    /// The key algorithm in words (e.g. `ECDSA-256`), for display.
+    pub key_algorithm: String,
+    /// ACME profile requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// ARI certificate identifier of the certificate this one replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// The Certificate's `metadata.generation` when the attempt was made.
+    pub certificate_generation: i64,
+    /// The value of the `certpilot.dev/renew` annotation this attempt answers (Manual attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_request: Option<String>,
+}
+
+/// Why an attempt was made.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+pub enum AttemptType {
+    /// The first certificate (or the Secret was missing).
+    #[default]
+    Issue,
+    /// The renewal time was reached.
+    Renew,
+    /// The spec changed, or the Secret no longer matched it.
+    Reissue,
+    /// A user asked for a renewal with the `certpilot.dev/renew` annotation.
+    Manual,
+}
+
+/// Attempt lifecycle phases.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+pub enum AttemptPhase {
+    /// Created, not started.
+    #[default]
+    Pending,
+    /// Placing the order (or preparing local signing).
+    Ordering,
+    /// The CA is checking the validation records.
+    Validating,
+    /// Signing or finalizing, then writing the Secret.
+    Finalizing,
+    /// The Secret holds the new certificate.
+    Succeeded,
+    /// The attempt ended without a certificate; see errorCode and errorMessage.
+    Failed,
+    /// The attempt was superseded (e.g. the spec changed) before it finished.
+    Cancelled,
+}
+
+impl AttemptPhase {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// Step phases.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum StepPhase {
+    #[default]
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// One step of an attempt, with its timing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// e.g. `GenerateKey`, `Sign`, `Verify`, `WriteSecret`.
+    pub name: String,
+    /// Running, Succeeded or Failed.
+    pub phase: StepPhase,
+    /// When the step started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the step ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// What happened.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The ACME order of an attempt.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderStatus {
+    /// The order URL at the CA (an attempt places exactly one order).
+    pub url: String,
+    /// pending, ready, processing, valid or invalid.
+    pub status: String,
+    /// When the CA discards the order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Time>,
+}
+
+/// A record the CA checks to validate one name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationRecord {
+    /// The name being validated.
+    pub dns_name: String,
+    /// `http-01`, `dns-01` or `tls-alpn-01`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// For dns-01: the TXT record name (`_acme-challenge.<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_name: Option<String>,
+    /// For dns-01: the TXT value; for http-01: the expected body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_value: Option<String>,
+    /// For http-01: the URL the CA fetches.
+    #[serde(default, rename = "httpURL", skip_serializing_if = "Option::is_none")]
+    pub http_url: Option<String>,
+    /// pending, processing, valid or invalid.
+    pub status: String,
+    /// The CA's error for this record, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The certificate an attempt produced.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedCertificate {
+    /// Serial number (hex).
+    pub serial_number: String,
+    /// Start of validity.
+    pub not_before: Time,
+    /// End of validity.
+    pub not_after: Time,
+    /// SHA-256 fingerprint (hex, colon-separated).
+    pub fingerprint_sha256: String,
+}
+
+/// The course and outcome of an attempt.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateAttemptStatus {
+    /// Pending, Ordering, Validating, Finalizing, Succeeded, Failed or Cancelled.
+    #[serde(default)]
+    pub phase: AttemptPhase,
+    /// When work on the attempt began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Every step taken, in order, with timings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub steps: Vec<Step>,
+    /// The ACME order (ACME issuers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<OrderStatus>,
+    /// Each challenge: the exact record the CA checks, its status and error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub challenges: Vec<ValidationRecord>,
+    /// Class of failure: e.g. `RateLimited`, `Unauthorized`, `DNS`, `Connection`, `IssuerNotReady`, `SecretNotOwned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// The CA's (or certpilot's) error message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// Do not retry before this time (the CA's Retry-After).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Time>,
+    /// The certificate produced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued: Option<IssuedCertificate>,
+    /// Conditions, for tools that expect them (`Succeeded`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = super::conditions::list_map_by_type)]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,308 @@
+//! `Certificate`: what the user wants, and a status that says what is happening to it.
+
+use super::{
+    IssuerRef,
+    attempt::{AttemptPhase, AttemptType, ValidationRecord},
+    conditions::Condition,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Lowercase DNS names; a wildcard only as the whole leftmost label.
+pub const DNS_NAME_PATTERN: &str =
+    r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+
+/// A TLS certificate certpilot issues, stores in a Secret and renews.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "certpilot.dev",
+    version = "v1alpha1",
+    kind = "Certificate",
+    namespaced,
+    status = "CertificateStatus",
+    shortname = "cpcert",
+    category = "certpilot",
+    derive = "Default",
+    derive = "PartialEq",
+    doc = "A TLS certificate that certpilot issues into a Secret and keeps renewed.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretName"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.notAfter"),
+    printcolumn(name = "Renews", type_ = "date", json_path = ".status.renewalTime"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.dnsNames) || has(self.ipAddresses) || has(self.commonName)").message("at least one of dnsNames, ipAddresses or commonName is required"))]
+#[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.renewBeforePercentage)").message("set renewBefore or renewBeforePercentage, not both"))]
+#[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.duration) || duration(self.renewBefore) < duration(self.duration)").message("renewBefore must be shorter than duration"))]
+pub struct CertificateSpec {
+    /// Name of the Secret (type `kubernetes.io/tls`) that receives `tls.crt`, `tls.key` and `ca.crt`.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("secretName must be a valid Secret name: lowercase letters, digits, '-' and '.', at most 253 characters"))]
+    pub secret_name: String,
+    /// DNS names the certificate covers (subject alternative names); `*.example.com` for a wildcard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), inner(length(max = 253)), extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(validation = Rule::new(r"self.all(n, n.matches('^(\\*\\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))").message("dnsNames must be lowercase DNS names (letters, digits, '-' and '.'); a wildcard is only allowed as the whole leftmost label, as in '*.example.com'"))]
+    pub dns_names: Option<Vec<String>>,
+    /// IP addresses the certificate covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), inner(length(max = 45)), extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(validation = Rule::new("self.all(ip, isIP(ip))").message("ipAddresses must be valid IPv4 or IPv6 addresses"))]
+    pub ip_addresses: Option<Vec<String>>,
+    /// Subject common name (optional; clients use the DNS names). At most 64 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub common_name: Option<String>,
+    /// The issuer that signs this certificate.
+    pub issuer_ref: IssuerRef,
+    /// Requested lifetime as a Go duration (e.g. `2160h`); CAs may cap it. Default 2160h for local issuers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")
+    )]
+    pub duration: Option<String>,
+    /// Renew this long before expiry (Go duration). Default: when a third of the lifetime is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")
+    )]
+    pub renew_before: Option<String>,
+    /// Renew when this percentage of the lifetime is left (1–99), instead of `renewBefore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 99))]
+    pub renew_before_percentage: Option<i32>,
+    /// Certificate profile to ask an ACME CA for (overrides the issuer's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The private key: algorithm, size, rotation and encoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<PrivateKeySpec>,
+    /// Labels and annotations copied onto the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+    /// Extra keys written into the Secret besides `tls.crt`/`tls.key`/`ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 3), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub additional_output_formats: Option<Vec<OutputFormat>>,
+    /// How many finished CertificateAttempts to keep (1–100, default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub attempt_history_limit: Option<i32>,
+}
+
+/// Key algorithms.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+pub enum KeyAlgorithm {
+    #[default]
+    #[serde(rename = "ECDSA")]
+    Ecdsa,
+    #[serde(rename = "RSA")]
+    Rsa,
+    Ed25519,
+}
+
+/// Whether a renewal gets a fresh key.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum RotationPolicy {
+    /// A new private key for every issuance (default).
+    #[default]
+    Always,
+    /// Keep the key already in the Secret when it matches the requested algorithm and size.
+    Never,
+}
+
+/// PEM encoding of `tls.key`.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum KeyEncoding {
+    /// `PRIVATE KEY` (default; every algorithm).
+    #[default]
+    #[serde(rename = "PKCS8")]
+    Pkcs8,
+    /// `RSA PRIVATE KEY` (RSA keys only).
+    #[serde(rename = "PKCS1")]
+    Pkcs1,
+}
+
+/// The private key to generate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.size) || (self.algorithm == 'ECDSA' && self.size in [256, 384]) || (self.algorithm == 'RSA' && self.size in [2048, 3072, 4096])").message("privateKey.size must be 256 or 384 for ECDSA, 2048, 3072 or 4096 for RSA, and unset for Ed25519"))]
+#[x_kube(validation = Rule::new("self.encoding != 'PKCS1' || self.algorithm == 'RSA'").message("privateKey.encoding PKCS1 is only for RSA keys; use PKCS8"))]
+pub struct PrivateKeySpec {
+    /// `ECDSA` (default; P-256, or P-384 with size 384), `RSA` (size 2048 default, 3072, 4096) or `Ed25519`.
+    #[serde(default)]
+    pub algorithm: KeyAlgorithm,
+    /// Key size in bits (ECDSA: 256 or 384; RSA: 2048, 3072 or 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i32>,
+    /// `Always` (default) rotates the key on every issuance; `Never` keeps the Secret's key.
+    #[serde(default)]
+    pub rotation_policy: RotationPolicy,
+    /// `PKCS8` (default) or `PKCS1` (RSA only).
+    #[serde(default)]
+    pub encoding: KeyEncoding,
+}
+
+/// Metadata copied onto the Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Labels for the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations for the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Extra output formats.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum OutputFormatType {
+    /// `tls-combined.pem`: the key followed by the chain.
+    CombinedPEM,
+    /// `key.der`: the private key, PKCS#8 DER.
+    DER,
+}
+
+/// One extra output format.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct OutputFormat {
+    /// `CombinedPEM` or `DER`.
+    #[serde(rename = "type")]
+    pub type_: OutputFormatType,
+}
+
+/// Certificate lifecycle phases.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum CertificatePhase {
+    /// Nothing issued yet and nothing under way (e.g. waiting for the issuer).
+    #[default]
+    Pending,
+    /// The first certificate is being issued.
+    Issuing,
+    /// The CA is checking the validation records.
+    PendingValidation,
+    /// A valid certificate is in the Secret.
+    Ready,
+    /// A valid certificate is in the Secret and its replacement is being issued.
+    Renewing,
+    /// No valid certificate, and the last attempt failed.
+    Failed,
+    /// The certificate in the Secret has expired.
+    Expired,
+}
+
+/// Where the renewal time came from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum RenewalSource {
+    /// The CA's ACME Renewal Information window (RFC 9773).
+    #[serde(rename = "ARI")]
+    Ari,
+    /// `renewBefore`, `renewBeforePercentage` or the default share of the lifetime.
+    Policy,
+}
+
+/// The latest attempt, in brief.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptSummary {
+    /// Name of the CertificateAttempt (`kubectl get certificateattempt <name>` for every detail).
+    pub name: String,
+    /// Issue, Renew, Reissue or Manual.
+    #[serde(rename = "type")]
+    pub type_: AttemptType,
+    /// The attempt's phase.
+    pub phase: AttemptPhase,
+}
+
+/// What is happening to the certificate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    /// Pending, Issuing, PendingValidation, Ready, Renewing, Failed or Expired.
+    #[serde(default)]
+    pub phase: CertificatePhase,
+    /// `Ready`: a valid certificate matching the spec is in the Secret. `Issuing`: an attempt is under way, or why the last one failed.
+    #[serde(default)]
+    #[schemars(transform = super::conditions::list_map_by_type)]
+    pub conditions: Vec<Condition>,
+    /// Start of the current certificate's validity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
+    /// End of the current certificate's validity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Time>,
+    /// When the certificate will be renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+    /// `ARI` or `Policy`: where `renewalTime` came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_source: Option<RenewalSource>,
+    /// Serial number of the current certificate (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    /// SHA-256 fingerprint of the current certificate (hex, colon-separated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint_sha256: Option<String>,
+    /// Issuer (distinguished name) of the current certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The most recent CertificateAttempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<AttemptSummary>,
+    /// Consecutive failed attempts (0 after a success).
+    #[serde(default)]
+    pub attempts_count: i32,
+    /// When the next attempt will be made after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+    /// The CA's Retry-After on the last failure, if it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Time>,
+    /// The exact records the CA checks for the attempt under way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_records: Vec<ValidationRecord>,
+    /// Validation errors the CA reported on the latest attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_errors: Vec<String>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl CertificateSpec {
+    pub fn dns_names(&self) -> &[String] {
+        self.dns_names.as_deref().unwrap_or_default()
+    }
+    pub fn ip_addresses(&self) -> &[String] {
+        self.ip_addresses.as_deref().unwrap_or_default()
+    }
+    pub fn private_key(&self) -> PrivateKeySpec {
+        self.private_key.clone().unwrap_or_default()
+    }
+    pub fn history_limit(&self) -> usize {
+        self.attempt_history_limit.unwrap_or(10).clamp(1, 100) as usize
+    }
+}

@@ -1,0 +1,259 @@
+//! `Issuer` (namespaced) and `ClusterIssuer` (cluster-wide): where certificates come from.
+
+use super::{SecretKeySelector, conditions::Condition};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+const EXACTLY_ONE_KIND: &str =
+    "[has(self.spec.acme), has(self.spec.selfSigned), has(self.spec.ca)].filter(x, x).size() == 1";
+const EXACTLY_ONE_KIND_MESSAGE: &str = "spec: exactly one of acme, selfSigned or ca must be set";
+
+/// Exactly one of `acme`, `selfSigned` or `ca`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "certpilot.dev",
+    version = "v1alpha1",
+    kind = "Issuer",
+    namespaced,
+    status = "IssuerStatus",
+    shortname = "cpissuer",
+    category = "certpilot",
+    doc = "An issuer of certificates for Certificates in its own namespace.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[kube(
+    derive = "Default",
+    derive = "PartialEq",
+    validation = Rule::new(EXACTLY_ONE_KIND).message(EXACTLY_ONE_KIND_MESSAGE)
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerSpec {
+    /// Issue from an ACME (RFC 8555) certificate authority such as Let's Encrypt or ZeroSSL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeIssuer>,
+    /// Sign every certificate with its own key (for tests and bootstrapping private CAs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_signed: Option<SelfSignedIssuer>,
+    /// Sign with a CA certificate and key kept in a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaIssuer>,
+}
+
+/// The cluster-wide twin of `Issuer`; Secrets it names live in the operator's namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "certpilot.dev",
+    version = "v1alpha1",
+    kind = "ClusterIssuer",
+    status = "IssuerStatus",
+    shortname = "cpclusterissuer",
+    category = "certpilot",
+    doc = "An issuer of certificates for Certificates in every namespace.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[kube(
+    derive = "Default",
+    derive = "PartialEq",
+    validation = Rule::new(EXACTLY_ONE_KIND).message(EXACTLY_ONE_KIND_MESSAGE)
+)]
+pub struct ClusterIssuerSpec {
+    #[serde(flatten)]
+    pub issuer: IssuerSpec,
+}
+
+/// Self-signed issuance: nothing to configure.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct SelfSignedIssuer {}
+
+/// Signing with a CA key pair kept in a Secret (`tls.crt` and `tls.key`, as written by certpilot
+/// or `kubectl create secret tls`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CaIssuer {
+    /// Name of the Secret holding the CA certificate (`tls.crt`) and private key (`tls.key`).
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("secretName must be a valid Secret name (lowercase letters, digits, '-' and '.')"))]
+    pub secret_name: String,
+}
+
+/// An ACME account at a certificate authority, and how to answer its challenges.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AcmeIssuer {
+    /// The CA's ACME directory URL, e.g. `https://acme-v02.api.letsencrypt.org/directory`.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("server must be an http(s) URL of an ACME directory"))]
+    pub server: String,
+    /// Contact email registered with the account (the CA sends expiry notices there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Certificate profile to request (e.g. `shortlived`, `tlsserver`), when the CA offers profiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Prefer the alternate chain whose topmost issuer has this common name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_chain: Option<String>,
+    /// PEM bundle of CA certificates to trust for the ACME server's TLS (private ACME servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// External account binding, for CAs that require one (ZeroSSL, Google, many private CAs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_account_binding: Option<ExternalAccountBinding>,
+    /// Secret holding the account's private key; generated when absent. Defaults to `<issuer>-acme-account`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_key_secret_ref: Option<SecretKeySelector>,
+    /// How to prove control of names; the first solver whose selector matches a name answers it.
+    #[serde(default)]
+    #[schemars(length(max = 50))]
+    pub solvers: Vec<AcmeSolver>,
+}
+
+/// A key identifier and HMAC key the CA gave out of band.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalAccountBinding {
+    /// The key identifier from the CA.
+    pub key_id: String,
+    /// The base64url HMAC key from the CA, in a Secret.
+    pub key_secret_ref: SecretKeySelector,
+}
+
+/// One way of answering challenges, optionally limited to some names.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.http01), has(self.dns01), has(self.tlsAlpn01)].filter(x, x).size() == 1").message("each solver needs exactly one of http01, dns01 or tlsAlpn01"))]
+#[x_kube(validation = Rule::new("!has(self.http01) || !has(self.selector) || !has(self.selector.dnsNames) || self.selector.dnsNames.all(n, !n.startsWith('*.'))").message("http01 cannot validate wildcard names: use a dns01 solver for names starting with '*.'"))]
+pub struct AcmeSolver {
+    /// Which names this solver answers for; without a selector it answers for all names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<SolverSelector>,
+    /// HTTP-01: the operator serves the token and routes the CA to itself with an Ingress or HTTPRoute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http01: Option<Http01Solver>,
+    /// DNS-01: a TXT record at `_acme-challenge.<name>` (the only way to get wildcard names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns01: Option<Dns01Solver>,
+    /// TLS-ALPN-01: a special certificate served on port 443 of the operator's solver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_alpn01: Option<TlsAlpn01Solver>,
+}
+
+/// Names a solver is used for.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SolverSelector {
+    /// Exact names this solver answers for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100), inner(length(max = 253)))]
+    pub dns_names: Option<Vec<String>>,
+    /// Zones: a name matches when it is the zone or below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100), inner(length(max = 253)))]
+    pub dns_zones: Option<Vec<String>>,
+}
+
+/// How the CA's HTTP request for the token reaches the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Http01Solver {
+    /// Create an Ingress rule with this class for the challenge path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+    /// Create a Gateway API HTTPRoute attached to this Gateway (`namespace/name`) instead of an Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// The operator's Service that receives challenge requests (default `certpilot-solver`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+}
+
+/// How TXT records are published.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Dns01Solver {
+    /// RFC 2136 dynamic updates (BIND, Knot, PowerDNS…), signed with TSIG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rfc2136: Option<Rfc2136Solver>,
+}
+
+/// An authoritative server that accepts signed dynamic updates.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rfc2136Solver {
+    /// `host:port` of the authoritative server (port 53 when omitted).
+    pub nameserver: String,
+    /// TSIG key name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsig_key_name: Option<String>,
+    /// TSIG algorithm: `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsig_algorithm: Option<String>,
+    /// The base64 TSIG secret, in a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsig_secret_ref: Option<SecretKeySelector>,
+}
+
+/// TLS-ALPN-01 needs no settings: the operator's solver serves the validation certificate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct TlsAlpn01Solver {}
+
+/// What the issuer controller found.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerStatus {
+    /// `Ready` says whether certificates can be issued, and if not, why and what to do.
+    #[serde(default)]
+    #[schemars(transform = super::conditions::list_map_by_type)]
+    pub conditions: Vec<Condition>,
+    /// The ACME account URL, once registered.
+    #[serde(
+        default,
+        rename = "accountURI",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub account_uri: Option<String>,
+    /// For `ca` issuers: the CA certificate's subject and expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaStatus>,
+    /// The `metadata.generation` last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The signing CA of a `ca` issuer.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CaStatus {
+    /// Subject of the CA certificate.
+    pub subject: String,
+    /// When the CA certificate expires (certificates it signs never outlive it).
+    pub not_after: String,
+}

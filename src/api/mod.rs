@@ -1,0 +1,77 @@
+//! The custom resources of `certpilot.dev/v1alpha1`. Doc comments become `kubectl explain` text.
+
+pub mod attempt;
+pub mod certificate;
+pub mod conditions;
+pub mod issuer;
+
+pub use attempt::{
+    AttemptPhase, AttemptType, CertificateAttempt, CertificateAttemptSpec, CertificateAttemptStatus,
+};
+pub use certificate::{Certificate, CertificatePhase, CertificateSpec, CertificateStatus};
+pub use conditions::Condition;
+pub use issuer::{ClusterIssuer, Issuer, IssuerSpec, IssuerStatus};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "certpilot.dev";
+
+/// Label on every Secret and attempt certpilot writes, so watches can select only those.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "certpilot";
+/// Label naming the Certificate a Secret or attempt belongs to.
+pub const CERTIFICATE_NAME_LABEL: &str = "certpilot.dev/certificate-name";
+/// Annotation a user changes (to any new value) on a Certificate to request a renewal now.
+pub const RENEW_ANNOTATION: &str = "certpilot.dev/renew";
+/// Annotation a user puts on an existing Secret to let certpilot take it over.
+pub const ADOPT_ANNOTATION: &str = "certpilot.dev/adopt";
+
+/// Which kind of issuer a reference names.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum IssuerKind {
+    #[default]
+    Issuer,
+    ClusterIssuer,
+}
+
+/// A reference to the `Issuer` (same namespace) or `ClusterIssuer` that signs a certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// `Issuer` (default; in the certificate's namespace) or `ClusterIssuer`.
+    #[serde(default)]
+    pub kind: IssuerKind,
+    /// Name of the issuer.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+impl std::fmt::Display for IssuerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}/{}", self.kind, self.name)
+    }
+}
+
+/// A key of a Secret in the issuer's namespace (for a `ClusterIssuer`: the operator's namespace).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySelector {
+    /// Name of the Secret.
+    pub name: String,
+    /// Key inside the Secret's data.
+    pub key: String,
+}
+
+/// Every CRD of the project, in install order.
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![
+        ClusterIssuer::crd(),
+        Issuer::crd(),
+        Certificate::crd(),
+        CertificateAttempt::crd(),
+    ]
+}

@@ -1,0 +1,5 @@
+//! certpilot: a Kubernetes operator that issues and renews TLS certificates.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod pki;

@@ -1,0 +1,263 @@
+//! Local signing: self-signed certificates and certificates signed by a CA key pair.
+
+use super::{NameRequest, PkiError, PrivateKey};
+use jiff::{SignedDuration, Timestamp};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyUsagePurpose, SanType, SerialNumber,
+};
+
+/// What to sign.
+pub struct SignRequest<'a> {
+    pub names: &'a NameRequest,
+    pub key: &'a PrivateKey,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    /// Make a CA certificate (for bootstrapping a private CA with a self-signed issuer).
+    pub is_ca: bool,
+}
+
+fn offset(t: Timestamp) -> Result<time::OffsetDateTime, PkiError> {
+    time::OffsetDateTime::from_unix_timestamp(t.as_second())
+        .map_err(|e| PkiError::Signing(e.to_string()))
+}
+
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
+    bytes[0] &= 0x7f; // a positive INTEGER
+    SerialNumber::from_slice(&bytes)
+}
+
+fn params(req: &SignRequest) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = req
+        .names
+        .dns_names
+        .iter()
+        .map(|n| rcgen::string::Ia5String::try_from(n.as_str()).map(SanType::DnsName))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PkiError::Signing(e.to_string()))?;
+    params.subject_alt_names.extend(
+        req.names
+            .ip_addresses
+            .iter()
+            .map(|ip| SanType::IpAddress(*ip)),
+    );
+    let mut dn = DistinguishedName::new();
+    let cn = req
+        .names
+        .common_name
+        .clone()
+        .or_else(|| req.names.dns_names.first().cloned())
+        .or_else(|| req.names.ip_addresses.first().map(|ip| ip.to_string()));
+    if let Some(cn) = cn {
+        dn.push(DnType::CommonName, cn);
+    }
+    params.distinguished_name = dn;
+    params.not_before = offset(req.not_before)?;
+    params.not_after = offset(req.not_after)?;
+    params.serial_number = Some(random_serial());
+    if req.is_ca {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+    } else {
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+    }
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+/// A certificate signed by its own key. Returns the PEM certificate.
+pub fn self_signed(req: &SignRequest) -> Result<String, PkiError> {
+    let cert = params(req)?
+        .self_signed(req.key.key_pair())
+        .map_err(|e| PkiError::Signing(e.to_string()))?;
+    Ok(cert.pem())
+}
+
+/// A CA able to sign.
+pub struct CertificateAuthority {
+    pub cert_pem: String,
+    pub key: PrivateKey,
+    pub info: super::CertInfo,
+}
+
+impl CertificateAuthority {
+    /// Loads and checks a CA from the PEM of its certificate and key.
+    pub fn load(cert_pem: &str, key_pem: &str, now: Timestamp) -> Result<Self, PkiError> {
+        let key = PrivateKey::from_pem(key_pem)?;
+        let info = super::parse_chain(cert_pem.as_bytes())?;
+        if info.public_key_info != key.public_key_info() {
+            return Err(PkiError::Mismatch(
+                "tls.key is not the private key of the certificate in tls.crt".into(),
+            ));
+        }
+        if !info.is_ca {
+            return Err(PkiError::Mismatch(format!(
+                "{} is not a CA certificate (basicConstraints CA:TRUE is missing)",
+                info.subject
+            )));
+        }
+        if now >= info.not_after {
+            return Err(PkiError::Mismatch(format!(
+                "the CA certificate {} expired at {}",
+                info.subject, info.not_after
+            )));
+        }
+        let first = super::cert::pem_certificates(cert_pem.as_bytes())?.remove(0);
+        let cert_pem = pem::encode(&pem::Pem::new("CERTIFICATE", first));
+        Ok(Self {
+            cert_pem,
+            key,
+            info,
+        })
+    }
+
+    /// Signs `req`; the certificate never outlives the CA. Returns the PEM certificate.
+    pub fn sign(&self, req: &SignRequest) -> Result<String, PkiError> {
+        let mut params = params(req)?;
+        let ca_end = offset(self.info.not_after)?;
+        if params.not_after > ca_end {
+            params.not_after = ca_end;
+        }
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, self.key.key_pair())
+            .map_err(|e| PkiError::Signing(e.to_string()))?;
+        let cert = params
+            .signed_by(req.key.key_pair(), &issuer)
+            .map_err(|e| PkiError::Signing(e.to_string()))?;
+        Ok(cert.pem())
+    }
+}
+
+/// Default lifetime of locally signed certificates: 90 days.
+pub const DEFAULT_DURATION: SignedDuration = SignedDuration::from_hours(2160);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{api::certificate::PrivateKeySpec, pki::cert::verify_issued};
+
+    fn names() -> NameRequest {
+        NameRequest {
+            dns_names: vec!["a.example.com".into(), "b.example.com".into()],
+            ip_addresses: vec!["10.0.0.1".parse().unwrap()],
+            common_name: None,
+        }
+    }
+
+    #[test]
+    fn self_signed_certificates_verify_against_their_key_and_names() {
+        let key = PrivateKey::generate(&PrivateKeySpec::default()).unwrap();
+        let now = Timestamp::now();
+        let n = names();
+        let req = SignRequest {
+            names: &n,
+            key: &key,
+            not_before: now,
+            not_after: now + SignedDuration::from_hours(1),
+            is_ca: false,
+        };
+        let pem = self_signed(&req).unwrap();
+        let info = verify_issued(pem.as_bytes(), &key, &n, now).unwrap();
+        assert_eq!(info.dns_names, n.dns_names);
+        assert_eq!(info.common_name.as_deref(), Some("a.example.com"));
+        let other = PrivateKey::generate(&PrivateKeySpec::default()).unwrap();
+        assert!(
+            verify_issued(pem.as_bytes(), &other, &n, now).is_err(),
+            "wrong key is refused"
+        );
+        let fewer = NameRequest {
+            dns_names: vec!["a.example.com".into()],
+            ..n.clone()
+        };
+        assert!(
+            verify_issued(pem.as_bytes(), &key, &fewer, now).is_err(),
+            "extra names are refused"
+        );
+        assert!(
+            verify_issued(
+                pem.as_bytes(),
+                &key,
+                &n,
+                now + SignedDuration::from_hours(2)
+            )
+            .is_err(),
+            "expired is refused"
+        );
+    }
+
+    #[test]
+    fn ca_signed_chains_verify_and_never_outlive_the_ca() {
+        let now = Timestamp::now();
+        let ca_key = PrivateKey::generate(&PrivateKeySpec::default()).unwrap();
+        let ca_names = NameRequest {
+            common_name: Some("certpilot test CA".into()),
+            ..Default::default()
+        };
+        let ca_pem = self_signed(&SignRequest {
+            names: &ca_names,
+            key: &ca_key,
+            not_before: now,
+            not_after: now + SignedDuration::from_hours(10),
+            is_ca: true,
+        })
+        .unwrap();
+        let ca =
+            CertificateAuthority::load(&ca_pem, &ca_key.to_pem(Default::default()).unwrap(), now)
+                .unwrap();
+        let key = PrivateKey::generate(&PrivateKeySpec::default()).unwrap();
+        let n = names();
+        let leaf = ca
+            .sign(&SignRequest {
+                names: &n,
+                key: &key,
+                not_before: now,
+                not_after: now + SignedDuration::from_hours(100),
+                is_ca: false,
+            })
+            .unwrap();
+        let chain = format!("{leaf}{}", ca.cert_pem);
+        let info = verify_issued(chain.as_bytes(), &key, &n, now).unwrap();
+        assert_eq!(info.not_after, ca.info.not_after);
+        assert!(info.issuer.contains("certpilot test CA"));
+        let forged = format!(
+            "{leaf}{}",
+            self_signed(&SignRequest {
+                names: &ca_names,
+                key: &key,
+                not_before: now,
+                not_after: now + SignedDuration::from_hours(1),
+                is_ca: true
+            })
+            .unwrap()
+        );
+        assert!(
+            verify_issued(forged.as_bytes(), &key, &n, now).is_err(),
+            "a chain not signed by its parent is refused"
+        );
+        let not_ca = self_signed(&SignRequest {
+            names: &n,
+            key: &key,
+            not_before: now,
+            not_after: now + SignedDuration::from_hours(1),
+            is_ca: false,
+        })
+        .unwrap();
+        assert!(
+            CertificateAuthority::load(&not_ca, &key.to_pem(Default::default()).unwrap(), now)
+                .is_err()
+        );
+    }
+}
