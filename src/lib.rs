@@ -3,3 +3,4 @@
 
 pub mod api;
 pub mod pki;
+pub mod policy;

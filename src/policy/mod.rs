@@ -1,0 +1,71 @@
+//! Pure decisions: when to renew, how long to back off, whether an attempt is needed, and what
+//! the Certificate's status says. No I/O here, so every rule is unit-tested exhaustively.
+
+pub mod backoff;
+pub mod renewal;
+pub mod status;
+pub mod trigger;
+
+/// A stable number in [0, 1) derived from `key`: the same certificate always gets the same
+/// jitter, different certificates get different ones.
+pub fn unit_jitter(key: &str) -> f64 {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest.as_ref()[..8]);
+    (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Parses a Go duration (`2160h`, `1h30m`, `90s`, `1.5h`), the format the CRDs use.
+pub fn parse_duration(text: &str) -> Option<jiff::SignedDuration> {
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let value: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += value * seconds;
+        rest = &rest[unit_len..];
+    }
+    jiff::SignedDuration::try_from_secs_f64(total).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::SignedDuration;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("2160h"), Some(SignedDuration::from_hours(2160)));
+        assert_eq!(parse_duration("1h30m"), Some(SignedDuration::from_mins(90)));
+        assert_eq!(parse_duration("1.5h"), Some(SignedDuration::from_mins(90)));
+        assert_eq!(parse_duration("90s"), Some(SignedDuration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Some(SignedDuration::from_millis(500)));
+        assert_eq!(parse_duration("10d"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("h"), None);
+    }
+
+    #[test]
+    fn jitter_is_stable_and_spread() {
+        assert_eq!(unit_jitter("ns/a"), unit_jitter("ns/a"));
+        assert_ne!(unit_jitter("ns/a"), unit_jitter("ns/b"));
+        let values: Vec<f64> = (0..1000).map(|i| unit_jitter(&format!("ns/cert-{i}"))).collect();
+        assert!(values.iter().all(|v| (0.0..1.0).contains(v)));
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        assert!((0.4..0.6).contains(&mean), "mean {mean}");
+    }
+}

@@ -1,0 +1,217 @@
+//! The Certificate's status, summarised from what was observed and decided: one object that
+//! tells the user what is happening and what to do.
+
+use super::trigger::{Decision, Observed, SecretState};
+use crate::api::{
+    attempt::AttemptPhase,
+    certificate::{AttemptSummary, CertificatePhase, CertificateStatus},
+    conditions::Condition,
+};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+pub const READY: &str = "Ready";
+pub const ISSUING: &str = "Issuing";
+
+/// The status for `observed` after `decision` (conditions without transition times: the
+/// controller stamps those against the previous status).
+pub fn summarise(o: &Observed, decision: &Decision) -> CertificateStatus {
+    let assessment = o.assess();
+    let stored = match &o.secret {
+        SecretState::Present(s) => Some(s),
+        _ => None,
+    };
+    let latest = o.latest();
+    let failed = latest.filter(|a| a.phase == AttemptPhase::Failed);
+    let next_attempt = match decision {
+        Decision::BackingOff { until } => Some(*until),
+        _ => None,
+    };
+    let mut status = CertificateStatus {
+        phase: phase(o, assessment.usable, assessment.expired),
+        not_before: stored.map(|s| Time(s.info.not_before)),
+        not_after: stored.map(|s| Time(s.info.not_after)),
+        renewal_time: assessment.renewal.as_ref().map(|r| Time(r.at)),
+        renewal_source: assessment.renewal.as_ref().map(|r| r.source),
+        serial_number: stored.map(|s| s.info.serial_hex.clone()),
+        fingerprint_sha256: stored.map(|s| s.info.fingerprint_sha256.clone()),
+        issuer: stored.map(|s| s.info.issuer.clone()),
+        last_attempt: latest.map(|a| AttemptSummary { name: a.name.clone(), type_: a.type_, phase: a.phase }),
+        attempts_count: o.consecutive_failures() as i32,
+        next_attempt_time: next_attempt.map(Time),
+        retry_after: failed.and_then(|a| a.retry_after).map(Time),
+        validation_records: Vec::new(),
+        validation_errors: Vec::new(),
+        observed_generation: Some(o.desired.generation),
+        conditions: Vec::new(),
+    };
+    if let Some(a) = latest.filter(|a| a.phase != AttemptPhase::Succeeded) {
+        status.validation_records = a.challenges.clone();
+        status.validation_errors =
+            a.challenges.iter().filter_map(|c| c.error.as_ref().map(|e| format!("{}: {e}", c.dns_name))).collect();
+    }
+    status.conditions = vec![ready_condition(o, decision, &assessment), issuing_condition(o, decision)];
+    for condition in &mut status.conditions {
+        condition.observed_generation = Some(o.desired.generation);
+    }
+    status
+}
+
+fn phase(o: &Observed, usable: bool, expired: bool) -> CertificatePhase {
+    if let Some(current) = o.in_progress() {
+        return if usable {
+            CertificatePhase::Renewing
+        } else if current.phase == AttemptPhase::Validating {
+            CertificatePhase::PendingValidation
+        } else {
+            CertificatePhase::Issuing
+        };
+    }
+    if usable {
+        CertificatePhase::Ready
+    } else if expired {
+        CertificatePhase::Expired
+    } else if o.latest().is_some_and(|a| a.phase == AttemptPhase::Failed) {
+        CertificatePhase::Failed
+    } else {
+        CertificatePhase::Pending
+    }
+}
+
+fn at(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn ready_condition(o: &Observed, decision: &Decision, assessment: &super::trigger::Assessment) -> Condition {
+    if assessment.usable {
+        let SecretState::Present(stored) = &o.secret else { unreachable!("usable implies a stored certificate") };
+        let mut message = format!("the certificate in Secret {} is valid until {}", o.desired.secret_name, at(stored.info.not_after));
+        if let Some(renewal) = &assessment.renewal {
+            message.push_str(&format!("; it renews at {}", at(renewal.at)));
+            if let Some(note) = &renewal.note {
+                message.push_str(&format!(" ({note})"));
+            }
+        }
+        return Condition::new(READY, true, "Ready", message);
+    }
+    let need = assessment.need.as_ref().map(|(_, why)| why.clone()).unwrap_or_default();
+    match decision {
+        Decision::Blocked { reason, message } => Condition::new(READY, false, reason, message.clone()),
+        Decision::InProgress | Decision::Start { .. } | Decision::Supersede { .. } => {
+            let attempt = o.in_progress().map(|a| format!(" (attempt {} is {:?})", a.name, a.phase)).unwrap_or_default();
+            let reason = if assessment.expired { "Expired" } else { "Issuing" };
+            Condition::new(READY, false, reason, format!("{need}; a new certificate is being issued{attempt}"))
+        }
+        Decision::BackingOff { until } => {
+            let failure = o.latest().map(failure_text).unwrap_or_default();
+            let reason = if assessment.expired { "Expired" } else { "AttemptFailed" };
+            Condition::new(READY, false, reason, format!("{need}; {failure}; the next attempt is at {}", at(*until)))
+        }
+        Decision::UpToDate => Condition::new(READY, false, "NotReady", need),
+    }
+}
+
+fn failure_text(a: &super::trigger::AttemptView) -> String {
+    let code = a.error_code.as_deref().unwrap_or("Failed");
+    let message = a.error_message.as_deref().unwrap_or("no error message");
+    format!("attempt {} failed ({code}): {message}", a.name)
+}
+
+fn issuing_condition(o: &Observed, decision: &Decision) -> Condition {
+    if let Some(current) = o.in_progress() {
+        let message = format!("attempt {} ({:?}) is {:?}: {}", current.name, current.type_, current.phase, current.reason);
+        return Condition::new(ISSUING, true, &format!("{:?}", current.type_), message);
+    }
+    match decision {
+        Decision::Blocked { reason, message } => Condition::new(ISSUING, false, reason, message.clone()),
+        Decision::BackingOff { until } => {
+            let latest = o.latest().expect("backing off implies a failed attempt");
+            let reason = latest.error_code.clone().unwrap_or_else(|| "Failed".into());
+            Condition::new(ISSUING, false, &reason, format!("{}; the next attempt is at {}", failure_text(latest), at(*until)))
+        }
+        Decision::Start { type_, reason } => Condition::new(ISSUING, true, &format!("{type_:?}"), reason.clone()),
+        _ => Condition::new(ISSUING, false, "Idle", "no attempt is under way"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::trigger::tests::{attempt, now, observed, stored};
+    use jiff::SignedDuration;
+
+    fn condition<'a>(s: &'a CertificateStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn ready_certificate() {
+        let o = observed(SecretState::Present(stored(now() - SignedDuration::from_hours(24), 90)), vec![attempt(1, AttemptPhase::Succeeded)]);
+        let s = summarise(&o, &o.decide());
+        assert_eq!(s.phase, CertificatePhase::Ready);
+        assert!(condition(&s, READY).is_true());
+        assert!(condition(&s, READY).message.contains("renews at"));
+        assert_eq!(condition(&s, ISSUING).reason, "Idle");
+        assert!(s.renewal_time.is_some() && s.not_after.is_some() && s.serial_number.is_some());
+        assert_eq!(s.attempts_count, 0);
+        assert_eq!(s.last_attempt.unwrap().name, "app-1");
+    }
+
+    #[test]
+    fn issuing_and_pending_validation() {
+        let o = observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Ordering)]);
+        let s = summarise(&o, &o.decide());
+        assert_eq!(s.phase, CertificatePhase::Issuing);
+        assert!(condition(&s, ISSUING).is_true());
+        assert!(!condition(&s, READY).is_true());
+        let o = observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Validating)]);
+        assert_eq!(summarise(&o, &o.decide()).phase, CertificatePhase::PendingValidation);
+    }
+
+    #[test]
+    fn renewing_keeps_ready_true() {
+        let o = observed(SecretState::Present(stored(now() - SignedDuration::from_hours(24 * 70), 90)), vec![attempt(2, AttemptPhase::Finalizing)]);
+        let s = summarise(&o, &o.decide());
+        assert_eq!(s.phase, CertificatePhase::Renewing);
+        assert!(condition(&s, READY).is_true());
+    }
+
+    #[test]
+    fn failure_says_why_and_when_next() {
+        let mut f = attempt(1, AttemptPhase::Failed);
+        f.error_code = Some("RateLimited".into());
+        f.error_message = Some("too many certificates".into());
+        f.retry_after = Some(now() + SignedDuration::from_hours(1));
+        let o = observed(SecretState::Missing, vec![f]);
+        let d = o.decide();
+        let s = summarise(&o, &d);
+        assert_eq!(s.phase, CertificatePhase::Failed);
+        assert_eq!(s.attempts_count, 1);
+        assert_eq!(s.next_attempt_time, Some(Time(now() + SignedDuration::from_hours(1))));
+        assert_eq!(s.retry_after, s.next_attempt_time);
+        let issuing = condition(&s, ISSUING);
+        assert_eq!(issuing.reason, "RateLimited");
+        assert!(issuing.message.contains("too many certificates") && issuing.message.contains("next attempt"));
+        assert_eq!(condition(&s, READY).reason, "AttemptFailed");
+    }
+
+    #[test]
+    fn blocked_by_the_issuer() {
+        let mut o = observed(SecretState::Missing, vec![]);
+        o.issuer = crate::policy::trigger::IssuerState::NotFound("ClusterIssuer local not found".into());
+        let s = summarise(&o, &o.decide());
+        assert_eq!(s.phase, CertificatePhase::Pending);
+        assert_eq!(condition(&s, READY).reason, "IssuerNotFound");
+        assert!(condition(&s, READY).message.contains("not found"));
+    }
+
+    #[test]
+    fn expired_certificate() {
+        let mut f = attempt(1, AttemptPhase::Failed);
+        f.finished_at = Some(now());
+        let o = observed(SecretState::Present(stored(now() - SignedDuration::from_hours(24 * 100), 90)), vec![f]);
+        let s = summarise(&o, &o.decide());
+        assert_eq!(s.phase, CertificatePhase::Expired);
+        assert_eq!(condition(&s, READY).reason, "Expired");
+    }
+}

@@ -1,0 +1,461 @@
+//! Whether a Certificate needs a new attempt, of which type, and if not, why not.
+
+use super::{
+    backoff::BackoffPolicy,
+    renewal::{RenewalSettings, RenewalTime, SuggestedWindow, renewal_time},
+};
+use crate::{
+    api::{
+        IssuerRef,
+        attempt::{AttemptPhase, AttemptType, ValidationRecord},
+    },
+    pki::{CertInfo, NameRequest, cert::check_names},
+};
+use jiff::Timestamp;
+
+/// The issuer, as the Certificate controller found it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IssuerState {
+    Ready,
+    NotFound(String),
+    NotReady(String),
+}
+
+/// The certificate currently stored in the target Secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCertificate {
+    pub info: CertInfo,
+    /// The issuer that produced it (from the Secret's annotations).
+    pub issuer: Option<IssuerRef>,
+    /// The key algorithm, e.g. `ECDSA-256`.
+    pub key: String,
+}
+
+/// The target Secret.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretState {
+    Missing,
+    /// It exists, certpilot did not create it, and it was not annotated for adoption.
+    NotOwned,
+    /// certpilot's, but unusable (no certificate, unreadable, key does not match).
+    Invalid(String),
+    Present(StoredCertificate),
+}
+
+/// What a CertificateAttempt says, reduced to what decisions need.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AttemptView {
+    pub name: String,
+    pub index: u32,
+    pub type_: AttemptType,
+    pub reason: String,
+    pub phase: AttemptPhase,
+    pub generation: i64,
+    pub renew_request: Option<String>,
+    pub names: NameRequest,
+    pub issuer: IssuerRef,
+    pub key: String,
+    pub finished_at: Option<Timestamp>,
+    pub retry_after: Option<Timestamp>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub challenges: Vec<ValidationRecord>,
+}
+
+/// What the user asks for, from the Certificate.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Desired {
+    pub secret_name: String,
+    pub names: NameRequest,
+    pub issuer: IssuerRef,
+    pub key: String,
+    pub renewal: RenewalSettings,
+    pub generation: i64,
+    /// The current value of the `certpilot.dev/renew` annotation.
+    pub renew_request: Option<String>,
+}
+
+/// Everything the decision looks at.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub now: Timestamp,
+    pub desired: Desired,
+    pub issuer: IssuerState,
+    pub secret: SecretState,
+    /// Attempts of this Certificate, oldest first.
+    pub attempts: Vec<AttemptView>,
+    /// `namespace/name`, for stable jitter.
+    pub jitter_key: String,
+    pub ari_window: Option<SuggestedWindow>,
+    pub backoff: BackoffPolicy,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Create an attempt.
+    Start { type_: AttemptType, reason: String },
+    /// An attempt for what is wanted is under way.
+    InProgress,
+    /// An attempt is under way for something no longer wanted (the spec changed): cancel it.
+    Supersede { attempt: String, reason: String },
+    /// An attempt is needed, but something the user must fix is in the way.
+    Blocked { reason: &'static str, message: String },
+    /// An attempt is needed, but the last one failed and the backoff (or Retry-After) runs until `until`.
+    BackingOff { until: Timestamp },
+    /// Nothing to do; the next renewal is at `renew_at`.
+    UpToDate,
+}
+
+/// The state of the stored certificate against the spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// Present, matching the spec, and not expired.
+    pub usable: bool,
+    /// Why an attempt is needed now, if it is.
+    pub need: Option<(AttemptType, String)>,
+    /// When the stored certificate is due for renewal.
+    pub renewal: Option<RenewalTime>,
+    /// The stored certificate exists but has expired.
+    pub expired: bool,
+}
+
+impl Observed {
+    pub fn latest(&self) -> Option<&AttemptView> {
+        self.attempts.last()
+    }
+
+    pub fn in_progress(&self) -> Option<&AttemptView> {
+        self.latest().filter(|a| !a.phase.is_terminal())
+    }
+
+    fn latest_success(&self) -> Option<&AttemptView> {
+        self.attempts.iter().rev().find(|a| a.phase == AttemptPhase::Succeeded)
+    }
+
+    /// Failed attempts since the last success (cancelled ones do not count).
+    pub fn consecutive_failures(&self) -> u32 {
+        let mut count = 0;
+        for attempt in self.attempts.iter().rev() {
+            match attempt.phase {
+                AttemptPhase::Failed => count += 1,
+                AttemptPhase::Cancelled => {}
+                _ => break,
+            }
+        }
+        count
+    }
+
+    /// A renewal was requested with the annotation and no successful attempt answered it yet.
+    fn manual_request_pending(&self) -> bool {
+        let Some(request) = self.desired.renew_request.as_deref().filter(|r| !r.is_empty()) else { return false };
+        self.latest_success().is_none_or(|a| a.renew_request.as_deref() != Some(request))
+    }
+
+    pub fn assess(&self) -> Assessment {
+        let secret_name = &self.desired.secret_name;
+        let stored = match &self.secret {
+            SecretState::Missing => {
+                let need = (AttemptType::Issue, format!("Secret {secret_name} does not exist"));
+                return Assessment { usable: false, need: Some(need), renewal: None, expired: false };
+            }
+            SecretState::NotOwned => {
+                let need = (AttemptType::Issue, format!("Secret {secret_name} exists but was not created by certpilot"));
+                return Assessment { usable: false, need: Some(need), renewal: None, expired: false };
+            }
+            SecretState::Invalid(why) => {
+                let need = (AttemptType::Reissue, format!("Secret {secret_name} is not usable: {why}"));
+                return Assessment { usable: false, need: Some(need), renewal: None, expired: false };
+            }
+            SecretState::Present(stored) => stored,
+        };
+        if let Some(mismatch) = self.mismatch(stored) {
+            return Assessment { usable: false, need: Some((AttemptType::Reissue, mismatch)), renewal: None, expired: false };
+        }
+        let renewal = renewal_time(stored.info.not_before, stored.info.not_after, self.desired.renewal, self.ari_window, &self.jitter_key);
+        let expired = self.now >= stored.info.not_after;
+        let need = if expired {
+            Some((AttemptType::Renew, format!("the certificate expired at {}", stored.info.not_after)))
+        } else if self.manual_request_pending() {
+            Some((AttemptType::Manual, "a renewal was requested with the certpilot.dev/renew annotation".to_string()))
+        } else if self.now >= renewal.at {
+            Some((AttemptType::Renew, format!("renewal time {} reached", renewal.at)))
+        } else {
+            None
+        };
+        Assessment { usable: !expired, need, renewal: Some(renewal), expired }
+    }
+
+    /// Why the stored certificate no longer fits the spec, if it does not.
+    fn mismatch(&self, stored: &StoredCertificate) -> Option<String> {
+        if let Err(e) = check_names(&stored.info, &self.desired.names) {
+            return Some(format!("the spec changed: {e}"));
+        }
+        match &stored.issuer {
+            Some(issuer) if issuer != &self.desired.issuer => {
+                return Some(format!("the issuer changed from {issuer} to {}", self.desired.issuer));
+            }
+            None => return Some(format!("the Secret does not record its issuer; reissuing from {}", self.desired.issuer)),
+            _ => {}
+        }
+        (stored.key != self.desired.key)
+            .then(|| format!("the private key changed from {} to {}", stored.key, self.desired.key))
+    }
+
+    /// Whether an attempt under way still asks for what the spec wants.
+    fn still_wanted(&self, attempt: &AttemptView) -> bool {
+        attempt.generation >= self.desired.generation
+            || (attempt.names == self.desired.names && attempt.issuer == self.desired.issuer && attempt.key == self.desired.key)
+    }
+
+    pub fn decide(&self) -> Decision {
+        if let Some(current) = self.in_progress() {
+            if self.still_wanted(current) {
+                return Decision::InProgress;
+            }
+            let reason = format!("superseded: the Certificate changed (generation {})", self.desired.generation);
+            return Decision::Supersede { attempt: current.name.clone(), reason };
+        }
+        let Some((type_, reason)) = self.assess().need else { return Decision::UpToDate };
+        if let Some(blocked) = self.blocker() {
+            return blocked;
+        }
+        if let Some(until) = self.backing_off_until(type_) {
+            return Decision::BackingOff { until };
+        }
+        Decision::Start { type_, reason }
+    }
+
+    fn blocker(&self) -> Option<Decision> {
+        match &self.issuer {
+            IssuerState::NotFound(message) => return Some(Decision::Blocked { reason: "IssuerNotFound", message: message.clone() }),
+            IssuerState::NotReady(message) => return Some(Decision::Blocked { reason: "IssuerNotReady", message: message.clone() }),
+            IssuerState::Ready => {}
+        }
+        (self.secret == SecretState::NotOwned).then(|| Decision::Blocked {
+            reason: "SecretNotOwned",
+            message: format!(
+                "Secret {name} already exists and was not created by certpilot, so it is left untouched. Delete it, or annotate it with {annotation}=true to let certpilot replace its contents",
+                name = self.desired.secret_name,
+                annotation = crate::api::ADOPT_ANNOTATION,
+            ),
+        })
+    }
+
+    /// After a failure, the next attempt waits for the backoff, or exactly for the CA's
+    /// Retry-After. A changed spec or a new renewal request skips the backoff, never Retry-After.
+    fn backing_off_until(&self, type_: AttemptType) -> Option<Timestamp> {
+        let failed = self.latest().filter(|a| a.phase == AttemptPhase::Failed)?;
+        let failed_at = failed.finished_at.unwrap_or(self.now);
+        let until = self.backoff.next_attempt(self.consecutive_failures(), failed_at, failed.retry_after, &self.jitter_key);
+        if self.now >= until {
+            return None;
+        }
+        let user_acted = failed.generation < self.desired.generation
+            || (type_ == AttemptType::Manual && failed.renew_request != self.desired.renew_request);
+        let retry_after_passed = failed.retry_after.is_none_or(|at| self.now >= at);
+        if user_acted && retry_after_passed { None } else { Some(until) }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::api::IssuerKind;
+    use jiff::SignedDuration;
+
+    pub fn now() -> Timestamp {
+        "2026-06-01T00:00:00Z".parse().unwrap()
+    }
+
+    pub fn names() -> NameRequest {
+        NameRequest { dns_names: vec!["app.example.com".into()], ..Default::default() }
+    }
+
+    pub fn issuer() -> IssuerRef {
+        IssuerRef { kind: IssuerKind::ClusterIssuer, name: "local".into() }
+    }
+
+    pub fn stored(not_before: Timestamp, days: i64) -> StoredCertificate {
+        StoredCertificate {
+            info: CertInfo {
+                serial_hex: "01".into(),
+                fingerprint_sha256: "AA".into(),
+                not_before,
+                not_after: not_before + SignedDuration::from_hours(24 * days),
+                subject: "CN=app.example.com".into(),
+                issuer: "CN=app.example.com".into(),
+                common_name: Some("app.example.com".into()),
+                dns_names: vec!["app.example.com".into()],
+                ip_addresses: vec![],
+                public_key_info: vec![],
+                is_ca: false,
+            },
+            issuer: Some(issuer()),
+            key: "ECDSA-256".into(),
+        }
+    }
+
+    pub fn observed(secret: SecretState, attempts: Vec<AttemptView>) -> Observed {
+        Observed {
+            now: now(),
+            desired: Desired {
+                secret_name: "app-tls".into(),
+                names: names(),
+                issuer: issuer(),
+                key: "ECDSA-256".into(),
+                renewal: RenewalSettings::default(),
+                generation: 1,
+                renew_request: None,
+            },
+            issuer: IssuerState::Ready,
+            secret,
+            attempts,
+            jitter_key: "ns/app".into(),
+            ari_window: None,
+            backoff: BackoffPolicy::default(),
+        }
+    }
+
+    pub fn attempt(index: u32, phase: AttemptPhase) -> AttemptView {
+        AttemptView {
+            name: format!("app-{index}"),
+            index,
+            type_: AttemptType::Issue,
+            phase,
+            generation: 1,
+            names: names(),
+            issuer: issuer(),
+            key: "ECDSA-256".into(),
+            finished_at: phase.is_terminal().then(|| now() - SignedDuration::from_secs(10)),
+            ..Default::default()
+        }
+    }
+
+    fn fresh() -> SecretState {
+        SecretState::Present(stored(now() - SignedDuration::from_hours(24), 90))
+    }
+
+    fn start_type(d: Decision) -> AttemptType {
+        match d {
+            Decision::Start { type_, .. } => type_,
+            other => panic!("expected a new attempt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_secret_issues() {
+        assert_eq!(start_type(observed(SecretState::Missing, vec![]).decide()), AttemptType::Issue);
+    }
+
+    #[test]
+    fn a_fresh_matching_certificate_needs_nothing() {
+        let o = observed(fresh(), vec![attempt(1, AttemptPhase::Succeeded)]);
+        assert_eq!(o.decide(), Decision::UpToDate);
+        let a = o.assess();
+        assert!(a.usable && a.renewal.is_some());
+    }
+
+    #[test]
+    fn renewal_time_reached_renews() {
+        let o = observed(SecretState::Present(stored(now() - SignedDuration::from_hours(24 * 70), 90)), vec![]);
+        assert_eq!(start_type(o.decide()), AttemptType::Renew);
+    }
+
+    #[test]
+    fn expired_certificates_renew_and_are_not_usable() {
+        let o = observed(SecretState::Present(stored(now() - SignedDuration::from_hours(24 * 100), 90)), vec![]);
+        let a = o.assess();
+        assert!(a.expired && !a.usable);
+        assert_eq!(start_type(o.decide()), AttemptType::Renew);
+    }
+
+    #[test]
+    fn changed_names_issuer_or_key_reissue() {
+        let mut o = observed(fresh(), vec![]);
+        o.desired.names.dns_names.push("www.example.com".into());
+        assert_eq!(start_type(o.decide()), AttemptType::Reissue);
+        let mut o = observed(fresh(), vec![]);
+        o.desired.issuer.name = "other".into();
+        assert_eq!(start_type(o.decide()), AttemptType::Reissue);
+        let mut o = observed(fresh(), vec![]);
+        o.desired.key = "RSA-2048".into();
+        assert_eq!(start_type(o.decide()), AttemptType::Reissue);
+        let o = observed(SecretState::Invalid("no tls.crt".into()), vec![]);
+        assert_eq!(start_type(o.decide()), AttemptType::Reissue);
+    }
+
+    #[test]
+    fn manual_requests_renew_once() {
+        let mut o = observed(fresh(), vec![attempt(1, AttemptPhase::Succeeded)]);
+        o.desired.renew_request = Some("2026-06-01".into());
+        assert_eq!(start_type(o.decide()), AttemptType::Manual);
+        let mut answered = attempt(2, AttemptPhase::Succeeded);
+        answered.renew_request = Some("2026-06-01".into());
+        o.attempts.push(answered);
+        assert_eq!(o.decide(), Decision::UpToDate);
+    }
+
+    #[test]
+    fn attempts_under_way_are_waited_for_or_superseded() {
+        let o = observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Validating)]);
+        assert_eq!(o.decide(), Decision::InProgress);
+        let mut o = observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Validating)]);
+        o.desired.generation = 2;
+        o.desired.names.dns_names = vec!["other.example.com".into()];
+        assert!(matches!(o.decide(), Decision::Supersede { attempt, .. } if attempt == "app-1"));
+        // A generation bump that leaves names, issuer and key alone does not cancel anything.
+        let mut o = observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Validating)]);
+        o.desired.generation = 2;
+        assert_eq!(o.decide(), Decision::InProgress);
+    }
+
+    #[test]
+    fn blockers_are_reported_only_when_an_attempt_is_needed() {
+        let mut o = observed(SecretState::Missing, vec![]);
+        o.issuer = IssuerState::NotReady("CA secret missing".into());
+        assert!(matches!(o.decide(), Decision::Blocked { reason: "IssuerNotReady", .. }));
+        let mut o = observed(fresh(), vec![]);
+        o.issuer = IssuerState::NotFound("no issuer".into());
+        assert_eq!(o.decide(), Decision::UpToDate);
+        let o = observed(SecretState::NotOwned, vec![]);
+        match o.decide() {
+            Decision::Blocked { reason, message } => {
+                assert_eq!(reason, "SecretNotOwned");
+                assert!(message.contains("certpilot.dev/adopt"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn failures_back_off_exponentially() {
+        let failed = |i| {
+            let mut a = attempt(i, AttemptPhase::Failed);
+            a.finished_at = Some(now() - SignedDuration::from_secs(30));
+            a
+        };
+        let o = observed(SecretState::Missing, vec![failed(1)]);
+        assert!(matches!(o.decide(), Decision::BackingOff { until } if until > now()));
+        assert_eq!(o.consecutive_failures(), 1);
+        let o = observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Succeeded), failed(2), failed(3), failed(4)]);
+        assert_eq!(o.consecutive_failures(), 3);
+        let mut long_ago = failed(1);
+        long_ago.finished_at = Some(now() - SignedDuration::from_hours(1));
+        assert_eq!(start_type(observed(SecretState::Missing, vec![long_ago]).decide()), AttemptType::Issue);
+    }
+
+    #[test]
+    fn retry_after_holds_even_when_the_user_acts() {
+        let mut f = attempt(1, AttemptPhase::Failed);
+        f.retry_after = Some(now() + SignedDuration::from_hours(2));
+        let mut o = observed(SecretState::Missing, vec![f.clone()]);
+        o.desired.generation = 2;
+        assert_eq!(o.decide(), Decision::BackingOff { until: now() + SignedDuration::from_hours(2) });
+        // Without Retry-After, a spec change retries at once.
+        f.retry_after = None;
+        let mut o = observed(SecretState::Missing, vec![f]);
+        o.desired.generation = 2;
+        assert!(matches!(o.decide(), Decision::Start { .. }));
+    }
+}
