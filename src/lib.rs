@@ -2,5 +2,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod error;
+pub mod issuance;
+pub mod metrics;
 pub mod pki;
 pub mod policy;
+pub mod secret;
+pub mod server;
+pub mod telemetry;

@@ -13,10 +13,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{
-        DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent,
-        WatchParams,
-    },
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent, WatchParams},
     core::PartialObjectMeta,
     runtime::{WatchStreamExt, watcher},
 };
@@ -33,16 +30,8 @@ async fn cluster(test: &str) -> TestCluster {
 fn secret(name: &str, labels: &[(&str, &str)]) -> Secret {
     let mut s = Secret::default();
     s.metadata.name = Some(name.into());
-    s.metadata.labels = Some(
-        labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    );
-    s.data = Some(BTreeMap::from([(
-        "k".to_string(),
-        ByteString(b"v".to_vec()),
-    )]));
+    s.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    s.data = Some(BTreeMap::from([("k".to_string(), ByteString(b"v".to_vec()))]));
     s
 }
 
@@ -54,28 +43,14 @@ fn secrets(c: &TestCluster) -> Api<Secret> {
 async fn create_get_list_and_delete() {
     let c = cluster("crud").await;
     let api = secrets(&c);
-    let created = api
-        .create(&PostParams::default(), &secret("one", &[]))
-        .await
-        .unwrap();
+    let created = api.create(&PostParams::default(), &secret("one", &[])).await.unwrap();
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
     assert!(created.resource_version().is_some());
     let fetched = api.get("one").await.unwrap();
     assert_eq!(fetched.metadata.uid, created.metadata.uid);
     assert_eq!(fetched.data.unwrap()["k"].0, b"v");
-    assert!(
-        api.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|s| s.name_any() == "one")
-    );
-    let dup = api_error(
-        api.create(&PostParams::default(), &secret("one", &[]))
-            .await,
-        "duplicate create",
-    );
+    assert!(api.list(&ListParams::default()).await.unwrap().items.iter().any(|s| s.name_any() == "one"));
+    let dup = api_error(api.create(&PostParams::default(), &secret("one", &[])).await, "duplicate create");
     assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
     api.delete("one", &DeleteParams::default()).await.unwrap();
     let gone = api_error(api.get("one").await, "get after delete");
@@ -91,11 +66,7 @@ async fn generate_name_and_invalid_names() {
     s.metadata.generate_name = Some("gen-".into());
     let created = api.create(&PostParams::default(), &s).await.unwrap();
     assert!(created.name_any().starts_with("gen-") && created.name_any().len() > 4);
-    let bad = api_error(
-        api.create(&PostParams::default(), &secret("Not_Valid", &[]))
-            .await,
-        "invalid name",
-    );
+    let bad = api_error(api.create(&PostParams::default(), &secret("Not_Valid", &[])).await, "invalid name");
     assert_eq!((bad.code, bad.reason.as_str()), (422, "Invalid"));
     assert!(bad.message.contains("metadata.name"), "{}", bad.message);
 }
@@ -104,10 +75,7 @@ async fn generate_name_and_invalid_names() {
 async fn objects_in_a_missing_namespace_are_not_found() {
     let c = cluster("missing-ns").await;
     let api: Api<Secret> = Api::namespaced(c.client(), &format!("{}-absent", c.namespace()));
-    let err = api_error(
-        api.create(&PostParams::default(), &secret("x", &[])).await,
-        "create in missing namespace",
-    );
+    let err = api_error(api.create(&PostParams::default(), &secret("x", &[])).await, "create in missing namespace");
     assert_eq!(err.code, 404);
     assert!(err.message.contains("namespaces"), "{}", err.message);
 }
@@ -116,29 +84,16 @@ async fn objects_in_a_missing_namespace_are_not_found() {
 async fn stale_resource_version_conflicts() {
     let c = cluster("stale-rv").await;
     let api = secrets(&c);
-    let first = api
-        .create(&PostParams::default(), &secret("s", &[]))
-        .await
-        .unwrap();
+    let first = api.create(&PostParams::default(), &secret("s", &[])).await.unwrap();
     let mut update = first.clone();
     update.metadata.labels = Some(BTreeMap::from([("v".into(), "2".into())]));
-    let second = api
-        .replace("s", &PostParams::default(), &update)
-        .await
-        .unwrap();
+    let second = api.replace("s", &PostParams::default(), &update).await.unwrap();
     assert_ne!(second.resource_version(), first.resource_version());
-    let err = api_error(
-        api.replace("s", &PostParams::default(), &update).await,
-        "replace with stale resourceVersion",
-    );
+    let err = api_error(api.replace("s", &PostParams::default(), &update).await, "replace with stale resourceVersion");
     assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
-    let merge_stale =
-        json!({"metadata": {"resourceVersion": first.resource_version(), "labels": {"v": "3"}}});
-    let err = api_error(
-        api.patch("s", &PatchParams::default(), &Patch::Merge(&merge_stale))
-            .await,
-        "stale merge patch",
-    );
+    let merge_stale = json!({"metadata": {"resourceVersion": first.resource_version(), "labels": {"v": "3"}}});
+    let err =
+        api_error(api.patch("s", &PatchParams::default(), &Patch::Merge(&merge_stale)).await, "stale merge patch");
     assert_eq!(err.code, 409);
 }
 
@@ -146,40 +101,23 @@ async fn stale_resource_version_conflicts() {
 async fn merge_and_json_patches() {
     let c = cluster("patches").await;
     let api = secrets(&c);
-    api.create(&PostParams::default(), &secret("p", &[("a", "1")]))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &secret("p", &[("a", "1")])).await.unwrap();
     let merged = api
-        .patch(
-            "p",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"b": "2", "a": null}}})),
-        )
+        .patch("p", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"b": "2", "a": null}}})))
         .await
         .unwrap();
-    assert_eq!(
-        merged.labels(),
-        &BTreeMap::from([("b".to_string(), "2".to_string())])
-    );
+    assert_eq!(merged.labels(), &BTreeMap::from([("b".to_string(), "2".to_string())]));
     let ops: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": "/metadata/labels/b", "value": "2"},
         {"op": "add", "path": "/metadata/labels/c", "value": "3"}
     ]))
     .unwrap();
-    let patched = api
-        .patch("p", &PatchParams::default(), &Patch::<()>::Json(ops))
-        .await
-        .unwrap();
+    let patched = api.patch("p", &PatchParams::default(), &Patch::<()>::Json(ops)).await.unwrap();
     assert_eq!(patched.labels().get("c").map(String::as_str), Some("3"));
-    let failing: json_patch::Patch = serde_json::from_value(
-        json!([{"op": "test", "path": "/metadata/labels/b", "value": "nope"}]),
-    )
-    .unwrap();
-    let err = api_error(
-        api.patch("p", &PatchParams::default(), &Patch::<()>::Json(failing))
-            .await,
-        "failed JSON patch test",
-    );
+    let failing: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "test", "path": "/metadata/labels/b", "value": "nope"}])).unwrap();
+    let err =
+        api_error(api.patch("p", &PatchParams::default(), &Patch::<()>::Json(failing)).await, "failed JSON patch test");
     assert_eq!(err.code, 422);
     assert_eq!(api.get("p").await.unwrap().labels().len(), 2);
 }
@@ -203,10 +141,7 @@ async fn tls_secrets_need_certificate_and_key() {
     let c = cluster("tls-secret").await;
     let mut s = secret("tls", &[]);
     s.type_ = Some("kubernetes.io/tls".into());
-    let err = api_error(
-        secrets(&c).create(&PostParams::default(), &s).await,
-        "TLS secret without keys",
-    );
+    let err = api_error(secrets(&c).create(&PostParams::default(), &s).await, "TLS secret without keys");
     assert_eq!(err.code, 422);
     assert!(err.message.contains("tls.crt"), "{}", err.message);
 }
@@ -216,76 +151,23 @@ async fn label_and_field_selectors() {
     let c = cluster("selectors").await;
     let api = secrets(&c);
     for (name, tier) in [("a", "web"), ("b", "db"), ("c", "cache")] {
-        api.create(
-            &PostParams::default(),
-            &secret(name, &[("tier", tier), ("app", "shop")]),
-        )
-        .await
-        .unwrap();
+        api.create(&PostParams::default(), &secret(name, &[("tier", tier), ("app", "shop")])).await.unwrap();
     }
-    api.create(&PostParams::default(), &secret("d", &[]))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &secret("d", &[])).await.unwrap();
     let names = |list: kube::api::ObjectList<Secret>| {
         let mut n: Vec<String> = list.items.iter().map(|s| s.name_any()).collect();
         n.sort();
         n
     };
-    assert_eq!(
-        names(
-            api.list(&ListParams::default().labels("tier=web"))
-                .await
-                .unwrap()
-        ),
-        ["a"]
-    );
-    assert_eq!(
-        names(
-            api.list(&ListParams::default().labels("tier in (web,db)"))
-                .await
-                .unwrap()
-        ),
-        ["a", "b"]
-    );
-    assert_eq!(
-        names(
-            api.list(&ListParams::default().labels("app=shop,tier notin (web)"))
-                .await
-                .unwrap()
-        ),
-        ["b", "c"]
-    );
-    assert_eq!(
-        names(
-            api.list(&ListParams::default().labels("!tier"))
-                .await
-                .unwrap()
-        ),
-        ["d"]
-    );
-    assert_eq!(
-        names(
-            api.list(&ListParams::default().labels("tier,tier!=db"))
-                .await
-                .unwrap()
-        ),
-        ["a", "c"]
-    );
-    assert_eq!(
-        names(
-            api.list(&ListParams::default().fields("metadata.name=c"))
-                .await
-                .unwrap()
-        ),
-        ["c"]
-    );
+    assert_eq!(names(api.list(&ListParams::default().labels("tier=web")).await.unwrap()), ["a"]);
+    assert_eq!(names(api.list(&ListParams::default().labels("tier in (web,db)")).await.unwrap()), ["a", "b"]);
+    assert_eq!(names(api.list(&ListParams::default().labels("app=shop,tier notin (web)")).await.unwrap()), ["b", "c"]);
+    assert_eq!(names(api.list(&ListParams::default().labels("!tier")).await.unwrap()), ["d"]);
+    assert_eq!(names(api.list(&ListParams::default().labels("tier,tier!=db")).await.unwrap()), ["a", "c"]);
+    assert_eq!(names(api.list(&ListParams::default().fields("metadata.name=c")).await.unwrap()), ["c"]);
     let ns_field = format!("metadata.namespace={}", c.namespace());
     let all: Api<Secret> = Api::all(c.client());
-    let listed = names(
-        all.list(&ListParams::default().fields(&ns_field).labels("app=shop"))
-            .await
-            .unwrap(),
-    );
+    let listed = names(all.list(&ListParams::default().fields(&ns_field).labels("app=shop")).await.unwrap());
     assert_eq!(listed, ["a", "b", "c"]);
 }
 
@@ -294,12 +176,7 @@ async fn list_pagination_with_limit_and_continue() {
     let c = cluster("paging").await;
     let api = secrets(&c);
     for i in 0..5 {
-        api.create(
-            &PostParams::default(),
-            &secret(&format!("page-{i}"), &[("paged", "yes")]),
-        )
-        .await
-        .unwrap();
+        api.create(&PostParams::default(), &secret(&format!("page-{i}"), &[("paged", "yes")])).await.unwrap();
     }
     let lp = ListParams::default().labels("paged=yes").limit(2);
     let first = api.list(&lp).await.unwrap();
@@ -313,10 +190,7 @@ async fn list_pagination_with_limit_and_continue() {
         token = page.metadata.continue_.clone();
     }
     seen.sort();
-    assert_eq!(
-        seen,
-        (0..5).map(|i| format!("page-{i}")).collect::<Vec<_>>()
-    );
+    assert_eq!(seen, (0..5).map(|i| format!("page-{i}")).collect::<Vec<_>>());
 }
 
 /// Reads watch events until `n` non-bookmark ones arrived.
@@ -352,36 +226,16 @@ fn describe<K: ResourceExt>(event: &WatchEvent<K>) -> String {
 async fn watch_from_resource_version_sees_every_change_in_order() {
     let c = cluster("watch-rv").await;
     let api = secrets(&c);
-    let start = api
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    api.create(&PostParams::default(), &secret("w1", &[]))
-        .await
-        .unwrap();
-    api.patch(
-        "w1",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})),
-    )
-    .await
-    .unwrap();
+    let start = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    api.create(&PostParams::default(), &secret("w1", &[])).await.unwrap();
+    api.patch("w1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}}))).await.unwrap();
     api.delete("w1", &DeleteParams::default()).await.unwrap();
-    let mut stream = api
-        .watch(&WatchParams::default(), &start)
-        .await
-        .unwrap()
-        .boxed();
+    let mut stream = api.watch(&WatchParams::default(), &start).await.unwrap().boxed();
     let events = next_events(&mut stream, 3).await;
     let seen: Vec<String> = events.iter().map(describe).collect();
     assert_eq!(seen, ["ADDED w1", "MODIFIED w1", "DELETED w1"]);
     // Changes after the watch started arrive live.
-    api.create(&PostParams::default(), &secret("w2", &[]))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &secret("w2", &[])).await.unwrap();
     assert_eq!(describe(&next_events(&mut stream, 1).await[0]), "ADDED w2");
 }
 
@@ -389,18 +243,12 @@ async fn watch_from_resource_version_sees_every_change_in_order() {
 async fn watch_from_a_compacted_resource_version_is_gone() {
     let c = cluster("watch-gone").await;
     let api = secrets(&c);
-    api.create(&PostParams::default(), &secret("g", &[]))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &secret("g", &[])).await.unwrap();
     match api.watch(&WatchParams::default(), "1").await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 410),
         Ok(stream) => {
             let mut stream = stream.boxed();
-            let event = tokio::time::timeout(WAIT, stream.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
+            let event = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
             match event {
                 WatchEvent::Error(status) => assert_eq!(status.code, 410, "{}", status.message),
                 other => panic!("expected 410 Gone, got {}", describe(&other)),
@@ -414,32 +262,16 @@ async fn watch_from_a_compacted_resource_version_is_gone() {
 async fn watch_with_initial_events_ends_them_with_a_bookmark() {
     let c = cluster("watch-initial").await;
     let api = secrets(&c);
-    api.create(&PostParams::default(), &secret("i1", &[]))
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &secret("i2", &[]))
-        .await
-        .unwrap();
-    let mut stream = api
-        .watch(&WatchParams::default().initial_events(), "")
-        .await
-        .unwrap()
-        .boxed();
+    api.create(&PostParams::default(), &secret("i1", &[])).await.unwrap();
+    api.create(&PostParams::default(), &secret("i2", &[])).await.unwrap();
+    let mut stream = api.watch(&WatchParams::default().initial_events(), "").await.unwrap().boxed();
     let mut added = Vec::new();
     loop {
-        let event = tokio::time::timeout(WAIT, stream.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let event = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
         match event {
             WatchEvent::Added(s) => added.push(s.name_any()),
             WatchEvent::Bookmark(b)
-                if b.metadata
-                    .annotations
-                    .get("k8s.io/initial-events-end")
-                    .map(String::as_str)
-                    == Some("true") =>
+                if b.metadata.annotations.get("k8s.io/initial-events-end").map(String::as_str) == Some("true") =>
             {
                 assert!(!b.metadata.resource_version.is_empty());
                 break;
@@ -456,27 +288,13 @@ async fn watch_with_initial_events_ends_them_with_a_bookmark() {
 async fn selector_watch_sees_objects_enter_and_leave() {
     let c = cluster("watch-selector").await;
     let api = secrets(&c);
-    api.create(&PostParams::default(), &secret("sel", &[]))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &secret("sel", &[])).await.unwrap();
     let start = api.get("sel").await.unwrap().resource_version().unwrap();
-    let mut stream = api
-        .watch(&WatchParams::default().labels("watched=yes"), &start)
-        .await
-        .unwrap()
-        .boxed();
+    let mut stream = api.watch(&WatchParams::default().labels("watched=yes"), &start).await.unwrap().boxed();
     let label = |v: Option<&str>| Patch::Merge(json!({"metadata": {"labels": {"watched": v}}}));
-    api.patch("sel", &PatchParams::default(), &label(Some("yes")))
-        .await
-        .unwrap();
-    api.patch("sel", &PatchParams::default(), &label(Some("no")))
-        .await
-        .unwrap();
-    let seen: Vec<String> = next_events(&mut stream, 2)
-        .await
-        .iter()
-        .map(describe)
-        .collect();
+    api.patch("sel", &PatchParams::default(), &label(Some("yes"))).await.unwrap();
+    api.patch("sel", &PatchParams::default(), &label(Some("no"))).await.unwrap();
+    let seen: Vec<String> = next_events(&mut stream, 2).await.iter().map(describe).collect();
     assert_eq!(seen, ["ADDED sel", "DELETED sel"]);
 }
 
@@ -484,50 +302,29 @@ async fn selector_watch_sees_objects_enter_and_leave() {
 async fn metadata_only_list_and_watch_omit_data() {
     let c = cluster("metadata-only").await;
     let api = secrets(&c);
-    api.create(&PostParams::default(), &secret("m", &[("kind", "meta")]))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &secret("m", &[("kind", "meta")])).await.unwrap();
     // `Api<PartialObjectMeta<_>>` asks for `PartialObjectMetadata` views, as the operator does for Secrets.
     let meta_api: Api<PartialObjectMeta<Secret>> = Api::namespaced(c.client(), c.namespace());
-    let list = meta_api
-        .list(&ListParams::default().labels("kind=meta"))
-        .await
-        .unwrap();
+    let list = meta_api.list(&ListParams::default().labels("kind=meta")).await.unwrap();
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].metadata.name.as_deref(), Some("m"));
     let path = format!("/api/v1/namespaces/{}/secrets/m", c.namespace());
     let request = http::Request::get(path)
-        .header(
-            "Accept",
-            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
-        )
+        .header("Accept", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1")
         .body(Vec::new())
         .unwrap();
     let raw: serde_json::Value = c.client().request(request).await.unwrap();
     assert_eq!(raw["kind"], "PartialObjectMetadata");
     assert_eq!(raw["metadata"]["labels"]["kind"], "meta");
     assert!(raw.get("data").is_none(), "{raw}");
-    let stream =
-        watcher(meta_api, watcher::Config::default().labels("kind=meta")).applied_objects();
+    let stream = watcher(meta_api, watcher::Config::default().labels("kind=meta")).applied_objects();
     let mut stream = stream.boxed();
-    let first = tokio::time::timeout(WAIT, stream.try_next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let first = tokio::time::timeout(WAIT, stream.try_next()).await.unwrap().unwrap().unwrap();
     assert_eq!(first.metadata.name.as_deref(), Some("m"));
-    api.patch(
-        "m",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {"touched": "1"}}})),
-    )
-    .await
-    .unwrap();
-    let second = tokio::time::timeout(WAIT, stream.try_next())
+    api.patch("m", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"touched": "1"}}})))
         .await
-        .unwrap()
-        .unwrap()
         .unwrap();
+    let second = tokio::time::timeout(WAIT, stream.try_next()).await.unwrap().unwrap().unwrap();
     assert_eq!(second.metadata.annotations.unwrap()["touched"], "1");
 }
 
@@ -537,80 +334,41 @@ async fn server_side_apply_creates_merges_and_reports_conflicts() {
     let api = raw_widgets(&c);
     let doc = |fields: serde_json::Value| {
         let mut d = json!({"apiVersion": "conformance.certpilot.dev/v1", "kind": "Widget", "metadata": {"name": "w"}});
-        d.as_object_mut()
-            .unwrap()
-            .extend(fields.as_object().unwrap().clone());
+        d.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
         d
     };
     let alice = PatchParams::apply("alice");
     let bob = PatchParams::apply("bob");
-    api.patch(
-        "w",
-        &alice,
-        &Patch::Apply(doc(
-            json!({"spec": {"size": 2, "color": "red", "tags": ["a"]}}),
-        )),
-    )
-    .await
-    .unwrap();
-    api.patch(
-        "w",
-        &bob,
-        &Patch::Apply(doc(json!({"spec": {"size": 2, "tags": ["b"]}}))),
-    )
-    .await
-    .unwrap();
+    api.patch("w", &alice, &Patch::Apply(doc(json!({"spec": {"size": 2, "color": "red", "tags": ["a"]}}))))
+        .await
+        .unwrap();
+    api.patch("w", &bob, &Patch::Apply(doc(json!({"spec": {"size": 2, "tags": ["b"]}})))).await.unwrap();
     let w = api.get("w").await.unwrap();
     assert_eq!(w.data["spec"]["tags"], json!(["a", "b"]), "set lists merge");
     // Bob changing Alice's color conflicts, and names the field and its manager.
     let err = api_error(
-        api.patch(
-            "w",
-            &bob,
-            &Patch::Apply(doc(json!({"spec": {"size": 2, "color": "blue"}}))),
-        )
-        .await,
+        api.patch("w", &bob, &Patch::Apply(doc(json!({"spec": {"size": 2, "color": "blue"}})))).await,
         "conflicting apply",
     );
     assert_eq!(err.code, 409);
-    assert!(
-        err.message.contains("alice") && err.message.contains(".spec.color"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("alice") && err.message.contains(".spec.color"), "{}", err.message);
     // With force Bob takes the field over.
     api.patch(
         "w",
         &bob.clone().force(),
-        &Patch::Apply(doc(
-            json!({"spec": {"size": 2, "color": "blue", "tags": ["b"]}}),
-        )),
+        &Patch::Apply(doc(json!({"spec": {"size": 2, "color": "blue", "tags": ["b"]}}))),
     )
     .await
     .unwrap();
     assert_eq!(api.get("w").await.unwrap().data["spec"]["color"], "blue");
     // Alice stops applying tags: her tag goes, Bob's stays; size is shared so it stays.
-    api.patch(
-        "w",
-        &alice,
-        &Patch::Apply(doc(json!({"spec": {"size": 2}}))),
-    )
-    .await
-    .unwrap();
+    api.patch("w", &alice, &Patch::Apply(doc(json!({"spec": {"size": 2}})))).await.unwrap();
     let w = api.get("w").await.unwrap();
     assert_eq!(w.data["spec"]["tags"], json!(["b"]));
     assert_eq!(w.data["spec"]["size"], 2);
-    let managers: Vec<String> = w
-        .metadata
-        .managed_fields
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|m| m.manager.clone())
-        .collect();
-    assert!(
-        managers.contains(&"alice".into()) && managers.contains(&"bob".into()),
-        "{managers:?}"
-    );
+    let managers: Vec<String> =
+        w.metadata.managed_fields.unwrap_or_default().iter().filter_map(|m| m.manager.clone()).collect();
+    assert!(managers.contains(&"alice".into()) && managers.contains(&"bob".into()), "{managers:?}");
 }
 
 #[tokio::test]
@@ -618,14 +376,8 @@ async fn apply_without_changes_is_a_no_op() {
     let c = cluster_with_widgets("ssa-noop").await;
     let api = widgets(&c);
     let params = PatchParams::apply("noop");
-    let first = api
-        .patch("n", &params, &Patch::Apply(widget("n", 3)))
-        .await
-        .unwrap();
-    let second = api
-        .patch("n", &params, &Patch::Apply(widget("n", 3)))
-        .await
-        .unwrap();
+    let first = api.patch("n", &params, &Patch::Apply(widget("n", 3))).await.unwrap();
+    let second = api.patch("n", &params, &Patch::Apply(widget("n", 3))).await.unwrap();
     assert_eq!(first.resource_version(), second.resource_version());
 }
 
@@ -633,39 +385,21 @@ async fn apply_without_changes_is_a_no_op() {
 async fn apply_merges_map_lists_by_key_in_status() {
     let c = cluster_with_widgets("ssa-conditions").await;
     let api = widgets(&c);
-    api.create(&PostParams::default(), &widget("cond", 1))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &widget("cond", 1)).await.unwrap();
     let condition = |manager: &str, type_: &str, status: &str| {
         let body = json!({"apiVersion": "conformance.certpilot.dev/v1", "kind": "Widget", "metadata": {"name": "cond"},
             "status": {"conditions": [{"type": type_, "status": status}]}});
         (PatchParams::apply(manager), body)
     };
     let (p, b) = condition("ready-writer", "Ready", "False");
-    api.patch_status("cond", &p, &Patch::Apply(&b))
-        .await
-        .unwrap();
+    api.patch_status("cond", &p, &Patch::Apply(&b)).await.unwrap();
     let (p, b) = condition("issuing-writer", "Issuing", "True");
-    api.patch_status("cond", &p, &Patch::Apply(&b))
-        .await
-        .unwrap();
+    api.patch_status("cond", &p, &Patch::Apply(&b)).await.unwrap();
     let (p, b) = condition("ready-writer", "Ready", "True");
-    let updated = api
-        .patch_status("cond", &p, &Patch::Apply(&b))
-        .await
-        .unwrap();
+    let updated = api.patch_status("cond", &p, &Patch::Apply(&b)).await.unwrap();
     let conditions = updated.status.unwrap().conditions.unwrap();
-    let summary: Vec<(String, String)> = conditions
-        .iter()
-        .map(|c| (c.type_.clone(), c.status.clone()))
-        .collect();
-    assert_eq!(
-        summary,
-        [
-            ("Ready".into(), "True".into()),
-            ("Issuing".into(), "True".into())
-        ]
-    );
+    let summary: Vec<(String, String)> = conditions.iter().map(|c| (c.type_.clone(), c.status.clone())).collect();
+    assert_eq!(summary, [("Ready".into(), "True".into()), ("Issuing".into(), "True".into())]);
 }
 
 #[tokio::test]
@@ -673,67 +407,34 @@ async fn status_subresource_separates_spec_and_status() {
     let c = cluster_with_widgets("status").await;
     let api = widgets(&c);
     let mut w = widget("st", 1);
-    w.status = Some(WidgetStatus {
-        phase: Some("Sneaky".into()),
-        ..Default::default()
-    });
+    w.status = Some(WidgetStatus { phase: Some("Sneaky".into()), ..Default::default() });
     let created = api.create(&PostParams::default(), &w).await.unwrap();
     assert!(created.status.is_none(), "status is ignored on create");
     let status_patch = json!({"status": {"phase": "Ready"}, "spec": {"size": 9}});
-    let after_status = api
-        .patch_status("st", &PatchParams::default(), &Patch::Merge(&status_patch))
-        .await
-        .unwrap();
+    let after_status = api.patch_status("st", &PatchParams::default(), &Patch::Merge(&status_patch)).await.unwrap();
     assert_eq!(after_status.status.unwrap().phase.as_deref(), Some("Ready"));
     assert_eq!(after_status.spec.size, 1, "spec is ignored on /status");
     let main_patch = json!({"status": {"phase": "Other"}, "spec": {"size": 2}});
-    let after_main = api
-        .patch("st", &PatchParams::default(), &Patch::Merge(&main_patch))
-        .await
-        .unwrap();
+    let after_main = api.patch("st", &PatchParams::default(), &Patch::Merge(&main_patch)).await.unwrap();
     assert_eq!(after_main.spec.size, 2);
-    assert_eq!(
-        after_main.status.unwrap().phase.as_deref(),
-        Some("Ready"),
-        "status is ignored on the main resource"
-    );
+    assert_eq!(after_main.status.unwrap().phase.as_deref(), Some("Ready"), "status is ignored on the main resource");
 }
 
 #[tokio::test]
 async fn generation_changes_only_with_spec() {
     let c = cluster_with_widgets("generation").await;
     let api = widgets(&c);
-    let created = api
-        .create(&PostParams::default(), &widget("g", 1))
-        .await
-        .unwrap();
+    let created = api.create(&PostParams::default(), &widget("g", 1)).await.unwrap();
     assert_eq!(created.metadata.generation, Some(1));
     let labelled = api
-        .patch(
-            "g",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
-        )
+        .patch("g", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
         .await
         .unwrap();
     assert_eq!(labelled.metadata.generation, Some(1));
-    let status = api
-        .patch_status(
-            "g",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "x"}})),
-        )
-        .await
-        .unwrap();
+    let status =
+        api.patch_status("g", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "x"}}))).await.unwrap();
     assert_eq!(status.metadata.generation, Some(1));
-    let resized = api
-        .patch(
-            "g",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"size": 5}})),
-        )
-        .await
-        .unwrap();
+    let resized = api.patch("g", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 5}}))).await.unwrap();
     assert_eq!(resized.metadata.generation, Some(2));
 }
 
@@ -749,31 +450,19 @@ async fn finalizers_hold_deletion_until_removed() {
     assert!(held.metadata.deletion_timestamp.is_some());
     let add = json!({"metadata": {"finalizers": ["conformance.certpilot.dev/hold", "conformance.certpilot.dev/new"]}});
     let err = api_error(
-        api.patch("f", &PatchParams::default(), &Patch::Merge(&add))
-            .await,
+        api.patch("f", &PatchParams::default(), &Patch::Merge(&add)).await,
         "adding a finalizer while deleting",
     );
     assert_eq!(err.code, 422);
-    api.patch(
-        "f",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await
-    .unwrap();
-    eventually("widget to be gone", WAIT, || async {
-        api.get_opt("f").await.unwrap().is_none().then_some(())
-    })
-    .await;
+    api.patch("f", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    eventually("widget to be gone", WAIT, || async { api.get_opt("f").await.unwrap().is_none().then_some(()) }).await;
 }
 
 #[tokio::test]
 async fn delete_preconditions_are_checked() {
     let c = cluster("preconditions").await;
     let api = secrets(&c);
-    api.create(&PostParams::default(), &secret("pre", &[]))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &secret("pre", &[])).await.unwrap();
     let wrong = DeleteParams {
         preconditions: Some(Preconditions {
             uid: Some("00000000-0000-0000-0000-000000000000".into()),
@@ -798,25 +487,11 @@ async fn owner_deletion_collects_dependents() {
     let c = cluster_with_widgets("gc").await;
     let api = widgets(&c);
     let cms: Api<ConfigMap> = Api::namespaced(c.client(), c.namespace());
-    let owner = api
-        .create(&PostParams::default(), &widget("owner", 1))
-        .await
-        .unwrap();
-    cms.create(
-        &PostParams::default(),
-        &owned_config_map("dependent", &owner),
-    )
-    .await
-    .unwrap();
-    api.delete("owner", &DeleteParams::background())
-        .await
-        .unwrap();
+    let owner = api.create(&PostParams::default(), &widget("owner", 1)).await.unwrap();
+    cms.create(&PostParams::default(), &owned_config_map("dependent", &owner)).await.unwrap();
+    api.delete("owner", &DeleteParams::background()).await.unwrap();
     eventually("dependent to be collected", WAIT, || async {
-        cms.get_opt("dependent")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
+        cms.get_opt("dependent").await.unwrap().is_none().then_some(())
     })
     .await;
 }
@@ -826,28 +501,14 @@ async fn orphan_deletion_keeps_dependents() {
     let c = cluster_with_widgets("gc-orphan").await;
     let api = widgets(&c);
     let cms: Api<ConfigMap> = Api::namespaced(c.client(), c.namespace());
-    let owner = api
-        .create(&PostParams::default(), &widget("owner", 1))
-        .await
-        .unwrap();
-    cms.create(&PostParams::default(), &owned_config_map("kept", &owner))
-        .await
-        .unwrap();
+    let owner = api.create(&PostParams::default(), &widget("owner", 1)).await.unwrap();
+    cms.create(&PostParams::default(), &owned_config_map("kept", &owner)).await.unwrap();
     api.delete("owner", &DeleteParams::orphan()).await.unwrap();
-    eventually("owner to be gone", WAIT, || async {
-        api.get_opt("owner").await.unwrap().is_none().then_some(())
+    eventually("owner to be gone", WAIT, || async { api.get_opt("owner").await.unwrap().is_none().then_some(()) })
+        .await;
+    let kept = eventually("orphaned dependent without owner reference", WAIT, || async {
+        cms.get_opt("kept").await.unwrap().filter(|cm| cm.owner_references().is_empty())
     })
-    .await;
-    let kept = eventually(
-        "orphaned dependent without owner reference",
-        WAIT,
-        || async {
-            cms.get_opt("kept")
-                .await
-                .unwrap()
-                .filter(|cm| cm.owner_references().is_empty())
-        },
-    )
     .await;
     assert_eq!(kept.name_any(), "kept");
 }
@@ -859,17 +520,8 @@ async fn schema_validation_prunes_defaults_and_rejects() {
     let doc = |spec: serde_json::Value, name: &str| {
         serde_json::from_value::<kube::api::DynamicObject>(json!({"apiVersion": "conformance.certpilot.dev/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec})).unwrap()
     };
-    let created = api
-        .create(
-            &PostParams::default(),
-            &doc(json!({"size": 3, "unknown": "x"}), "ok"),
-        )
-        .await
-        .unwrap();
-    assert!(
-        created.data["spec"].get("unknown").is_none(),
-        "unknown fields are pruned"
-    );
+    let created = api.create(&PostParams::default(), &doc(json!({"size": 3, "unknown": "x"}), "ok")).await.unwrap();
+    assert!(created.data["spec"].get("unknown").is_none(), "unknown fields are pruned");
     assert_eq!(created.data["spec"]["mode"], "safe", "defaults are applied");
     for (spec, field) in [
         (json!({"size": "three"}), "spec.size"),
@@ -878,8 +530,7 @@ async fn schema_validation_prunes_defaults_and_rejects() {
         (json!({"size": 0}), "spec.size"),
     ] {
         let err = api_error(
-            api.create(&PostParams::default(), &doc(spec.clone(), "bad"))
-                .await,
+            api.create(&PostParams::default(), &doc(spec.clone(), "bad")).await,
             &format!("invalid spec {spec}"),
         );
         assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"), "{spec}");
@@ -891,38 +542,17 @@ async fn schema_validation_prunes_defaults_and_rejects() {
 async fn cel_rules_reject_with_their_message() {
     let c = cluster_with_widgets("cel").await;
     let api = widgets(&c);
-    let err = api_error(
-        api.create(&PostParams::default(), &widget("big", 11)).await,
-        "CEL rule",
-    );
+    let err = api_error(api.create(&PostParams::default(), &widget("big", 11)).await, "CEL rule");
     assert_eq!(err.code, 422);
-    assert!(
-        err.message.contains("size must be at most 10"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("size must be at most 10"), "{}", err.message);
     let mut w = widget("owned", 1);
     w.spec.owner = Some("team-a".into());
     api.create(&PostParams::default(), &w).await.unwrap();
     let change = json!({"spec": {"owner": "team-b"}});
-    let err = api_error(
-        api.patch("owned", &PatchParams::default(), &Patch::Merge(&change))
-            .await,
-        "transition rule",
-    );
+    let err = api_error(api.patch("owned", &PatchParams::default(), &Patch::Merge(&change)).await, "transition rule");
     assert_eq!(err.code, 422);
-    assert!(
-        err.message.contains("owner is immutable"),
-        "{}",
-        err.message
-    );
-    api.patch(
-        "owned",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"size": 2}})),
-    )
-    .await
-    .unwrap();
+    assert!(err.message.contains("owner is immutable"), "{}", err.message);
+    api.patch("owned", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 2}}))).await.unwrap();
 }
 
 #[tokio::test]
@@ -932,40 +562,21 @@ async fn namespace_deletion_removes_its_content() {
     let name = format!("{}-inner", c.namespace());
     let mut ns = Namespace::default();
     ns.metadata.name = Some(name.clone());
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
     let inner: Api<Secret> = Api::namespaced(c.client(), &name);
-    inner
-        .create(&PostParams::default(), &secret("inside", &[]))
-        .await
-        .unwrap();
-    namespaces
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
-    let terminating = namespaces
-        .get(&name)
-        .await
-        .map(|n| n.status.and_then(|s| s.phase));
+    inner.create(&PostParams::default(), &secret("inside", &[])).await.unwrap();
+    namespaces.delete(&name, &DeleteParams::default()).await.unwrap();
+    let terminating = namespaces.get(&name).await.map(|n| n.status.and_then(|s| s.phase));
     if let Ok(phase) = terminating {
         assert_eq!(phase.as_deref(), Some("Terminating"));
         let err = api_error(
-            inner
-                .create(&PostParams::default(), &secret("late", &[]))
-                .await,
+            inner.create(&PostParams::default(), &secret("late", &[])).await,
             "create in terminating namespace",
         );
         assert!(matches!(err.code, 403 | 404), "{err:?}");
     }
     eventually("namespace to be gone", Duration::from_secs(120), || async {
-        namespaces
-            .get_opt(&name)
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
+        namespaces.get_opt(&name).await.unwrap().is_none().then_some(())
     })
     .await;
 }

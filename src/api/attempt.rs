@@ -18,11 +18,7 @@ use serde::{Deserialize, Serialize};
     derive = "Default",
     derive = "PartialEq",
     doc = "One issuance or renewal of a Certificate: its steps, the records the CA checks, and the outcome. Created by certpilot; read-only.",
-    printcolumn(
-        name = "Certificate",
-        type_ = "string",
-        json_path = ".spec.certificateName"
-    ),
+    printcolumn(name = "Certificate", type_ = "string", json_path = ".spec.certificateName"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Started", type_ = "date", json_path = ".status.startedAt"),
@@ -54,6 +50,9 @@ pub struct CertificateAttemptSpec {
     /// Requested lifetime (Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
+    /// Whether a CA certificate was requested.
+    #[serde(default, rename = "isCA")]
+    pub is_ca: bool,
     /// The issuer asked.
     pub issuer_ref: IssuerRef,
     /// The private key settings.
@@ -74,9 +73,7 @@ pub struct CertificateAttemptSpec {
 }
 
 /// Why an attempt was made.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub enum AttemptType {
     /// The first certificate (or the Secret was missing).
     #[default]
@@ -90,9 +87,7 @@ pub enum AttemptType {
 }
 
 /// Attempt lifecycle phases.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub enum AttemptPhase {
     /// Created, not started.
     #[default]
@@ -118,9 +113,7 @@ impl AttemptPhase {
 }
 
 /// Step phases.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum StepPhase {
     #[default]
     Running,

@@ -27,25 +27,18 @@ pub const DNS_NAME_PATTERN: &str =
     derive = "Default",
     derive = "PartialEq",
     doc = "A TLS certificate that certpilot issues into a Secret and keeps renewed.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretName"),
     printcolumn(name = "Expires", type_ = "date", json_path = ".status.notAfter"),
     printcolumn(name = "Renews", type_ = "date", json_path = ".status.renewalTime"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.dnsNames) || has(self.ipAddresses) || has(self.commonName)").message("at least one of dnsNames, ipAddresses or commonName is required"))]
 #[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.renewBeforePercentage)").message("set renewBefore or renewBeforePercentage, not both"))]
 #[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.duration) || duration(self.renewBefore) < duration(self.duration)").message("renewBefore must be shorter than duration"))]
+#[x_kube(validation = Rule::new("!has(self.duration) || duration(self.duration) >= duration('1m')").message("duration must be at least 1m"))]
 pub struct CertificateSpec {
     /// Name of the Secret (type `kubernetes.io/tls`) that receives `tls.crt`, `tls.key` and `ca.crt`.
     #[schemars(length(min = 1, max = 253))]
@@ -69,22 +62,20 @@ pub struct CertificateSpec {
     pub issuer_ref: IssuerRef,
     /// Requested lifetime as a Go duration (e.g. `2160h`); CAs may cap it. Default 2160h for local issuers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 32),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")
-    )]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
     pub duration: Option<String>,
     /// Renew this long before expiry (Go duration). Default: when a third of the lifetime is left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 32),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")
-    )]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
     pub renew_before: Option<String>,
     /// Renew when this percentage of the lifetime is left (1–99), instead of `renewBefore`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 99))]
     pub renew_before_percentage: Option<i32>,
+    /// Make a CA certificate (basicConstraints CA:TRUE), e.g. to bootstrap a private CA with a
+    /// selfSigned issuer and then sign with a `ca` issuer that uses this Secret. Local issuers only.
+    #[serde(default, rename = "isCA", skip_serializing_if = "Option::is_none")]
+    pub is_ca: Option<bool>,
     /// Certificate profile to ask an ACME CA for (overrides the issuer's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
@@ -105,9 +96,7 @@ pub struct CertificateSpec {
 }
 
 /// Key algorithms.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub enum KeyAlgorithm {
     #[default]
     #[serde(rename = "ECDSA")]
@@ -118,9 +107,7 @@ pub enum KeyAlgorithm {
 }
 
 /// Whether a renewal gets a fresh key.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum RotationPolicy {
     /// A new private key for every issuance (default).
     #[default]
@@ -130,9 +117,7 @@ pub enum RotationPolicy {
 }
 
 /// PEM encoding of `tls.key`.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum KeyEncoding {
     /// `PRIVATE KEY` (default; every algorithm).
     #[default]
@@ -193,9 +178,7 @@ pub struct OutputFormat {
 }
 
 /// Certificate lifecycle phases.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum CertificatePhase {
     /// Nothing issued yet and nothing under way (e.g. waiting for the issuer).
     #[default]
@@ -301,6 +284,9 @@ impl CertificateSpec {
     }
     pub fn private_key(&self) -> PrivateKeySpec {
         self.private_key.clone().unwrap_or_default()
+    }
+    pub fn is_ca(&self) -> bool {
+        self.is_ca.unwrap_or(false)
     }
     pub fn history_limit(&self) -> usize {
         self.attempt_history_limit.unwrap_or(10).clamp(1, 100) as usize

@@ -48,9 +48,7 @@ pub fn stamp(conditions: &mut [Condition], previous: &[Condition], now: Timestam
     for condition in conditions {
         let before = previous.iter().find(|p| p.type_ == condition.type_);
         condition.last_transition_time = match before {
-            Some(p) if p.status == condition.status => {
-                p.last_transition_time.clone().or(Some(Time(now)))
-            }
+            Some(p) if p.status == condition.status => p.last_transition_time.clone().or(Some(Time(now))),
             _ => Some(Time(now)),
         };
     }
@@ -63,10 +61,7 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 /// Schema hints that make `conditions` a map keyed by `type`.
 pub fn list_map_by_type(schema: &mut schemars::Schema) {
     schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert(
-        "x-kubernetes-list-map-keys".into(),
-        serde_json::json!(["type"]),
-    );
+    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
 }
 
 #[cfg(test)]

@@ -19,21 +19,9 @@ const EXACTLY_ONE_KIND_MESSAGE: &str = "spec: exactly one of acme, selfSigned or
     shortname = "cpissuer",
     category = "certpilot",
     doc = "An issuer of certificates for Certificates in its own namespace.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[kube(
     derive = "Default",
@@ -63,21 +51,9 @@ pub struct IssuerSpec {
     shortname = "cpclusterissuer",
     category = "certpilot",
     doc = "An issuer of certificates for Certificates in every namespace.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[kube(
     derive = "Default",
@@ -234,11 +210,7 @@ pub struct IssuerStatus {
     #[schemars(transform = super::conditions::list_map_by_type)]
     pub conditions: Vec<Condition>,
     /// The ACME account URL, once registered.
-    #[serde(
-        default,
-        rename = "accountURI",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "accountURI", skip_serializing_if = "Option::is_none")]
     pub account_uri: Option<String>,
     /// For `ca` issuers: the CA certificate's subject and expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,9 +5,7 @@ pub mod certificate;
 pub mod conditions;
 pub mod issuer;
 
-pub use attempt::{
-    AttemptPhase, AttemptType, CertificateAttempt, CertificateAttemptSpec, CertificateAttemptStatus,
-};
+pub use attempt::{AttemptPhase, AttemptType, CertificateAttempt, CertificateAttemptSpec, CertificateAttemptStatus};
 pub use certificate::{Certificate, CertificatePhase, CertificateSpec, CertificateStatus};
 pub use conditions::Condition;
 pub use issuer::{ClusterIssuer, Issuer, IssuerSpec, IssuerStatus};
@@ -64,14 +62,7 @@ pub struct SecretKeySelector {
 }
 
 /// Every CRD of the project, in install order.
-pub fn crds()
--> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
-{
+pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     use kube::CustomResourceExt;
-    vec![
-        ClusterIssuer::crd(),
-        Issuer::crd(),
-        Certificate::crd(),
-        CertificateAttempt::crd(),
-    ]
+    vec![ClusterIssuer::crd(), Issuer::crd(), Certificate::crd(), CertificateAttempt::crd()]
 }

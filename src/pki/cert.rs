@@ -36,9 +36,7 @@ pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, PkiError> {
         }
     }
     if out.is_empty() {
-        return Err(PkiError::CertificateParse(
-            "no PEM CERTIFICATE block found".into(),
-        ));
+        return Err(PkiError::CertificateParse("no PEM CERTIFICATE block found".into()));
     }
     Ok(out)
 }
@@ -50,8 +48,7 @@ pub fn parse_chain(pem: &[u8]) -> Result<CertInfo, PkiError> {
 }
 
 pub fn info(der: &[u8]) -> Result<CertInfo, PkiError> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| PkiError::CertificateParse(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::CertificateParse(e.to_string()))?;
     let mut dns_names = Vec::new();
     let mut ip_addresses = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -67,23 +64,11 @@ pub fn info(der: &[u8]) -> Result<CertInfo, PkiError> {
             }
         }
     }
-    let common_name = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(String::from);
-    let is_ca = cert
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .is_some_and(|bc| bc.value.ca);
+    let common_name = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(String::from);
+    let is_ca = cert.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
     Ok(CertInfo {
         serial_hex: hex_upper(cert.raw_serial(), ""),
-        fingerprint_sha256: hex_upper(
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref(),
-            ":",
-        ),
+        fingerprint_sha256: hex_upper(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref(), ":"),
         not_before: timestamp(cert.validity().not_before),
         not_after: timestamp(cert.validity().not_after),
         subject: cert.subject().to_string(),
@@ -109,11 +94,7 @@ fn timestamp(t: ASN1Time) -> Timestamp {
 }
 
 fn hex_upper(bytes: &[u8], sep: &str) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(sep)
+    bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(sep)
 }
 
 /// The checks made before a new certificate replaces anything: the chain parses and each
@@ -129,9 +110,7 @@ pub fn verify_issued(
     verify_chain_signatures(&ders)?;
     let leaf = info(&ders[0])?;
     if leaf.public_key_info != key.public_key_info() {
-        return Err(PkiError::Mismatch(
-            "the certificate's public key does not match the private key".into(),
-        ));
+        return Err(PkiError::Mismatch("the certificate's public key does not match the private key".into()));
     }
     check_names(&leaf, request)?;
     // Allow a little clock skew between the signer and us.
@@ -148,11 +127,7 @@ pub fn verify_issued(
 fn verify_chain_signatures(ders: &[Vec<u8>]) -> Result<(), PkiError> {
     let parsed: Vec<X509Certificate> = ders
         .iter()
-        .map(|d| {
-            X509Certificate::from_der(d)
-                .map(|(_, c)| c)
-                .map_err(|e| PkiError::CertificateParse(e.to_string()))
-        })
+        .map(|d| X509Certificate::from_der(d).map(|(_, c)| c).map_err(|e| PkiError::CertificateParse(e.to_string())))
         .collect::<Result<_, _>>()?;
     for pair in parsed.windows(2) {
         let (child, parent) = (&pair[0], &pair[1]);
@@ -163,31 +138,17 @@ fn verify_chain_signatures(ders: &[Vec<u8>]) -> Result<(), PkiError> {
                 parent.subject()
             )));
         }
-        child
-            .verify_signature(Some(parent.public_key()))
-            .map_err(|e| {
-                PkiError::Mismatch(format!(
-                    "{} is not signed by {}: {e}",
-                    child.subject(),
-                    parent.subject()
-                ))
-            })?;
+        child.verify_signature(Some(parent.public_key())).map_err(|e| {
+            PkiError::Mismatch(format!("{} is not signed by {}: {e}", child.subject(), parent.subject()))
+        })?;
     }
     Ok(())
 }
 
 /// The leaf must name exactly what was requested: no name missing, none extra.
 pub fn check_names(leaf: &CertInfo, request: &NameRequest) -> Result<(), PkiError> {
-    let mut want: Vec<String> = request
-        .dns_names
-        .iter()
-        .map(|n| n.to_ascii_lowercase())
-        .collect();
-    let mut have: Vec<String> = leaf
-        .dns_names
-        .iter()
-        .map(|n| n.to_ascii_lowercase())
-        .collect();
+    let mut want: Vec<String> = request.dns_names.iter().map(|n| n.to_ascii_lowercase()).collect();
+    let mut have: Vec<String> = leaf.dns_names.iter().map(|n| n.to_ascii_lowercase()).collect();
     want.sort();
     want.dedup();
     have.sort();

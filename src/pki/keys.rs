@@ -12,9 +12,7 @@ pub struct PrivateKey {
 
 impl std::fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PrivateKey")
-            .field("algorithm", &self.describe())
-            .finish_non_exhaustive()
+        f.debug_struct("PrivateKey").field("algorithm", &self.describe()).finish_non_exhaustive()
     }
 }
 
@@ -92,10 +90,7 @@ impl PrivateKey {
         let der = self.pkcs8_der();
         let info = <pkcs8::PrivateKeyInfo as pkcs8::der::Decode>::from_der(&der)
             .map_err(|e| PkiError::KeyParse(e.to_string()))?;
-        Ok(pem::encode(&pem::Pem::new(
-            "RSA PRIVATE KEY",
-            info.private_key.to_vec(),
-        )))
+        Ok(pem::encode(&pem::Pem::new("RSA PRIVATE KEY", info.private_key.to_vec())))
     }
 
     fn is_rsa(&self) -> bool {
@@ -137,11 +132,7 @@ mod tests {
     use super::*;
 
     fn spec(algorithm: KeyAlgorithm, size: Option<i32>) -> PrivateKeySpec {
-        PrivateKeySpec {
-            algorithm,
-            size,
-            ..Default::default()
-        }
+        PrivateKeySpec { algorithm, size, ..Default::default() }
     }
 
     #[test]
@@ -171,15 +162,8 @@ mod tests {
         let key = PrivateKey::generate(&spec(KeyAlgorithm::Rsa, Some(2048))).unwrap();
         let pem = key.to_pem(KeyEncoding::Pkcs1).unwrap();
         assert!(pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
-        assert_eq!(
-            PrivateKey::from_pem(&pem).unwrap().public_key_info(),
-            key.public_key_info()
-        );
+        assert_eq!(PrivateKey::from_pem(&pem).unwrap().public_key_info(), key.public_key_info());
         let ec = PrivateKey::generate(&spec(KeyAlgorithm::Ecdsa, None)).unwrap();
-        assert!(
-            ec.to_pem(KeyEncoding::Pkcs1)
-                .unwrap()
-                .starts_with("-----BEGIN PRIVATE KEY-----")
-        );
+        assert!(ec.to_pem(KeyEncoding::Pkcs1).unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
     }
 }

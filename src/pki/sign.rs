@@ -3,8 +3,8 @@
 use super::{NameRequest, PkiError, PrivateKey};
 use jiff::{SignedDuration, Timestamp};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 
 /// What to sign.
@@ -18,8 +18,7 @@ pub struct SignRequest<'a> {
 }
 
 fn offset(t: Timestamp) -> Result<time::OffsetDateTime, PkiError> {
-    time::OffsetDateTime::from_unix_timestamp(t.as_second())
-        .map_err(|e| PkiError::Signing(e.to_string()))
+    time::OffsetDateTime::from_unix_timestamp(t.as_second()).map_err(|e| PkiError::Signing(e.to_string()))
 }
 
 fn random_serial() -> SerialNumber {
@@ -38,12 +37,7 @@ fn params(req: &SignRequest) -> Result<CertificateParams, PkiError> {
         .map(|n| rcgen::string::Ia5String::try_from(n.as_str()).map(SanType::DnsName))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| PkiError::Signing(e.to_string()))?;
-    params.subject_alt_names.extend(
-        req.names
-            .ip_addresses
-            .iter()
-            .map(|ip| SanType::IpAddress(*ip)),
-    );
+    params.subject_alt_names.extend(req.names.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
     let mut dn = DistinguishedName::new();
     let cn = req
         .names
@@ -60,20 +54,11 @@ fn params(req: &SignRequest) -> Result<CertificateParams, PkiError> {
     params.serial_number = Some(random_serial());
     if req.is_ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     } else {
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     }
     params.use_authority_key_identifier_extension = true;
     Ok(params)
@@ -81,9 +66,7 @@ fn params(req: &SignRequest) -> Result<CertificateParams, PkiError> {
 
 /// A certificate signed by its own key. Returns the PEM certificate.
 pub fn self_signed(req: &SignRequest) -> Result<String, PkiError> {
-    let cert = params(req)?
-        .self_signed(req.key.key_pair())
-        .map_err(|e| PkiError::Signing(e.to_string()))?;
+    let cert = params(req)?.self_signed(req.key.key_pair()).map_err(|e| PkiError::Signing(e.to_string()))?;
     Ok(cert.pem())
 }
 
@@ -100,9 +83,7 @@ impl CertificateAuthority {
         let key = PrivateKey::from_pem(key_pem)?;
         let info = super::parse_chain(cert_pem.as_bytes())?;
         if info.public_key_info != key.public_key_info() {
-            return Err(PkiError::Mismatch(
-                "tls.key is not the private key of the certificate in tls.crt".into(),
-            ));
+            return Err(PkiError::Mismatch("tls.key is not the private key of the certificate in tls.crt".into()));
         }
         if !info.is_ca {
             return Err(PkiError::Mismatch(format!(
@@ -118,11 +99,7 @@ impl CertificateAuthority {
         }
         let first = super::cert::pem_certificates(cert_pem.as_bytes())?.remove(0);
         let cert_pem = pem::encode(&pem::Pem::new("CERTIFICATE", first));
-        Ok(Self {
-            cert_pem,
-            key,
-            info,
-        })
+        Ok(Self { cert_pem, key, info })
     }
 
     /// Signs `req`; the certificate never outlives the CA. Returns the PEM certificate.
@@ -134,9 +111,7 @@ impl CertificateAuthority {
         }
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, self.key.key_pair())
             .map_err(|e| PkiError::Signing(e.to_string()))?;
-        let cert = params
-            .signed_by(req.key.key_pair(), &issuer)
-            .map_err(|e| PkiError::Signing(e.to_string()))?;
+        let cert = params.signed_by(req.key.key_pair(), &issuer).map_err(|e| PkiError::Signing(e.to_string()))?;
         Ok(cert.pem())
     }
 }
@@ -174,26 +149,11 @@ mod tests {
         assert_eq!(info.dns_names, n.dns_names);
         assert_eq!(info.common_name.as_deref(), Some("a.example.com"));
         let other = PrivateKey::generate(&PrivateKeySpec::default()).unwrap();
+        assert!(verify_issued(pem.as_bytes(), &other, &n, now).is_err(), "wrong key is refused");
+        let fewer = NameRequest { dns_names: vec!["a.example.com".into()], ..n.clone() };
+        assert!(verify_issued(pem.as_bytes(), &key, &fewer, now).is_err(), "extra names are refused");
         assert!(
-            verify_issued(pem.as_bytes(), &other, &n, now).is_err(),
-            "wrong key is refused"
-        );
-        let fewer = NameRequest {
-            dns_names: vec!["a.example.com".into()],
-            ..n.clone()
-        };
-        assert!(
-            verify_issued(pem.as_bytes(), &key, &fewer, now).is_err(),
-            "extra names are refused"
-        );
-        assert!(
-            verify_issued(
-                pem.as_bytes(),
-                &key,
-                &n,
-                now + SignedDuration::from_hours(2)
-            )
-            .is_err(),
+            verify_issued(pem.as_bytes(), &key, &n, now + SignedDuration::from_hours(2)).is_err(),
             "expired is refused"
         );
     }
@@ -202,10 +162,7 @@ mod tests {
     fn ca_signed_chains_verify_and_never_outlive_the_ca() {
         let now = Timestamp::now();
         let ca_key = PrivateKey::generate(&PrivateKeySpec::default()).unwrap();
-        let ca_names = NameRequest {
-            common_name: Some("certpilot test CA".into()),
-            ..Default::default()
-        };
+        let ca_names = NameRequest { common_name: Some("certpilot test CA".into()), ..Default::default() };
         let ca_pem = self_signed(&SignRequest {
             names: &ca_names,
             key: &ca_key,
@@ -214,9 +171,7 @@ mod tests {
             is_ca: true,
         })
         .unwrap();
-        let ca =
-            CertificateAuthority::load(&ca_pem, &ca_key.to_pem(Default::default()).unwrap(), now)
-                .unwrap();
+        let ca = CertificateAuthority::load(&ca_pem, &ca_key.to_pem(Default::default()).unwrap(), now).unwrap();
         let key = PrivateKey::generate(&PrivateKeySpec::default()).unwrap();
         let n = names();
         let leaf = ca
@@ -255,9 +210,6 @@ mod tests {
             is_ca: false,
         })
         .unwrap();
-        assert!(
-            CertificateAuthority::load(&not_ca, &key.to_pem(Default::default()).unwrap(), now)
-                .is_err()
-        );
+        assert!(CertificateAuthority::load(&not_ca, &key.to_pem(Default::default()).unwrap(), now).is_err());
     }
 }

@@ -31,7 +31,13 @@ impl BackoffPolicy {
 
     /// When the next attempt may start: exactly the CA's `Retry-After` when it gave one,
     /// otherwise `failed_at` plus the backoff delay.
-    pub fn next_attempt(&self, failures: u32, failed_at: Timestamp, retry_after: Option<Timestamp>, jitter_key: &str) -> Timestamp {
+    pub fn next_attempt(
+        &self,
+        failures: u32,
+        failed_at: Timestamp,
+        retry_after: Option<Timestamp>,
+        jitter_key: &str,
+    ) -> Timestamp {
         match retry_after {
             Some(at) => at,
             None => failed_at + self.delay(failures, jitter_key),

@@ -85,7 +85,8 @@ fn at(t: Timestamp) -> String {
 fn ready_condition(o: &Observed, decision: &Decision, assessment: &super::trigger::Assessment) -> Condition {
     if assessment.usable {
         let SecretState::Present(stored) = &o.secret else { unreachable!("usable implies a stored certificate") };
-        let mut message = format!("the certificate in Secret {} is valid until {}", o.desired.secret_name, at(stored.info.not_after));
+        let mut message =
+            format!("the certificate in Secret {} is valid until {}", o.desired.secret_name, at(stored.info.not_after));
         if let Some(renewal) = &assessment.renewal {
             message.push_str(&format!("; it renews at {}", at(renewal.at)));
             if let Some(note) = &renewal.note {
@@ -98,7 +99,8 @@ fn ready_condition(o: &Observed, decision: &Decision, assessment: &super::trigge
     match decision {
         Decision::Blocked { reason, message } => Condition::new(READY, false, reason, message.clone()),
         Decision::InProgress | Decision::Start { .. } | Decision::Supersede { .. } => {
-            let attempt = o.in_progress().map(|a| format!(" (attempt {} is {:?})", a.name, a.phase)).unwrap_or_default();
+            let attempt =
+                o.in_progress().map(|a| format!(" (attempt {} is {:?})", a.name, a.phase)).unwrap_or_default();
             let reason = if assessment.expired { "Expired" } else { "Issuing" };
             Condition::new(READY, false, reason, format!("{need}; a new certificate is being issued{attempt}"))
         }
@@ -119,7 +121,8 @@ fn failure_text(a: &super::trigger::AttemptView) -> String {
 
 fn issuing_condition(o: &Observed, decision: &Decision) -> Condition {
     if let Some(current) = o.in_progress() {
-        let message = format!("attempt {} ({:?}) is {:?}: {}", current.name, current.type_, current.phase, current.reason);
+        let message =
+            format!("attempt {} ({:?}) is {:?}: {}", current.name, current.type_, current.phase, current.reason);
         return Condition::new(ISSUING, true, &format!("{:?}", current.type_), message);
     }
     match decision {
@@ -127,7 +130,12 @@ fn issuing_condition(o: &Observed, decision: &Decision) -> Condition {
         Decision::BackingOff { until } => {
             let latest = o.latest().expect("backing off implies a failed attempt");
             let reason = latest.error_code.clone().unwrap_or_else(|| "Failed".into());
-            Condition::new(ISSUING, false, &reason, format!("{}; the next attempt is at {}", failure_text(latest), at(*until)))
+            Condition::new(
+                ISSUING,
+                false,
+                &reason,
+                format!("{}; the next attempt is at {}", failure_text(latest), at(*until)),
+            )
         }
         Decision::Start { type_, reason } => Condition::new(ISSUING, true, &format!("{type_:?}"), reason.clone()),
         _ => Condition::new(ISSUING, false, "Idle", "no attempt is under way"),
@@ -146,7 +154,10 @@ mod tests {
 
     #[test]
     fn ready_certificate() {
-        let o = observed(SecretState::Present(stored(now() - SignedDuration::from_hours(24), 90)), vec![attempt(1, AttemptPhase::Succeeded)]);
+        let o = observed(
+            SecretState::Present(stored(now() - SignedDuration::from_hours(24), 90)),
+            vec![attempt(1, AttemptPhase::Succeeded)],
+        );
         let s = summarise(&o, &o.decide());
         assert_eq!(s.phase, CertificatePhase::Ready);
         assert!(condition(&s, READY).is_true());
@@ -170,7 +181,10 @@ mod tests {
 
     #[test]
     fn renewing_keeps_ready_true() {
-        let o = observed(SecretState::Present(stored(now() - SignedDuration::from_hours(24 * 70), 90)), vec![attempt(2, AttemptPhase::Finalizing)]);
+        let o = observed(
+            SecretState::Present(stored(now() - SignedDuration::from_hours(24 * 70), 90)),
+            vec![attempt(2, AttemptPhase::Finalizing)],
+        );
         let s = summarise(&o, &o.decide());
         assert_eq!(s.phase, CertificatePhase::Renewing);
         assert!(condition(&s, READY).is_true());

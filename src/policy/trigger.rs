@@ -70,6 +70,7 @@ pub struct Desired {
     pub issuer: IssuerRef,
     pub key: String,
     pub renewal: RenewalSettings,
+    pub is_ca: bool,
     pub generation: i64,
     /// The current value of the `certpilot.dev/renew` annotation.
     pub renew_request: Option<String>,
@@ -160,7 +161,8 @@ impl Observed {
                 return Assessment { usable: false, need: Some(need), renewal: None, expired: false };
             }
             SecretState::NotOwned => {
-                let need = (AttemptType::Issue, format!("Secret {secret_name} exists but was not created by certpilot"));
+                let need =
+                    (AttemptType::Issue, format!("Secret {secret_name} exists but was not created by certpilot"));
                 return Assessment { usable: false, need: Some(need), renewal: None, expired: false };
             }
             SecretState::Invalid(why) => {
@@ -170,9 +172,20 @@ impl Observed {
             SecretState::Present(stored) => stored,
         };
         if let Some(mismatch) = self.mismatch(stored) {
-            return Assessment { usable: false, need: Some((AttemptType::Reissue, mismatch)), renewal: None, expired: false };
+            return Assessment {
+                usable: false,
+                need: Some((AttemptType::Reissue, mismatch)),
+                renewal: None,
+                expired: false,
+            };
         }
-        let renewal = renewal_time(stored.info.not_before, stored.info.not_after, self.desired.renewal, self.ari_window, &self.jitter_key);
+        let renewal = renewal_time(
+            stored.info.not_before,
+            stored.info.not_after,
+            self.desired.renewal,
+            self.ari_window,
+            &self.jitter_key,
+        );
         let expired = self.now >= stored.info.not_after;
         let need = if expired {
             Some((AttemptType::Renew, format!("the certificate expired at {}", stored.info.not_after)))
@@ -195,8 +208,13 @@ impl Observed {
             Some(issuer) if issuer != &self.desired.issuer => {
                 return Some(format!("the issuer changed from {issuer} to {}", self.desired.issuer));
             }
-            None => return Some(format!("the Secret does not record its issuer; reissuing from {}", self.desired.issuer)),
+            None => {
+                return Some(format!("the Secret does not record its issuer; reissuing from {}", self.desired.issuer));
+            }
             _ => {}
+        }
+        if stored.info.is_ca != self.desired.is_ca {
+            return Some(format!("isCA changed to {}", self.desired.is_ca));
         }
         (stored.key != self.desired.key)
             .then(|| format!("the private key changed from {} to {}", stored.key, self.desired.key))
@@ -205,7 +223,9 @@ impl Observed {
     /// Whether an attempt under way still asks for what the spec wants.
     fn still_wanted(&self, attempt: &AttemptView) -> bool {
         attempt.generation >= self.desired.generation
-            || (attempt.names == self.desired.names && attempt.issuer == self.desired.issuer && attempt.key == self.desired.key)
+            || (attempt.names == self.desired.names
+                && attempt.issuer == self.desired.issuer
+                && attempt.key == self.desired.key)
     }
 
     pub fn decide(&self) -> Decision {
@@ -228,8 +248,12 @@ impl Observed {
 
     fn blocker(&self) -> Option<Decision> {
         match &self.issuer {
-            IssuerState::NotFound(message) => return Some(Decision::Blocked { reason: "IssuerNotFound", message: message.clone() }),
-            IssuerState::NotReady(message) => return Some(Decision::Blocked { reason: "IssuerNotReady", message: message.clone() }),
+            IssuerState::NotFound(message) => {
+                return Some(Decision::Blocked { reason: "IssuerNotFound", message: message.clone() });
+            }
+            IssuerState::NotReady(message) => {
+                return Some(Decision::Blocked { reason: "IssuerNotReady", message: message.clone() });
+            }
             IssuerState::Ready => {}
         }
         (self.secret == SecretState::NotOwned).then(|| Decision::Blocked {
@@ -247,7 +271,8 @@ impl Observed {
     fn backing_off_until(&self, type_: AttemptType) -> Option<Timestamp> {
         let failed = self.latest().filter(|a| a.phase == AttemptPhase::Failed)?;
         let failed_at = failed.finished_at.unwrap_or(self.now);
-        let until = self.backoff.next_attempt(self.consecutive_failures(), failed_at, failed.retry_after, &self.jitter_key);
+        let until =
+            self.backoff.next_attempt(self.consecutive_failures(), failed_at, failed.retry_after, &self.jitter_key);
         if self.now >= until {
             return None;
         }
@@ -305,6 +330,7 @@ pub(crate) mod tests {
                 issuer: issuer(),
                 key: "ECDSA-256".into(),
                 renewal: RenewalSettings::default(),
+                is_ca: false,
                 generation: 1,
                 renew_request: None,
             },
@@ -438,7 +464,8 @@ pub(crate) mod tests {
         let o = observed(SecretState::Missing, vec![failed(1)]);
         assert!(matches!(o.decide(), Decision::BackingOff { until } if until > now()));
         assert_eq!(o.consecutive_failures(), 1);
-        let o = observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Succeeded), failed(2), failed(3), failed(4)]);
+        let o =
+            observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Succeeded), failed(2), failed(3), failed(4)]);
         assert_eq!(o.consecutive_failures(), 3);
         let mut long_ago = failed(1);
         long_ago.finished_at = Some(now() - SignedDuration::from_hours(1));

@@ -14,13 +14,7 @@ use std::{future::Future, time::Duration};
 
 /// The conformance suite's own custom resource (see `tests/fixtures/widgets-crd.yaml`).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, JsonSchema)]
-#[kube(
-    group = "conformance.certpilot.dev",
-    version = "v1",
-    kind = "Widget",
-    namespaced,
-    status = "WidgetStatus"
-)]
+#[kube(group = "conformance.certpilot.dev", version = "v1", kind = "Widget", namespaced, status = "WidgetStatus")]
 pub struct WidgetSpec {
     pub size: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,10 +53,7 @@ pub fn widget_crd() -> CustomResourceDefinition {
 /// A cluster with the widget CRD installed.
 pub async fn cluster_with_widgets(test: &str) -> TestCluster {
     let cluster = TestCluster::start(test).await.expect("test cluster starts");
-    cluster
-        .install_crd(&widget_crd())
-        .await
-        .expect("widget CRD installs");
+    cluster.install_crd(&widget_crd()).await.expect("widget CRD installs");
     cluster
 }
 
@@ -73,21 +64,11 @@ pub fn widgets(cluster: &TestCluster) -> Api<Widget> {
 /// A dynamic API for widgets, to send documents the typed struct cannot express.
 pub fn raw_widgets(cluster: &TestCluster) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("conformance.certpilot.dev", "v1", "Widget");
-    Api::namespaced_with(
-        cluster.client(),
-        cluster.namespace(),
-        &ApiResource::from_gvk(&gvk),
-    )
+    Api::namespaced_with(cluster.client(), cluster.namespace(), &ApiResource::from_gvk(&gvk))
 }
 
 pub fn widget(name: &str, size: i64) -> Widget {
-    Widget::new(
-        name,
-        WidgetSpec {
-            size,
-            ..Default::default()
-        },
-    )
+    Widget::new(name, WidgetSpec { size, ..Default::default() })
 }
 
 /// Polls `check` until it yields a value or `timeout` passes; panics with `what` on timeout.
@@ -101,21 +82,81 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// The API error of a result, or a panic naming what was expected to fail.
-pub fn api_error<T: std::fmt::Debug>(
-    result: Result<T, kube::Error>,
-    what: &str,
-) -> kube::core::Status {
+pub fn api_error<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) -> kube::core::Status {
     match result {
         Err(kube::Error::Api(status)) => *status,
         other => panic!("{what}: expected an API error, got {other:?}"),
+    }
+}
+
+/// Installs certpilot's CRDs (as generated from the code) into the cluster.
+pub async fn install_certpilot_crds(cluster: &TestCluster) {
+    for crd in certpilot::api::crds() {
+        cluster.install_crd(&crd).await.expect("certpilot CRD installs");
+    }
+}
+
+/// The operator binary, running against a test cluster and restricted to the test's namespace.
+pub struct Operator {
+    child: std::process::Child,
+}
+
+impl Operator {
+    pub fn start(cluster: &mut TestCluster) -> Self {
+        Self::start_with(cluster, &[])
+    }
+
+    pub fn start_with(cluster: &mut TestCluster, extra: &[&str]) -> Self {
+        let kubeconfig = cluster.kubeconfig_path().expect("kubeconfig for the operator");
+        let namespace = cluster.namespace().to_string();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_certpilot"))
+            .args(["controller", "--namespace", &namespace, "--cluster-resource-namespace", &namespace])
+            .args(["--probe-address", "127.0.0.1:0", "--retry-base", "2s", "--retry-max", "10s"])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", std::env::var("CERTPILOT_TEST_LOG").unwrap_or_else(|_| "warn,certpilot=info".into()))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("operator binary starts");
+        Self { child }
+    }
+
+    /// Kills the operator at once, as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `api` until object `name` satisfies `check`; panics with `what` and the last state.
+pub async fn wait_for<K, F>(api: &Api<K>, name: &str, what: &str, timeout: Duration, check: F) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    F: Fn(&K) -> bool,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Ok(Some(object)) = api.get_opt(name).await {
+            if check(&object) {
+                return object;
+            }
+            last = Some(object);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; last state: {last:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

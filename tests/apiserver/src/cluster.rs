@@ -4,8 +4,7 @@
 
 use crate::TestApiServer;
 use k8s_openapi::{
-    api::core::v1::Namespace,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, Config,
@@ -44,8 +43,7 @@ mod tempfile_path {
 
     impl TempPath {
         pub fn write(prefix: &str, contents: &str) -> std::io::Result<Self> {
-            let path =
-                std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+            let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
             std::fs::write(&path, contents)?;
             Ok(Self(path))
         }
@@ -68,15 +66,8 @@ impl TestCluster {
         let (backend, config) = match std::env::var_os(KUBECONFIG_VAR) {
             Some(path) => {
                 let kubeconfig = Kubeconfig::read_from(&path)?;
-                let config =
-                    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                        .await?;
-                (
-                    Backend::Real {
-                        kubeconfig: PathBuf::from(path),
-                    },
-                    config,
-                )
+                let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+                (Backend::Real { kubeconfig: PathBuf::from(path) }, config)
             }
             None => {
                 let server = TestApiServer::start().await?;
@@ -89,16 +80,8 @@ impl TestCluster {
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": {"name": namespace, "labels": {"certpilot.dev/test": "true"}}
         }))?;
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await?;
-        Ok(Self {
-            backend,
-            config,
-            client,
-            namespace,
-            kubeconfig_file: None,
-        })
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        Ok(Self { backend, config, client, namespace, kubeconfig_file: None })
     }
 
     pub fn client(&self) -> Client {
@@ -129,17 +112,10 @@ impl TestCluster {
             Backend::Real { kubeconfig } => Ok(kubeconfig.clone()),
             Backend::InProcess(server) => {
                 if self.kubeconfig_file.is_none() {
-                    self.kubeconfig_file = Some(tempfile_path::TempPath::write(
-                        "certpilot-kubeconfig",
-                        &server.kubeconfig_yaml(),
-                    )?);
+                    self.kubeconfig_file =
+                        Some(tempfile_path::TempPath::write("certpilot-kubeconfig", &server.kubeconfig_yaml())?);
                 }
-                Ok(self
-                    .kubeconfig_file
-                    .as_ref()
-                    .expect("just written")
-                    .path()
-                    .to_path_buf())
+                Ok(self.kubeconfig_file.as_ref().expect("just written").path().to_path_buf())
             }
         }
     }
@@ -165,16 +141,10 @@ impl Drop for TestCluster {
         }
         let (config, namespace) = (self.config.clone(), self.namespace.clone());
         let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async move {
                 let client = Client::try_from(config).ok()?;
-                Api::<Namespace>::all(client)
-                    .delete(&namespace, &DeleteParams::background())
-                    .await
-                    .ok()
+                Api::<Namespace>::all(client).delete(&namespace, &DeleteParams::background()).await.ok()
             })
         });
         let _ = cleanup.join();
@@ -183,17 +153,8 @@ impl Drop for TestCluster {
 
 /// `<prefix>-<random>`: a DNS label unique to this run.
 pub fn unique_name(prefix: &str) -> String {
-    let clean: String = prefix
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect();
+    let clean: String =
+        prefix.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).take(40).collect();
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
     format!("{}-{suffix}", clean.trim_matches('-'))
 }

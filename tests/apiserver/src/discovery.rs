@@ -36,10 +36,8 @@ fn group_list(shared: &Shared) -> Value {
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|(name, versions)| {
-            let vs: Vec<Value> = versions
-                .iter()
-                .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
-                .collect();
+            let vs: Vec<Value> =
+                versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
             json!({"name": name, "versions": vs, "preferredVersion": vs[0]})
         })
         .collect();
@@ -49,30 +47,13 @@ fn group_list(shared: &Shared) -> Value {
 fn resource_list(shared: &Shared, group: &str, version: &str) -> Value {
     let state = shared.store.lock();
     let mut resources = Vec::new();
-    for rt in state
-        .registry
-        .all()
-        .filter(|rt| rt.group == group && rt.versions.iter().any(|v| v == version))
-    {
-        let verbs = [
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
-        ];
+    for rt in state.registry.all().filter(|rt| rt.group == group && rt.versions.iter().any(|v| v == version)) {
+        let verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
         resources.push(json!({"name": rt.plural, "singularName": rt.kind.to_lowercase(), "namespaced": rt.namespaced, "kind": rt.kind, "verbs": verbs}));
         if rt.status_subresource {
             resources.push(json!({"name": format!("{}/status", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": rt.kind, "verbs": ["get", "patch", "update"]}));
         }
     }
-    let group_version = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
+    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
 }

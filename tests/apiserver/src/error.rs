@@ -18,13 +18,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-            retry_after: None,
-        }
+        Self { code, reason, message: message.into(), details: None, retry_after: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
@@ -34,20 +28,12 @@ impl ApiError {
             .with_details(json!({"name": name, "kind": resource}))
     }
     pub fn already_exists(resource: &str, name: &str) -> Self {
-        Self::new(
-            409,
-            "AlreadyExists",
-            format!("{resource} \"{name}\" already exists"),
-        )
-        .with_details(json!({"name": name, "kind": resource}))
+        Self::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists"))
+            .with_details(json!({"name": name, "kind": resource}))
     }
     pub fn conflict(resource: &str, name: &str, why: &str) -> Self {
-        Self::new(
-            409,
-            "Conflict",
-            format!("Operation cannot be fulfilled on {resource} \"{name}\": {why}"),
-        )
-        .with_details(json!({"name": name, "kind": resource}))
+        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {resource} \"{name}\": {why}"))
+            .with_details(json!({"name": name, "kind": resource}))
     }
     pub fn stale(resource: &str, name: &str) -> Self {
         Self::conflict(
@@ -92,21 +78,13 @@ impl ApiError {
     /// 422 Invalid with one cause per field error, message formatted like the API server's.
     pub fn invalid(kind_group: &str, name: &str, errors: &[FieldError]) -> Self {
         let joined = errors.iter().map(FieldError::to_string).collect::<Vec<_>>();
-        let body = if joined.len() == 1 {
-            joined[0].clone()
-        } else {
-            format!("[{}]", joined.join(", "))
-        };
+        let body = if joined.len() == 1 { joined[0].clone() } else { format!("[{}]", joined.join(", ")) };
         let causes: Vec<Value> = errors
             .iter()
             .map(|e| json!({"reason": e.reason.cause(), "message": e.detail_message(), "field": e.field}))
             .collect();
-        Self::new(
-            422,
-            "Invalid",
-            format!("{kind_group} \"{name}\" is invalid: {body}"),
-        )
-        .with_details(json!({"name": name, "kind": kind_group, "causes": causes}))
+        Self::new(422, "Invalid", format!("{kind_group} \"{name}\" is invalid: {body}"))
+            .with_details(json!({"name": name, "kind": kind_group, "causes": causes}))
     }
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
@@ -134,9 +112,7 @@ impl IntoResponse for ApiError {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (code, axum::Json(self.to_status())).into_response();
         if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -187,12 +163,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, reason: FieldReason, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason,
-            value: None,
-            message: message.into(),
-        }
+        Self { field: field.into(), reason, value: None, message: message.into() }
     }
     pub fn invalid(field: impl Into<String>, value: &Value, message: impl Into<String>) -> Self {
         let shown = match value {
@@ -201,12 +172,7 @@ impl FieldError {
             Value::Array(_) => "\"array\"".to_string(),
             other => other.to_string(),
         };
-        Self {
-            field: field.into(),
-            reason: FieldReason::Invalid,
-            value: Some(shown),
-            message: message.into(),
-        }
+        Self { field: field.into(), reason: FieldReason::Invalid, value: Some(shown), message: message.into() }
     }
     fn detail_message(&self) -> String {
         match &self.value {

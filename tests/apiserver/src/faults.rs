@@ -30,9 +30,7 @@ impl RequestRecord {
         self.method != "GET"
     }
     pub fn is_watch(&self) -> bool {
-        self.query
-            .split('&')
-            .any(|p| p == "watch=true" || p == "watch=1")
+        self.query.split('&').any(|p| p == "watch=true" || p == "watch=1")
     }
 }
 
@@ -45,11 +43,7 @@ pub struct Faults {
 
 impl Default for Faults {
     fn default() -> Self {
-        Self {
-            plan: Mutex::default(),
-            drop_epoch: watch::channel(0).0,
-            log: Mutex::default(),
-        }
+        Self { plan: Mutex::default(), drop_epoch: watch::channel(0).0, log: Mutex::default() }
     }
 }
 
@@ -108,10 +102,7 @@ impl Faults {
             None
         };
         self.log.lock().unwrap().push(record);
-        Verdict {
-            delay: plan.latency,
-            fail_with,
-        }
+        Verdict { delay: plan.latency, fail_with }
     }
 
     /// Every request served so far, oldest first.

@@ -51,18 +51,9 @@ pub fn field_set(rt: &ResourceType, object: &Value, scope: Scope) -> FieldSet {
             let Some(meta) = value.as_object() else {
                 continue;
             };
-            for (mkey, mvalue) in meta
-                .iter()
-                .filter(|(k, v)| OWNABLE_METADATA.contains(&k.as_str()) && !v.is_null())
-            {
+            for (mkey, mvalue) in meta.iter().filter(|(k, v)| OWNABLE_METADATA.contains(&k.as_str()) && !v.is_null()) {
                 set.insert(path.clone());
-                walk(
-                    rt,
-                    mvalue,
-                    &["metadata", mkey],
-                    path_with(&path, format!("f:{mkey}")),
-                    &mut set,
-                );
+                walk(rt, mvalue, &["metadata", mkey], path_with(&path, format!("f:{mkey}")), &mut set);
             }
         } else {
             walk(rt, value, &[key.as_str()], path, &mut set);
@@ -77,26 +68,13 @@ fn path_with(path: &FieldPath, element: String) -> FieldPath {
     p
 }
 
-fn walk(
-    rt: &ResourceType,
-    value: &Value,
-    schema_path: &[&str],
-    path: FieldPath,
-    set: &mut FieldSet,
-) {
+fn walk(rt: &ResourceType, value: &Value, schema_path: &[&str], path: FieldPath, set: &mut FieldSet) {
     set.insert(path.clone());
     match value {
         Value::Object(map) if !rt.map_is_atomic(schema_path) => {
             for (key, child) in map.iter().filter(|(_, v)| !v.is_null()) {
-                let child_schema: Vec<&str> =
-                    schema_path.iter().copied().chain([key.as_str()]).collect();
-                walk(
-                    rt,
-                    child,
-                    &child_schema,
-                    path_with(&path, format!("f:{key}")),
-                    set,
-                );
+                let child_schema: Vec<&str> = schema_path.iter().copied().chain([key.as_str()]).collect();
+                walk(rt, child, &child_schema, path_with(&path, format!("f:{key}")), set);
             }
         }
         Value::Array(items) => match rt.list_type(schema_path) {
@@ -109,13 +87,7 @@ fn walk(
             ListType::Map(keys) => {
                 let item_schema: Vec<&str> = schema_path.iter().copied().chain(["[]"]).collect();
                 for item in items {
-                    walk(
-                        rt,
-                        item,
-                        &item_schema,
-                        path_with(&path, key_element(item, &keys)),
-                        set,
-                    );
+                    walk(rt, item, &item_schema, path_with(&path, key_element(item, &keys)), set);
                 }
             }
         },
@@ -125,10 +97,7 @@ fn walk(
 
 /// `k:{"port":443,"protocol":"TCP"}`: the identity of a `list-type: map` element.
 fn key_element(item: &Value, keys: &[String]) -> String {
-    let key: Map<String, Value> = keys
-        .iter()
-        .filter_map(|k| item.get(k).map(|v| (k.clone(), v.clone())))
-        .collect();
+    let key: Map<String, Value> = keys.iter().filter_map(|k| item.get(k).map(|v| (k.clone(), v.clone()))).collect();
     format!("k:{}", canonical(&Value::Object(key)))
 }
 
@@ -138,16 +107,11 @@ fn canonical(value: &Value) -> String {
         Value::Object(map) => {
             let mut keys: Vec<_> = map.keys().collect();
             keys.sort();
-            let body: Vec<String> = keys
-                .iter()
-                .map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&map[*k])))
-                .collect();
+            let body: Vec<String> =
+                keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&map[*k]))).collect();
             format!("{{{}}}", body.join(","))
         }
-        Value::Array(items) => format!(
-            "[{}]",
-            items.iter().map(canonical).collect::<Vec<_>>().join(",")
-        ),
+        Value::Array(items) => format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(",")),
         other => other.to_string(),
     }
 }
@@ -167,14 +131,10 @@ fn element_matches(item: &Value, element: &str) -> bool {
 
 /// The node of `object` at `path`.
 pub fn find<'a>(object: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter()
-        .try_fold(object, |node, element| match element.strip_prefix("f:") {
-            Some(field) => node.get(field),
-            None => node
-                .as_array()?
-                .iter()
-                .find(|item| element_matches(item, element)),
-        })
+    path.iter().try_fold(object, |node, element| match element.strip_prefix("f:") {
+        Some(field) => node.get(field),
+        None => node.as_array()?.iter().find(|item| element_matches(item, element)),
+    })
 }
 
 /// Removes the node at `path` from `object` (a no-op when it is not there).
@@ -186,9 +146,7 @@ pub fn remove(object: &mut Value, path: &[String]) {
     for element in parent_path {
         let next = match element.strip_prefix("f:") {
             Some(field) => node.get_mut(field),
-            None => node
-                .as_array_mut()
-                .and_then(|items| items.iter_mut().find(|item| element_matches(item, element))),
+            None => node.as_array_mut().and_then(|items| items.iter_mut().find(|item| element_matches(item, element))),
         };
         match next {
             Some(n) => node = n,
@@ -220,9 +178,7 @@ pub fn terminals(set: &FieldSet) -> impl Iterator<Item = &FieldPath> {
 
 /// Whether `set` holds `path` or anything below it.
 pub fn covers(set: &FieldSet, path: &FieldPath) -> bool {
-    set.range::<FieldPath, _>(path..)
-        .next()
-        .is_some_and(|p| p.starts_with(path))
+    set.range::<FieldPath, _>(path..).next().is_some_and(|p| p.starts_with(path))
 }
 
 /// Encodes a field set as `FieldsV1` JSON (`"."` marks a node owned in its own right).
@@ -237,10 +193,7 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
                 .as_object_mut()
                 .expect("field tree nodes are objects");
         }
-        if set
-            .iter()
-            .any(|other| other.len() > path.len() && other.starts_with(path))
-        {
+        if set.iter().any(|other| other.len() > path.len() && other.starts_with(path)) {
             node.insert(".".into(), Value::Object(Map::new()));
         }
     }
@@ -271,49 +224,32 @@ pub fn merge(rt: &ResourceType, live: &Value, applied: &Value, schema_path: &[&s
         (Value::Object(live_map), Value::Object(applied_map)) if !rt.map_is_atomic(schema_path) => {
             let mut out = live_map.clone();
             for (key, value) in applied_map.iter().filter(|(_, v)| !v.is_null()) {
-                let child_schema: Vec<&str> =
-                    schema_path.iter().copied().chain([key.as_str()]).collect();
-                let merged = merge(
-                    rt,
-                    live_map.get(key).unwrap_or(&Value::Null),
-                    value,
-                    &child_schema,
-                );
+                let child_schema: Vec<&str> = schema_path.iter().copied().chain([key.as_str()]).collect();
+                let merged = merge(rt, live_map.get(key).unwrap_or(&Value::Null), value, &child_schema);
                 out.insert(key.clone(), merged);
             }
             Value::Object(out)
         }
-        (Value::Array(live_items), Value::Array(applied_items)) => {
-            match rt.list_type(schema_path) {
-                ListType::Atomic => applied.clone(),
-                ListType::Set => {
-                    let mut out = live_items.clone();
-                    out.extend(
-                        applied_items
-                            .iter()
-                            .filter(|item| !live_items.contains(item))
-                            .cloned(),
-                    );
-                    Value::Array(out)
-                }
-                ListType::Map(keys) => {
-                    let item_schema: Vec<&str> =
-                        schema_path.iter().copied().chain(["[]"]).collect();
-                    let mut out = live_items.clone();
-                    for item in applied_items {
-                        let element = key_element(item, &keys);
-                        match out
-                            .iter_mut()
-                            .find(|existing| element_matches(existing, &element))
-                        {
-                            Some(existing) => *existing = merge(rt, existing, item, &item_schema),
-                            None => out.push(item.clone()),
-                        }
-                    }
-                    Value::Array(out)
-                }
+        (Value::Array(live_items), Value::Array(applied_items)) => match rt.list_type(schema_path) {
+            ListType::Atomic => applied.clone(),
+            ListType::Set => {
+                let mut out = live_items.clone();
+                out.extend(applied_items.iter().filter(|item| !live_items.contains(item)).cloned());
+                Value::Array(out)
             }
-        }
+            ListType::Map(keys) => {
+                let item_schema: Vec<&str> = schema_path.iter().copied().chain(["[]"]).collect();
+                let mut out = live_items.clone();
+                for item in applied_items {
+                    let element = key_element(item, &keys);
+                    match out.iter_mut().find(|existing| element_matches(existing, &element)) {
+                        Some(existing) => *existing = merge(rt, existing, item, &item_schema),
+                        None => out.push(item.clone()),
+                    }
+                }
+                Value::Array(out)
+            }
+        },
         _ => applied.clone(),
     }
 }
@@ -326,12 +262,7 @@ pub fn display(path: &FieldPath) -> String {
                 format!(".{field}")
             } else if let Some(key) = element.strip_prefix("k:") {
                 let parts = serde_json::from_str::<Map<String, Value>>(key)
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
+                    .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
                     .unwrap_or_default();
                 format!("[{parts}]")
             } else {
@@ -376,11 +307,7 @@ mod tests {
         assert!(set.contains(&vec!["f:spec".into(), "f:tags".into(), "v:\"x\"".into()]));
         assert!(!set.iter().any(|p| p.contains(&"f:name".to_string())));
         assert_eq!(from_fields_v1(&to_fields_v1(&set)), set);
-        assert!(
-            field_set(&rt, &obj, Scope::Status)
-                .iter()
-                .all(|p| p[0] == "f:status")
-        );
+        assert!(field_set(&rt, &obj, Scope::Status).iter().all(|p| p[0] == "f:status"));
     }
 
     #[test]
@@ -394,11 +321,7 @@ mod tests {
             json!([{"type": "Ready", "status": "True"}, {"type": "Issuing", "status": "True"}])
         );
         assert_eq!(merged["spec"]["tags"], json!(["a", "b"]));
-        let issuing: FieldPath = vec![
-            "f:status".into(),
-            "f:conditions".into(),
-            "k:{\"type\":\"Issuing\"}".into(),
-        ];
+        let issuing: FieldPath = vec!["f:status".into(), "f:conditions".into(), "k:{\"type\":\"Issuing\"}".into()];
         assert_eq!(find(&merged, &issuing).unwrap()["status"], "True");
         remove(&mut merged, &issuing);
         assert_eq!(merged["status"]["conditions"].as_array().unwrap().len(), 1);
@@ -407,20 +330,9 @@ mod tests {
 
     #[test]
     fn terminals_and_covers() {
-        let set: FieldSet = [
-            vec!["f:a".to_string()],
-            vec!["f:a".into(), "f:b".into()],
-            vec!["f:c".into()],
-        ]
-        .into();
+        let set: FieldSet = [vec!["f:a".to_string()], vec!["f:a".into(), "f:b".into()], vec!["f:c".into()]].into();
         let t: Vec<_> = terminals(&set).cloned().collect();
-        assert_eq!(
-            t,
-            vec![
-                vec!["f:a".to_string(), "f:b".to_string()],
-                vec!["f:c".to_string()]
-            ]
-        );
+        assert_eq!(t, vec![vec!["f:a".to_string(), "f:b".to_string()], vec!["f:c".to_string()]]);
         assert!(covers(&set, &vec!["f:a".into()]));
         assert!(!covers(&set, &vec!["f:d".into()]));
     }

@@ -39,14 +39,9 @@ fn parse_target(path: &str) -> Option<Target> {
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return None,
     };
-    let namespaced_path = rest.len() >= 3
-        && rest[0] == "namespaces"
-        && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
-    let (namespace, rest) = if namespaced_path {
-        (Some(rest[1].to_string()), &rest[2..])
-    } else {
-        (None, rest)
-    };
+    let namespaced_path =
+        rest.len() >= 3 && rest[0] == "namespaces" && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
+    let (namespace, rest) = if namespaced_path { (Some(rest[1].to_string()), &rest[2..]) } else { (None, rest) };
     let plural = rest.first()?.to_string();
     if rest.len() > 3 {
         return None;
@@ -86,10 +81,7 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
+                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(b) => {
                         out.push(b);
                         i += 2;
@@ -161,17 +153,10 @@ async fn route(
     if let Some(response) = crate::discovery::serve(shared, uri.path()) {
         return Ok(response);
     }
-    let target = parse_target(uri.path()).ok_or_else(|| {
-        ApiError::not_found_plain("the server could not find the requested resource")
-    })?;
-    let rt = shared
-        .store
-        .lock()
-        .registry
-        .get(&target.group, &target.version, &target.plural)?;
-    if rt.namespaced != target.namespace.is_some()
-        && (target.name.is_some() || *method == Method::POST)
-    {
+    let target = parse_target(uri.path())
+        .ok_or_else(|| ApiError::not_found_plain("the server could not find the requested resource"))?;
+    let rt = shared.store.lock().registry.get(&target.group, &target.version, &target.plural)?;
+    if rt.namespaced != target.namespace.is_some() && (target.name.is_some() || *method == Method::POST) {
         return Err(ApiError::not_found_plain(format!(
             "the server could not find the requested resource ({} {})",
             rt.plural,
@@ -181,31 +166,18 @@ async fn route(
     let query = parse_query(uri);
     let scope = scope_for(&rt, &target)?;
     let metadata_only = wants_metadata(headers);
-    let json_response = |v: Value| {
-        Ok(axum::Json(if metadata_only { metadata_view(&v) } else { v }).into_response())
-    };
+    let json_response = |v: Value| Ok(axum::Json(if metadata_only { metadata_view(&v) } else { v }).into_response());
     match (method.clone(), target.name.as_deref()) {
-        (Method::GET, None) if flag(&query, "watch") => Ok(watch::serve(
-            shared.clone(),
-            rt,
-            target,
-            query,
-            metadata_only,
-        )?),
-        (Method::GET, None) => {
-            Ok(axum::Json(list(shared, &rt, &target, &query, metadata_only)?).into_response())
+        (Method::GET, None) if flag(&query, "watch") => {
+            Ok(watch::serve(shared.clone(), rt, target, query, metadata_only)?)
         }
-        (Method::GET, Some(name)) => {
-            json_response(shared.store.lock().get(&rt, ns(&target), name)?)
-        }
+        (Method::GET, None) => Ok(axum::Json(list(shared, &rt, &target, &query, metadata_only)?).into_response()),
+        (Method::GET, Some(name)) => json_response(shared.store.lock().get(&rt, ns(&target), name)?),
         (Method::POST, None) => {
             let obj = parse_object(body)?;
             check_body_namespace(&obj, &target)?;
             let manager = field_manager(&query, headers);
-            let created = shared
-                .store
-                .lock()
-                .create(&rt, ns(&target), obj, &manager)?;
+            let created = shared.store.lock().create(&rt, ns(&target), obj, &manager)?;
             Ok((axum::http::StatusCode::CREATED, axum::Json(created)).into_response())
         }
         (Method::PUT, Some(name)) => {
@@ -217,32 +189,15 @@ async fn route(
             json_response(shared.store.lock().update(&rt, key, obj, scope, &manager)?)
         }
         (Method::PATCH, Some(name)) => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let result = patch(
-                shared,
-                &rt,
-                &target,
-                name,
-                &content_type,
-                body,
-                &query,
-                headers,
-                scope,
-            )?;
+            let content_type =
+                headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let result = patch(shared, &rt, &target, name, &content_type, body, &query, headers, scope)?;
             shared.gc_wakeup();
             json_response(result)
         }
         (Method::DELETE, Some(name)) => {
             let opts = delete_options(body, &query)?;
-            let (obj, removed) =
-                shared
-                    .store
-                    .lock()
-                    .delete(&rt, Key::new(&rt, ns(&target), name), &opts)?;
+            let (obj, removed) = shared.store.lock().delete(&rt, Key::new(&rt, ns(&target), name), &opts)?;
             shared.gc_wakeup();
             if removed && !rt.returns_deleted_object {
                 return Ok(axum::Json(success_status(&rt, &obj)).into_response());
@@ -278,12 +233,10 @@ fn scope_for(rt: &ResourceType, target: &Target) -> ApiResult<Scope> {
 }
 
 fn parse_object(body: &[u8]) -> ApiResult<Value> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?;
     if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
     Ok(value)
 }
@@ -299,11 +252,9 @@ fn check_body_name(obj: &Value, name: &str) -> ApiResult<()> {
 
 fn check_body_namespace(obj: &Value, target: &Target) -> ApiResult<()> {
     match (obj["metadata"]["namespace"].as_str(), &target.namespace) {
-        (Some(body_ns), Some(url_ns)) if !body_ns.is_empty() && body_ns != url_ns => {
-            Err(ApiError::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ))
-        }
+        (Some(body_ns), Some(url_ns)) if !body_ns.is_empty() && body_ns != url_ns => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
         _ => Ok(()),
     }
 }
@@ -322,23 +273,11 @@ fn field_manager(query: &Query, headers: &HeaderMap) -> String {
         .to_string()
 }
 
-fn list(
-    shared: &Shared,
-    rt: &ResourceType,
-    target: &Target,
-    query: &Query,
-    metadata_only: bool,
-) -> ApiResult<Value> {
-    let labels =
-        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields = FieldSelector::parse(
-        query.get("fieldSelector").map(String::as_str).unwrap_or(""),
-        rt.field_selectors(),
-    )?;
-    let limit = query
-        .get("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0);
+fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, metadata_only: bool) -> ApiResult<Value> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fields =
+        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), rt.field_selectors())?;
+    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
     let state = shared.store.lock();
     let current = state.resource_version();
     let (list_rv, after) = match query.get("continue").filter(|c| !c.is_empty()) {
@@ -357,16 +296,10 @@ fn list(
     let mut next = None;
     for obj in matching.by_ref() {
         if limit.is_some_and(|l| items.len() == l) {
-            next = items
-                .last()
-                .map(|last| encode_continue(list_rv, &sort_key(last)));
+            next = items.last().map(|last| encode_continue(list_rv, &sort_key(last)));
             break;
         }
-        items.push(if metadata_only {
-            metadata_view(obj)
-        } else {
-            obj.clone()
-        });
+        items.push(if metadata_only { metadata_view(obj) } else { obj.clone() });
     }
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
     if let Some(token) = next {
@@ -374,10 +307,7 @@ fn list(
         metadata["remainingItemCount"] = json!(matching.count() + 1);
     }
     let (api_version, kind) = if metadata_only {
-        (
-            "meta.k8s.io/v1".to_string(),
-            "PartialObjectMetadataList".to_string(),
-        )
+        ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string())
     } else {
         (rt.api_version(&target.version), format!("{}List", rt.kind))
     };
@@ -388,13 +318,10 @@ fn list(
 /// `410 Gone` (as for a compacted one on a real cluster).
 fn check_list_resource_version(query: &Query, current: u64) -> ApiResult<()> {
     let exact = query.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
-    match query
-        .get("resourceVersion")
-        .and_then(|rv| rv.parse::<u64>().ok())
-    {
-        Some(rv) if exact && rv != current => Err(ApiError::gone(format!(
-            "too old resource version: {rv} ({current})"
-        ))),
+    match query.get("resourceVersion").and_then(|rv| rv.parse::<u64>().ok()) {
+        Some(rv) if exact && rv != current => {
+            Err(ApiError::gone(format!("too old resource version: {rv} ({current})")))
+        }
         _ => Ok(()),
     }
 }
@@ -409,21 +336,15 @@ fn sort_key(obj: &Value) -> String {
 
 fn encode_continue(rv: u64, after: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(json!({"rv": rv, "start": after}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"rv": rv, "start": after}).to_string())
 }
 
 fn decode_continue(token: &str) -> ApiResult<(u64, Option<String>)> {
     use base64::Engine;
     let bad = || ApiError::bad_request("continue key is not valid");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| bad())?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    Ok((
-        v["rv"].as_u64().ok_or_else(bad)?,
-        v["start"].as_str().map(String::from),
-    ))
+    Ok((v["rv"].as_u64().ok_or_else(bad)?, v["start"].as_str().map(String::from)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -447,8 +368,8 @@ fn patch(
             .get("fieldManager")
             .filter(|m| !m.is_empty())
             .ok_or_else(|| ApiError::bad_request("PATCH /apply requires fieldManager to be set"))?;
-        let applied: Value = serde_yaml::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        let applied: Value =
+            serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         check_applied(rt, &applied, name, live.as_ref())?;
         if live.is_none() && scope == Scope::Status {
             return Err(ApiError::not_found(&rt.qualified_name(), name));
@@ -456,27 +377,18 @@ fn patch(
         let base = live.clone().unwrap_or_else(|| {
             json!({"apiVersion": applied["apiVersion"], "kind": rt.kind, "metadata": {"name": name, "namespace": target.namespace}})
         });
-        let api_version = applied["apiVersion"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let writer = Writer {
-            manager,
-            api_version: &api_version,
-            scope,
-        };
+        let api_version = applied["apiVersion"].as_str().unwrap_or_default().to_string();
+        let writer = Writer { manager, api_version: &api_version, scope };
         let merged = managed::apply(rt, &base, &applied, &writer, flag(query, "force"))?;
         return state.write_patched(rt, key, live, merged, scope, manager, true);
     }
     let live = live.ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))?;
-    let patch_doc: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let patch_doc: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let mut patched = live.clone();
     match mime {
         "application/merge-patch+json" => json_patch::merge(&mut patched, &patch_doc),
-        "application/strategic-merge-patch+json" if !rt.custom => {
-            strategic_merge(&mut patched, &patch_doc)?
-        }
+        "application/strategic-merge-patch+json" if !rt.custom => strategic_merge(&mut patched, &patch_doc)?,
         "application/json-patch+json" => {
             let ops: json_patch::Patch = serde_json::from_value(patch_doc)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
@@ -501,12 +413,7 @@ fn patch(
     state.write_patched(rt, key, Some(live), patched, scope, &manager, false)
 }
 
-fn check_applied(
-    rt: &ResourceType,
-    applied: &Value,
-    name: &str,
-    live: Option<&Value>,
-) -> ApiResult<()> {
+fn check_applied(rt: &ResourceType, applied: &Value, name: &str, live: Option<&Value>) -> ApiResult<()> {
     let api_version = applied["apiVersion"].as_str().unwrap_or_default();
     if applied["kind"].as_str() != Some(rt.kind.as_str())
         || !rt.versions.iter().any(|v| rt.api_version(v) == api_version)
@@ -531,9 +438,9 @@ fn check_applied(
 fn strategic_merge(doc: &mut Value, patch: &Value) -> ApiResult<()> {
     fn has_directive(v: &Value) -> bool {
         match v {
-            Value::Object(m) => m.iter().any(|(k, v)| {
-                (k.starts_with('$') && !k.starts_with("$setElementOrder")) || has_directive(v)
-            }),
+            Value::Object(m) => {
+                m.iter().any(|(k, v)| (k.starts_with('$') && !k.starts_with("$setElementOrder")) || has_directive(v))
+            }
             Value::Array(items) => items.iter().any(has_directive),
             _ => false,
         }
@@ -550,9 +457,7 @@ fn strategic_merge(doc: &mut Value, patch: &Value) -> ApiResult<()> {
         }
     }
     if has_directive(patch) {
-        return Err(ApiError::bad_request(
-            "strategic merge patch directives are not supported by the test API server",
-        ));
+        return Err(ApiError::bad_request("strategic merge patch directives are not supported by the test API server"));
     }
     json_patch::merge(doc, &strip_order(patch));
     Ok(())
@@ -562,26 +467,19 @@ fn delete_options(body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
     let parsed: Value = if body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
-    let propagation = parsed["propagationPolicy"]
-        .as_str()
-        .map(String::from)
-        .or_else(|| query.get("propagationPolicy").cloned());
+    let propagation =
+        parsed["propagationPolicy"].as_str().map(String::from).or_else(|| query.get("propagationPolicy").cloned());
     if let Some(p) = &propagation {
         if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::bad_request(format!(
-                "propagationPolicy: Unsupported value: {p:?}"
-            )));
+            return Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: {p:?}")));
         }
     }
     Ok(DeleteOptions {
         propagation,
         precondition_uid: parsed["preconditions"]["uid"].as_str().map(String::from),
-        precondition_rv: parsed["preconditions"]["resourceVersion"]
-            .as_str()
-            .map(String::from),
+        precondition_rv: parsed["preconditions"]["resourceVersion"].as_str().map(String::from),
     })
 }
 
@@ -592,12 +490,9 @@ fn delete_collection(
     query: &Query,
     opts: &DeleteOptions,
 ) -> ApiResult<Value> {
-    let labels =
-        LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields = FieldSelector::parse(
-        query.get("fieldSelector").map(String::as_str).unwrap_or(""),
-        rt.field_selectors(),
-    )?;
+    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fields =
+        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), rt.field_selectors())?;
     let mut state = shared.store.lock();
     let keys: Vec<Key> = state
         .list(rt, target.namespace.as_deref())
@@ -636,30 +531,15 @@ mod tests {
     fn paths_name_their_targets() {
         let t = parse_target("/api/v1/namespaces/ns1/secrets/s1").unwrap();
         assert_eq!(
-            (
-                t.group.as_str(),
-                t.plural.as_str(),
-                t.namespace.as_deref(),
-                t.name.as_deref()
-            ),
+            (t.group.as_str(), t.plural.as_str(), t.namespace.as_deref(), t.name.as_deref()),
             ("", "secrets", Some("ns1"), Some("s1"))
         );
         let t = parse_target("/api/v1/namespaces/ns1").unwrap();
-        assert_eq!(
-            (t.plural.as_str(), t.name.as_deref(), t.namespace),
-            ("namespaces", Some("ns1"), None)
-        );
-        let t = parse_target("/apis/certpilot.dev/v1alpha1/namespaces/a/certificates/c/status")
-            .unwrap();
-        assert_eq!(
-            (t.group.as_str(), t.subresource.as_deref()),
-            ("certpilot.dev", Some("status"))
-        );
+        assert_eq!((t.plural.as_str(), t.name.as_deref(), t.namespace), ("namespaces", Some("ns1"), None));
+        let t = parse_target("/apis/certpilot.dev/v1alpha1/namespaces/a/certificates/c/status").unwrap();
+        assert_eq!((t.group.as_str(), t.subresource.as_deref()), ("certpilot.dev", Some("status")));
         let t = parse_target("/apis/certpilot.dev/v1alpha1/certificates").unwrap();
-        assert_eq!(
-            (t.plural.as_str(), t.namespace, t.name),
-            ("certificates", None, None)
-        );
+        assert_eq!((t.plural.as_str(), t.namespace, t.name), ("certificates", None, None));
         assert!(parse_target("/healthz").is_none());
     }
 

@@ -52,10 +52,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            history_limit: 50_000,
-            bookmark_interval: Duration::from_secs(5),
-        }
+        Self { history_limit: 50_000, bookmark_interval: Duration::from_secs(5) }
     }
 }
 
@@ -79,18 +76,12 @@ impl TestApiServer {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = axum::Router::new()
-            .fallback(http::handle)
-            .with_state(shared.clone());
+        let app = axum::Router::new().fallback(http::handle).with_state(shared.clone());
         let serve = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         let gc = tokio::spawn(garbage_collector(shared.clone()));
-        Ok(Self {
-            addr,
-            shared,
-            tasks: vec![serve, gc],
-        })
+        Ok(Self { addr, shared, tasks: vec![serve, gc] })
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -146,11 +137,7 @@ impl Drop for TestApiServer {
 /// background like the real garbage collector: woken by deletions, and on a short period.
 async fn garbage_collector(shared: Arc<Shared>) {
     loop {
-        let _ = tokio::time::timeout(
-            Duration::from_millis(200),
-            shared.store.gc_wakeup.notified(),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), shared.store.gc_wakeup.notified()).await;
         // Let the request that woke us finish, as the real collector lags behind writes.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut state = shared.store.lock();

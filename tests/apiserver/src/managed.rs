@@ -20,19 +20,12 @@ struct Entry {
 
 impl Entry {
     fn is(&self, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
-        self.manager == manager
-            && self.operation == operation
-            && self.subresource.as_deref() == subresource
+        self.manager == manager && self.operation == operation && self.subresource.as_deref() == subresource
     }
 }
 
 fn parse(object: &Value) -> Vec<Entry> {
-    let text = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     object["metadata"]["managedFields"]
         .as_array()
         .into_iter()
@@ -42,10 +35,7 @@ fn parse(object: &Value) -> Vec<Entry> {
             operation: text(e, "operation"),
             api_version: text(e, "apiVersion"),
             time: text(e, "time"),
-            subresource: e
-                .get("subresource")
-                .and_then(Value::as_str)
-                .map(String::from),
+            subresource: e.get("subresource").and_then(Value::as_str).map(String::from),
             fields: fields::from_fields_v1(&e["fieldsV1"]),
         })
         .collect()
@@ -89,10 +79,7 @@ pub struct Writer<'a> {
 impl Writer<'_> {
     fn upsert(&self, entries: &mut Vec<Entry>, operation: &str, fields: FieldSet) {
         let sub = self.scope.subresource();
-        match entries
-            .iter_mut()
-            .find(|e| e.is(self.manager, operation, sub))
-        {
+        match entries.iter_mut().find(|e| e.is(self.manager, operation, sub)) {
             Some(entry) => {
                 if entry.fields != fields {
                     entry.time = now();
@@ -114,13 +101,7 @@ impl Writer<'_> {
 
 /// Server-side apply of `applied` onto `live` (the current object, or a skeleton when creating).
 /// Returns the merged object with updated `managedFields`; conflicts fail unless `force`.
-pub fn apply(
-    rt: &ResourceType,
-    live: &Value,
-    applied: &Value,
-    writer: &Writer,
-    force: bool,
-) -> ApiResult<Value> {
+pub fn apply(rt: &ResourceType, live: &Value, applied: &Value, writer: &Writer, force: bool) -> ApiResult<Value> {
     let mut entries = parse(live);
     let applied_set = fields::field_set(rt, applied, writer.scope);
     let conflicts = find_conflicts(&entries, live, applied, &applied_set, writer.manager);
@@ -134,16 +115,10 @@ pub fn apply(
     }
     let mut merged = fields::merge(rt, live, &strip_nulls(applied), &[]);
     let sub = writer.scope.subresource();
-    let previous = entries
-        .iter()
-        .find(|e| e.is(writer.manager, "Apply", sub))
-        .map(|e| e.fields.clone())
-        .unwrap_or_default();
-    let others: FieldSet = entries
-        .iter()
-        .filter(|e| !e.is(writer.manager, "Apply", sub))
-        .flat_map(|e| e.fields.iter().cloned())
-        .collect();
+    let previous =
+        entries.iter().find(|e| e.is(writer.manager, "Apply", sub)).map(|e| e.fields.clone()).unwrap_or_default();
+    let others: FieldSet =
+        entries.iter().filter(|e| !e.is(writer.manager, "Apply", sub)).flat_map(|e| e.fields.iter().cloned()).collect();
     for path in previous.difference(&applied_set) {
         if !fields::covers(&others, path) {
             fields::remove(&mut merged, path);
@@ -156,12 +131,9 @@ pub fn apply(
 
 fn strip_nulls(value: &Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), strip_nulls(v)))
-                .collect(),
-        ),
+        Value::Object(map) => {
+            Value::Object(map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip_nulls(v))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -179,14 +151,8 @@ fn find_conflicts(
         if fields::find(live, path) == fields::find(applied, path) {
             continue;
         }
-        for entry in entries
-            .iter()
-            .filter(|e| e.manager != manager && e.fields.contains(path))
-        {
-            if !conflicts
-                .iter()
-                .any(|(p, m)| p == path && m == &entry.manager)
-            {
+        for entry in entries.iter().filter(|e| e.manager != manager && e.fields.contains(path)) {
+            if !conflicts.iter().any(|(p, m)| p == path && m == &entry.manager) {
                 conflicts.push((path.clone(), entry.manager.clone()));
             }
         }
@@ -218,32 +184,24 @@ fn conflict_error(conflicts: &[(FieldPath, String)]) -> ApiError {
 /// field it changed, and other managers lose the fields that changed or vanished.
 pub fn record_update(rt: &ResourceType, old: Option<&Value>, new: &mut Value, writer: &Writer) {
     let mut entries = old.map(parse).unwrap_or_default();
-    let old_set = old
-        .map(|o| fields::field_set(rt, o, writer.scope))
-        .unwrap_or_default();
+    let old_set = old.map(|o| fields::field_set(rt, o, writer.scope)).unwrap_or_default();
     let new_set = fields::field_set(rt, new, writer.scope);
     let terminal: FieldSet = fields::terminals(&new_set).cloned().collect();
     let changed: FieldSet = new_set
         .iter()
         .filter(|p| {
             !old_set.contains(*p)
-                || (terminal.contains(*p)
-                    && old.and_then(|o| fields::find(o, p)) != fields::find(new, p))
+                || (terminal.contains(*p) && old.and_then(|o| fields::find(o, p)) != fields::find(new, p))
         })
         .cloned()
         .collect();
     let removed: FieldSet = old_set.difference(&new_set).cloned().collect();
     for entry in entries.iter_mut() {
-        entry
-            .fields
-            .retain(|p| !changed.contains(p) && !removed.contains(p));
+        entry.fields.retain(|p| !changed.contains(p) && !removed.contains(p));
     }
     let sub = writer.scope.subresource();
-    let mut owned = entries
-        .iter()
-        .find(|e| e.is(writer.manager, "Update", sub))
-        .map(|e| e.fields.clone())
-        .unwrap_or_default();
+    let mut owned =
+        entries.iter().find(|e| e.is(writer.manager, "Update", sub)).map(|e| e.fields.clone()).unwrap_or_default();
     owned.extend(changed);
     if !owned.is_empty() {
         writer.upsert(&mut entries, "Update", owned);

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -20,8 +19,7 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 fn is_qualified_name_part(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && s.as_bytes()[0].is_ascii_alphanumeric()
         && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
 }
@@ -43,21 +41,9 @@ pub fn validate(object: &Value, name_is_label: bool) -> Vec<FieldError> {
     let meta = &object["metadata"];
     let name = meta["name"].as_str().unwrap_or_default();
     if name.is_empty() {
-        errors.push(FieldError::new(
-            "metadata.name",
-            FieldReason::Required,
-            "name or generateName is required",
-        ));
-    } else if !(if name_is_label {
-        is_dns_label(name)
-    } else {
-        is_dns_subdomain(name)
-    }) {
-        let what = if name_is_label {
-            "RFC 1123 label"
-        } else {
-            "RFC 1123 subdomain"
-        };
+        errors.push(FieldError::new("metadata.name", FieldReason::Required, "name or generateName is required"));
+    } else if !(if name_is_label { is_dns_label(name) } else { is_dns_subdomain(name) }) {
+        let what = if name_is_label { "RFC 1123 label" } else { "RFC 1123 subdomain" };
         errors.push(FieldError::invalid(
             "metadata.name",
             &meta["name"],
@@ -82,22 +68,14 @@ pub fn validate(object: &Value, name_is_label: bool) -> Vec<FieldError> {
 pub fn labels(object: &Value) -> BTreeMap<String, String> {
     object["metadata"]["labels"]
         .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
         .unwrap_or_default()
 }
 
 pub fn finalizers(object: &Value) -> Vec<String> {
     object["metadata"]["finalizers"]
         .as_array()
-        .map(|f| {
-            f.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
+        .map(|f| f.iter().filter_map(|v| v.as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
 
@@ -106,15 +84,8 @@ pub fn is_deleting(object: &Value) -> bool {
 }
 
 /// Fields the server owns: carried over from the stored object whatever the client sends.
-pub const SYSTEM_FIELDS: [&str; 7] = [
-    "uid",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "generation",
-    "name",
-    "namespace",
-];
+pub const SYSTEM_FIELDS: [&str; 7] =
+    ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "name", "namespace"];
 
 pub fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()

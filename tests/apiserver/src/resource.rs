@@ -30,14 +30,7 @@ pub struct ResourceType {
 }
 
 impl ResourceType {
-    fn builtin(
-        group: &str,
-        version: &str,
-        plural: &str,
-        kind: &str,
-        namespaced: bool,
-        status: bool,
-    ) -> Self {
+    fn builtin(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool, status: bool) -> Self {
         Self {
             group: group.into(),
             versions: vec![version.into()],
@@ -52,29 +45,17 @@ impl ResourceType {
     }
 
     pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() {
-            version.to_string()
-        } else {
-            format!("{}/{}", self.group, version)
-        }
+        if self.group.is_empty() { version.to_string() } else { format!("{}/{}", self.group, version) }
     }
 
     /// `secrets` or `widgets.example.com`, as the API server names a resource in messages.
     pub fn qualified_name(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
     }
 
     /// `Widget.example.com`, as the API server names a kind in 422 messages.
     pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() {
-            self.kind.clone()
-        } else {
-            format!("{}.{}", self.kind, self.group)
-        }
+        if self.group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, self.group) }
     }
 
     /// Field selectors this kind accepts.
@@ -118,11 +99,7 @@ impl ResourceType {
             Some("map") => ListType::Map(
                 node.get("x-kubernetes-list-map-keys")
                     .and_then(Value::as_array)
-                    .map(|keys| {
-                        keys.iter()
-                            .filter_map(|k| k.as_str().map(String::from))
-                            .collect()
-                    })
+                    .map(|keys| keys.iter().filter_map(|k| k.as_str().map(String::from)).collect())
                     .unwrap_or_default(),
             ),
             _ => ListType::Atomic,
@@ -131,10 +108,7 @@ impl ResourceType {
 
     /// Whether the map at `path` is `x-kubernetes-map-type: atomic` (applied and owned as a whole).
     pub fn map_is_atomic(&self, path: &[&str]) -> bool {
-        self.schema_at(path)
-            .and_then(|n| n.get("x-kubernetes-map-type"))
-            .and_then(Value::as_str)
-            == Some("atomic")
+        self.schema_at(path).and_then(|n| n.get("x-kubernetes-map-type")).and_then(Value::as_str) == Some("atomic")
     }
 }
 
@@ -156,14 +130,7 @@ impl Registry {
             ResourceType::builtin("", "v1", "serviceaccounts", "ServiceAccount", true, false),
             ResourceType::builtin("events.k8s.io", "v1", "events", "Event", true, false),
             ResourceType::builtin("coordination.k8s.io", "v1", "leases", "Lease", true, false),
-            ResourceType::builtin(
-                "networking.k8s.io",
-                "v1",
-                "ingresses",
-                "Ingress",
-                true,
-                true,
-            ),
+            ResourceType::builtin("networking.k8s.io", "v1", "ingresses", "Ingress", true, true),
             ResourceType::builtin(
                 "apiextensions.k8s.io",
                 "v1",
@@ -179,8 +146,7 @@ impl Registry {
     }
 
     pub fn insert(&mut self, rt: ResourceType) {
-        self.types
-            .insert((rt.group.clone(), rt.plural.clone()), Arc::new(rt));
+        self.types.insert((rt.group.clone(), rt.plural.clone()), Arc::new(rt));
     }
 
     pub fn remove(&mut self, group: &str, plural: &str) {
@@ -205,18 +171,12 @@ impl Registry {
         let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
         let served: Vec<&Value> = spec["versions"]
             .as_array()
-            .map(|vs| {
-                vs.iter()
-                    .filter(|v| v["served"].as_bool().unwrap_or(false))
-                    .collect()
-            })
+            .map(|vs| vs.iter().filter(|v| v["served"].as_bool().unwrap_or(false)).collect())
             .unwrap_or_default();
         let storage = served
             .iter()
             .find(|v| v["storage"].as_bool().unwrap_or(false))
-            .ok_or_else(|| {
-                ApiError::bad_request("spec.versions: must have exactly one storage version")
-            })?;
+            .ok_or_else(|| ApiError::bad_request("spec.versions: must have exactly one storage version"))?;
         Ok(ResourceType {
             group: text(&spec["group"]),
             versions: served.iter().map(|v| text(&v["name"])).collect(),
@@ -225,9 +185,7 @@ impl Registry {
             namespaced: spec["scope"] == "Namespaced",
             status_subresource: storage["subresources"]["status"].is_object(),
             custom: true,
-            schema: storage["schema"]["openAPIV3Schema"]
-                .as_object()
-                .map(|o| Value::Object(o.clone())),
+            schema: storage["schema"]["openAPIV3Schema"].as_object().map(|o| Value::Object(o.clone())),
             returns_deleted_object: true,
         })
     }
@@ -235,13 +193,7 @@ impl Registry {
 
 impl ApiError {
     pub fn not_found_path(group: &str, version: &str, plural: &str) -> Self {
-        let gv = if group.is_empty() {
-            version.to_string()
-        } else {
-            format!("{group}/{version}")
-        };
-        ApiError::not_found_plain(format!(
-            "the server could not find the requested resource ({plural} {gv})"
-        ))
+        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+        ApiError::not_found_plain(format!("the server could not find the requested resource ({plural} {gv})"))
     }
 }

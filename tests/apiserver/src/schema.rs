@@ -21,11 +21,7 @@ pub fn admit(schema: &Value, object: Value, old: Option<&Value>) -> Result<Value
     if errors.is_empty() {
         errors.extend(cel_errors(schema, &object, old));
     }
-    if errors.is_empty() {
-        Ok(object)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(object) } else { Err(errors) }
 }
 
 /// Top-level `apiVersion`, `kind` and `metadata` are governed by the API server, not the schema.
@@ -36,14 +32,9 @@ fn prune_root(schema: &Value, object: &mut Value) {
         return;
     };
     let props = schema.get("properties").and_then(Value::as_object);
-    map.retain(|key, _| {
-        ROOT_FIELDS.contains(&key.as_str()) || props.is_some_and(|p| p.contains_key(key))
-    });
+    map.retain(|key, _| ROOT_FIELDS.contains(&key.as_str()) || props.is_some_and(|p| p.contains_key(key)));
     for (key, value) in map.iter_mut() {
-        if let Some(child) = props
-            .and_then(|p| p.get(key))
-            .filter(|_| !ROOT_FIELDS.contains(&key.as_str()))
-        {
+        if let Some(child) = props.and_then(|p| p.get(key)).filter(|_| !ROOT_FIELDS.contains(&key.as_str())) {
             prune(child, value);
         }
     }
@@ -51,14 +42,8 @@ fn prune_root(schema: &Value, object: &mut Value) {
 }
 
 fn preserves_unknown(schema: &Value) -> bool {
-    schema
-        .get("x-kubernetes-preserve-unknown-fields")
-        .and_then(Value::as_bool)
-        == Some(true)
-        || schema
-            .get("x-kubernetes-embedded-resource")
-            .and_then(Value::as_bool)
-            == Some(true)
+    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+        || schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true)
 }
 
 fn nullable(schema: &Value) -> bool {
@@ -102,10 +87,7 @@ fn validate_root(schema: &Value, object: &Value, errors: &mut Vec<FieldError>) {
     let Some(props) = schema.get("properties").and_then(Value::as_object) else {
         return;
     };
-    for (key, child) in props
-        .iter()
-        .filter(|(k, _)| !ROOT_FIELDS.contains(&k.as_str()))
-    {
+    for (key, child) in props.iter().filter(|(k, _)| !ROOT_FIELDS.contains(&k.as_str())) {
         if let Some(value) = object.get(key) {
             validate(child, value, key, errors);
         }
@@ -113,17 +95,8 @@ fn validate_root(schema: &Value, object: &Value, errors: &mut Vec<FieldError>) {
     check_required(schema, object.as_object(), "", errors);
 }
 
-fn check_required(
-    schema: &Value,
-    map: Option<&Map<String, Value>>,
-    path: &str,
-    errors: &mut Vec<FieldError>,
-) {
-    let required = schema
-        .get("required")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten();
+fn check_required(schema: &Value, map: Option<&Map<String, Value>>, path: &str, errors: &mut Vec<FieldError>) {
+    let required = schema.get("required").and_then(Value::as_array).into_iter().flatten();
     for key in required.filter_map(Value::as_str) {
         if map.is_none_or(|m| !m.contains_key(key)) {
             errors.push(FieldError::new(join(path, key), FieldReason::Required, ""));
@@ -132,11 +105,7 @@ fn check_required(
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -155,11 +124,7 @@ fn type_matches(schema: &Value, value: &Value) -> bool {
     if value.is_null() {
         return nullable(schema);
     }
-    if schema
-        .get("x-kubernetes-int-or-string")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
+    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
         return matches!(type_name(value), "integer" | "string");
     }
     match schema.get("type").and_then(Value::as_str) {
@@ -171,27 +136,15 @@ fn type_matches(schema: &Value, value: &Value) -> bool {
 
 fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>) {
     if !type_matches(schema, value) {
-        let expected = schema
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("int-or-string");
-        let msg = format!(
-            "{path} in body must be of type {expected}: \"{}\"",
-            type_name(value)
-        );
-        errors.push(FieldError::invalid(
-            path,
-            &Value::String(type_name(value).into()),
-            msg,
-        ));
+        let expected = schema.get("type").and_then(Value::as_str).unwrap_or("int-or-string");
+        let msg = format!("{path} in body must be of type {expected}: \"{}\"", type_name(value));
+        errors.push(FieldError::invalid(path, &Value::String(type_name(value).into()), msg));
         return;
     }
     check_enum(schema, value, path, errors);
     match value {
         Value::String(s) => check_string(schema, s, path, errors),
-        Value::Number(n) => {
-            check_number(schema, n.as_f64().unwrap_or_default(), value, path, errors)
-        }
+        Value::Number(n) => check_number(schema, n.as_f64().unwrap_or_default(), value, path, errors),
         Value::Array(items) => check_array(schema, items, path, errors),
         Value::Object(map) => check_object(schema, map, path, errors),
         _ => {}
@@ -203,16 +156,8 @@ fn check_enum(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldE
         return;
     };
     if !allowed.contains(value) {
-        let list = allowed
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut e = FieldError::new(
-            path,
-            FieldReason::Unsupported,
-            format!("supported values: {list}"),
-        );
+        let list = allowed.iter().map(Value::to_string).collect::<Vec<_>>().join(", ");
+        let mut e = FieldError::new(path, FieldReason::Unsupported, format!("supported values: {list}"));
         e.value = Some(value.to_string());
         errors.push(e);
     }
@@ -220,22 +165,10 @@ fn check_enum(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldE
 
 fn check_string(schema: &Value, s: &str, path: &str, errors: &mut Vec<FieldError>) {
     let len = s.chars().count() as u64;
-    if let Some(max) = schema
-        .get("maxLength")
-        .and_then(Value::as_u64)
-        .filter(|max| len > *max)
-    {
-        errors.push(FieldError::new(
-            path,
-            FieldReason::TooLong,
-            format!("may not be more than {max} bytes"),
-        ));
+    if let Some(max) = schema.get("maxLength").and_then(Value::as_u64).filter(|max| len > *max) {
+        errors.push(FieldError::new(path, FieldReason::TooLong, format!("may not be more than {max} bytes")));
     }
-    if let Some(min) = schema
-        .get("minLength")
-        .and_then(Value::as_u64)
-        .filter(|min| len < *min)
-    {
+    if let Some(min) = schema.get("minLength").and_then(Value::as_u64).filter(|min| len < *min) {
         let msg = format!("{path} in body should be at least {min} chars long");
         errors.push(FieldError::invalid(path, &Value::String(s.into()), msg));
     }
@@ -246,11 +179,7 @@ fn check_string(schema: &Value, s: &str, path: &str, errors: &mut Vec<FieldError
                 let msg = format!("{path} in body should match '{pattern}'");
                 errors.push(FieldError::invalid(path, &Value::String(s.into()), msg));
             }
-            Err(e) => errors.push(FieldError::new(
-                path,
-                FieldReason::Invalid,
-                format!("bad pattern: {e}"),
-            )),
+            Err(e) => errors.push(FieldError::new(path, FieldReason::Invalid, format!("bad pattern: {e}"))),
         }
     }
 }
@@ -274,28 +203,12 @@ fn check_number(schema: &Value, n: f64, value: &Value, path: &str, errors: &mut 
 
 fn check_array(schema: &Value, items: &[Value], path: &str, errors: &mut Vec<FieldError>) {
     let count = items.len() as u64;
-    if let Some(max) = schema
-        .get("maxItems")
-        .and_then(Value::as_u64)
-        .filter(|max| count > *max)
-    {
-        errors.push(FieldError::new(
-            path,
-            FieldReason::TooMany,
-            format!("{count}: must have at most {max} items"),
-        ));
+    if let Some(max) = schema.get("maxItems").and_then(Value::as_u64).filter(|max| count > *max) {
+        errors.push(FieldError::new(path, FieldReason::TooMany, format!("{count}: must have at most {max} items")));
     }
-    if let Some(min) = schema
-        .get("minItems")
-        .and_then(Value::as_u64)
-        .filter(|min| count < *min)
-    {
+    if let Some(min) = schema.get("minItems").and_then(Value::as_u64).filter(|min| count < *min) {
         let msg = format!("{path} in body should have at least {min} items");
-        errors.push(FieldError::invalid(
-            path,
-            &Value::Array(items.to_vec()),
-            msg,
-        ));
+        errors.push(FieldError::invalid(path, &Value::Array(items.to_vec()), msg));
     }
     if let Some(item_schema) = schema.get("items") {
         for (i, item) in items.iter().enumerate() {
@@ -306,28 +219,14 @@ fn check_array(schema: &Value, items: &[Value], path: &str, errors: &mut Vec<Fie
 }
 
 /// `set` lists need unique items and `map` lists unique keys, as the API server enforces.
-fn check_list_uniqueness(
-    schema: &Value,
-    items: &[Value],
-    path: &str,
-    errors: &mut Vec<FieldError>,
-) {
+fn check_list_uniqueness(schema: &Value, items: &[Value], path: &str, errors: &mut Vec<FieldError>) {
     let identity = |item: &Value| -> Option<Value> {
-        match schema
-            .get("x-kubernetes-list-type")
-            .and_then(Value::as_str)?
-        {
+        match schema.get("x-kubernetes-list-type").and_then(Value::as_str)? {
             "set" => Some(item.clone()),
             "map" => {
                 let keys = schema.get("x-kubernetes-list-map-keys")?.as_array()?;
                 Some(Value::Array(
-                    keys.iter()
-                        .map(|k| {
-                            item.get(k.as_str().unwrap_or(""))
-                                .cloned()
-                                .unwrap_or(Value::Null)
-                        })
-                        .collect(),
+                    keys.iter().map(|k| item.get(k.as_str().unwrap_or("")).cloned().unwrap_or(Value::Null)).collect(),
                 ))
             }
             _ => None,
@@ -337,11 +236,7 @@ fn check_list_uniqueness(
     for (i, item) in items.iter().enumerate() {
         let Some(id) = identity(item) else { return };
         if seen.contains(&id) {
-            let mut e = FieldError::new(
-                format!("{path}[{i}]"),
-                FieldReason::Invalid,
-                "Duplicate value",
-            );
+            let mut e = FieldError::new(format!("{path}[{i}]"), FieldReason::Invalid, "Duplicate value");
             e.value = Some(id.to_string());
             errors.push(e);
         }
@@ -349,12 +244,7 @@ fn check_list_uniqueness(
     }
 }
 
-fn check_object(
-    schema: &Value,
-    map: &Map<String, Value>,
-    path: &str,
-    errors: &mut Vec<FieldError>,
-) {
+fn check_object(schema: &Value, map: &Map<String, Value>, path: &str, errors: &mut Vec<FieldError>) {
     let props = schema.get("properties").and_then(Value::as_object);
     let additional = schema.get("additionalProperties").filter(|a| a.is_object());
     for (key, child) in map {
@@ -364,16 +254,8 @@ fn check_object(
     }
     check_required(schema, Some(map), path, errors);
     let count = map.len() as u64;
-    if let Some(max) = schema
-        .get("maxProperties")
-        .and_then(Value::as_u64)
-        .filter(|max| count > *max)
-    {
-        errors.push(FieldError::new(
-            path,
-            FieldReason::TooMany,
-            format!("{count}: must have at most {max} items"),
-        ));
+    if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64).filter(|max| count > *max) {
+        errors.push(FieldError::new(path, FieldReason::TooMany, format!("{count}: must have at most {max} items")));
     }
 }
 
@@ -386,9 +268,7 @@ fn cel_errors(schema: &Value, object: &Value, old: Option<&Value>) -> Vec<FieldE
         .into_vec()
         .into_iter()
         .map(|e| {
-            let value = value_at(object, &e.field_path)
-                .cloned()
-                .unwrap_or(Value::Null);
+            let value = value_at(object, &e.field_path).cloned().unwrap_or(Value::Null);
             let mut fe = FieldError::invalid(e.field_path.clone(), &value, e.message.clone());
             if e.reason.as_deref() == Some("FieldValueForbidden") {
                 fe.reason = FieldReason::Forbidden;
@@ -409,9 +289,7 @@ fn cel_errors(schema: &Value, object: &Value, old: Option<&Value>) -> Vec<FieldE
 fn value_at<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
     let mut node = object;
     for part in path.split('.').filter(|p| !p.is_empty()) {
-        let (name, indexes) = part
-            .split_once('[')
-            .map_or((part, ""), |(n, rest)| (n, rest));
+        let (name, indexes) = part.split_once('[').map_or((part, ""), |(n, rest)| (n, rest));
         if !name.is_empty() {
             node = node.get(name)?;
         }
@@ -459,14 +337,8 @@ mod tests {
         let bad = |spec: Value| admit(&schema(), json!({"spec": spec}), None).unwrap_err();
         assert_eq!(bad(json!({"size": "x"}))[0].field, "spec.size");
         assert_eq!(bad(json!({}))[0].reason, FieldReason::Required);
-        assert_eq!(
-            bad(json!({"size": 1, "mode": "c"}))[0].reason,
-            FieldReason::Unsupported
-        );
-        assert_eq!(
-            bad(json!({"size": 1, "tags": ["a", "a"]}))[0].field,
-            "spec.tags[1]"
-        );
+        assert_eq!(bad(json!({"size": 1, "mode": "c"}))[0].reason, FieldReason::Unsupported);
+        assert_eq!(bad(json!({"size": 1, "tags": ["a", "a"]}))[0].field, "spec.tags[1]");
         let cel = bad(json!({"size": 11}));
         assert_eq!(cel[0].message, "size must be at most 10");
         assert_eq!(cel[0].field, "spec");

@@ -59,55 +59,31 @@ fn split_top_level(input: &str) -> Vec<&str> {
 }
 
 fn parse_requirement(term: &str) -> ApiResult<Requirement> {
-    let invalid = || {
-        ApiError::bad_request(format!(
-            "unable to parse requirement: invalid label selector: {term:?}"
-        ))
-    };
+    let invalid = || ApiError::bad_request(format!("unable to parse requirement: invalid label selector: {term:?}"));
     if let Some(key) = term.strip_prefix('!') {
-        return Ok(Requirement::DoesNotExist(
-            valid_key(key.trim()).ok_or_else(invalid)?,
-        ));
+        return Ok(Requirement::DoesNotExist(valid_key(key.trim()).ok_or_else(invalid)?));
     }
     for (op, negate) in [(" notin ", true), (" in ", false)] {
         if let Some(pos) = term.find(op) {
             let key = valid_key(term[..pos].trim()).ok_or_else(invalid)?;
             let set = term[pos + op.len()..].trim();
-            let inner = set
-                .strip_prefix('(')
-                .and_then(|s| s.strip_suffix(')'))
-                .ok_or_else(invalid)?;
-            let values = inner
-                .split(',')
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-                .collect();
-            return Ok(if negate {
-                Requirement::NotIn(key, values)
-            } else {
-                Requirement::In(key, values)
-            });
+            let inner = set.strip_prefix('(').and_then(|s| s.strip_suffix(')')).ok_or_else(invalid)?;
+            let values = inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+            return Ok(if negate { Requirement::NotIn(key, values) } else { Requirement::In(key, values) });
         }
     }
     for (op, negate) in [("!=", true), ("==", false), ("=", false)] {
         if let Some(pos) = term.find(op) {
             let key = valid_key(term[..pos].trim()).ok_or_else(invalid)?;
             let value = term[pos + op.len()..].trim().to_string();
-            return Ok(if negate {
-                Requirement::NotEquals(key, value)
-            } else {
-                Requirement::Equals(key, value)
-            });
+            return Ok(if negate { Requirement::NotEquals(key, value) } else { Requirement::Equals(key, value) });
         }
     }
     Ok(Requirement::Exists(valid_key(term).ok_or_else(invalid)?))
 }
 
 fn valid_key(key: &str) -> Option<String> {
-    let ok = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    let ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
     ok.then(|| key.to_string())
 }
 
@@ -126,15 +102,11 @@ impl FieldSelector {
             } else if let Some((f, v)) = term.split_once('=') {
                 (f, false, v)
             } else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid selector: '{input}'; can't understand '{term}'"
-                )));
+                return Err(ApiError::bad_request(format!("invalid selector: '{input}'; can't understand '{term}'")));
             };
             let field = field.trim();
             if !supported.contains(&field) {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {field}"
-                )));
+                return Err(ApiError::bad_request(format!("field label not supported: {field}")));
             }
             terms.push((field.to_string(), negate, value.trim().to_string()));
         }
@@ -143,11 +115,7 @@ impl FieldSelector {
 
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, negate, value)| {
-            let actual = field
-                .split('.')
-                .try_fold(object, |v, part| v.get(part))
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let actual = field.split('.').try_fold(object, |v, part| v.get(part)).and_then(Value::as_str).unwrap_or("");
             (actual == value) != *negate
         })
     }
@@ -158,10 +126,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -169,16 +134,8 @@ mod tests {
         let sel = LabelSelector::parse("app=web,tier in (front, back),!legacy,env!=prod").unwrap();
         assert!(sel.matches(&labels(&[("app", "web"), ("tier", "front")])));
         assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "db")])));
-        assert!(!sel.matches(&labels(&[
-            ("app", "web"),
-            ("tier", "front"),
-            ("legacy", "1")
-        ])));
-        assert!(!sel.matches(&labels(&[
-            ("app", "web"),
-            ("tier", "back"),
-            ("env", "prod")
-        ])));
+        assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "front"), ("legacy", "1")])));
+        assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "back"), ("env", "prod")])));
         let sel = LabelSelector::parse("certpilot.dev/managed,zone notin (a)").unwrap();
         assert!(sel.matches(&labels(&[("certpilot.dev/managed", "")])));
         assert!(!sel.matches(&labels(&[("certpilot.dev/managed", ""), ("zone", "a")])));
@@ -189,16 +146,8 @@ mod tests {
     fn field_selectors() {
         let obj = serde_json::json!({"metadata": {"name": "x", "namespace": "n"}, "type": "kubernetes.io/tls"});
         let supported = ["metadata.name", "metadata.namespace", "type"];
-        assert!(
-            FieldSelector::parse("metadata.name=x,type==kubernetes.io/tls", &supported)
-                .unwrap()
-                .matches(&obj)
-        );
-        assert!(
-            !FieldSelector::parse("metadata.namespace!=n", &supported)
-                .unwrap()
-                .matches(&obj)
-        );
+        assert!(FieldSelector::parse("metadata.name=x,type==kubernetes.io/tls", &supported).unwrap().matches(&obj));
+        assert!(!FieldSelector::parse("metadata.namespace!=n", &supported).unwrap().matches(&obj));
         assert!(FieldSelector::parse("spec.foo=bar", &supported).is_err());
     }
 }

@@ -29,20 +29,10 @@ pub struct Key {
 impl Key {
     pub fn new(rt: &ResourceType, namespace: &str, name: &str) -> Self {
         let namespace = if rt.namespaced { namespace } else { "" };
-        Self {
-            group: rt.group.clone(),
-            plural: rt.plural.clone(),
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        Self { group: rt.group.clone(), plural: rt.plural.clone(), namespace: namespace.into(), name: name.into() }
     }
     fn of_namespace(name: &str) -> Self {
-        Self {
-            group: String::new(),
-            plural: "namespaces".into(),
-            namespace: String::new(),
-            name: name.into(),
-        }
+        Self { group: String::new(), plural: "namespaces".into(), namespace: String::new(), name: name.into() }
     }
 }
 
@@ -109,27 +99,17 @@ impl Store {
             events,
         };
         for ns in ["default", "kube-system", "kube-public"] {
-            let rt = state
-                .registry
-                .get("", "v1", "namespaces")
-                .expect("namespaces are built in");
+            let rt = state.registry.get("", "v1", "namespaces").expect("namespaces are built in");
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            state
-                .create(&rt, "", obj, "kube-apiserver")
-                .expect("default namespaces are valid");
+            state.create(&rt, "", obj, "kube-apiserver").expect("default namespaces are valid");
         }
         state.oldest_watchable = state.rv;
         state.history.clear();
-        Self {
-            state: Mutex::new(state),
-            gc_wakeup: Notify::new(),
-        }
+        Self { state: Mutex::new(state), gc_wakeup: Notify::new() }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -155,12 +135,8 @@ impl State {
 
     /// Objects of a kind, in one namespace or all, in key order.
     pub fn list(&self, rt: &ResourceType, namespace: Option<&str>) -> Vec<&Value> {
-        let start = Key {
-            group: rt.group.clone(),
-            plural: rt.plural.clone(),
-            namespace: String::new(),
-            name: String::new(),
-        };
+        let start =
+            Key { group: rt.group.clone(), plural: rt.plural.clone(), namespace: String::new(), name: String::new() };
         self.objects
             .range(start..)
             .take_while(|(k, _)| k.group == rt.group && k.plural == rt.plural)
@@ -171,8 +147,7 @@ impl State {
 
     /// History events after `rv`, or `None` when `rv` is older than what is kept (410 Gone).
     pub fn events_since(&self, rv: u64) -> Option<Vec<Arc<Event>>> {
-        (rv >= self.oldest_watchable)
-            .then(|| self.history.iter().filter(|e| e.rv > rv).cloned().collect())
+        (rv >= self.oldest_watchable).then(|| self.history.iter().filter(|e| e.rv > rv).cloned().collect())
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
@@ -202,46 +177,25 @@ impl State {
         Ok(())
     }
 
-    pub fn create(
-        &mut self,
-        rt: &ResourceType,
-        namespace: &str,
-        mut obj: Value,
-        manager: &str,
-    ) -> ApiResult<Value> {
+    pub fn create(&mut self, rt: &ResourceType, namespace: &str, mut obj: Value, manager: &str) -> ApiResult<Value> {
         self.check_namespace(rt, namespace)?;
         assign_name(&mut obj);
-        let name = obj["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let key = Key::new(rt, namespace, &name);
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(&rt.qualified_name(), &name));
         }
         let scope = main_scope(rt);
-        obj["metadata"]
-            .as_object_mut()
-            .map(|m| m.remove("managedFields"));
+        obj["metadata"].as_object_mut().map(|m| m.remove("managedFields"));
         let mut obj = self.admit(rt, &key, None, obj, scope)?;
         record_update(rt, None, &mut obj, manager, scope);
         Ok(self.commit(rt, key, None, obj))
     }
 
     /// Replaces an object (PUT); `scope` says whether this is the main resource or `/status`.
-    pub fn update(
-        &mut self,
-        rt: &ResourceType,
-        key: Key,
-        obj: Value,
-        scope: Scope,
-        manager: &str,
-    ) -> ApiResult<Value> {
-        let old = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.qualified_name(), &key.name))?;
+    pub fn update(&mut self, rt: &ResourceType, key: Key, obj: Value, scope: Scope, manager: &str) -> ApiResult<Value> {
+        let old =
+            self.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(&rt.qualified_name(), &key.name))?;
         check_resource_version(rt, &key, &old, &obj, rt.custom)?;
         let mut new = self.admit(rt, &key, Some(&old), obj, scope)?;
         record_update(rt, Some(&old), &mut new, manager, scope);
@@ -294,10 +248,7 @@ impl State {
             None => init_system_fields(rt, &mut new),
         }
         let mut errors = kind_rules(rt, old, &mut new)?;
-        errors.extend(meta::validate(
-            &new,
-            rt.plural == "namespaces" && rt.group.is_empty(),
-        ));
+        errors.extend(meta::validate(&new, rt.plural == "namespaces" && rt.group.is_empty()));
         if let Some(old) = old {
             errors.extend(finalizer_rules(old, &new));
         }
@@ -305,11 +256,7 @@ impl State {
             match schema::admit(schema, new, old) {
                 Ok(admitted) => new = admitted,
                 Err(schema_errors) => {
-                    return Err(ApiError::invalid(
-                        &rt.qualified_kind(),
-                        &key.name,
-                        &schema_errors,
-                    ));
+                    return Err(ApiError::invalid(&rt.qualified_kind(), &key.name, &schema_errors));
                 }
             }
         }
@@ -340,11 +287,7 @@ impl State {
         }
         self.rv += 1;
         new["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        let kind = if old.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
+        let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
         if let Some(uid) = new["metadata"]["uid"].as_str() {
             self.uids.insert(uid.to_string(), key.clone());
         }
@@ -369,13 +312,7 @@ impl State {
     }
 
     fn emit(&mut self, key: Key, kind: EventType, object: Value, old: Option<Value>) {
-        let event = Arc::new(Event {
-            rv: self.rv,
-            key,
-            kind,
-            object,
-            old,
-        });
+        let event = Arc::new(Event { rv: self.rv, key, kind, object, old });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_limit {
             if let Some(dropped) = self.history.pop_front() {
@@ -407,11 +344,7 @@ impl State {
                 {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": meta::now()},
             ],
         });
-        let key = Key::new(
-            rt,
-            "",
-            object["metadata"]["name"].as_str().unwrap_or_default(),
-        );
+        let key = Key::new(rt, "", object["metadata"]["name"].as_str().unwrap_or_default());
         self.commit(rt, key, Some(object.clone()), established);
     }
 
@@ -419,12 +352,8 @@ impl State {
         let Ok(served) = Registry::from_crd(crd) else {
             return;
         };
-        let keys: Vec<Key> = self
-            .objects
-            .keys()
-            .filter(|k| k.group == served.group && k.plural == served.plural)
-            .cloned()
-            .collect();
+        let keys: Vec<Key> =
+            self.objects.keys().filter(|k| k.group == served.group && k.plural == served.plural).cloned().collect();
         for key in keys {
             if let Some(obj) = self.objects.get(&key).cloned() {
                 self.remove(key, obj);
@@ -434,22 +363,11 @@ impl State {
     }
 
     /// DELETE: finalizers turn it into setting `deletionTimestamp`; otherwise the object goes.
-    pub fn delete(
-        &mut self,
-        rt: &ResourceType,
-        key: Key,
-        opts: &DeleteOptions,
-    ) -> ApiResult<(Value, bool)> {
-        let old = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&rt.qualified_name(), &key.name))?;
+    pub fn delete(&mut self, rt: &ResourceType, key: Key, opts: &DeleteOptions) -> ApiResult<(Value, bool)> {
+        let old =
+            self.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(&rt.qualified_name(), &key.name))?;
         check_preconditions(rt, &key, &old, opts)?;
-        let uid = old["metadata"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let uid = old["metadata"]["uid"].as_str().unwrap_or_default().to_string();
         if opts.propagation.as_deref() == Some("Orphan") {
             self.orphan_dependents(&uid);
         }
@@ -464,8 +382,7 @@ impl State {
         if rt.plural == "namespaces" && rt.group.is_empty() {
             new["status"]["phase"] = json!("Terminating");
         }
-        let blocked =
-            !meta::finalizers(&new).is_empty() || rt.plural == "namespaces" && rt.group.is_empty();
+        let blocked = !meta::finalizers(&new).is_empty() || rt.plural == "namespaces" && rt.group.is_empty();
         if !blocked {
             return Ok((self.remove(key, old), true));
         }
@@ -473,8 +390,7 @@ impl State {
             new["metadata"]["deletionTimestamp"] = json!(meta::now());
             new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             if rt.custom {
-                new["metadata"]["generation"] =
-                    json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
+                new["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
             }
         }
         Ok((self.commit(rt, key, Some(old), new), false))
@@ -500,9 +416,7 @@ impl State {
         let mut new = old.clone();
         let refs: Vec<Value> = owner_refs(&old).into_iter().filter(|r| keep(r)).collect();
         if refs.is_empty() {
-            new["metadata"]
-                .as_object_mut()
-                .map(|m| m.remove("ownerReferences"));
+            new["metadata"].as_object_mut().map(|m| m.remove("ownerReferences"));
         } else {
             new["metadata"]["ownerReferences"] = json!(refs);
         }
@@ -535,12 +449,7 @@ impl State {
             .map(|(k, _)| k.name.clone())
             .collect();
         for ns in terminating {
-            let content: Vec<Key> = self
-                .objects
-                .keys()
-                .filter(|k| k.namespace == ns)
-                .cloned()
-                .collect();
+            let content: Vec<Key> = self.objects.keys().filter(|k| k.namespace == ns).cloned().collect();
             if content.is_empty() {
                 if let Some(obj) = self.objects.get(&Key::of_namespace(&ns)).cloned() {
                     self.remove(Key::of_namespace(&ns), obj);
@@ -560,9 +469,7 @@ impl State {
         owner_ref["uid"]
             .as_str()
             .and_then(|uid| self.uids.get(uid))
-            .is_some_and(|owner| {
-                owner.namespace.is_empty() || owner.namespace == dependent.namespace
-            })
+            .is_some_and(|owner| owner.namespace.is_empty() || owner.namespace == dependent.namespace)
     }
 
     fn delete_orphans(&mut self) {
@@ -591,11 +498,7 @@ impl State {
                 .filter(|r| self.owner_exists(&key, r))
                 .filter_map(|r| r["uid"].as_str().map(String::from))
                 .collect();
-            self.rewrite_owner_refs(&key, |r| {
-                r["uid"]
-                    .as_str()
-                    .is_some_and(|u| live.iter().any(|l| l == u))
-            });
+            self.rewrite_owner_refs(&key, |r| r["uid"].as_str().is_some_and(|u| live.iter().any(|l| l == u)));
         }
     }
 
@@ -603,21 +506,8 @@ impl State {
         let owners: Vec<(Key, String)> = self
             .objects
             .iter()
-            .filter(|(_, v)| {
-                meta::is_deleting(v)
-                    && meta::finalizers(v)
-                        .iter()
-                        .any(|f| f == "foregroundDeletion")
-            })
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v["metadata"]["uid"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                )
-            })
+            .filter(|(_, v)| meta::is_deleting(v) && meta::finalizers(v).iter().any(|f| f == "foregroundDeletion"))
+            .map(|(k, v)| (k.clone(), v["metadata"]["uid"].as_str().unwrap_or_default().to_string()))
             .collect();
         for (owner, uid) in owners {
             let dependents: Vec<Key> = self
@@ -631,10 +521,8 @@ impl State {
                     continue;
                 };
                 let mut new = old.clone();
-                let rest: Vec<String> = meta::finalizers(&old)
-                    .into_iter()
-                    .filter(|f| f != "foregroundDeletion")
-                    .collect();
+                let rest: Vec<String> =
+                    meta::finalizers(&old).into_iter().filter(|f| f != "foregroundDeletion").collect();
                 new["metadata"]["finalizers"] = json!(rest);
                 if let Ok(rt) = self.type_of(&owner) {
                     self.commit(&rt, owner, Some(old), new);
@@ -652,90 +540,43 @@ impl State {
 }
 
 fn owner_refs(obj: &Value) -> Vec<Value> {
-    obj["metadata"]["ownerReferences"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    obj["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default()
 }
 
 fn main_scope(rt: &ResourceType) -> Scope {
-    if rt.status_subresource {
-        Scope::MainResource
-    } else {
-        Scope::Whole
-    }
+    if rt.status_subresource { Scope::MainResource } else { Scope::Whole }
 }
 
-fn record_update(
-    rt: &ResourceType,
-    old: Option<&Value>,
-    new: &mut Value,
-    manager: &str,
-    scope: Scope,
-) {
+fn record_update(rt: &ResourceType, old: Option<&Value>, new: &mut Value, manager: &str, scope: Scope) {
     let api_version = new["apiVersion"].as_str().unwrap_or_default().to_string();
-    managed::record_update(
-        rt,
-        old,
-        new,
-        &Writer {
-            manager,
-            api_version: &api_version,
-            scope,
-        },
-    );
+    managed::record_update(rt, old, new, &Writer { manager, api_version: &api_version, scope });
 }
 
 /// `generateName` gets five random characters, as the API server does.
 fn assign_name(obj: &mut Value) {
-    let has_name = obj["metadata"]["name"]
-        .as_str()
-        .is_some_and(|n| !n.is_empty());
+    let has_name = obj["metadata"]["name"].as_str().is_some_and(|n| !n.is_empty());
     if let (false, Some(prefix)) = (has_name, obj["metadata"]["generateName"].as_str()) {
-        let suffix: String = uuid::Uuid::new_v4()
-            .simple()
-            .to_string()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(5)
-            .collect();
+        let suffix: String =
+            uuid::Uuid::new_v4().simple().to_string().chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
         obj["metadata"]["name"] = json!(format!("{prefix}{suffix}"));
     }
 }
 
-fn check_resource_version(
-    rt: &ResourceType,
-    key: &Key,
-    old: &Value,
-    new: &Value,
-    required: bool,
-) -> ApiResult<()> {
-    match new["metadata"]["resourceVersion"]
-        .as_str()
-        .filter(|rv| !rv.is_empty())
-    {
+fn check_resource_version(rt: &ResourceType, key: &Key, old: &Value, new: &Value, required: bool) -> ApiResult<()> {
+    match new["metadata"]["resourceVersion"].as_str().filter(|rv| !rv.is_empty()) {
         Some(rv) if Some(rv) != old["metadata"]["resourceVersion"].as_str() => {
             Err(ApiError::stale(&rt.qualified_name(), &key.name))
         }
         None if required => Err(ApiError::invalid(
             &rt.qualified_kind(),
             &key.name,
-            &[FieldError::invalid(
-                "metadata.resourceVersion",
-                &json!("0x0"),
-                "must be specified for an update",
-            )],
+            &[FieldError::invalid("metadata.resourceVersion", &json!("0x0"), "must be specified for an update")],
         )),
         _ => Ok(()),
     }
 }
 
-fn check_preconditions(
-    rt: &ResourceType,
-    key: &Key,
-    obj: &Value,
-    opts: &DeleteOptions,
-) -> ApiResult<()> {
+fn check_preconditions(rt: &ResourceType, key: &Key, obj: &Value, opts: &DeleteOptions) -> ApiResult<()> {
     let meta = &obj["metadata"];
     if let Some(uid) = &opts.precondition_uid {
         if meta["uid"].as_str() != Some(uid) {
@@ -784,9 +625,7 @@ fn split_status(old: Option<&Value>, mut candidate: Value, scope: Scope) -> Valu
             new["metadata"]["managedFields"] = candidate["metadata"]["managedFields"].clone();
             new["metadata"]["resourceVersion"] = candidate["metadata"]["resourceVersion"].clone();
             if new["metadata"]["managedFields"].is_null() {
-                new["metadata"]
-                    .as_object_mut()
-                    .map(|m| m.remove("managedFields"));
+                new["metadata"].as_object_mut().map(|m| m.remove("managedFields"));
             }
             new
         }
@@ -804,20 +643,11 @@ fn set_identity(rt: &ResourceType, key: &Key, obj: &mut Value) {
     if rt.namespaced {
         obj["metadata"]["namespace"] = json!(key.namespace);
     } else {
-        obj["metadata"]
-            .as_object_mut()
-            .map(|m| m.remove("namespace"));
+        obj["metadata"].as_object_mut().map(|m| m.remove("namespace"));
     }
-    let version = obj["apiVersion"]
-        .as_str()
-        .and_then(|av| av.rsplit('/').next())
-        .unwrap_or(&rt.versions[0])
-        .to_string();
-    let version = if rt.versions.contains(&version) {
-        version
-    } else {
-        rt.versions[0].clone()
-    };
+    let version =
+        obj["apiVersion"].as_str().and_then(|av| av.rsplit('/').next()).unwrap_or(&rt.versions[0]).to_string();
+    let version = if rt.versions.contains(&version) { version } else { rt.versions[0].clone() };
     obj["apiVersion"] = json!(rt.api_version(&version));
     obj["kind"] = json!(rt.kind);
 }
@@ -834,15 +664,8 @@ fn carry_system_fields(old: &Value, new: &mut Value) {
 }
 
 fn init_system_fields(rt: &ResourceType, obj: &mut Value) {
-    let meta = obj["metadata"]
-        .as_object_mut()
-        .expect("metadata is an object");
-    for field in [
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "resourceVersion",
-        "generation",
-    ] {
+    let meta = obj["metadata"].as_object_mut().expect("metadata is an object");
+    for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "generation"] {
         meta.remove(field);
     }
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -871,16 +694,20 @@ fn finalizer_rules(old: &Value, new: &Value) -> Vec<FieldError> {
     meta::finalizers(new)
         .into_iter()
         .filter(|f| !before.contains(f))
-        .map(|f| FieldError::new("metadata.finalizers", FieldReason::Forbidden, format!("no new finalizers can be added if the object is being deleted, found new finalizers [\"{f}\"]")))
+        .map(|f| {
+            FieldError::new(
+                "metadata.finalizers",
+                FieldReason::Forbidden,
+                format!(
+                    "no new finalizers can be added if the object is being deleted, found new finalizers [\"{f}\"]"
+                ),
+            )
+        })
         .collect()
 }
 
 /// Rules of particular built-in kinds (Secrets, Namespaces, CRDs).
-fn kind_rules(
-    rt: &ResourceType,
-    old: Option<&Value>,
-    new: &mut Value,
-) -> ApiResult<Vec<FieldError>> {
+fn kind_rules(rt: &ResourceType, old: Option<&Value>, new: &mut Value) -> ApiResult<Vec<FieldError>> {
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "secrets") => secret_rules(old, new),
         ("", "namespaces") => {
@@ -919,28 +746,16 @@ fn secret_rules(old: Option<&Value>, new: &mut Value) -> ApiResult<Vec<FieldErro
     if new["type"] == "kubernetes.io/tls" {
         for required in ["tls.crt", "tls.key"] {
             if new["data"].get(required).is_none() {
-                errors.push(FieldError::new(
-                    format!("data[{required}]"),
-                    FieldReason::Required,
-                    "",
-                ));
+                errors.push(FieldError::new(format!("data[{required}]"), FieldReason::Required, ""));
             }
         }
     }
     if let Some(old) = old {
         if old["type"] != new["type"] {
-            errors.push(FieldError::invalid(
-                "type",
-                &new["type"],
-                "field is immutable",
-            ));
+            errors.push(FieldError::invalid("type", &new["type"], "field is immutable"));
         }
         if old["immutable"] == true && (old["data"] != new["data"] || new["immutable"] != true) {
-            errors.push(FieldError::new(
-                "data",
-                FieldReason::Forbidden,
-                "field is immutable when `immutable` is set",
-            ));
+            errors.push(FieldError::new("data", FieldReason::Forbidden, "field is immutable when `immutable` is set"));
         }
     }
     Ok(errors)
@@ -948,11 +763,8 @@ fn secret_rules(old: Option<&Value>, new: &mut Value) -> ApiResult<Vec<FieldErro
 
 fn crd_rules(crd: &Value) -> Vec<FieldError> {
     let spec = &crd["spec"];
-    let expected = format!(
-        "{}.{}",
-        spec["names"]["plural"].as_str().unwrap_or(""),
-        spec["group"].as_str().unwrap_or("")
-    );
+    let expected =
+        format!("{}.{}", spec["names"]["plural"].as_str().unwrap_or(""), spec["group"].as_str().unwrap_or(""));
     let mut errors = Vec::new();
     if crd["metadata"]["name"].as_str() != Some(expected.as_str()) {
         errors.push(FieldError::invalid(
@@ -962,11 +774,7 @@ fn crd_rules(crd: &Value) -> Vec<FieldError> {
         ));
     }
     if let Err(e) = Registry::from_crd(crd) {
-        errors.push(FieldError::new(
-            "spec.versions",
-            FieldReason::Invalid,
-            e.message,
-        ));
+        errors.push(FieldError::new("spec.versions", FieldReason::Invalid, e.message));
     }
     errors
 }

@@ -32,10 +32,7 @@ impl Filter {
     fn concerns(&self, event: &Event) -> bool {
         event.key.group == self.rt.group
             && event.key.plural == self.rt.plural
-            && self
-                .namespace
-                .as_ref()
-                .is_none_or(|ns| &event.key.namespace == ns)
+            && self.namespace.as_ref().is_none_or(|ns| &event.key.namespace == ns)
     }
 
     /// The event this watcher sees, if any: an object entering the selection is ADDED, one
@@ -72,10 +69,7 @@ impl Filter {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let (api_version, kind) = if self.metadata_only {
-            (
-                "meta.k8s.io/v1".to_string(),
-                "PartialObjectMetadata".to_string(),
-            )
+            ("meta.k8s.io/v1".to_string(), "PartialObjectMetadata".to_string())
         } else {
             (self.rt.api_version(&self.version), self.rt.kind.clone())
         };
@@ -116,14 +110,9 @@ pub fn serve(
     let bookmarks = flag(&query, "allowWatchBookmarks");
     let send_initial = flag(&query, "sendInitialEvents");
     if send_initial && !bookmarks {
-        return Err(ApiError::bad_request(
-            "sendInitialEvents requires allowWatchBookmarks=true",
-        ));
+        return Err(ApiError::bad_request("sendInitialEvents requires allowWatchBookmarks=true"));
     }
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .unwrap_or(1800);
+    let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);
     let start = match start(&shared, &filter, &query, send_initial) {
         Ok(start) => start,
         Err(gone) => return Ok(stream_response(single_error(gone))),
@@ -131,24 +120,11 @@ pub fn serve(
     let (tx, rx) = mpsc::channel::<Result<String, std::convert::Infallible>>(256);
     let bookmark_interval = shared.bookmark_interval;
     let drop_signal = shared.faults.drop_signal();
-    tokio::spawn(pump(
-        filter,
-        start,
-        tx,
-        Duration::from_secs(timeout),
-        bookmarks,
-        bookmark_interval,
-        drop_signal,
-    ));
+    tokio::spawn(pump(filter, start, tx, Duration::from_secs(timeout), bookmarks, bookmark_interval, drop_signal));
     Ok(stream_response(rx))
 }
 
-fn start(
-    shared: &Shared,
-    filter: &Filter,
-    query: &Query,
-    send_initial: bool,
-) -> Result<Start, ApiError> {
+fn start(shared: &Shared, filter: &Filter, query: &Query, send_initial: bool) -> Result<Start, ApiError> {
     let state = shared.store.lock();
     let receiver = state.subscribe();
     let current = state.resource_version();
@@ -160,30 +136,17 @@ fn start(
             .map(|o| ("ADDED", filter.render(o)))
             .collect()
     };
-    let requested = query
-        .get("resourceVersion")
-        .filter(|rv| !rv.is_empty() && rv.as_str() != "0");
+    let requested = query.get("resourceVersion").filter(|rv| !rv.is_empty() && rv.as_str() != "0");
     if send_initial || requested.is_none() {
-        return Ok(Start {
-            backlog: snapshot(),
-            rv: current,
-            initial_events_end: send_initial,
-            receiver,
-        });
+        return Ok(Start { backlog: snapshot(), rv: current, initial_events_end: send_initial, receiver });
     }
-    let rv: u64 = requested.and_then(|rv| rv.parse().ok()).ok_or_else(|| {
-        ApiError::bad_request("resourceVersion: Invalid value: must be an integer")
-    })?;
-    let history = state
-        .events_since(rv)
-        .ok_or_else(|| ApiError::gone(format!("too old resource version: {rv} ({current})")))?;
+    let rv: u64 = requested
+        .and_then(|rv| rv.parse().ok())
+        .ok_or_else(|| ApiError::bad_request("resourceVersion: Invalid value: must be an integer"))?;
+    let history =
+        state.events_since(rv).ok_or_else(|| ApiError::gone(format!("too old resource version: {rv} ({current})")))?;
     let backlog = history.iter().filter_map(|e| filter.translate(e)).collect();
-    Ok(Start {
-        backlog,
-        rv: current.max(rv),
-        initial_events_end: false,
-        receiver,
-    })
+    Ok(Start { backlog, rv: current.max(rv), initial_events_end: false, receiver })
 }
 
 fn single_error(error: ApiError) -> mpsc::Receiver<Result<String, std::convert::Infallible>> {
@@ -210,32 +173,19 @@ async fn pump(
     bookmark_interval: Duration,
     mut drop_signal: tokio::sync::watch::Receiver<u64>,
 ) {
-    let Start {
-        backlog,
-        mut rv,
-        initial_events_end,
-        mut receiver,
-    } = start;
+    let Start { backlog, mut rv, initial_events_end, mut receiver } = start;
     for (kind, object) in backlog {
         if tx.send(line(kind, object)).await.is_err() {
             return;
         }
     }
-    if initial_events_end
-        && tx
-            .send(line("BOOKMARK", filter.bookmark(rv, true)))
-            .await
-            .is_err()
-    {
+    if initial_events_end && tx.send(line("BOOKMARK", filter.bookmark(rv, true))).await.is_err() {
         return;
     }
     drop_signal.mark_unchanged();
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
-    let mut ticker = tokio::time::interval_at(
-        tokio::time::Instant::now() + bookmark_interval,
-        bookmark_interval,
-    );
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + bookmark_interval, bookmark_interval);
     loop {
         tokio::select! {
             _ = &mut deadline => {

@@ -17,14 +17,9 @@ fn config_map(name: &str) -> ConfigMap {
 }
 
 /// The next object the watcher reports, skipping the errors it surfaces before recovering.
-async fn next_name(
-    stream: &mut (impl futures::Stream<Item = Result<ConfigMap, watcher::Error>> + Unpin),
-) -> String {
+async fn next_name(stream: &mut (impl futures::Stream<Item = Result<ConfigMap, watcher::Error>> + Unpin)) -> String {
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .expect("event in time")
-        {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next()).await.expect("event in time") {
             Some(Ok(cm)) => return cm.name_any(),
             Some(Err(_)) => continue,
             None => panic!("watch stream ended"),
@@ -59,15 +54,9 @@ async fn the_nth_request_fails_with_the_chosen_status() {
 async fn throttling_answers_429_for_matching_paths_only() {
     let server = TestApiServer::start().await.unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(server.client());
-    api.create(&PostParams::default(), &config_map("throttled"))
-        .await
-        .unwrap();
-    api.create(&PostParams::default(), &config_map("other"))
-        .await
-        .unwrap();
-    server
-        .faults()
-        .fail_requests(0, 1, 429, "/configmaps/throttled");
+    api.create(&PostParams::default(), &config_map("throttled")).await.unwrap();
+    api.create(&PostParams::default(), &config_map("other")).await.unwrap();
+    server.faults().fail_requests(0, 1, 429, "/configmaps/throttled");
     api.get("other").await.unwrap();
     // kube's client retries a 429 by itself: the second GET of the throttled path succeeds.
     assert_eq!(api.get("throttled").await.unwrap().name_any(), "throttled");
@@ -84,17 +73,11 @@ async fn throttling_answers_429_for_matching_paths_only() {
 async fn watchers_recover_from_dropped_streams() {
     let server = TestApiServer::start().await.unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(server.client());
-    let mut stream = watcher(api.clone(), watcher::Config::default())
-        .applied_objects()
-        .boxed();
-    api.create(&PostParams::default(), &config_map("before"))
-        .await
-        .unwrap();
+    let mut stream = watcher(api.clone(), watcher::Config::default()).applied_objects().boxed();
+    api.create(&PostParams::default(), &config_map("before")).await.unwrap();
     assert_eq!(next_name(&mut stream).await, "before");
     server.faults().drop_watches();
-    api.create(&PostParams::default(), &config_map("after"))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &config_map("after")).await.unwrap();
     assert_eq!(next_name(&mut stream).await, "after");
 }
 
@@ -102,17 +85,11 @@ async fn watchers_recover_from_dropped_streams() {
 async fn watchers_relist_after_compaction() {
     let server = TestApiServer::start().await.unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(server.client());
-    let mut stream = watcher(api.clone(), watcher::Config::default())
-        .applied_objects()
-        .boxed();
-    api.create(&PostParams::default(), &config_map("first"))
-        .await
-        .unwrap();
+    let mut stream = watcher(api.clone(), watcher::Config::default()).applied_objects().boxed();
+    api.create(&PostParams::default(), &config_map("first")).await.unwrap();
     assert_eq!(next_name(&mut stream).await, "first");
     server.faults().drop_watches();
-    api.create(&PostParams::default(), &config_map("second"))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &config_map("second")).await.unwrap();
     server.compact();
     // Resuming from its last resourceVersion now gets 410 Gone; the watcher relists and
     // reports every object again, the missed one included.
@@ -120,32 +97,19 @@ async fn watchers_relist_after_compaction() {
     while !seen.contains(&"second".to_string()) {
         seen.push(next_name(&mut stream).await);
     }
-    let gone_then_relisted = server
-        .faults()
-        .requests()
-        .iter()
-        .filter(|r| r.method == "GET" && !r.is_watch())
-        .count();
-    assert!(
-        gone_then_relisted >= 2,
-        "the watcher listed again after 410"
-    );
+    let gone_then_relisted = server.faults().requests().iter().filter(|r| r.method == "GET" && !r.is_watch()).count();
+    assert!(gone_then_relisted >= 2, "the watcher listed again after 410");
 }
 
 #[tokio::test]
 async fn the_request_log_tells_reads_from_writes() {
     let server = TestApiServer::start().await.unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(server.client());
-    api.create(&PostParams::default(), &config_map("logged"))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &config_map("logged")).await.unwrap();
     api.get("logged").await.unwrap();
     let log = server.faults().requests();
     let writes: Vec<_> = log.iter().filter(|r| r.is_write()).collect();
     assert_eq!(writes.len(), 1);
     assert_eq!(writes[0].method, "POST");
-    assert!(
-        log.iter()
-            .any(|r| r.method == "GET" && r.path.ends_with("/configmaps/logged"))
-    );
+    assert!(log.iter().any(|r| r.method == "GET" && r.path.ends_with("/configmaps/logged")));
 }

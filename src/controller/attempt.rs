@@ -1,0 +1,318 @@
+//! The CertificateAttempt controller: drives one attempt from Pending to Succeeded or Failed,
+//! recording every step, and writes the target Secret only with a verified key and chain.
+
+use super::{
+    apply_status,
+    context::{Context, FIELD_MANAGER},
+    error_policy,
+    issuer::{Signer, load_signer, secret_namespace},
+    run_controller,
+};
+use crate::{
+    api::{
+        CertificateAttempt, ClusterIssuer, Issuer, IssuerKind, IssuerSpec, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+        attempt::{AttemptPhase, CertificateAttemptStatus, IssuedCertificate},
+        certificate::{KeyEncoding, OutputFormatType, RotationPolicy},
+        conditions::Condition,
+    },
+    error::{Result, is_not_found},
+    issuance::{Failure, Obtained, local, steps::StepLog},
+    pki::PrivateKey,
+    secret::{self, SecretContents, shorten},
+};
+use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    runtime::{Controller, controller::Action, watcher},
+};
+use std::{collections::BTreeMap, sync::Arc};
+
+/// The temporary Secret holding an attempt's new private key until the target Secret has it.
+pub fn key_secret_name(attempt: &str) -> String {
+    format!("{}-key", shorten(attempt, 249))
+}
+
+async fn reconcile(attempt: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("attempt");
+    let status = attempt.status.clone().unwrap_or_default();
+    if status.phase.is_terminal() || attempt.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = attempt.namespace().ok_or(crate::error::Error::MissingField("metadata.namespace"))?;
+    let api: Api<CertificateAttempt> = ctx.namespaced(&namespace);
+    let name = attempt.name_any();
+    let mut status = start(&api, &name, status).await?;
+    let mut log = StepLog::from(std::mem::take(&mut status.steps));
+    let outcome = issue(&ctx, &attempt, &namespace, &mut log).await?;
+    let keys: Api<Secret> = ctx.namespaced(&namespace);
+    if let Err(e) = keys.delete(&key_secret_name(&name), &DeleteParams::default()).await {
+        if !is_not_found(&e) {
+            return Err(e.into());
+        }
+    }
+    finish(&mut status, log, outcome, &ctx, attempt.spec.issuer_ref.kind);
+    apply_status(&api, &name, &status).await?;
+    Ok(Action::await_change())
+}
+
+/// Marks the attempt started (once; a restarted operator keeps the first start time).
+async fn start(
+    api: &Api<CertificateAttempt>,
+    name: &str,
+    mut status: CertificateAttemptStatus,
+) -> Result<CertificateAttemptStatus> {
+    if status.started_at.is_none() {
+        status.phase = AttemptPhase::Ordering;
+        status.started_at = Some(Time(jiff::Timestamp::now()));
+        apply_status(api, name, &status).await?;
+    }
+    Ok(status)
+}
+
+fn finish(
+    status: &mut CertificateAttemptStatus,
+    log: StepLog,
+    outcome: Result<Obtained, Failure>,
+    ctx: &Context,
+    kind: IssuerKind,
+) {
+    status.steps = log.steps;
+    status.finished_at = Some(Time(jiff::Timestamp::now()));
+    let kind_label = match kind {
+        IssuerKind::Issuer => "Issuer",
+        IssuerKind::ClusterIssuer => "ClusterIssuer",
+    };
+    match outcome {
+        Ok(obtained) => {
+            status.phase = AttemptPhase::Succeeded;
+            status.issued = Some(IssuedCertificate {
+                serial_number: obtained.info.serial_hex.clone(),
+                not_before: Time(obtained.info.not_before),
+                not_after: Time(obtained.info.not_after),
+                fingerprint_sha256: obtained.info.fingerprint_sha256.clone(),
+            });
+            status.error_code = None;
+            status.error_message = None;
+            status.conditions =
+                vec![Condition::new("Succeeded", true, "Issued", "the certificate was written to the Secret")];
+            ctx.metrics.attempt_finished(kind_label, "succeeded");
+        }
+        Err(failure) => {
+            status.phase = AttemptPhase::Failed;
+            status.error_code = Some(failure.code.into());
+            status.error_message = Some(failure.message.clone());
+            status.retry_after = failure.retry_after.map(Time);
+            status.conditions = vec![Condition::new("Succeeded", false, failure.code, failure.message)];
+            ctx.metrics.attempt_finished(kind_label, "failed");
+        }
+    }
+    let now = Time(jiff::Timestamp::now());
+    for c in &mut status.conditions {
+        c.last_transition_time = Some(now.clone());
+    }
+}
+
+/// Runs the attempt. The outer error is the API's (retried by the controller); the inner one
+/// ends the attempt.
+async fn issue(
+    ctx: &Context,
+    attempt: &CertificateAttempt,
+    namespace: &str,
+    log: &mut StepLog,
+) -> Result<Result<Obtained, Failure>> {
+    let spec = &attempt.spec;
+    let Some((issuer_spec, issuer_namespace)) = issuer_spec(ctx, attempt, namespace).await? else {
+        return Ok(Err(Failure::new("IssuerNotFound", format!("{} does not exist", spec.issuer_ref))));
+    };
+    let signer = match load_signer(ctx, &issuer_spec, &issuer_namespace).await? {
+        Ok(signer) => signer,
+        Err(not_ready) => return Ok(Err(Failure::new("IssuerNotReady", not_ready.message))),
+    };
+    if matches!(signer, Signer::Acme(_)) {
+        return Ok(Err(Failure::new(
+            "NotSupported",
+            "ACME issuers are not supported by this version of certpilot yet",
+        )));
+    }
+    let secrets: Api<Secret> = ctx.namespaced(namespace);
+    let target = secrets.get_opt(&spec.secret_name).await?;
+    if let Some(existing) = &target {
+        if !secret::may_write(existing, &spec.certificate_name) {
+            return Ok(Err(not_owned(&spec.secret_name)));
+        }
+    }
+    log.begin("GenerateKey");
+    let key = match key_for(ctx, attempt, namespace, target.as_ref()).await? {
+        Ok((key, how)) => {
+            log.succeed(how);
+            key
+        }
+        Err(failure) => {
+            log.fail(failure.message.clone());
+            return Ok(Err(failure));
+        }
+    };
+    let obtained = match local::sign(spec, &signer, key, log) {
+        Ok(obtained) => obtained,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    log.begin("WriteSecret");
+    match write_target(ctx, attempt, namespace, &obtained).await? {
+        Ok(()) => log.succeed(format!("wrote Secret {}", spec.secret_name)),
+        Err(failure) => {
+            log.fail(failure.message.clone());
+            return Ok(Err(failure));
+        }
+    }
+    Ok(Ok(obtained))
+}
+
+fn not_owned(secret: &str) -> Failure {
+    Failure::new(
+        "SecretNotOwned",
+        format!("Secret {secret} exists and was not created by certpilot for this Certificate; it was left untouched"),
+    )
+}
+
+async fn issuer_spec(
+    ctx: &Context,
+    attempt: &CertificateAttempt,
+    namespace: &str,
+) -> Result<Option<(IssuerSpec, String)>> {
+    let r = &attempt.spec.issuer_ref;
+    let spec = match r.kind {
+        IssuerKind::Issuer => ctx.namespaced::<Issuer>(namespace).get_opt(&r.name).await?.map(|i| i.spec),
+        IssuerKind::ClusterIssuer => {
+            Api::<ClusterIssuer>::all(ctx.client.clone()).get_opt(&r.name).await?.map(|i| i.spec.issuer)
+        }
+    };
+    Ok(spec.map(|s| (s, secret_namespace(ctx, r.kind, Some(namespace)))))
+}
+
+/// The key for this attempt: the Secret's own key when rotation is off and it still fits,
+/// else the key saved by an earlier run of this attempt, else a new one, saved before use.
+async fn key_for(
+    ctx: &Context,
+    attempt: &CertificateAttempt,
+    namespace: &str,
+    target: Option<&Secret>,
+) -> Result<Result<(PrivateKey, String), Failure>> {
+    let spec = &attempt.spec.private_key;
+    if spec.rotation_policy == RotationPolicy::Never {
+        if let Some(key) = target.and_then(|t| secret::stored_key(t).ok()).filter(|k| k.matches(spec)) {
+            let how = format!("kept the {} key already in the Secret (rotationPolicy: Never)", key.describe());
+            return Ok(Ok((key, how)));
+        }
+    }
+    let secrets: Api<Secret> = ctx.namespaced(namespace);
+    let name = key_secret_name(&attempt.name_any());
+    if let Some(saved) = secrets.get_opt(&name).await? {
+        if let Ok(key) = secret::stored_key(&saved) {
+            let how = format!("reused the {} key saved earlier by this attempt", key.describe());
+            return Ok(Ok((key, how)));
+        }
+    }
+    let key = match PrivateKey::generate(spec) {
+        Ok(key) => key,
+        Err(e) => return Ok(Err(Failure::new("KeyGenerationFailed", e.to_string()))),
+    };
+    let pem = match key.to_pem(KeyEncoding::Pkcs8) {
+        Ok(pem) => pem,
+        Err(e) => return Ok(Err(Failure::new("KeyGenerationFailed", e.to_string()))),
+    };
+    let saved = key_secret(attempt, &name, namespace, pem)?;
+    match secrets.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &saved).await
+    {
+        Ok(_) => {}
+        // Another run of this attempt saved a key first: use that one.
+        Err(e) if crate::error::is_already_exists(&e) => {
+            let existing = secrets.get(&name).await?;
+            if let Ok(key) = secret::stored_key(&existing) {
+                return Ok(Ok((key, "reused the key saved by a concurrent run of this attempt".into())));
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let how = format!("generated a new {} key", key.describe());
+    Ok(Ok((key, how)))
+}
+
+fn key_secret(attempt: &CertificateAttempt, name: &str, namespace: &str, pem: String) -> Result<Secret> {
+    let mut saved = Secret {
+        data: Some(BTreeMap::from([(secret::TLS_KEY.to_string(), ByteString(pem.into_bytes()))])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    saved.metadata.name = Some(name.into());
+    saved.metadata.namespace = Some(namespace.into());
+    saved.metadata.labels = Some(BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())]));
+    saved.metadata.owner_references =
+        Some(vec![attempt.controller_owner_ref(&()).ok_or(crate::error::Error::MissingField("metadata.uid"))?]);
+    Ok(saved)
+}
+
+/// Writes the target Secret in one server-side apply, after checking again that it may.
+async fn write_target(
+    ctx: &Context,
+    attempt: &CertificateAttempt,
+    namespace: &str,
+    obtained: &Obtained,
+) -> Result<Result<(), Failure>> {
+    let spec = &attempt.spec;
+    let secrets: Api<Secret> = ctx.namespaced(namespace);
+    if let Some(existing) = secrets.get_opt(&spec.secret_name).await? {
+        if !secret::may_write(&existing, &spec.certificate_name) {
+            return Ok(Err(not_owned(&spec.secret_name)));
+        }
+        if existing.type_.as_deref().is_some_and(|t| t != "kubernetes.io/tls") {
+            return Ok(Err(Failure::new(
+                "SecretTypeMismatch",
+                format!(
+                    "Secret {} has type {:?}, but certpilot writes kubernetes.io/tls and the type of a Secret cannot change; delete the Secret so certpilot can recreate it",
+                    spec.secret_name,
+                    existing.type_.as_deref().unwrap_or_default()
+                ),
+            )));
+        }
+    }
+    let key_pem = match obtained.key.to_pem(spec.private_key.encoding) {
+        Ok(pem) => pem,
+        Err(e) => return Ok(Err(Failure::new("KeyEncodingFailed", e.to_string()))),
+    };
+    let certificate = ctx.namespaced::<crate::api::Certificate>(namespace).get_opt(&spec.certificate_name).await?;
+    let template = certificate.as_ref().and_then(|c| c.spec.secret_template.clone());
+    let formats: Vec<OutputFormatType> = certificate
+        .as_ref()
+        .and_then(|c| c.spec.additional_output_formats.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| f.type_)
+        .collect();
+    let built = secret::build(&SecretContents {
+        name: &spec.secret_name,
+        namespace,
+        certificate: &spec.certificate_name,
+        attempt: &attempt.name_any(),
+        issuer: &spec.issuer_ref,
+        chain_pem: &obtained.chain_pem,
+        key_pem: &key_pem,
+        key_der: &obtained.key.pkcs8_der(),
+        ca_pem: &obtained.ca_pem,
+        template: template.as_ref(),
+        output_formats: &formats,
+        info: &obtained.info,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    secrets.patch(&spec.secret_name, &params, &Patch::Apply(&built)).await?;
+    Ok(Ok(()))
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    let attempts: Api<CertificateAttempt> = ctx.watched();
+    let stream = Controller::new(attempts, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy("attempt"), ctx);
+    run_controller("attempt", stream).await;
+}

@@ -1,0 +1,379 @@
+//! The Certificate controller: dereference (issuer, Secret, attempts) → decide (pure) → create
+//! or cancel an attempt → summarise status (pure) → requeue at the next moment that matters.
+
+use super::{apply_status, context::Context, error_policy, issuer::issuer_state, run_controller};
+use crate::{
+    api::{
+        CERTIFICATE_NAME_LABEL, Certificate, CertificateAttempt, CertificateAttemptSpec, ClusterIssuer, Issuer,
+        IssuerKind, MANAGED_BY_LABEL, MANAGED_BY_VALUE, RENEW_ANNOTATION,
+        attempt::{AttemptPhase, AttemptType, CertificateAttemptStatus},
+        certificate::CertificateStatus,
+        conditions::{self, Condition},
+    },
+    error::{Error, Result, is_already_exists},
+    pki::{NameRequest, keys::describe_spec},
+    policy::{
+        parse_duration,
+        renewal::RenewalSettings,
+        status::summarise,
+        trigger::{AttemptView, Decision, Desired, Observed},
+    },
+    secret::{classify, label_value, shorten},
+};
+use jiff::Timestamp;
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, PostParams},
+    core::PartialObjectMeta,
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+};
+use std::{sync::Arc, time::Duration};
+
+/// `<certificate>-<n>`: attempt names are deterministic, so a retried create finds its
+/// earlier success as AlreadyExists instead of making a second attempt.
+pub fn attempt_name(certificate: &str, index: u32) -> String {
+    format!("{}-{index}", shorten(certificate, 240))
+}
+
+fn attempt_index(certificate: &str, attempt: &str) -> Option<u32> {
+    attempt.strip_prefix(&shorten(certificate, 240))?.strip_prefix('-')?.parse().ok()
+}
+
+/// What the Certificate asks for, or why it cannot be understood (for what CEL cannot check).
+fn desired(cert: &Certificate) -> std::result::Result<Desired, String> {
+    let spec = &cert.spec;
+    let ip_addresses = spec
+        .ip_addresses()
+        .iter()
+        .map(|ip| ip.parse().map_err(|_| format!("spec.ipAddresses: {ip:?} is not an IP address")))
+        .collect::<std::result::Result<_, _>>()?;
+    let renew_before = match &spec.renew_before {
+        Some(text) => Some(
+            parse_duration(text).ok_or_else(|| format!("spec.renewBefore: {text:?} is not a duration such as 720h"))?,
+        ),
+        None => None,
+    };
+    if let Some(text) = &spec.duration {
+        parse_duration(text).ok_or_else(|| format!("spec.duration: {text:?} is not a duration such as 2160h"))?;
+    }
+    let key_spec = spec.private_key();
+    Ok(Desired {
+        secret_name: spec.secret_name.clone(),
+        names: NameRequest {
+            dns_names: spec.dns_names().to_vec(),
+            ip_addresses,
+            common_name: spec.common_name.clone(),
+        },
+        issuer: spec.issuer_ref.clone(),
+        key: describe_spec(&key_spec),
+        renewal: RenewalSettings { renew_before, renew_before_percentage: spec.renew_before_percentage },
+        is_ca: spec.is_ca(),
+        generation: cert.metadata.generation.unwrap_or(1),
+        renew_request: cert.annotations().get(RENEW_ANNOTATION).cloned(),
+    })
+}
+
+fn view(cert_name: &str, attempt: &CertificateAttempt) -> Option<AttemptView> {
+    let index = attempt_index(cert_name, &attempt.name_any())?;
+    let status: CertificateAttemptStatus = attempt.status.clone().unwrap_or_default();
+    let spec = &attempt.spec;
+    Some(AttemptView {
+        name: attempt.name_any(),
+        index,
+        type_: spec.type_,
+        reason: spec.reason.clone(),
+        phase: status.phase,
+        generation: spec.certificate_generation,
+        renew_request: spec.renew_request.clone(),
+        names: NameRequest {
+            dns_names: spec.dns_names.clone(),
+            ip_addresses: spec.ip_addresses.iter().filter_map(|ip| ip.parse().ok()).collect(),
+            common_name: spec.common_name.clone(),
+        },
+        issuer: spec.issuer_ref.clone(),
+        key: spec.key_algorithm.clone(),
+        finished_at: status.finished_at.map(|t| t.0),
+        retry_after: status.retry_after.map(|t| t.0),
+        error_code: status.error_code,
+        error_message: status.error_message,
+        challenges: status.challenges,
+    })
+}
+
+/// This Certificate's attempts (by owner uid, so a recreated Certificate starts afresh), oldest first.
+async fn list_attempts(api: &Api<CertificateAttempt>, cert: &Certificate) -> Result<Vec<CertificateAttempt>> {
+    let selector = format!("{CERTIFICATE_NAME_LABEL}={}", label_value(&cert.name_any()));
+    let uid = cert.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let mut attempts: Vec<CertificateAttempt> = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|a| a.owner_references().iter().any(|o| o.uid == uid))
+        .filter(|a| attempt_index(&cert.name_any(), &a.name_any()).is_some())
+        .collect();
+    attempts.sort_by_key(|a| attempt_index(&cert.name_any(), &a.name_any()));
+    Ok(attempts)
+}
+
+async fn observe(
+    cert: &Certificate,
+    ctx: &Context,
+    namespace: &str,
+    desired: Desired,
+) -> Result<(Observed, Vec<CertificateAttempt>)> {
+    let issuer = issuer_state(ctx, namespace, &desired.issuer).await?;
+    let secret = ctx.namespaced::<Secret>(namespace).get_opt(&desired.secret_name).await?;
+    let attempts = list_attempts(&ctx.namespaced(namespace), cert).await?;
+    let name = cert.name_any();
+    let observed = Observed {
+        now: Timestamp::now(),
+        issuer,
+        secret: classify(secret.as_ref(), &name),
+        attempts: attempts.iter().filter_map(|a| view(&name, a)).collect(),
+        jitter_key: format!("{namespace}/{name}"),
+        ari_window: None,
+        backoff: ctx.settings.backoff,
+        desired,
+    };
+    Ok((observed, attempts))
+}
+
+fn new_attempt(
+    cert: &Certificate,
+    observed: &Observed,
+    type_: AttemptType,
+    reason: &str,
+) -> Result<CertificateAttempt> {
+    let index = observed.attempts.iter().map(|a| a.index).max().unwrap_or(0) + 1;
+    let name = cert.name_any();
+    let spec = &cert.spec;
+    let key_spec = spec.private_key();
+    let mut attempt = CertificateAttempt::new(
+        &attempt_name(&name, index),
+        CertificateAttemptSpec {
+            certificate_name: name.clone(),
+            type_,
+            reason: reason.into(),
+            secret_name: spec.secret_name.clone(),
+            dns_names: spec.dns_names().to_vec(),
+            ip_addresses: spec.ip_addresses().to_vec(),
+            common_name: spec.common_name.clone(),
+            duration: spec.duration.clone(),
+            is_ca: spec.is_ca(),
+            issuer_ref: spec.issuer_ref.clone(),
+            key_algorithm: describe_spec(&key_spec),
+            private_key: key_spec,
+            profile: spec.profile.clone(),
+            replaces: None,
+            certificate_generation: observed.desired.generation,
+            renew_request: observed.desired.renew_request.clone(),
+        },
+    );
+    attempt.metadata.namespace = cert.namespace();
+    attempt.metadata.labels = Some(
+        [
+            (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+            (CERTIFICATE_NAME_LABEL.to_string(), label_value(&name)),
+        ]
+        .into(),
+    );
+    attempt.metadata.owner_references =
+        Some(vec![cert.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?]);
+    Ok(attempt)
+}
+
+/// Creates the attempt; AlreadyExists means an earlier reconcile already did (the name is
+/// deterministic), which is success.
+async fn create_attempt(api: &Api<CertificateAttempt>, attempt: &CertificateAttempt) -> Result<()> {
+    let params = PostParams { field_manager: Some(super::context::FIELD_MANAGER.into()), ..Default::default() };
+    match api.create(&params, attempt).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_already_exists(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn cancel_attempt(api: &Api<CertificateAttempt>, attempt: &CertificateAttempt, reason: &str) -> Result<()> {
+    let mut status = attempt.status.clone().unwrap_or_default();
+    status.phase = AttemptPhase::Cancelled;
+    status.finished_at = Some(Time(Timestamp::now()));
+    status.error_code = Some("Cancelled".into());
+    status.error_message = Some(reason.into());
+    apply_status(api, &attempt.name_any(), &status).await?;
+    Ok(())
+}
+
+/// Deletes the oldest finished attempts beyond the history limit, keeping the latest success.
+async fn prune(api: &Api<CertificateAttempt>, attempts: &[CertificateAttempt], limit: usize) -> Result<()> {
+    let finished: Vec<&CertificateAttempt> =
+        attempts.iter().filter(|a| a.status.as_ref().is_some_and(|s| s.phase.is_terminal())).collect();
+    let latest_success = finished
+        .iter()
+        .rev()
+        .find(|a| a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Succeeded))
+        .map(|a| a.name_any());
+    let excess = finished.len().saturating_sub(limit);
+    for attempt in finished.iter().filter(|a| Some(a.name_any()) != latest_success).take(excess) {
+        match api.delete(&attempt.name_any(), &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if crate::error::is_not_found(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// When to look again: the earliest of renewal, next attempt and expiry; soon when blocked.
+fn next_reconcile(status: &CertificateStatus, decision: &Decision, now: Timestamp) -> Action {
+    if matches!(decision, Decision::Blocked { .. }) {
+        return Action::requeue(Duration::from_secs(30));
+    }
+    let moments = [&status.renewal_time, &status.next_attempt_time, &status.not_after];
+    match moments.iter().filter_map(|t| t.as_ref().map(|t| t.0)).filter(|t| *t > now).min() {
+        Some(at) => {
+            let wait = at.duration_since(now).unsigned_abs() + Duration::from_millis(500);
+            Action::requeue(wait.min(Duration::from_secs(24 * 3600)))
+        }
+        None if status.last_attempt.as_ref().is_some_and(|a| !a.phase.is_terminal()) => {
+            Action::requeue(Duration::from_secs(300))
+        }
+        None => Action::await_change(),
+    }
+}
+
+fn invalid_spec_status(cert: &Certificate, message: String) -> CertificateStatus {
+    let generation = cert.metadata.generation;
+    let mut ready = Condition::new("Ready", false, "InvalidSpec", message);
+    ready.observed_generation = generation;
+    CertificateStatus {
+        conditions: vec![ready],
+        observed_generation: generation,
+        ..cert.status.clone().unwrap_or_default()
+    }
+}
+
+async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("certificate");
+    if cert.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = cert.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<Certificate> = ctx.namespaced(&namespace);
+    let attempts_api: Api<CertificateAttempt> = ctx.namespaced(&namespace);
+    let previous = cert.status.clone().unwrap_or_default();
+    let desired = match desired(&cert) {
+        Ok(desired) => desired,
+        Err(message) => {
+            let mut status = invalid_spec_status(&cert, message);
+            conditions::stamp(&mut status.conditions, &previous.conditions, Timestamp::now());
+            if status != previous {
+                apply_status(&api, &cert.name_any(), &status).await?;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    let (mut observed, attempts) = observe(&cert, &ctx, &namespace, desired).await?;
+    let mut decision = observed.decide();
+    match &decision {
+        Decision::Start { type_, reason } => {
+            let attempt = new_attempt(&cert, &observed, *type_, reason)?;
+            create_attempt(&attempts_api, &attempt).await?;
+            tracing::info!(certificate = %cert.name_any(), attempt = %attempt.name_any(), ?type_, %reason, "started attempt");
+            observed.attempts.extend(view(&cert.name_any(), &attempt));
+            decision = Decision::InProgress;
+        }
+        Decision::Supersede { attempt, reason } => {
+            if let Some(current) = attempts.iter().find(|a| &a.name_any() == attempt) {
+                cancel_attempt(&attempts_api, current, reason).await?;
+            }
+            if let Some(v) = observed.attempts.iter_mut().find(|a| &a.name == attempt) {
+                v.phase = AttemptPhase::Cancelled;
+            }
+            decision = observed.decide();
+        }
+        _ => {}
+    }
+    let mut status = summarise(&observed, &decision);
+    conditions::stamp(&mut status.conditions, &previous.conditions, observed.now);
+    if status != previous {
+        apply_status(&api, &cert.name_any(), &status).await?;
+    }
+    prune(&attempts_api, &attempts, cert.spec.history_limit()).await?;
+    Ok(next_reconcile(&status, &decision, observed.now))
+}
+
+fn certificates_for_issuer(
+    store: &kube::runtime::reflector::Store<Certificate>,
+    kind: IssuerKind,
+    namespace: Option<String>,
+    name: String,
+) -> Vec<ObjectRef<Certificate>> {
+    store
+        .state()
+        .iter()
+        .filter(|c| c.spec.issuer_ref.kind == kind && c.spec.issuer_ref.name == name)
+        .filter(|c| kind == IssuerKind::ClusterIssuer || c.namespace() == namespace)
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    let certificates: Api<Certificate> = ctx.watched();
+    let attempts: Api<CertificateAttempt> = ctx.watched();
+    let secrets: Api<PartialObjectMeta<Secret>> = ctx.watched();
+    let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
+    let controller = Controller::new(certificates, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let issuer_store = store.clone();
+    let cluster_issuer_store = store.clone();
+    let stream = controller
+        .owns(attempts, watcher::Config::default().labels(&managed).any_semantic())
+        // Secrets are watched as metadata only, and only those certpilot wrote.
+        .watches(secrets, watcher::Config::default().labels(&managed).any_semantic(), |secret| {
+            let cert = secret.labels().get(CERTIFICATE_NAME_LABEL).cloned();
+            let namespace = secret.namespace();
+            cert.into_iter().filter_map(move |name| namespace.as_ref().map(|ns| ObjectRef::new(&name).within(ns)))
+        })
+        .watches(ctx.watched::<Issuer>(), watcher::Config::default().any_semantic(), move |issuer| {
+            certificates_for_issuer(&issuer_store, IssuerKind::Issuer, issuer.namespace(), issuer.name_any())
+        })
+        .watches(
+            Api::<ClusterIssuer>::all(ctx.client.clone()),
+            watcher::Config::default().any_semantic(),
+            move |issuer| {
+                certificates_for_issuer(&cluster_issuer_store, IssuerKind::ClusterIssuer, None, issuer.name_any())
+            },
+        )
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy("certificate"), ctx);
+    run_controller("certificate", stream).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempt_names_are_deterministic_and_parse_back() {
+        assert_eq!(attempt_name("web", 3), "web-3");
+        assert_eq!(attempt_index("web", "web-3"), Some(3));
+        assert_eq!(attempt_index("web", "web-tls-3"), None);
+        let long = "c".repeat(250);
+        let name = attempt_name(&long, 12);
+        assert!(name.len() <= 253);
+        assert_eq!(attempt_index(&long, &name), Some(12));
+    }
+
+    #[test]
+    fn bad_durations_are_reported() {
+        let mut cert = Certificate::new("c", Default::default());
+        cert.spec.renew_before = Some("ten days".into());
+        assert!(desired(&cert).unwrap_err().contains("renewBefore"));
+        cert.spec.renew_before = None;
+        cert.spec.ip_addresses = Some(vec!["300.1.1.1".into()]);
+        assert!(desired(&cert).unwrap_err().contains("ipAddresses"));
+    }
+}

@@ -1,0 +1,216 @@
+//! Issuer and ClusterIssuer controllers: check that the issuer can sign and say so in `Ready`.
+
+use super::{apply_status, context::Context, error_policy, run_controller};
+use crate::{
+    api::{
+        ClusterIssuer, Issuer, IssuerKind, IssuerRef, IssuerSpec, IssuerStatus,
+        conditions::{self, Condition},
+        issuer::{AcmeIssuer, CaStatus},
+    },
+    error::Result,
+    pki::sign::CertificateAuthority,
+    policy::trigger::IssuerState,
+};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{Controller, controller::Action, watcher},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use std::{fmt::Debug, sync::Arc, time::Duration};
+
+/// What Issuer and ClusterIssuer have in common.
+pub trait IssuerObject:
+    Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    const KIND: IssuerKind;
+    fn issuer_spec(&self) -> &IssuerSpec;
+    fn issuer_status(&self) -> Option<&IssuerStatus>;
+    /// The API to write this object's status through.
+    fn api_for(&self, client: kube::Client) -> Api<Self>;
+}
+
+impl IssuerObject for Issuer {
+    const KIND: IssuerKind = IssuerKind::Issuer;
+    fn issuer_spec(&self) -> &IssuerSpec {
+        &self.spec
+    }
+    fn issuer_status(&self) -> Option<&IssuerStatus> {
+        self.status.as_ref()
+    }
+    fn api_for(&self, client: kube::Client) -> Api<Self> {
+        Api::namespaced(client, &self.namespace().unwrap_or_default())
+    }
+}
+
+impl IssuerObject for ClusterIssuer {
+    const KIND: IssuerKind = IssuerKind::ClusterIssuer;
+    fn issuer_spec(&self) -> &IssuerSpec {
+        &self.spec.issuer
+    }
+    fn issuer_status(&self) -> Option<&IssuerStatus> {
+        self.status.as_ref()
+    }
+    fn api_for(&self, client: kube::Client) -> Api<Self> {
+        Api::all(client)
+    }
+}
+
+/// How an issuer signs.
+pub enum Signer {
+    SelfSigned,
+    Ca(Box<CertificateAuthority>),
+    Acme(AcmeIssuer),
+}
+
+/// Why an issuer cannot sign: a reason word and a message that says what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotReady {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The namespace whose Secrets an issuer uses: its own, or the operator's for ClusterIssuers.
+pub fn secret_namespace(ctx: &Context, kind: IssuerKind, issuer_namespace: Option<&str>) -> String {
+    match kind {
+        IssuerKind::Issuer => issuer_namespace.unwrap_or_default().to_string(),
+        IssuerKind::ClusterIssuer => ctx.settings.cluster_resource_namespace.clone(),
+    }
+}
+
+/// Loads what the issuer signs with, checking everything that can be checked before signing.
+pub async fn load_signer(ctx: &Context, spec: &IssuerSpec, namespace: &str) -> Result<Result<Signer, NotReady>> {
+    if spec.self_signed.is_some() {
+        return Ok(Ok(Signer::SelfSigned));
+    }
+    if let Some(acme) = &spec.acme {
+        return Ok(Ok(Signer::Acme(acme.clone())));
+    }
+    let Some(ca) = &spec.ca else {
+        return Ok(Err(NotReady {
+            reason: "InvalidSpec",
+            message: "exactly one of acme, selfSigned or ca must be set".into(),
+        }));
+    };
+    let secrets: Api<Secret> = ctx.namespaced(namespace);
+    let Some(secret) = secrets.get_opt(&ca.secret_name).await? else {
+        return Ok(Err(NotReady {
+            reason: "CASecretNotFound",
+            message: format!(
+                "Secret {} not found in namespace {namespace}; create it with the CA certificate and key (kubectl create secret tls {} --cert=ca.crt --key=ca.key -n {namespace})",
+                ca.secret_name, ca.secret_name
+            ),
+        }));
+    };
+    let field =
+        |key: &str| secret.data.as_ref().and_then(|d| d.get(key)).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    let (Some(cert), Some(key)) = (field(crate::secret::TLS_CERT), field(crate::secret::TLS_KEY)) else {
+        return Ok(Err(NotReady {
+            reason: "CASecretInvalid",
+            message: format!("Secret {namespace}/{} must contain tls.crt and tls.key", ca.secret_name),
+        }));
+    };
+    Ok(CertificateAuthority::load(&cert, &key, jiff::Timestamp::now()).map(|ca| Signer::Ca(Box::new(ca))).map_err(
+        |e| NotReady { reason: "CASecretInvalid", message: format!("Secret {namespace}/{}: {e}", ca.secret_name) },
+    ))
+}
+
+/// The Ready condition and CA details of an issuer.
+async fn evaluate(ctx: &Context, spec: &IssuerSpec, namespace: &str) -> Result<(Condition, Option<CaStatus>)> {
+    Ok(match load_signer(ctx, spec, namespace).await? {
+        Ok(Signer::SelfSigned) => {
+            (Condition::new("Ready", true, "SelfSigned", "every certificate is signed by its own private key"), None)
+        }
+        Ok(Signer::Ca(ca)) => {
+            let message = format!("signing with CA {}, valid until {}", ca.info.subject, ca.info.not_after);
+            let status = CaStatus { subject: ca.info.subject.clone(), not_after: ca.info.not_after.to_string() };
+            (Condition::new("Ready", true, "CAReady", message), Some(status))
+        }
+        Ok(Signer::Acme(_)) => (
+            Condition::new(
+                "Ready",
+                false,
+                "NotSupported",
+                "ACME issuers are not supported by this version of certpilot yet; use selfSigned or ca",
+            ),
+            None,
+        ),
+        Err(not_ready) => (Condition::new("Ready", false, not_ready.reason, not_ready.message), None),
+    })
+}
+
+async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(controller_name::<K>());
+    let namespace = secret_namespace(&ctx, K::KIND, issuer.namespace().as_deref());
+    let (mut ready, ca) = evaluate(&ctx, issuer.issuer_spec(), &namespace).await?;
+    ready.observed_generation = issuer.meta().generation;
+    let previous = issuer.issuer_status().cloned().unwrap_or_default();
+    let mut status =
+        IssuerStatus { conditions: vec![ready], ca, observed_generation: issuer.meta().generation, ..previous.clone() };
+    conditions::stamp(&mut status.conditions, &previous.conditions, jiff::Timestamp::now());
+    if status != previous {
+        apply_status(&issuer.api_for(ctx.client.clone()), &issuer.name_any(), &status).await?;
+    }
+    // CA Secrets are not watched (that would mean watching every Secret): look again periodically.
+    Ok(match (issuer.issuer_spec().ca.is_some(), status.conditions[0].is_true()) {
+        (true, true) => Action::requeue(Duration::from_secs(300)),
+        (true, false) => Action::requeue(Duration::from_secs(20)),
+        _ => Action::await_change(),
+    })
+}
+
+fn controller_name<K: IssuerObject>() -> &'static str {
+    match K::KIND {
+        IssuerKind::Issuer => "issuer",
+        IssuerKind::ClusterIssuer => "clusterissuer",
+    }
+}
+
+/// The issuer a Certificate names, as far as the Certificate controller needs to know.
+pub async fn issuer_state(ctx: &Context, namespace: &str, issuer_ref: &IssuerRef) -> Result<IssuerState> {
+    let (found, status) = match issuer_ref.kind {
+        IssuerKind::Issuer => {
+            let issuer = ctx.namespaced::<Issuer>(namespace).get_opt(&issuer_ref.name).await?;
+            (issuer.is_some(), issuer.and_then(|i| i.status))
+        }
+        IssuerKind::ClusterIssuer => {
+            let issuer = Api::<ClusterIssuer>::all(ctx.client.clone()).get_opt(&issuer_ref.name).await?;
+            (issuer.is_some(), issuer.and_then(|i| i.status))
+        }
+    };
+    if !found {
+        let place = match issuer_ref.kind {
+            IssuerKind::Issuer => format!(" in namespace {namespace}"),
+            IssuerKind::ClusterIssuer => String::new(),
+        };
+        return Ok(IssuerState::NotFound(format!(
+            "{:?} {}{place} does not exist; create it, or point spec.issuerRef at an existing Issuer or ClusterIssuer",
+            issuer_ref.kind, issuer_ref.name
+        )));
+    }
+    let ready = status.as_ref().and_then(|s| conditions::find(&s.conditions, "Ready")).cloned();
+    Ok(match ready {
+        Some(c) if c.is_true() => IssuerState::Ready,
+        Some(c) => IssuerState::NotReady(format!(
+            "{:?} {} is not ready ({}): {}",
+            issuer_ref.kind, issuer_ref.name, c.reason, c.message
+        )),
+        None => IssuerState::NotReady(format!("{:?} {} has not been checked yet", issuer_ref.kind, issuer_ref.name)),
+    })
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    let issuers: Api<Issuer> = ctx.watched();
+    let cluster_issuers: Api<ClusterIssuer> = Api::all(ctx.client.clone());
+    let concurrency = ctx.settings.concurrency;
+    let namespaced = Controller::new(issuers, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .shutdown_on_signal()
+        .run(reconcile::<Issuer>, error_policy("issuer"), ctx.clone());
+    let cluster = Controller::new(cluster_issuers, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .shutdown_on_signal()
+        .run(reconcile::<ClusterIssuer>, error_policy("clusterissuer"), ctx);
+    futures::join!(run_controller("issuer", namespaced.boxed()), run_controller("clusterissuer", cluster.boxed()));
+}

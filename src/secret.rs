@@ -1,0 +1,174 @@
+//! The target Secret: reading what certpilot stored there, deciding whether it may be written,
+//! and building the new contents applied in one server-side apply.
+
+use crate::{
+    api::{
+        ADOPT_ANNOTATION, CERTIFICATE_NAME_LABEL, IssuerKind, IssuerRef, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+        certificate::{OutputFormatType, SecretTemplate},
+    },
+    pki::{CertInfo, PrivateKey, cert::parse_chain},
+    policy::trigger::{SecretState, StoredCertificate},
+};
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use std::collections::BTreeMap;
+
+pub const TLS_CERT: &str = "tls.crt";
+pub const TLS_KEY: &str = "tls.key";
+pub const CA_CERT: &str = "ca.crt";
+pub const ISSUER_KIND_ANNOTATION: &str = "certpilot.dev/issuer-kind";
+pub const ISSUER_NAME_ANNOTATION: &str = "certpilot.dev/issuer-name";
+pub const ATTEMPT_ANNOTATION: &str = "certpilot.dev/attempt";
+
+/// `name` if it is at most `max` characters, otherwise a prefix and a hash of the whole, so that
+/// derived names and label values stay within Kubernetes limits and unique.
+pub fn shorten(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name.as_bytes());
+    let hash: String = digest.as_ref()[..5].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hash}", name[..max - 11].trim_end_matches(['-', '.']))
+}
+
+/// A label value for a Certificate name (labels hold at most 63 characters).
+pub fn label_value(name: &str) -> String {
+    shorten(name, 63)
+}
+
+/// Whether certpilot may write this Secret for `certificate`: it created it for that
+/// Certificate, or the owner annotated it for adoption.
+pub fn may_write(secret: &Secret, certificate: &str) -> bool {
+    let labels = secret.metadata.labels.as_ref();
+    let annotations = secret.metadata.annotations.as_ref();
+    let ours = labels.is_some_and(|l| {
+        l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
+            && l.get(CERTIFICATE_NAME_LABEL) == Some(&label_value(certificate))
+    });
+    let adoptable = annotations.and_then(|a| a.get(ADOPT_ANNOTATION)).map(String::as_str) == Some("true");
+    ours || adoptable
+}
+
+fn data<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    secret.data.as_ref()?.get(key).map(|b| b.0.as_slice())
+}
+
+/// What the Secret holds for `certificate`.
+pub fn classify(secret: Option<&Secret>, certificate: &str) -> SecretState {
+    let Some(secret) = secret else { return SecretState::Missing };
+    if !may_write(secret, certificate) {
+        return SecretState::NotOwned;
+    }
+    match stored_certificate(secret) {
+        Ok(stored) => SecretState::Present(stored),
+        Err(why) => SecretState::Invalid(why),
+    }
+}
+
+fn stored_certificate(secret: &Secret) -> Result<StoredCertificate, String> {
+    let chain = data(secret, TLS_CERT).ok_or("it has no tls.crt")?;
+    let info = parse_chain(chain).map_err(|e| format!("tls.crt: {e}"))?;
+    let key = stored_key(secret)?;
+    if key.public_key_info() != info.public_key_info {
+        return Err("tls.key is not the private key of the certificate in tls.crt".into());
+    }
+    Ok(StoredCertificate { info, issuer: stored_issuer(secret), key: key.describe() })
+}
+
+/// The private key in the Secret, if it holds a readable one.
+pub fn stored_key(secret: &Secret) -> Result<PrivateKey, String> {
+    let pem = data(secret, TLS_KEY).ok_or("it has no tls.key")?;
+    let pem = std::str::from_utf8(pem).map_err(|_| "tls.key is not PEM text".to_string())?;
+    PrivateKey::from_pem(pem).map_err(|e| format!("tls.key: {e}"))
+}
+
+fn stored_issuer(secret: &Secret) -> Option<IssuerRef> {
+    let annotations = secret.metadata.annotations.as_ref()?;
+    let kind = match annotations.get(ISSUER_KIND_ANNOTATION)?.as_str() {
+        "ClusterIssuer" => IssuerKind::ClusterIssuer,
+        "Issuer" => IssuerKind::Issuer,
+        _ => return None,
+    };
+    Some(IssuerRef { kind, name: annotations.get(ISSUER_NAME_ANNOTATION)?.clone() })
+}
+
+/// Everything that goes into the Secret.
+pub struct SecretContents<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub certificate: &'a str,
+    pub attempt: &'a str,
+    pub issuer: &'a IssuerRef,
+    pub chain_pem: &'a str,
+    pub key_pem: &'a str,
+    pub key_der: &'a [u8],
+    pub ca_pem: &'a str,
+    pub template: Option<&'a SecretTemplate>,
+    pub output_formats: &'a [OutputFormatType],
+    pub info: &'a CertInfo,
+}
+
+/// The Secret to apply: `kubernetes.io/tls` with the chain, key and CA, the template's labels
+/// and annotations, and certpilot's own labels (which the template cannot override).
+pub fn build(c: &SecretContents) -> Secret {
+    let mut labels: BTreeMap<String, String> = c.template.map(|t| t.labels.clone()).unwrap_or_default();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    labels.insert(CERTIFICATE_NAME_LABEL.into(), label_value(c.certificate));
+    let mut annotations: BTreeMap<String, String> = c.template.map(|t| t.annotations.clone()).unwrap_or_default();
+    annotations.insert(ISSUER_KIND_ANNOTATION.into(), format!("{:?}", c.issuer.kind));
+    annotations.insert(ISSUER_NAME_ANNOTATION.into(), c.issuer.name.clone());
+    annotations.insert(ATTEMPT_ANNOTATION.into(), c.attempt.into());
+    annotations.insert("certpilot.dev/serial-number".into(), c.info.serial_hex.clone());
+    annotations.insert("certpilot.dev/not-after".into(), c.info.not_after.to_string());
+    let mut data = BTreeMap::from([
+        (TLS_CERT.to_string(), ByteString(c.chain_pem.as_bytes().to_vec())),
+        (TLS_KEY.to_string(), ByteString(c.key_pem.as_bytes().to_vec())),
+        (CA_CERT.to_string(), ByteString(c.ca_pem.as_bytes().to_vec())),
+    ]);
+    for format in c.output_formats {
+        match format {
+            OutputFormatType::CombinedPEM => {
+                let combined = format!("{}\n{}", c.key_pem.trim_end(), c.chain_pem);
+                data.insert("tls-combined.pem".into(), ByteString(combined.into_bytes()));
+            }
+            OutputFormatType::DER => {
+                data.insert("key.der".into(), ByteString(c.key_der.to_vec()));
+            }
+        }
+    }
+    let mut secret = Secret { type_: Some("kubernetes.io/tls".into()), data: Some(data), ..Default::default() };
+    secret.metadata.name = Some(c.name.into());
+    secret.metadata.namespace = Some(c.namespace.into());
+    secret.metadata.labels = Some(labels);
+    secret.metadata.annotations = Some(annotations);
+    secret
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_fit_and_stay_unique() {
+        assert_eq!(label_value("short"), "short");
+        let a = label_value(&"a".repeat(100));
+        let b = label_value(&format!("{}b", "a".repeat(99)));
+        assert!(a.len() <= 63 && b.len() <= 63);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn only_our_or_adopted_secrets_may_be_written() {
+        let mut s = Secret::default();
+        assert!(!may_write(&s, "web"));
+        assert_eq!(classify(Some(&s), "web"), SecretState::NotOwned);
+        s.metadata.labels = Some(BTreeMap::from([
+            (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+            (CERTIFICATE_NAME_LABEL.to_string(), "other".to_string()),
+        ]));
+        assert!(!may_write(&s, "web"), "another Certificate's Secret is not ours");
+        s.metadata.annotations = Some(BTreeMap::from([(ADOPT_ANNOTATION.to_string(), "true".to_string())]));
+        assert!(may_write(&s, "web"));
+        assert!(matches!(classify(Some(&s), "web"), SecretState::Invalid(why) if why.contains("tls.crt")));
+        assert_eq!(classify(None, "web"), SecretState::Missing);
+    }
+}

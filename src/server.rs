@@ -1,0 +1,27 @@
+//! The operator's HTTP endpoints: liveness, readiness and Prometheus metrics.
+
+use crate::metrics::Metrics;
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use std::{net::SocketAddr, sync::Arc};
+
+async fn metrics(State(metrics): State<Arc<Metrics>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        metrics.encode(),
+    )
+}
+
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
+        .route("/readyz", get(|| async { (StatusCode::OK, "ok") }))
+        .route("/metrics", get(self::metrics))
+        .with_state(metrics)
+}
+
+/// Serves the endpoints until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+    axum::serve(listener, router(metrics)).await
+}

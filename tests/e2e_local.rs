@@ -1,0 +1,365 @@
+//! End to end: the operator binary against the test API server (or a real cluster with
+//! `CERTPILOT_TEST_KUBECONFIG`), issuing with the selfSigned and ca issuers.
+
+mod support;
+
+use certpilot::{
+    api::{
+        Certificate, CertificateAttempt, ClusterIssuer, Issuer, attempt::AttemptPhase, attempt::AttemptType,
+        certificate::CertificatePhase,
+    },
+    pki::{
+        PrivateKey,
+        cert::{parse_chain, pem_certificates},
+    },
+};
+use certpilot_test_apiserver::cluster::{TestCluster, unique_name};
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use std::{collections::BTreeMap, time::Duration};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+struct Env {
+    cluster: TestCluster,
+    _operator: Operator,
+}
+
+impl Env {
+    async fn start(test: &str) -> Self {
+        let mut cluster = TestCluster::start(test).await.expect("cluster");
+        install_certpilot_crds(&cluster).await;
+        let operator = Operator::start(&mut cluster);
+        Self { cluster, _operator: operator }
+    }
+    fn ns(&self) -> &str {
+        self.cluster.namespace()
+    }
+    fn certificates(&self) -> Api<Certificate> {
+        Api::namespaced(self.cluster.client(), self.ns())
+    }
+    fn attempts(&self) -> Api<CertificateAttempt> {
+        Api::namespaced(self.cluster.client(), self.ns())
+    }
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.cluster.client(), self.ns())
+    }
+    fn issuers(&self) -> Api<Issuer> {
+        Api::namespaced(self.cluster.client(), self.ns())
+    }
+    async fn apply<K>(&self, api: &Api<K>, doc: Value) -> K
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+        api.patch(&name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(&doc)).await.expect("apply")
+    }
+    async fn self_signed_issuer(&self, name: &str) {
+        let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": name}, "spec": {"selfSigned": {}}});
+        self.apply(&self.issuers(), doc).await;
+    }
+    async fn certificate(&self, name: &str, spec: Value) -> Certificate {
+        let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Certificate", "metadata": {"name": name}, "spec": spec});
+        self.apply(&self.certificates(), doc).await
+    }
+    async fn ready(&self, name: &str) -> Certificate {
+        wait_for(&self.certificates(), name, &format!("Certificate {name} to be Ready"), WAIT, is_ready).await
+    }
+    async fn secret_data(&self, name: &str) -> BTreeMap<String, ByteString> {
+        self.secrets().get(name).await.unwrap().data.unwrap()
+    }
+}
+
+fn condition<'a>(cert: &'a Certificate, type_: &str) -> Option<&'a certpilot::api::Condition> {
+    cert.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn is_ready(cert: &Certificate) -> bool {
+    let current = cert.status.as_ref().and_then(|s| s.observed_generation) == cert.metadata.generation;
+    current
+        && condition(cert, "Ready").is_some_and(|c| c.status == "True")
+        && cert.status.as_ref().unwrap().phase == CertificatePhase::Ready
+}
+
+fn text(data: &BTreeMap<String, ByteString>, key: &str) -> String {
+    String::from_utf8(data[key].0.clone()).unwrap()
+}
+
+/// The Secret holds a chain whose leaf matches the key and the names, as a client would check.
+fn assert_secret_matches(data: &BTreeMap<String, ByteString>, dns_names: &[&str]) -> certpilot::pki::CertInfo {
+    let key = PrivateKey::from_pem(&text(data, "tls.key")).expect("tls.key parses");
+    let leaf = parse_chain(&data["tls.crt"].0).expect("tls.crt parses");
+    assert_eq!(leaf.public_key_info, key.public_key_info(), "tls.key belongs to tls.crt");
+    let mut names = leaf.dns_names.clone();
+    names.sort();
+    let mut want: Vec<String> = dns_names.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(names, want);
+    assert!(!data["ca.crt"].0.is_empty());
+    leaf
+}
+
+#[tokio::test]
+async fn issues_a_self_signed_certificate_with_a_cluster_issuer() {
+    let env = Env::start("e2e-selfsigned").await;
+    let issuer_name = unique_name("selfsigned");
+    let cluster_issuers: Api<ClusterIssuer> = Api::all(env.cluster.client());
+    let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "ClusterIssuer", "metadata": {"name": issuer_name}, "spec": {"selfSigned": {}}});
+    env.apply(&cluster_issuers, doc).await;
+    env.certificate(
+        "web",
+        json!({
+            "secretName": "web-tls",
+            "dnsNames": ["web.example.com", "www.example.com"],
+            "issuerRef": {"kind": "ClusterIssuer", "name": issuer_name},
+            "secretTemplate": {"labels": {"team": "shop"}, "annotations": {"owner": "shop@example.com"}},
+            "additionalOutputFormats": [{"type": "CombinedPEM"}, {"type": "DER"}],
+        }),
+    )
+    .await;
+    let cert = env.ready("web").await;
+    let status = cert.status.clone().unwrap();
+    let secret = env.secrets().get("web-tls").await.unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_eq!(secret.labels().get("team").map(String::as_str), Some("shop"));
+    assert_eq!(secret.annotations().get("owner").map(String::as_str), Some("shop@example.com"));
+    let data = secret.data.unwrap();
+    let leaf = assert_secret_matches(&data, &["web.example.com", "www.example.com"]);
+    assert!(
+        text(&data, "tls-combined.pem").contains("PRIVATE KEY")
+            && text(&data, "tls-combined.pem").contains("CERTIFICATE")
+    );
+    assert_eq!(PrivateKey::from_pem(&text(&data, "tls.key")).unwrap().pkcs8_der(), data["key.der"].0);
+    // The status summarises the certificate and its attempt.
+    assert_eq!(status.serial_number.as_deref(), Some(leaf.serial_hex.as_str()));
+    assert_eq!(status.fingerprint_sha256.as_deref(), Some(leaf.fingerprint_sha256.as_str()));
+    assert_eq!(status.not_after.as_ref().unwrap().0, leaf.not_after);
+    assert!(status.renewal_time.as_ref().unwrap().0 < leaf.not_after);
+    assert_eq!(status.attempts_count, 0);
+    let last = status.last_attempt.unwrap();
+    assert_eq!((last.type_, last.phase), (AttemptType::Issue, AttemptPhase::Succeeded));
+    let attempt = env.attempts().get(&last.name).await.unwrap();
+    let steps: Vec<String> = attempt.status.as_ref().unwrap().steps.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(steps, ["GenerateKey", "Sign", "Verify", "WriteSecret"]);
+    assert!(attempt.status.as_ref().unwrap().steps.iter().all(|s| s.finished_at.is_some()));
+    assert_eq!(attempt.status.unwrap().issued.unwrap().serial_number, leaf.serial_hex);
+    // The temporary key Secret is gone once the certificate is stored.
+    assert!(env.secrets().get_opt(&format!("{}-key", last.name)).await.unwrap().is_none());
+    cluster_issuers.delete(&issuer_name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn issues_from_a_ca_bootstrapped_with_a_self_signed_issuer() {
+    let env = Env::start("e2e-ca").await;
+    env.self_signed_issuer("bootstrap").await;
+    env.certificate("root", json!({"secretName": "root-ca", "commonName": "certpilot e2e root", "isCA": true, "issuerRef": {"name": "bootstrap"}, "privateKey": {"algorithm": "ECDSA", "size": 384}})).await;
+    env.ready("root").await;
+    let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "ca"}, "spec": {"ca": {"secretName": "root-ca"}}});
+    env.apply(&env.issuers(), doc).await;
+    let issuer = wait_for(&env.issuers(), "ca", "CA issuer Ready", WAIT, |i: &Issuer| {
+        i.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await;
+    assert!(issuer.status.unwrap().ca.unwrap().subject.contains("certpilot e2e root"));
+    env.certificate("api", json!({"secretName": "api-tls", "dnsNames": ["api.internal"], "ipAddresses": ["10.1.2.3"], "issuerRef": {"name": "ca"}, "privateKey": {"algorithm": "RSA", "size": 2048, "encoding": "PKCS1"}})).await;
+    let cert = env.ready("api").await;
+    let data = env.secret_data("api-tls").await;
+    assert!(text(&data, "tls.key").starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+    let leaf = assert_secret_matches(&data, &["api.internal"]);
+    assert_eq!(leaf.ip_addresses, vec!["10.1.2.3".parse::<std::net::IpAddr>().unwrap()]);
+    assert!(leaf.issuer.contains("certpilot e2e root"));
+    assert!(cert.status.unwrap().issuer.unwrap().contains("certpilot e2e root"));
+    let chain = pem_certificates(&data["tls.crt"].0).unwrap();
+    assert_eq!(chain.len(), 2, "leaf and CA");
+    let ca = parse_chain(&data["ca.crt"].0).unwrap();
+    assert!(ca.is_ca && ca.subject.contains("certpilot e2e root"));
+}
+
+#[tokio::test]
+async fn renews_at_the_renewal_time_with_a_new_key() {
+    let env = Env::start("e2e-renew").await;
+    env.self_signed_issuer("local").await;
+    env.certificate("short", json!({"secretName": "short-tls", "dnsNames": ["short.example.com"], "issuerRef": {"name": "local"}, "duration": "1m", "renewBefore": "50s"})).await;
+    let first = env.ready("short").await.status.unwrap();
+    let first_key = text(&env.secret_data("short-tls").await, "tls.key");
+    let renewed = wait_for(&env.certificates(), "short", "a renewal", WAIT, |c: &Certificate| {
+        let s = c.status.as_ref().unwrap();
+        is_ready(c)
+            && s.serial_number != first.serial_number
+            && s.last_attempt.as_ref().is_some_and(|a| a.type_ == AttemptType::Renew)
+    })
+    .await
+    .status
+    .unwrap();
+    assert!(renewed.not_after.unwrap().0 > first.not_after.unwrap().0);
+    let second_key = text(&env.secret_data("short-tls").await, "tls.key");
+    assert_ne!(first_key, second_key, "rotationPolicy Always gives a new key");
+    // Renewal was not early: the first certificate had passed its renewal time.
+    let renew_attempt = env.attempts().get(&renewed.last_attempt.unwrap().name).await.unwrap();
+    let started = renew_attempt.status.unwrap().started_at.unwrap().0;
+    assert!(started >= first.renewal_time.unwrap().0 - jiff::SignedDuration::from_secs(1));
+}
+
+#[tokio::test]
+async fn reissues_when_the_names_or_key_change() {
+    let env = Env::start("e2e-reissue").await;
+    env.self_signed_issuer("local").await;
+    env.certificate(
+        "app",
+        json!({"secretName": "app-tls", "dnsNames": ["a.example.com"], "issuerRef": {"name": "local"}}),
+    )
+    .await;
+    env.ready("app").await;
+    env.certificate("app", json!({"secretName": "app-tls", "dnsNames": ["a.example.com", "b.example.com"], "issuerRef": {"name": "local"}, "privateKey": {"algorithm": "Ed25519"}})).await;
+    let cert = env.ready("app").await;
+    assert_eq!(cert.status.unwrap().last_attempt.unwrap().type_, AttemptType::Reissue);
+    let data = env.secret_data("app-tls").await;
+    assert_secret_matches(&data, &["a.example.com", "b.example.com"]);
+    assert_eq!(PrivateKey::from_pem(&text(&data, "tls.key")).unwrap().describe(), "Ed25519");
+}
+
+#[tokio::test]
+async fn repairs_a_deleted_secret() {
+    let env = Env::start("e2e-repair").await;
+    env.self_signed_issuer("local").await;
+    env.certificate(
+        "app",
+        json!({"secretName": "app-tls", "dnsNames": ["a.example.com"], "issuerRef": {"name": "local"}}),
+    )
+    .await;
+    let before = env.ready("app").await.status.unwrap();
+    env.secrets().delete("app-tls", &DeleteParams::default()).await.unwrap();
+    let after = wait_for(&env.certificates(), "app", "the Secret to be reissued", WAIT, |c: &Certificate| {
+        is_ready(c) && c.status.as_ref().unwrap().serial_number != before.serial_number
+    })
+    .await;
+    assert_secret_matches(&env.secret_data("app-tls").await, &["a.example.com"]);
+    assert_ne!(after.status.unwrap().last_attempt.unwrap().name, before.last_attempt.unwrap().name);
+}
+
+#[tokio::test]
+async fn refuses_a_foreign_secret_until_it_is_adopted() {
+    let env = Env::start("e2e-foreign").await;
+    env.self_signed_issuer("local").await;
+    let mut foreign = Secret { type_: Some("kubernetes.io/tls".into()), ..Default::default() };
+    foreign.metadata.name = Some("taken-tls".into());
+    foreign.data = Some(BTreeMap::from([
+        ("tls.crt".to_string(), ByteString(b"theirs".to_vec())),
+        ("tls.key".to_string(), ByteString(b"theirs".to_vec())),
+    ]));
+    env.secrets().create(&PostParams::default(), &foreign).await.unwrap();
+    env.certificate(
+        "app",
+        json!({"secretName": "taken-tls", "dnsNames": ["a.example.com"], "issuerRef": {"name": "local"}}),
+    )
+    .await;
+    let refused = wait_for(&env.certificates(), "app", "SecretNotOwned", WAIT, |c: &Certificate| {
+        condition(c, "Ready").is_some_and(|r| r.reason == "SecretNotOwned")
+    })
+    .await;
+    assert!(condition(&refused, "Ready").unwrap().message.contains("certpilot.dev/adopt"));
+    assert_eq!(env.secret_data("taken-tls").await["tls.crt"].0, b"theirs", "the foreign Secret is untouched");
+    assert!(env.attempts().list(&ListParams::default()).await.unwrap().items.is_empty(), "no attempt was made");
+    let adopt = json!({"metadata": {"annotations": {"certpilot.dev/adopt": "true"}}});
+    env.secrets().patch("taken-tls", &PatchParams::default(), &Patch::Merge(&adopt)).await.unwrap();
+    env.ready("app").await;
+    assert_secret_matches(&env.secret_data("taken-tls").await, &["a.example.com"]);
+}
+
+#[tokio::test]
+async fn explains_issuer_problems_on_the_certificate() {
+    let env = Env::start("e2e-bad-issuer").await;
+    env.certificate(
+        "app",
+        json!({"secretName": "app-tls", "dnsNames": ["a.example.com"], "issuerRef": {"name": "missing"}}),
+    )
+    .await;
+    let c = wait_for(&env.certificates(), "app", "IssuerNotFound", WAIT, |c: &Certificate| {
+        condition(c, "Ready").is_some_and(|r| r.reason == "IssuerNotFound")
+    })
+    .await;
+    assert!(condition(&c, "Ready").unwrap().message.contains("missing"));
+    assert_eq!(c.status.unwrap().phase, CertificatePhase::Pending);
+    // A CA issuer whose Secret does not exist is not ready, and the Certificate says why.
+    let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "missing"}, "spec": {"ca": {"secretName": "no-such-ca"}}});
+    env.apply(&env.issuers(), doc).await;
+    let issuer = wait_for(&env.issuers(), "missing", "CASecretNotFound", WAIT, |i: &Issuer| {
+        i.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == "CASecretNotFound"))
+    })
+    .await;
+    assert!(issuer.status.unwrap().conditions[0].message.contains("kubectl create secret tls no-such-ca"));
+    let c = wait_for(&env.certificates(), "app", "IssuerNotReady", WAIT, |c: &Certificate| {
+        condition(c, "Ready").is_some_and(|r| r.reason == "IssuerNotReady")
+    })
+    .await;
+    assert!(condition(&c, "Ready").unwrap().message.contains("no-such-ca"));
+    // A Secret that is not a CA is refused with the reason.
+    env.self_signed_issuer("leafmaker").await;
+    env.certificate(
+        "not-a-ca",
+        json!({"secretName": "no-such-ca", "dnsNames": ["leaf.example.com"], "issuerRef": {"name": "leafmaker"}}),
+    )
+    .await;
+    env.ready("not-a-ca").await;
+    let issuer = wait_for(&env.issuers(), "missing", "CASecretInvalid", WAIT, |i: &Issuer| {
+        i.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == "CASecretInvalid"))
+    })
+    .await;
+    assert!(issuer.status.unwrap().conditions[0].message.contains("not a CA certificate"));
+}
+
+#[tokio::test]
+async fn manual_renewals_and_the_attempt_history_limit() {
+    let env = Env::start("e2e-manual").await;
+    env.self_signed_issuer("local").await;
+    env.certificate("app", json!({"secretName": "app-tls", "dnsNames": ["a.example.com"], "issuerRef": {"name": "local"}, "attemptHistoryLimit": 2, "privateKey": {"rotationPolicy": "Never"}})).await;
+    env.ready("app").await;
+    let key = text(&env.secret_data("app-tls").await, "tls.key");
+    for round in 1..=3 {
+        let before = env.certificates().get("app").await.unwrap().status.unwrap().serial_number;
+        let request = json!({"metadata": {"annotations": {"certpilot.dev/renew": format!("round-{round}")}}});
+        env.certificates().patch("app", &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();
+        wait_for(&env.certificates(), "app", "a manual renewal", WAIT, |c: &Certificate| {
+            let s = c.status.as_ref().unwrap();
+            is_ready(c)
+                && s.serial_number != before
+                && s.last_attempt
+                    .as_ref()
+                    .is_some_and(|a| a.type_ == AttemptType::Manual && a.phase == AttemptPhase::Succeeded)
+        })
+        .await;
+    }
+    assert_eq!(text(&env.secret_data("app-tls").await, "tls.key"), key, "rotationPolicy Never keeps the key");
+    let remaining = eventually("pruned history", WAIT, || async {
+        let items = env.attempts().list(&ListParams::default()).await.unwrap().items;
+        (items.len() <= 2).then_some(items)
+    })
+    .await;
+    assert!(remaining.iter().any(|a| a.spec.renew_request.as_deref() == Some("round-3")));
+}
+
+#[tokio::test]
+async fn a_ready_certificate_costs_no_api_writes() {
+    let env = Env::start("e2e-at-rest").await;
+    let Some(server) = env.cluster.server() else { return }; // needs the test server's request log
+    env.self_signed_issuer("local").await;
+    env.certificate(
+        "app",
+        json!({"secretName": "app-tls", "dnsNames": ["a.example.com"], "issuerRef": {"name": "local"}}),
+    )
+    .await;
+    env.ready("app").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mark = server.faults().requests().len();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let later: Vec<_> = server.faults().requests().into_iter().skip(mark).collect();
+    let writes: Vec<_> = later.iter().filter(|r| r.is_write()).collect();
+    assert!(writes.is_empty(), "writes at rest: {writes:?}");
+    let reads: Vec<_> = later.iter().filter(|r| !r.is_watch()).collect();
+    assert!(reads.is_empty(), "reads at rest: {reads:?}");
+}
