@@ -59,7 +59,7 @@ pub fn classify(secret: Option<&Secret>, certificate: &str) -> SecretState {
         return SecretState::NotOwned;
     }
     match stored_certificate(secret) {
-        Ok(stored) => SecretState::Present(stored),
+        Ok(stored) => SecretState::Present(Box::new(stored)),
         Err(why) => SecretState::Invalid(why),
     }
 }

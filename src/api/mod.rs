@@ -1,5 +1,8 @@
 //! The custom resources of `certpilot.dev/v1alpha1`. Doc comments become `kubectl explain` text.
 
+// Every `printcolumn(...)` repeats `type_ = ...`, which this lint mistakes for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod attempt;
 pub mod certificate;
 pub mod conditions;

@@ -46,10 +46,10 @@ async fn reconcile(attempt: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Resul
     let mut log = StepLog::from(std::mem::take(&mut status.steps));
     let outcome = issue(&ctx, &attempt, &namespace, &mut log).await?;
     let keys: Api<Secret> = ctx.namespaced(&namespace);
-    if let Err(e) = keys.delete(&key_secret_name(&name), &DeleteParams::default()).await {
-        if !is_not_found(&e) {
-            return Err(e.into());
-        }
+    if let Err(e) = keys.delete(&key_secret_name(&name), &DeleteParams::default()).await
+        && !is_not_found(&e)
+    {
+        return Err(e.into());
     }
     finish(&mut status, log, outcome, &ctx, attempt.spec.issuer_ref.kind);
     apply_status(&api, &name, &status).await?;
@@ -137,10 +137,10 @@ async fn issue(
     }
     let secrets: Api<Secret> = ctx.namespaced(namespace);
     let target = secrets.get_opt(&spec.secret_name).await?;
-    if let Some(existing) = &target {
-        if !secret::may_write(existing, &spec.certificate_name) {
-            return Ok(Err(not_owned(&spec.secret_name)));
-        }
+    if let Some(existing) = &target
+        && !secret::may_write(existing, &spec.certificate_name)
+    {
+        return Ok(Err(not_owned(&spec.secret_name)));
     }
     log.begin("GenerateKey");
     let key = match key_for(ctx, attempt, namespace, target.as_ref()).await? {
@@ -199,19 +199,19 @@ async fn key_for(
     target: Option<&Secret>,
 ) -> Result<Result<(PrivateKey, String), Failure>> {
     let spec = &attempt.spec.private_key;
-    if spec.rotation_policy == RotationPolicy::Never {
-        if let Some(key) = target.and_then(|t| secret::stored_key(t).ok()).filter(|k| k.matches(spec)) {
-            let how = format!("kept the {} key already in the Secret (rotationPolicy: Never)", key.describe());
-            return Ok(Ok((key, how)));
-        }
+    if spec.rotation_policy == RotationPolicy::Never
+        && let Some(key) = target.and_then(|t| secret::stored_key(t).ok()).filter(|k| k.matches(spec))
+    {
+        let how = format!("kept the {} key already in the Secret (rotationPolicy: Never)", key.describe());
+        return Ok(Ok((key, how)));
     }
     let secrets: Api<Secret> = ctx.namespaced(namespace);
     let name = key_secret_name(&attempt.name_any());
-    if let Some(saved) = secrets.get_opt(&name).await? {
-        if let Ok(key) = secret::stored_key(&saved) {
-            let how = format!("reused the {} key saved earlier by this attempt", key.describe());
-            return Ok(Ok((key, how)));
-        }
+    if let Some(saved) = secrets.get_opt(&name).await?
+        && let Ok(key) = secret::stored_key(&saved)
+    {
+        let how = format!("reused the {} key saved earlier by this attempt", key.describe());
+        return Ok(Ok((key, how)));
     }
     let key = match PrivateKey::generate(spec) {
         Ok(key) => key,

@@ -61,7 +61,7 @@ impl IssuerObject for ClusterIssuer {
 pub enum Signer {
     SelfSigned,
     Ca(Box<CertificateAuthority>),
-    Acme(AcmeIssuer),
+    Acme(Box<AcmeIssuer>),
 }
 
 /// Why an issuer cannot sign: a reason word and a message that says what to do.
@@ -85,7 +85,7 @@ pub async fn load_signer(ctx: &Context, spec: &IssuerSpec, namespace: &str) -> R
         return Ok(Ok(Signer::SelfSigned));
     }
     if let Some(acme) = &spec.acme {
-        return Ok(Ok(Signer::Acme(acme.clone())));
+        return Ok(Ok(Signer::Acme(Box::new(acme.clone()))));
     }
     let Some(ca) = &spec.ca else {
         return Ok(Err(NotReady {

@@ -167,13 +167,10 @@ pub fn check_names(leaf: &CertInfo, request: &NameRequest) -> Result<(), PkiErro
             "the certificate covers IP addresses {have_ips:?}, but {want_ips:?} were requested"
         )));
     }
-    if let Some(cn) = &request.common_name {
-        if leaf.common_name.as_deref() != Some(cn.as_str()) {
-            return Err(PkiError::Mismatch(format!(
-                "the certificate's common name is {:?}, not {cn:?}",
-                leaf.common_name
-            )));
-        }
+    if let Some(cn) = &request.common_name
+        && leaf.common_name.as_deref() != Some(cn.as_str())
+    {
+        return Err(PkiError::Mismatch(format!("the certificate's common name is {:?}, not {cn:?}", leaf.common_name)));
     }
     Ok(())
 }

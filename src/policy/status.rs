@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn ready_certificate() {
         let o = observed(
-            SecretState::Present(stored(now() - SignedDuration::from_hours(24), 90)),
+            SecretState::Present(Box::new(stored(now() - SignedDuration::from_hours(24), 90))),
             vec![attempt(1, AttemptPhase::Succeeded)],
         );
         let s = summarise(&o, &o.decide());
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn renewing_keeps_ready_true() {
         let o = observed(
-            SecretState::Present(stored(now() - SignedDuration::from_hours(24 * 70), 90)),
+            SecretState::Present(Box::new(stored(now() - SignedDuration::from_hours(24 * 70), 90))),
             vec![attempt(2, AttemptPhase::Finalizing)],
         );
         let s = summarise(&o, &o.decide());
@@ -223,7 +223,8 @@ mod tests {
     fn expired_certificate() {
         let mut f = attempt(1, AttemptPhase::Failed);
         f.finished_at = Some(now());
-        let o = observed(SecretState::Present(stored(now() - SignedDuration::from_hours(24 * 100), 90)), vec![f]);
+        let o =
+            observed(SecretState::Present(Box::new(stored(now() - SignedDuration::from_hours(24 * 100), 90))), vec![f]);
         let s = summarise(&o, &o.decide());
         assert_eq!(s.phase, CertificatePhase::Expired);
         assert_eq!(condition(&s, READY).reason, "Expired");

@@ -39,7 +39,7 @@ pub enum SecretState {
     NotOwned,
     /// certpilot's, but unusable (no certificate, unreadable, key does not match).
     Invalid(String),
-    Present(StoredCertificate),
+    Present(Box<StoredCertificate>),
 }
 
 /// What a CertificateAttempt says, reduced to what decisions need.
@@ -359,7 +359,7 @@ pub(crate) mod tests {
     }
 
     fn fresh() -> SecretState {
-        SecretState::Present(stored(now() - SignedDuration::from_hours(24), 90))
+        SecretState::Present(Box::new(stored(now() - SignedDuration::from_hours(24), 90)))
     }
 
     fn start_type(d: Decision) -> AttemptType {
@@ -384,13 +384,15 @@ pub(crate) mod tests {
 
     #[test]
     fn renewal_time_reached_renews() {
-        let o = observed(SecretState::Present(stored(now() - SignedDuration::from_hours(24 * 70), 90)), vec![]);
+        let o =
+            observed(SecretState::Present(Box::new(stored(now() - SignedDuration::from_hours(24 * 70), 90))), vec![]);
         assert_eq!(start_type(o.decide()), AttemptType::Renew);
     }
 
     #[test]
     fn expired_certificates_renew_and_are_not_usable() {
-        let o = observed(SecretState::Present(stored(now() - SignedDuration::from_hours(24 * 100), 90)), vec![]);
+        let o =
+            observed(SecretState::Present(Box::new(stored(now() - SignedDuration::from_hours(24 * 100), 90))), vec![]);
         let a = o.assess();
         assert!(a.expired && !a.usable);
         assert_eq!(start_type(o.decide()), AttemptType::Renew);

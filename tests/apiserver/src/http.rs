@@ -9,7 +9,7 @@ use crate::{
     meta,
     resource::ResourceType,
     selector::{FieldSelector, LabelSelector},
-    store::{DeleteOptions, Key},
+    store::{DeleteOptions, Key, Ownership},
     watch,
 };
 use axum::{
@@ -60,7 +60,7 @@ fn parse_target(path: &str) -> Option<Target> {
 pub type Query = HashMap<String, String>;
 
 fn parse_query(uri: &Uri) -> Query {
-    uri.query().map(|q| url_decode_pairs(q)).unwrap_or_default()
+    uri.query().map(url_decode_pairs).unwrap_or_default()
 }
 
 fn url_decode_pairs(q: &str) -> Query {
@@ -380,7 +380,7 @@ fn patch(
         let api_version = applied["apiVersion"].as_str().unwrap_or_default().to_string();
         let writer = Writer { manager, api_version: &api_version, scope };
         let merged = managed::apply(rt, &base, &applied, &writer, flag(query, "force"))?;
-        return state.write_patched(rt, key, live, merged, scope, manager, true);
+        return state.write_patched(rt, key, live, merged, scope, Ownership::Applied);
     }
     let live = live.ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))?;
     let patch_doc: Value =
@@ -410,7 +410,7 @@ fn patch(
         return Err(ApiError::bad_request("the patch did not produce an object"));
     }
     let manager = field_manager(query, headers);
-    state.write_patched(rt, key, Some(live), patched, scope, &manager, false)
+    state.write_patched(rt, key, Some(live), patched, scope, Ownership::Update(&manager))
 }
 
 fn check_applied(rt: &ResourceType, applied: &Value, name: &str, live: Option<&Value>) -> ApiResult<()> {
@@ -425,10 +425,10 @@ fn check_applied(rt: &ResourceType, applied: &Value, name: &str, live: Option<&V
         )));
     }
     check_body_name(applied, name)?;
-    if let (Some(rv), Some(live)) = (applied["metadata"]["resourceVersion"].as_str(), live) {
-        if Some(rv) != live["metadata"]["resourceVersion"].as_str() {
-            return Err(ApiError::stale(&rt.qualified_name(), name));
-        }
+    if let (Some(rv), Some(live)) = (applied["metadata"]["resourceVersion"].as_str(), live)
+        && Some(rv) != live["metadata"]["resourceVersion"].as_str()
+    {
+        return Err(ApiError::stale(&rt.qualified_name(), name));
     }
     Ok(())
 }
@@ -471,10 +471,10 @@ fn delete_options(body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
     };
     let propagation =
         parsed["propagationPolicy"].as_str().map(String::from).or_else(|| query.get("propagationPolicy").cloned());
-    if let Some(p) = &propagation {
-        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: {p:?}")));
-        }
+    if let Some(p) = &propagation
+        && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+    {
+        return Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: {p:?}")));
     }
     Ok(DeleteOptions {
         propagation,

@@ -59,7 +59,7 @@ pub fn validate(object: &Value, name_is_label: bool) -> Vec<FieldError> {
             ));
         }
         if !is_label_value(&value) {
-            errors.push(FieldError::invalid(format!("metadata.labels"), &Value::String(value), "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+            errors.push(FieldError::invalid("metadata.labels", &Value::String(value), "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
         }
     }
     errors

@@ -38,7 +38,7 @@ fn prune_root(schema: &Value, object: &mut Value) {
             prune(child, value);
         }
     }
-    map.retain(|key, value| !(value.is_null() && !ROOT_FIELDS.contains(&key.as_str())));
+    map.retain(|key, value| !value.is_null() || ROOT_FIELDS.contains(&key.as_str()));
 }
 
 fn preserves_unknown(schema: &Value) -> bool {

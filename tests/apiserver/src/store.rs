@@ -113,6 +113,15 @@ impl Store {
     }
 }
 
+/// Who owns the fields a patch wrote.
+#[derive(Debug, Clone, Copy)]
+pub enum Ownership<'a> {
+    /// Server-side apply already recorded `managedFields`.
+    Applied,
+    /// A merge or JSON patch by this manager: it owns what it changed.
+    Update(&'a str),
+}
+
 /// Options of a DELETE.
 #[derive(Debug, Default, Clone)]
 pub struct DeleteOptions {
@@ -202,8 +211,7 @@ impl State {
         Ok(self.commit(rt, key, Some(old), new))
     }
 
-    /// Writes the result of a patch (already merged by the caller) with ownership from `apply`
-    /// (server-side apply, which has set `managedFields` itself) or from the update rules.
+    /// Writes the result of a patch (already merged by the caller) with its field ownership.
     pub fn write_patched(
         &mut self,
         rt: &ResourceType,
@@ -211,8 +219,7 @@ impl State {
         old: Option<Value>,
         patched: Value,
         scope: Scope,
-        manager: &str,
-        applied: bool,
+        ownership: Ownership,
     ) -> ApiResult<Value> {
         if let Some(old) = &old {
             check_resource_version(rt, &key, old, &patched, false)?;
@@ -220,7 +227,7 @@ impl State {
             self.check_namespace(rt, &key.namespace)?;
         }
         let mut new = self.admit(rt, &key, old.as_ref(), patched, scope)?;
-        if !applied {
+        if let Ownership::Update(manager) = ownership {
             record_update(rt, old.as_ref(), &mut new, manager, scope);
         }
         managed::retain_existing(&mut new);
@@ -263,11 +270,11 @@ impl State {
         if !errors.is_empty() {
             return Err(ApiError::invalid(&rt.qualified_kind(), &key.name, &errors));
         }
-        if let (Some(old), true) = (old, rt.custom) {
-            if spec_of(old) != spec_of(&new) {
-                let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
-                new["metadata"]["generation"] = json!(generation);
-            }
+        if let (Some(old), true) = (old, rt.custom)
+            && spec_of(old) != spec_of(&new)
+        {
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            new["metadata"]["generation"] = json!(generation);
         }
         Ok(new)
     }
@@ -578,23 +585,23 @@ fn check_resource_version(rt: &ResourceType, key: &Key, old: &Value, new: &Value
 
 fn check_preconditions(rt: &ResourceType, key: &Key, obj: &Value, opts: &DeleteOptions) -> ApiResult<()> {
     let meta = &obj["metadata"];
-    if let Some(uid) = &opts.precondition_uid {
-        if meta["uid"].as_str() != Some(uid) {
-            let why = format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                meta["uid"].as_str().unwrap_or("")
-            );
-            return Err(ApiError::conflict(&rt.qualified_name(), &key.name, &why));
-        }
+    if let Some(uid) = &opts.precondition_uid
+        && meta["uid"].as_str() != Some(uid)
+    {
+        let why = format!(
+            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+            meta["uid"].as_str().unwrap_or("")
+        );
+        return Err(ApiError::conflict(&rt.qualified_name(), &key.name, &why));
     }
-    if let Some(rv) = &opts.precondition_rv {
-        if meta["resourceVersion"].as_str() != Some(rv) {
-            let why = format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                meta["resourceVersion"].as_str().unwrap_or("")
-            );
-            return Err(ApiError::conflict(&rt.qualified_name(), &key.name, &why));
-        }
+    if let Some(rv) = &opts.precondition_rv
+        && meta["resourceVersion"].as_str() != Some(rv)
+    {
+        let why = format!(
+            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+            meta["resourceVersion"].as_str().unwrap_or("")
+        );
+        return Err(ApiError::conflict(&rt.qualified_name(), &key.name, &why));
     }
     Ok(())
 }

@@ -204,11 +204,10 @@ async fn pump(
                 Ok(event) if event.rv <= rv => {}
                 Ok(event) => {
                     rv = event.rv;
-                    if let Some((kind, object)) = filter.translate(&event) {
-                        if tx.send(line(kind, object)).await.is_err() {
+                    if let Some((kind, object)) = filter.translate(&event)
+                        && tx.send(line(kind, object)).await.is_err() {
                             return;
                         }
-                    }
                 }
                 // A watcher too slow to keep up is cut off; the client resumes from its last version.
                 Err(_) => return,
