@@ -27,6 +27,9 @@ pub enum Command {
         /// Directory to write `<plural>.<group>.yaml` files into; prints to stdout when absent.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also write every CRD into this one file (for `kubectl apply -f deploy/`).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
     },
 }
 
@@ -57,7 +60,7 @@ pub struct ControllerArgs {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Crdgen { out } => crdgen(out),
+        Command::Crdgen { out, bundle } => crdgen(out, bundle),
         Command::Controller(args) => run_controller(args).await,
     }
 }
@@ -73,7 +76,15 @@ pub fn crd_files() -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn crdgen(out: Option<PathBuf>) -> anyhow::Result<()> {
+/// Every CRD in one multi-document YAML file.
+pub fn crd_bundle() -> anyhow::Result<String> {
+    Ok(crd_files()?.into_iter().map(|(_, yaml)| format!("---\n{yaml}")).collect())
+}
+
+fn crdgen(out: Option<PathBuf>, bundle: Option<PathBuf>) -> anyhow::Result<()> {
+    if let Some(path) = bundle {
+        std::fs::write(path, crd_bundle()?)?;
+    }
     let files = crd_files()?;
     match out {
         Some(dir) => {

@@ -3,7 +3,7 @@
 use super::{apply_status, context::Context, error_policy, run_controller};
 use crate::{
     api::{
-        ClusterIssuer, Issuer, IssuerKind, IssuerRef, IssuerSpec, IssuerStatus,
+        ClusterIssuer, Issuer, IssuerKind, IssuerRef, IssuerSpec, IssuerStatus, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
         conditions::{self, Condition},
         issuer::{AcmeIssuer, CaStatus},
     },
@@ -15,7 +15,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, watcher},
+    core::PartialObjectMeta,
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use std::{fmt::Debug, sync::Arc, time::Duration};
@@ -200,15 +201,41 @@ pub async fn issuer_state(ctx: &Context, namespace: &str, issuer_ref: &IssuerRef
     })
 }
 
+/// Issuers whose CA Secret is `secret` (a Secret certpilot wrote, e.g. a bootstrapped CA).
+fn issuers_using<K: IssuerObject>(store: &kube::runtime::reflector::Store<K>, secret_namespace_of: impl Fn(&K) -> String, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<K>> {
+    let (Some(name), Some(namespace)) = (secret.metadata.name.as_deref(), secret.metadata.namespace.as_deref()) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|i| i.issuer_spec().ca.as_ref().is_some_and(|ca| ca.secret_name == name) && secret_namespace_of(i) == namespace)
+        .map(|i| ObjectRef::from_obj(i.as_ref()))
+        .collect()
+}
+
 pub async fn run(ctx: Arc<Context>) {
     let issuers: Api<Issuer> = ctx.watched();
     let cluster_issuers: Api<ClusterIssuer> = Api::all(ctx.client.clone());
     let concurrency = ctx.settings.concurrency;
-    let namespaced = Controller::new(issuers, watcher::Config::default().any_semantic())
+    // Only Secrets certpilot wrote are watched (metadata only): a CA it bootstrapped becomes
+    // usable at once; other CA Secrets are looked at again periodically.
+    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")).any_semantic();
+    let namespaced = Controller::new(issuers, watcher::Config::default().any_semantic());
+    let store = namespaced.store();
+    let namespaced = namespaced
+        .watches(ctx.watched::<PartialObjectMeta<Secret>>(), managed.clone(), move |secret| {
+            issuers_using(&store, |i: &Issuer| i.namespace().unwrap_or_default(), &secret)
+        })
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile::<Issuer>, error_policy("issuer"), ctx.clone());
-    let cluster = Controller::new(cluster_issuers, watcher::Config::default().any_semantic())
+    let cluster = Controller::new(cluster_issuers, watcher::Config::default().any_semantic());
+    let store = cluster.store();
+    let resource_namespace = ctx.settings.cluster_resource_namespace.clone();
+    let secrets: Api<PartialObjectMeta<Secret>> = ctx.namespaced(&resource_namespace);
+    let cluster = cluster
+        .watches(secrets, managed, move |secret| issuers_using(&store, |_: &ClusterIssuer| resource_namespace.clone(), &secret))
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile::<ClusterIssuer>, error_policy("clusterissuer"), ctx);

@@ -1,0 +1,155 @@
+//! The install manifests (`deploy/`, the Helm chart) and the examples the README applies.
+
+mod support;
+
+use certpilot::api::{Certificate, ClusterIssuer, Issuer};
+use certpilot_test_apiserver::cluster::{TestCluster, unique_name};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::ServiceAccount,
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule},
+};
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use serde_json::Value;
+use std::{path::Path, time::Duration};
+use support::*;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn documents(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join(path)).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+use serde::Deserialize;
+
+fn deploy_documents() -> Vec<Value> {
+    let mut files: Vec<_> = std::fs::read_dir(root().join("deploy")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files.iter().flat_map(|f| documents(f.strip_prefix(root()).unwrap().to_str().unwrap())).collect()
+}
+
+fn of_kind<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str) -> Vec<T> {
+    docs.iter().filter(|d| d["kind"] == kind).map(|d| serde_json::from_value(d.clone()).unwrap()).collect()
+}
+
+#[test]
+fn deploy_and_chart_carry_the_current_crds() {
+    let bundle = std::fs::read_to_string(root().join("deploy/01-crds.yaml")).unwrap();
+    assert!(bundle == certpilot::cli::crd_bundle().unwrap(), "deploy/01-crds.yaml is stale: run `cargo run -- crdgen --out crds --bundle deploy/01-crds.yaml`");
+    for (name, yaml) in certpilot::cli::crd_files().unwrap() {
+        let chart = std::fs::read_to_string(root().join("charts/certpilot/crds").join(&name)).unwrap_or_default();
+        assert!(chart == yaml, "charts/certpilot/crds/{name} is stale: copy it from crds/");
+    }
+}
+
+/// Every (API group, resource, verb) the operator's code calls.
+const NEEDED: &[(&str, &str, &str)] = &[
+    ("certpilot.dev", "certificates", "watch"),
+    ("certpilot.dev", "certificates/status", "patch"),
+    ("certpilot.dev", "certificateattempts", "list"),
+    ("certpilot.dev", "certificateattempts", "watch"),
+    ("certpilot.dev", "certificateattempts", "create"),
+    ("certpilot.dev", "certificateattempts", "delete"),
+    ("certpilot.dev", "certificateattempts/status", "patch"),
+    ("certpilot.dev", "issuers", "get"),
+    ("certpilot.dev", "issuers", "watch"),
+    ("certpilot.dev", "issuers/status", "patch"),
+    ("certpilot.dev", "clusterissuers", "get"),
+    ("certpilot.dev", "clusterissuers/status", "patch"),
+    ("", "secrets", "get"),
+    ("", "secrets", "watch"),
+    ("", "secrets", "create"),
+    ("", "secrets", "patch"),
+    ("", "secrets", "delete"),
+];
+
+fn grants(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
+    rules.iter().any(|r| {
+        r.api_groups.as_ref().is_some_and(|g| g.iter().any(|g| g == group))
+            && r.resources.as_ref().is_some_and(|rs| rs.iter().any(|r| r == resource))
+            && r.verbs.iter().any(|v| v == verb)
+    })
+}
+
+#[test]
+fn deploy_manifests_fit_together_with_least_privilege() {
+    let docs = deploy_documents();
+    let deployment: Deployment = of_kind(&docs, "Deployment").remove(0);
+    let account: ServiceAccount = of_kind(&docs, "ServiceAccount").remove(0);
+    let role: ClusterRole = of_kind(&docs, "ClusterRole").remove(0);
+    let binding: ClusterRoleBinding = of_kind(&docs, "ClusterRoleBinding").remove(0);
+    let pod = deployment.spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name, account.metadata.name);
+    assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!((Some(&subject.name), subject.namespace.as_ref()), (account.metadata.name.as_ref(), account.metadata.namespace.as_ref()));
+    let rules = role.rules.unwrap();
+    for (group, resource, verb) in NEEDED {
+        assert!(grants(&rules, group, resource, verb), "the ClusterRole must grant {verb} on {group}/{resource}");
+    }
+    assert!(!grants(&rules, "certpilot.dev", "certificates", "update"), "the operator never writes a Certificate's spec");
+    assert!(rules.iter().all(|r| !r.verbs.iter().any(|v| v == "*")), "no wildcard verbs");
+    let container = &pod.containers[0];
+    assert_eq!(container.args.as_ref().unwrap()[0], "controller");
+    // The Helm chart grants exactly the same rules.
+    let template = std::fs::read_to_string(root().join("charts/certpilot/templates/rbac.yaml")).unwrap();
+    let role_doc = template.split("---").find(|d| d.contains("kind: ClusterRole\n")).unwrap();
+    let rules_yaml = &role_doc[role_doc.find("rules:").unwrap()..];
+    let chart: Value = serde_yaml::from_str(rules_yaml).unwrap();
+    assert_eq!(chart["rules"], serde_json::to_value(&rules).unwrap());
+}
+
+/// The README quickstart: the examples apply and, with the operator running, become Ready.
+#[tokio::test]
+async fn examples_apply_and_become_ready() {
+    let mut cluster = TestCluster::start("examples").await.unwrap();
+    install_certpilot_crds(&cluster).await;
+    let _operator = Operator::start(&mut cluster);
+    let ns = cluster.namespace().to_string();
+    let issuer_name = unique_name("selfsigned");
+    let params = PatchParams::apply("examples-test").force();
+    let mut certificates = Vec::new();
+    for file in ["examples/selfsigned-clusterissuer.yaml", "examples/certificate.yaml", "examples/ca-issuer.yaml"] {
+        for mut doc in documents(file) {
+            if doc["metadata"]["namespace"].is_string() {
+                doc["metadata"]["namespace"] = Value::String(ns.clone());
+            }
+            // The example ClusterIssuer gets a unique name so tests on a shared cluster do not collide.
+            if doc["spec"]["issuerRef"]["kind"] == "ClusterIssuer" {
+                doc["spec"]["issuerRef"]["name"] = Value::String(issuer_name.clone());
+            }
+            let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+            match doc["kind"].as_str().unwrap() {
+                "ClusterIssuer" => {
+                    doc["metadata"]["name"] = Value::String(issuer_name.clone());
+                    Api::<ClusterIssuer>::all(cluster.client()).patch(&issuer_name, &params, &Patch::Apply(&doc)).await.unwrap();
+                }
+                "Issuer" => {
+                    Api::<Issuer>::namespaced(cluster.client(), &ns).patch(&name, &params, &Patch::Apply(&doc)).await.unwrap();
+                }
+                "Certificate" => {
+                    Api::<Certificate>::namespaced(cluster.client(), &ns).patch(&name, &params, &Patch::Apply(&doc)).await.unwrap();
+                    certificates.push(name);
+                }
+                other => panic!("unexpected kind {other} in {file}"),
+            }
+        }
+    }
+    let api: Api<Certificate> = Api::namespaced(cluster.client(), &ns);
+    for name in certificates {
+        wait_for(&api, &name, &format!("example Certificate {name} Ready"), Duration::from_secs(90), |c: &Certificate| {
+            c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .await;
+    }
+    Api::<ClusterIssuer>::all(cluster.client()).delete(&issuer_name, &Default::default()).await.unwrap();
+}
