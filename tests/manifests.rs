@@ -44,7 +44,10 @@ fn of_kind<T: serde::de::DeserializeOwned>(docs: &[Value], kind: &str) -> Vec<T>
 #[test]
 fn deploy_and_chart_carry_the_current_crds() {
     let bundle = std::fs::read_to_string(root().join("deploy/01-crds.yaml")).unwrap();
-    assert!(bundle == certpilot::cli::crd_bundle().unwrap(), "deploy/01-crds.yaml is stale: run `cargo run -- crdgen --out crds --bundle deploy/01-crds.yaml`");
+    assert!(
+        bundle == certpilot::cli::crd_bundle().unwrap(),
+        "deploy/01-crds.yaml is stale: run `cargo run -- crdgen --out crds --bundle deploy/01-crds.yaml`"
+    );
     for (name, yaml) in certpilot::cli::crd_files().unwrap() {
         let chart = std::fs::read_to_string(root().join("charts/certpilot/crds").join(&name)).unwrap_or_default();
         assert!(chart == yaml, "charts/certpilot/crds/{name} is stale: copy it from crds/");
@@ -91,12 +94,18 @@ fn deploy_manifests_fit_together_with_least_privilege() {
     assert_eq!(pod.service_account_name, account.metadata.name);
     assert_eq!(binding.role_ref.name, role.metadata.name.clone().unwrap());
     let subject = &binding.subjects.unwrap()[0];
-    assert_eq!((Some(&subject.name), subject.namespace.as_ref()), (account.metadata.name.as_ref(), account.metadata.namespace.as_ref()));
+    assert_eq!(
+        (Some(&subject.name), subject.namespace.as_ref()),
+        (account.metadata.name.as_ref(), account.metadata.namespace.as_ref())
+    );
     let rules = role.rules.unwrap();
     for (group, resource, verb) in NEEDED {
         assert!(grants(&rules, group, resource, verb), "the ClusterRole must grant {verb} on {group}/{resource}");
     }
-    assert!(!grants(&rules, "certpilot.dev", "certificates", "update"), "the operator never writes a Certificate's spec");
+    assert!(
+        !grants(&rules, "certpilot.dev", "certificates", "update"),
+        "the operator never writes a Certificate's spec"
+    );
     assert!(rules.iter().all(|r| !r.verbs.iter().any(|v| v == "*")), "no wildcard verbs");
     let container = &pod.containers[0];
     assert_eq!(container.args.as_ref().unwrap()[0], "controller");
@@ -131,13 +140,22 @@ async fn examples_apply_and_become_ready() {
             match doc["kind"].as_str().unwrap() {
                 "ClusterIssuer" => {
                     doc["metadata"]["name"] = Value::String(issuer_name.clone());
-                    Api::<ClusterIssuer>::all(cluster.client()).patch(&issuer_name, &params, &Patch::Apply(&doc)).await.unwrap();
+                    Api::<ClusterIssuer>::all(cluster.client())
+                        .patch(&issuer_name, &params, &Patch::Apply(&doc))
+                        .await
+                        .unwrap();
                 }
                 "Issuer" => {
-                    Api::<Issuer>::namespaced(cluster.client(), &ns).patch(&name, &params, &Patch::Apply(&doc)).await.unwrap();
+                    Api::<Issuer>::namespaced(cluster.client(), &ns)
+                        .patch(&name, &params, &Patch::Apply(&doc))
+                        .await
+                        .unwrap();
                 }
                 "Certificate" => {
-                    Api::<Certificate>::namespaced(cluster.client(), &ns).patch(&name, &params, &Patch::Apply(&doc)).await.unwrap();
+                    Api::<Certificate>::namespaced(cluster.client(), &ns)
+                        .patch(&name, &params, &Patch::Apply(&doc))
+                        .await
+                        .unwrap();
                     certificates.push(name);
                 }
                 other => panic!("unexpected kind {other} in {file}"),
@@ -146,9 +164,15 @@ async fn examples_apply_and_become_ready() {
     }
     let api: Api<Certificate> = Api::namespaced(cluster.client(), &ns);
     for name in certificates {
-        wait_for(&api, &name, &format!("example Certificate {name} Ready"), Duration::from_secs(90), |c: &Certificate| {
-            c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
+        wait_for(
+            &api,
+            &name,
+            &format!("example Certificate {name} Ready"),
+            Duration::from_secs(90),
+            |c: &Certificate| {
+                c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            },
+        )
         .await;
     }
     Api::<ClusterIssuer>::all(cluster.client()).delete(&issuer_name, &Default::default()).await.unwrap();

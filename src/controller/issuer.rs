@@ -202,14 +202,20 @@ pub async fn issuer_state(ctx: &Context, namespace: &str, issuer_ref: &IssuerRef
 }
 
 /// Issuers whose CA Secret is `secret` (a Secret certpilot wrote, e.g. a bootstrapped CA).
-fn issuers_using<K: IssuerObject>(store: &kube::runtime::reflector::Store<K>, secret_namespace_of: impl Fn(&K) -> String, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<K>> {
+fn issuers_using<K: IssuerObject>(
+    store: &kube::runtime::reflector::Store<K>,
+    secret_namespace_of: impl Fn(&K) -> String,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<K>> {
     let (Some(name), Some(namespace)) = (secret.metadata.name.as_deref(), secret.metadata.namespace.as_deref()) else {
         return Vec::new();
     };
     store
         .state()
         .iter()
-        .filter(|i| i.issuer_spec().ca.as_ref().is_some_and(|ca| ca.secret_name == name) && secret_namespace_of(i) == namespace)
+        .filter(|i| {
+            i.issuer_spec().ca.as_ref().is_some_and(|ca| ca.secret_name == name) && secret_namespace_of(i) == namespace
+        })
         .map(|i| ObjectRef::from_obj(i.as_ref()))
         .collect()
 }
@@ -235,7 +241,9 @@ pub async fn run(ctx: Arc<Context>) {
     let resource_namespace = ctx.settings.cluster_resource_namespace.clone();
     let secrets: Api<PartialObjectMeta<Secret>> = ctx.namespaced(&resource_namespace);
     let cluster = cluster
-        .watches(secrets, managed, move |secret| issuers_using(&store, |_: &ClusterIssuer| resource_namespace.clone(), &secret))
+        .watches(secrets, managed, move |secret| {
+            issuers_using(&store, |_: &ClusterIssuer| resource_namespace.clone(), &secret)
+        })
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(reconcile::<ClusterIssuer>, error_policy("clusterissuer"), ctx);
