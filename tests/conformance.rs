@@ -580,3 +580,62 @@ async fn namespace_deletion_removes_its_content() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn foreground_deletion_removes_dependents_first() {
+    let c = cluster_with_widgets("gc-foreground").await;
+    let api = widgets(&c);
+    let cms: Api<ConfigMap> = Api::namespaced(c.client(), c.namespace());
+    let owner = api.create(&PostParams::default(), &widget("owner", 1)).await.unwrap();
+    cms.create(&PostParams::default(), &owned_config_map("first", &owner)).await.unwrap();
+    api.delete("owner", &DeleteParams::foreground()).await.unwrap();
+    eventually("dependent and then owner to be gone", WAIT, || async {
+        let dependent_gone = cms.get_opt("first").await.unwrap().is_none();
+        let owner_gone = api.get_opt("owner").await.unwrap().is_none();
+        // The owner never disappears before its dependent.
+        assert!(!owner_gone || dependent_gone, "owner deleted before its dependent");
+        (dependent_gone && owner_gone).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn core_kinds_round_trip() {
+    use k8s_openapi::api::{
+        coordination::v1::Lease,
+        core::v1::{Event, Service},
+        events::v1::Event as EventV1,
+        networking::v1::Ingress,
+    };
+    let c = cluster("core-kinds").await;
+    let pp = PostParams::default();
+    let lease: Lease = serde_json::from_value(
+        json!({"metadata": {"name": "lock"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}),
+    )
+    .unwrap();
+    let leases: Api<Lease> = Api::namespaced(c.client(), c.namespace());
+    leases.create(&pp, &lease).await.unwrap();
+    let taken = json!({"spec": {"holderIdentity": "b"}});
+    let updated = leases.patch("lock", &PatchParams::default(), &Patch::Strategic(&taken)).await.unwrap();
+    assert_eq!(updated.spec.unwrap().holder_identity.as_deref(), Some("b"));
+    let service: Service = serde_json::from_value(
+        json!({"metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}}),
+    )
+    .unwrap();
+    let services: Api<Service> = Api::namespaced(c.client(), c.namespace());
+    assert_eq!(services.create(&pp, &service).await.unwrap().spec.unwrap().ports.unwrap()[0].port, 80);
+    let ingress: Ingress =
+        serde_json::from_value(json!({"metadata": {"name": "ing"}, "spec": {"rules": [{"host": "a.example.com"}]}}))
+            .unwrap();
+    let ingresses: Api<Ingress> = Api::namespaced(c.client(), c.namespace());
+    assert_eq!(
+        ingresses.create(&pp, &ingress).await.unwrap().spec.unwrap().rules.unwrap()[0].host.as_deref(),
+        Some("a.example.com")
+    );
+    let event: Event = serde_json::from_value(json!({"metadata": {"name": "e1"}, "involvedObject": {"kind": "Secret", "name": "x", "namespace": c.namespace()}, "reason": "Test", "message": "hello", "type": "Normal"})).unwrap();
+    Api::<Event>::namespaced(c.client(), c.namespace()).create(&pp, &event).await.unwrap();
+    let event_v1: EventV1 = serde_json::from_value(json!({"metadata": {"name": "e2"}, "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "certpilot.dev/test", "reportingInstance": "test", "action": "Test", "reason": "Test", "type": "Normal", "note": "hello"})).unwrap();
+    let events: Api<EventV1> = Api::namespaced(c.client(), c.namespace());
+    events.create(&pp, &event_v1).await.unwrap();
+    assert_eq!(events.get("e2").await.unwrap().note.as_deref(), Some("hello"));
+}

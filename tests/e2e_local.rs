@@ -150,6 +150,16 @@ async fn issues_a_self_signed_certificate_with_a_cluster_issuer() {
     assert_eq!(attempt.status.unwrap().issued.unwrap().serial_number, leaf.serial_hex);
     // The temporary key Secret is gone once the certificate is stored.
     assert!(env.secrets().get_opt(&format!("{}-key", last.name)).await.unwrap().is_none());
+    // One attempt, one write of the target Secret (a finished attempt never runs again).
+    if let Some(server) = env.cluster.server() {
+        let writes = server
+            .faults()
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.ends_with("/secrets/web-tls"))
+            .count();
+        assert_eq!(writes, 1);
+    }
     cluster_issuers.delete(&issuer_name, &DeleteParams::default()).await.unwrap();
 }
 
@@ -362,4 +372,53 @@ async fn a_ready_certificate_costs_no_api_writes() {
     assert!(writes.is_empty(), "writes at rest: {writes:?}");
     let reads: Vec<_> = later.iter().filter(|r| !r.is_watch()).collect();
     assert!(reads.is_empty(), "reads at rest: {reads:?}");
+}
+
+#[tokio::test]
+async fn repairs_a_tampered_secret() {
+    let env = Env::start("e2e-tamper").await;
+    env.self_signed_issuer("local").await;
+    env.certificate(
+        "app",
+        json!({"secretName": "app-tls", "dnsNames": ["a.example.com"], "issuerRef": {"name": "local"}}),
+    )
+    .await;
+    let before = env.ready("app").await.status.unwrap();
+    let broken = json!({"data": {"tls.crt": "Z2FyYmFnZQ=="}});
+    env.secrets().patch("app-tls", &PatchParams::default(), &Patch::Merge(&broken)).await.unwrap();
+    let after = wait_for(&env.certificates(), "app", "the tampered Secret to be reissued", WAIT, |c: &Certificate| {
+        is_ready(c) && c.status.as_ref().unwrap().serial_number != before.serial_number
+    })
+    .await;
+    assert_eq!(after.status.as_ref().unwrap().last_attempt.as_ref().unwrap().type_, AttemptType::Reissue, "{after:#?}");
+    assert_secret_matches(&env.secret_data("app-tls").await, &["a.example.com"]);
+}
+
+#[tokio::test]
+async fn an_adopted_secret_of_the_wrong_type_fails_with_a_clear_error() {
+    let env = Env::start("e2e-wrong-type").await;
+    env.self_signed_issuer("local").await;
+    let mut opaque = Secret::default();
+    opaque.metadata.name = Some("opaque".into());
+    opaque.metadata.annotations = Some(BTreeMap::from([("certpilot.dev/adopt".to_string(), "true".to_string())]));
+    opaque.string_data = Some(BTreeMap::from([("password".to_string(), "hunter2".to_string())]));
+    env.secrets().create(&PostParams::default(), &opaque).await.unwrap();
+    env.certificate(
+        "app",
+        json!({"secretName": "opaque", "dnsNames": ["a.example.com"], "issuerRef": {"name": "local"}}),
+    )
+    .await;
+    let failed = wait_for(&env.certificates(), "app", "SecretTypeMismatch", WAIT, |c: &Certificate| {
+        condition(c, "Issuing").is_some_and(|i| i.reason == "SecretTypeMismatch")
+    })
+    .await;
+    let status = failed.status.unwrap();
+    assert_eq!(status.phase, CertificatePhase::Failed);
+    assert!(status.attempts_count >= 1 && status.next_attempt_time.is_some());
+    assert!(condition_message(&status, "Issuing").contains("delete the Secret"));
+    assert_eq!(env.secret_data("opaque").await["password"].0, b"hunter2", "nothing is lost");
+}
+
+fn condition_message(status: &certpilot::api::CertificateStatus, type_: &str) -> String {
+    status.conditions.iter().find(|c| c.type_ == type_).map(|c| c.message.clone()).unwrap_or_default()
 }

@@ -33,15 +33,21 @@ pub fn key_secret_name(attempt: &str) -> String {
     format!("{}-key", shorten(attempt, 249))
 }
 
-async fn reconcile(attempt: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(cached: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("attempt");
-    let status = attempt.status.clone().unwrap_or_default();
-    if status.phase.is_terminal() || attempt.meta().deletion_timestamp.is_some() {
+    if is_finished(&cached) {
         return Ok(Action::await_change());
     }
-    let namespace = attempt.namespace().ok_or(crate::error::Error::MissingField("metadata.namespace"))?;
+    let namespace = cached.namespace().ok_or(crate::error::Error::MissingField("metadata.namespace"))?;
     let api: Api<CertificateAttempt> = ctx.namespaced(&namespace);
-    let name = attempt.name_any();
+    let name = cached.name_any();
+    // The cache may lag behind our own last status write: read the attempt afresh, so that a
+    // finished attempt is never run a second time.
+    let Some(attempt) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
+    if is_finished(&attempt) {
+        return Ok(Action::await_change());
+    }
+    let status = attempt.status.clone().unwrap_or_default();
     let mut status = start(&api, &name, status).await?;
     let mut log = StepLog::from(std::mem::take(&mut status.steps));
     let outcome = issue(&ctx, &attempt, &namespace, &mut log).await?;
@@ -54,6 +60,10 @@ async fn reconcile(attempt: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Resul
     finish(&mut status, log, outcome, &ctx, attempt.spec.issuer_ref.kind);
     apply_status(&api, &name, &status).await?;
     Ok(Action::await_change())
+}
+
+fn is_finished(attempt: &CertificateAttempt) -> bool {
+    attempt.status.as_ref().is_some_and(|s| s.phase.is_terminal()) || attempt.meta().deletion_timestamp.is_some()
 }
 
 /// Marks the attempt started (once; a restarted operator keeps the first start time).
