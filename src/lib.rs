@@ -11,4 +11,5 @@ pub mod pki;
 pub mod policy;
 pub mod secret;
 pub mod server;
+pub mod solver;
 pub mod telemetry;

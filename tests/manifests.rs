@@ -73,6 +73,9 @@ const NEEDED: &[(&str, &str, &str)] = &[
     ("", "secrets", "create"),
     ("", "secrets", "patch"),
     ("", "secrets", "delete"),
+    ("networking.k8s.io", "ingresses", "list"),
+    ("networking.k8s.io", "ingresses", "patch"),
+    ("networking.k8s.io", "ingresses", "delete"),
 ];
 
 fn grants(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {

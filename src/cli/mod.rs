@@ -7,6 +7,7 @@ use crate::{
     },
     metrics::Metrics,
     policy::{backoff::BackoffPolicy, parse_duration},
+    solver::SolverState,
 };
 use clap::{Parser, Subcommand};
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
@@ -56,6 +57,21 @@ pub struct ControllerArgs {
     /// Log JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// Address where the operator answers HTTP-01 challenges.
+    #[arg(long, default_value = "0.0.0.0:8089")]
+    pub solver_http_address: SocketAddr,
+    /// Address where the operator answers TLS-ALPN-01 challenges.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub solver_tls_address: SocketAddr,
+    /// Service in the operator's namespace that HTTP-01 Ingress rules point at.
+    #[arg(long, default_value = "certpilot-solver")]
+    pub solver_service: String,
+    /// Port of that Service.
+    #[arg(long, default_value_t = 8089)]
+    pub solver_service_port: u16,
+    /// How many ACME orders one issuer may have in flight at once.
+    #[arg(long, default_value_t = 10)]
+    pub max_orders_per_issuer: usize,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -116,14 +132,31 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         cluster_resource_namespace: args.cluster_resource_namespace,
         backoff,
         concurrency: args.concurrency.max(1),
+        solver_service: args.solver_service,
+        solver_service_port: args.solver_service_port,
+        max_orders_per_issuer: args.max_orders_per_issuer.max(1),
     };
     tracing::info!(namespace = ?settings.watch_namespace, "starting certpilot");
     let metrics = Arc::new(Metrics::default());
-    let ctx = Context::new(client, settings, metrics.clone());
+    let solvers = Arc::new(SolverState::default());
+    let ctx = Context::new(client, settings, metrics.clone(), solvers.clone());
     let probe = args.probe_address;
     tokio::spawn(async move {
         if let Err(e) = crate::server::serve(probe, metrics).await {
             tracing::error!(error = %e, "probe server stopped");
+        }
+    });
+    let http01 = args.solver_http_address;
+    let http_state = solvers.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::solver::http01::serve(http01, http_state).await {
+            tracing::error!(error = %e, "HTTP-01 solver stopped");
+        }
+    });
+    let tls = args.solver_tls_address;
+    tokio::spawn(async move {
+        if let Err(e) = crate::solver::tls_alpn01::serve(tls, solvers).await {
+            tracing::error!(error = %e, "TLS-ALPN-01 solver stopped");
         }
     });
     controller::run_all(ctx).await;

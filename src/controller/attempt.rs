@@ -14,11 +14,14 @@ use crate::{
         attempt::{AttemptPhase, CertificateAttemptStatus, IssuedCertificate},
         certificate::{KeyEncoding, OutputFormatType, RotationPolicy},
         conditions::Condition,
+        issuer::AcmeIssuer,
     },
     error::{Result, is_not_found},
+    issuance::acme::{self, account::load_or_register, order::Next},
     issuance::{Failure, Obtained, local, steps::StepLog},
     pki::PrivateKey,
     secret::{self, SecretContents, shorten},
+    solver::http01,
 };
 use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
@@ -49,17 +52,108 @@ async fn reconcile(cached: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Result
     }
     let status = attempt.status.clone().unwrap_or_default();
     let mut status = start(&api, &name, status).await?;
+    let before = status.clone();
     let mut log = StepLog::from(std::mem::take(&mut status.steps));
-    let outcome = issue(&ctx, &attempt, &namespace, &mut log).await?;
-    let keys: Api<Secret> = ctx.namespaced(&namespace);
-    if let Err(e) = keys.delete(&key_secret_name(&name), &DeleteParams::default()).await
+    let outcome = match prepare(&ctx, &attempt, &namespace, &mut log).await? {
+        Err(failure) => Err(failure),
+        Ok(Prepared { signer: Signer::Acme(issuer), key }) => {
+            match acme_step(&ctx, &attempt, &namespace, &issuer, &key, &mut status, &mut log).await? {
+                Next::Requeue(after) => {
+                    status.steps = log.steps;
+                    if status != before {
+                        apply_status(&api, &name, &status).await?;
+                    }
+                    return Ok(Action::requeue(after));
+                }
+                Next::Finished(outcome) => store(&ctx, &attempt, &namespace, *outcome, &mut log).await?,
+            }
+        }
+        Ok(Prepared { signer, key }) => {
+            let signed = local::sign(&attempt.spec, &signer, key, &mut log);
+            store(&ctx, &attempt, &namespace, signed, &mut log).await?
+        }
+    };
+    cleanup(&ctx, &name, &namespace, &status).await?;
+    finish(&mut status, log, outcome, &ctx, attempt.spec.issuer_ref.kind);
+    apply_status(&api, &name, &status).await?;
+    Ok(Action::await_change())
+}
+
+/// Writes a verified certificate to the target Secret; a failure passes through.
+async fn store(
+    ctx: &Context,
+    attempt: &CertificateAttempt,
+    namespace: &str,
+    outcome: Result<Obtained, Failure>,
+    log: &mut StepLog,
+) -> Result<Result<Obtained, Failure>> {
+    let obtained = match outcome {
+        Ok(obtained) => obtained,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    log.begin("WriteSecret");
+    match write_target(ctx, attempt, namespace, &obtained).await? {
+        Ok(()) => {
+            log.succeed(format!("wrote Secret {}", attempt.spec.secret_name));
+            Ok(Ok(obtained))
+        }
+        Err(failure) => {
+            log.fail(failure.message.clone());
+            Ok(Err(failure))
+        }
+    }
+}
+
+/// Removes what the attempt set up: its key Secret, HTTP-01 routes and tokens, TLS-ALPN-01
+/// certificates and DNS-01 records.
+async fn cleanup(ctx: &Context, attempt: &str, namespace: &str, status: &CertificateAttemptStatus) -> Result<()> {
+    let keys: Api<Secret> = ctx.namespaced(namespace);
+    if let Err(e) = keys.delete(&key_secret_name(attempt), &DeleteParams::default()).await
         && !is_not_found(&e)
     {
         return Err(e.into());
     }
-    finish(&mut status, log, outcome, &ctx, attempt.spec.issuer_ref.kind);
-    apply_status(&api, &name, &status).await?;
-    Ok(Action::await_change())
+    for record in &status.challenges {
+        if let Some(token) = record.http_url.as_deref().and_then(|u| u.rsplit('/').next()) {
+            ctx.solvers.remove_http01(token);
+        }
+        if record.type_ == "tls-alpn-01" {
+            ctx.solvers.remove_tls_alpn01(&record.dns_name);
+        }
+    }
+    if status.challenges.iter().any(|r| r.type_ == "http-01") {
+        http01::unroute(ctx, attempt).await?;
+    }
+    ctx.release_order_slot(attempt);
+    Ok(())
+}
+
+/// One step of an ACME attempt, within the issuer's limit of orders in flight.
+async fn acme_step(
+    ctx: &Context,
+    attempt: &CertificateAttempt,
+    namespace: &str,
+    issuer: &AcmeIssuer,
+    key: &PrivateKey,
+    status: &mut CertificateAttemptStatus,
+    log: &mut StepLog,
+) -> Result<Next> {
+    let issuer_ref = &attempt.spec.issuer_ref;
+    let issuer_key = format!(
+        "{:?}/{}/{}",
+        issuer_ref.kind,
+        if issuer_ref.kind == IssuerKind::Issuer { namespace } else { "" },
+        issuer_ref.name
+    );
+    if !ctx.take_order_slot(&issuer_key, &attempt.name_any()) {
+        return Ok(Next::Requeue(std::time::Duration::from_secs(5)));
+    }
+    let account_namespace = secret_namespace(ctx, issuer_ref.kind, Some(namespace));
+    let account = match load_or_register(ctx, &issuer_ref.name, &account_namespace, issuer).await? {
+        Ok(account) => account,
+        Err(failure) => return Ok(Next::fail(failure)),
+    };
+    acme::order::advance(ctx, attempt, issuer, &account, key, status, log).await
 }
 
 fn is_finished(attempt: &CertificateAttempt) -> bool {
@@ -123,14 +217,20 @@ fn finish(
     }
 }
 
-/// Runs the attempt. The outer error is the API's (retried by the controller); the inner one
-/// ends the attempt.
-async fn issue(
+/// What an attempt signs with and the key it certifies.
+struct Prepared {
+    signer: Signer,
+    key: PrivateKey,
+}
+
+/// Resolves the issuer, checks the target Secret may be written, and gets the key (saved
+/// before any CA sees a CSR). The outer error is the API's (retried); the inner one ends the attempt.
+async fn prepare(
     ctx: &Context,
     attempt: &CertificateAttempt,
     namespace: &str,
     log: &mut StepLog,
-) -> Result<Result<Obtained, Failure>> {
+) -> Result<Result<Prepared, Failure>> {
     let spec = &attempt.spec;
     let Some((issuer_spec, issuer_namespace)) = issuer_spec(ctx, attempt, namespace).await? else {
         return Ok(Err(Failure::new("IssuerNotFound", format!("{} does not exist", spec.issuer_ref))));
@@ -139,12 +239,6 @@ async fn issue(
         Ok(signer) => signer,
         Err(not_ready) => return Ok(Err(Failure::new("IssuerNotReady", not_ready.message))),
     };
-    if matches!(signer, Signer::Acme(_)) {
-        return Ok(Err(Failure::new(
-            "NotSupported",
-            "ACME issuers are not supported by this version of certpilot yet",
-        )));
-    }
     let secrets: Api<Secret> = ctx.namespaced(namespace);
     let target = secrets.get_opt(&spec.secret_name).await?;
     if let Some(existing) = &target
@@ -152,30 +246,22 @@ async fn issue(
     {
         return Ok(Err(not_owned(&spec.secret_name)));
     }
-    log.begin("GenerateKey");
-    let key = match key_for(ctx, attempt, namespace, target.as_ref()).await? {
+    let first_time = !log.steps.iter().any(|s| s.name == "GenerateKey");
+    if first_time {
+        log.begin("GenerateKey");
+    }
+    match key_for(ctx, attempt, namespace, target.as_ref()).await? {
         Ok((key, how)) => {
-            log.succeed(how);
-            key
+            if first_time {
+                log.succeed(how);
+            }
+            Ok(Ok(Prepared { signer, key }))
         }
         Err(failure) => {
             log.fail(failure.message.clone());
-            return Ok(Err(failure));
-        }
-    };
-    let obtained = match local::sign(spec, &signer, key, log) {
-        Ok(obtained) => obtained,
-        Err(failure) => return Ok(Err(failure)),
-    };
-    log.begin("WriteSecret");
-    match write_target(ctx, attempt, namespace, &obtained).await? {
-        Ok(()) => log.succeed(format!("wrote Secret {}", spec.secret_name)),
-        Err(failure) => {
-            log.fail(failure.message.clone());
-            return Ok(Err(failure));
+            Ok(Err(failure))
         }
     }
-    Ok(Ok(obtained))
 }
 
 fn not_owned(secret: &str) -> Failure {

@@ -1,8 +1,11 @@
 //! What every reconcile needs: the client, the operator's settings and its metrics.
 
-use crate::{metrics::Metrics, policy::backoff::BackoffPolicy};
+use crate::{metrics::Metrics, policy::backoff::BackoffPolicy, solver::SolverState};
 use kube::{Api, Client, Resource};
-use std::sync::Arc;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
 
 /// Field manager of every write the operator makes (server-side apply).
 pub const FIELD_MANAGER: &str = "certpilot";
@@ -17,6 +20,11 @@ pub struct Settings {
     pub backoff: BackoffPolicy,
     /// How many objects each controller reconciles at once.
     pub concurrency: u16,
+    /// The Service (in the operator's namespace) that routes HTTP-01 requests to the operator.
+    pub solver_service: String,
+    pub solver_service_port: u16,
+    /// How many ACME orders one issuer may have in flight at once.
+    pub max_orders_per_issuer: usize,
 }
 
 impl Default for Settings {
@@ -26,6 +34,9 @@ impl Default for Settings {
             cluster_resource_namespace: "certpilot".into(),
             backoff: BackoffPolicy::default(),
             concurrency: 8,
+            solver_service: "certpilot-solver".into(),
+            solver_service_port: 8089,
+            max_orders_per_issuer: 10,
         }
     }
 }
@@ -34,11 +45,35 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    pub solvers: Arc<SolverState>,
+    /// ACME orders in flight, per issuer: attempt names.
+    orders: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self { client, settings, metrics })
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, solvers: Arc<SolverState>) -> Arc<Self> {
+        Arc::new(Self { client, settings, metrics, solvers, orders: Mutex::default() })
+    }
+
+    /// Takes (or keeps) a slot for `attempt` among the issuer's orders in flight; false when
+    /// the issuer already has `max_orders_per_issuer` other attempts under way.
+    pub fn take_order_slot(&self, issuer: &str, attempt: &str) -> bool {
+        let mut orders = self.orders.lock().expect("orders lock");
+        let in_flight = orders.entry(issuer.to_string()).or_default();
+        if in_flight.contains(attempt) {
+            return true;
+        }
+        if in_flight.len() >= self.settings.max_orders_per_issuer {
+            return false;
+        }
+        in_flight.insert(attempt.to_string())
+    }
+
+    pub fn release_order_slot(&self, attempt: &str) {
+        let mut orders = self.orders.lock().expect("orders lock");
+        for in_flight in orders.values_mut() {
+            in_flight.remove(attempt);
+        }
     }
 
     /// An API for namespaced `K` in `namespace`.

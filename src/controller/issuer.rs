@@ -117,9 +117,27 @@ pub async fn load_signer(ctx: &Context, spec: &IssuerSpec, namespace: &str) -> R
     ))
 }
 
-/// The Ready condition and CA details of an issuer.
-async fn evaluate(ctx: &Context, spec: &IssuerSpec, namespace: &str) -> Result<(Condition, Option<CaStatus>)> {
-    Ok(match load_signer(ctx, spec, namespace).await? {
+/// The Ready condition, CA details and ACME account of an issuer.
+async fn evaluate(
+    ctx: &Context,
+    name: &str,
+    spec: &IssuerSpec,
+    namespace: &str,
+) -> Result<(Condition, Option<CaStatus>, Option<String>)> {
+    if let Some(acme) = &spec.acme {
+        return Ok(match crate::issuance::acme::account::load_or_register(ctx, name, namespace, acme).await? {
+            Ok(account) => {
+                let message = format!("ACME account {} registered at {}", account.uri(), acme.server);
+                (Condition::new("Ready", true, "AccountRegistered", message), None, Some(account.uri().to_string()))
+            }
+            Err(failure) => {
+                let message =
+                    format!("could not register or load an ACME account at {}: {}", acme.server, failure.message);
+                (Condition::new("Ready", false, failure.code, message), None, None)
+            }
+        });
+    }
+    let (condition, ca) = match load_signer(ctx, spec, namespace).await? {
         Ok(Signer::SelfSigned) => {
             (Condition::new("Ready", true, "SelfSigned", "every certificate is signed by its own private key"), None)
         }
@@ -128,35 +146,30 @@ async fn evaluate(ctx: &Context, spec: &IssuerSpec, namespace: &str) -> Result<(
             let status = CaStatus { subject: ca.info.subject.clone(), not_after: ca.info.not_after.to_string() };
             (Condition::new("Ready", true, "CAReady", message), Some(status))
         }
-        Ok(Signer::Acme(_)) => (
-            Condition::new(
-                "Ready",
-                false,
-                "NotSupported",
-                "ACME issuers are not supported by this version of certpilot yet; use selfSigned or ca",
-            ),
-            None,
-        ),
+        Ok(Signer::Acme(_)) => unreachable!("ACME issuers are evaluated above"),
         Err(not_ready) => (Condition::new("Ready", false, not_ready.reason, not_ready.message), None),
-    })
+    };
+    Ok((condition, ca, None))
 }
 
 async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(controller_name::<K>());
     let namespace = secret_namespace(&ctx, K::KIND, issuer.namespace().as_deref());
-    let (mut ready, ca) = evaluate(&ctx, issuer.issuer_spec(), &namespace).await?;
+    let (mut ready, ca, account_uri) = evaluate(&ctx, &issuer.name_any(), issuer.issuer_spec(), &namespace).await?;
     ready.observed_generation = issuer.meta().generation;
     let previous = issuer.issuer_status().cloned().unwrap_or_default();
     let mut status =
-        IssuerStatus { conditions: vec![ready], ca, observed_generation: issuer.meta().generation, ..previous.clone() };
+        IssuerStatus { conditions: vec![ready], ca, account_uri, observed_generation: issuer.meta().generation };
     conditions::stamp(&mut status.conditions, &previous.conditions, jiff::Timestamp::now());
     if status != previous {
         apply_status(&issuer.api_for(ctx.client.clone()), &issuer.name_any(), &status).await?;
     }
     // CA Secrets are not watched (that would mean watching every Secret): look again periodically.
-    Ok(match (issuer.issuer_spec().ca.is_some(), status.conditions[0].is_true()) {
-        (true, true) => Action::requeue(Duration::from_secs(300)),
-        (true, false) => Action::requeue(Duration::from_secs(20)),
+    let ready = status.conditions[0].is_true();
+    Ok(match (issuer.issuer_spec().ca.is_some(), issuer.issuer_spec().acme.is_some(), ready) {
+        (true, _, true) => Action::requeue(Duration::from_secs(300)),
+        (true, _, false) => Action::requeue(Duration::from_secs(20)),
+        (_, true, false) => Action::requeue(Duration::from_secs(60)),
         _ => Action::await_change(),
     })
 }

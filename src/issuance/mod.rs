@@ -1,5 +1,6 @@
 //! Obtaining certificates: the steps of an attempt and their outcome, for each kind of issuer.
 
+pub mod acme;
 pub mod local;
 pub mod steps;
 

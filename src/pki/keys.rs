@@ -68,6 +68,11 @@ impl PrivateKey {
         Ok(Self { pair })
     }
 
+    /// A second handle on the same key (keys are not `Clone`).
+    pub fn clone_pem(&self) -> Result<Self, PkiError> {
+        Self::from_pem(&self.pair.serialize_pem())
+    }
+
     pub fn key_pair(&self) -> &KeyPair {
         &self.pair
     }

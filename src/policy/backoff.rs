@@ -45,9 +45,29 @@ impl BackoffPolicy {
     }
 }
 
+/// Parses an HTTP `Retry-After` value (delay-seconds or an HTTP date) received at `now`.
+pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Timestamp> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return now.checked_add(SignedDuration::from_secs(seconds.min(i64::MAX as u64) as i64)).ok();
+    }
+    jiff::fmt::rfc2822::parse(value).ok().map(|zoned| zoned.timestamp())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_values() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(parse_retry_after("120", now), Some(now + SignedDuration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 2026 03:00:00 GMT", now),
+            Some("2026-01-01T03:00:00Z".parse().unwrap())
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
 
     #[test]
     fn doubles_from_a_minute_to_a_cap_of_six_hours() {

@@ -1,0 +1,110 @@
+//! ACME problem documents (RFC 8555 §6.7) and transport failures, classified into the short
+//! `errorCode` words attempts and issuers report.
+
+use crate::issuance::Failure;
+use instant_acme::{Error, Problem};
+
+const PREFIX: &str = "urn:ietf:params:acme:error:";
+
+/// The `errorCode` for an ACME problem type.
+pub fn code_for_type(problem_type: &str) -> &'static str {
+    match problem_type.strip_prefix(PREFIX).unwrap_or(problem_type) {
+        "rateLimited" => "RateLimited",
+        "unauthorized" => "Unauthorized",
+        "dns" => "DNS",
+        "connection" => "Connection",
+        "tls" => "TLS",
+        "incorrectResponse" => "IncorrectResponse",
+        "caa" => "CAA",
+        "rejectedIdentifier" => "RejectedIdentifier",
+        "unsupportedIdentifier" => "UnsupportedIdentifier",
+        "badCSR" => "BadCSR",
+        "badNonce" => "BadNonce",
+        "badSignatureAlgorithm" => "BadSignatureAlgorithm",
+        "badPublicKey" => "BadPublicKey",
+        "badRevocationReason" => "BadRevocationReason",
+        "externalAccountRequired" => "ExternalAccountRequired",
+        "accountDoesNotExist" => "AccountDoesNotExist",
+        "userActionRequired" => "UserActionRequired",
+        "orderNotReady" => "OrderNotReady",
+        "malformed" => "Malformed",
+        "serverInternal" => "ServerInternal",
+        "invalidContact" => "InvalidContact",
+        "unsupportedContact" => "UnsupportedContact",
+        "compound" => "Compound",
+        "alreadyReplaced" => "AlreadyReplaced",
+        "invalidProfile" => "InvalidProfile",
+        _ => "ACMEError",
+    }
+}
+
+/// "detail (type)", with each subproblem's identifier and detail.
+pub fn describe(problem: &Problem) -> String {
+    let mut text = problem.detail.clone().unwrap_or_else(|| "the CA gave no detail".into());
+    if let Some(t) = &problem.r#type {
+        text.push_str(&format!(" ({t})"));
+    }
+    for sub in &problem.subproblems {
+        let who = sub.identifier.as_ref().map(|i| format!("{i:?}")).unwrap_or_default();
+        text.push_str(&format!("; {who}: {}", sub.detail.as_deref().unwrap_or("")));
+    }
+    text
+}
+
+/// The most specific code of a problem: a compound problem takes its first subproblem's type.
+pub fn code(problem: &Problem) -> &'static str {
+    let own = problem.r#type.as_deref().map(code_for_type).unwrap_or("ACMEError");
+    if own == "Compound"
+        && let Some(sub) = problem.subproblems.iter().find_map(|s| s.r#type.as_deref())
+    {
+        return code_for_type(sub);
+    }
+    own
+}
+
+/// A failure from an instant-acme error.
+pub fn failure(error: &Error) -> Failure {
+    match error {
+        Error::Api(problem) => Failure::new(code(problem), describe(problem)),
+        Error::Hyper(e) => Failure::new("Connection", format!("the ACME server could not be reached: {e}")),
+        Error::Other(e) => Failure::new("Connection", format!("the ACME server could not be reached: {e}")),
+        Error::Timeout(_) => Failure::new("Timeout", "timed out waiting for the ACME server"),
+        Error::Unsupported(what) => Failure::new("Unsupported", format!("the ACME server does not support {what}")),
+        other => Failure::new("ACMEError", other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(t: &str, detail: &str) -> Problem {
+        serde_json::from_value(serde_json::json!({"type": t, "detail": detail, "status": 400})).unwrap()
+    }
+
+    #[test]
+    fn problem_types_map_to_codes() {
+        assert_eq!(code(&problem("urn:ietf:params:acme:error:rateLimited", "too many")), "RateLimited");
+        assert_eq!(code(&problem("urn:ietf:params:acme:error:unauthorized", "no")), "Unauthorized");
+        assert_eq!(code(&problem("urn:ietf:params:acme:error:dns", "NXDOMAIN")), "DNS");
+        assert_eq!(
+            code(&problem("urn:ietf:params:acme:error:externalAccountRequired", "eab")),
+            "ExternalAccountRequired"
+        );
+        assert_eq!(code(&problem("about:blank", "x")), "ACMEError");
+        let f = failure(&Error::Api(problem("urn:ietf:params:acme:error:incorrectResponse", "wrong token")));
+        assert_eq!(f.code, "IncorrectResponse");
+        assert!(f.message.contains("wrong token") && f.message.contains("incorrectResponse"));
+    }
+
+    #[test]
+    fn compound_problems_use_their_first_subproblem() {
+        let p: Problem = serde_json::from_value(serde_json::json!({
+            "type": "urn:ietf:params:acme:error:compound", "detail": "several",
+            "subproblems": [{"type": "urn:ietf:params:acme:error:caa", "detail": "CAA forbids", "identifier": {"type": "dns", "value": "a.example.com"}}]
+        }))
+        .unwrap();
+        assert_eq!(code(&p), "CAA");
+        assert!(describe(&p).contains("CAA forbids"));
+    }
+}

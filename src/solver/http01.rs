@@ -1,0 +1,121 @@
+//! HTTP-01: the operator serves `/.well-known/acme-challenge/<token>` itself, and routes the
+//! CA to it with an Ingress rule in its own namespace, removed when the attempt ends.
+
+use super::SolverState;
+use crate::{
+    api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, issuer::Http01Solver},
+    controller::context::{Context, FIELD_MANAGER},
+    error::Result,
+    secret::label_value,
+};
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::get,
+};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use std::sync::Arc;
+
+/// Label tying solver resources to the attempt that made them.
+pub const ATTEMPT_LABEL: &str = "certpilot.dev/attempt";
+
+async fn challenge(State(state): State<Arc<SolverState>>, Path(token): Path<String>) -> (StatusCode, String) {
+    match state.http01(&token) {
+        Some(key_authorization) => (StatusCode::OK, key_authorization),
+        None => (StatusCode::NOT_FOUND, "unknown token".into()),
+    }
+}
+
+/// The challenge responder.
+pub fn router(state: Arc<SolverState>) -> Router {
+    Router::new().route("/.well-known/acme-challenge/{token}", get(challenge)).with_state(state)
+}
+
+pub async fn serve(addr: std::net::SocketAddr, state: Arc<SolverState>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving HTTP-01 challenges");
+    axum::serve(listener, router(state)).await
+}
+
+fn ingress_name(host: &str, token: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{host}/{token}").as_bytes());
+    let hash: String = digest.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("certpilot-http01-{hash}")
+}
+
+/// Routes the CA's request for `host` + `token` to the operator's solver Service.
+pub async fn route(ctx: &Context, attempt: &str, host: &str, token: &str, solver: &Http01Solver) -> Result<()> {
+    let namespace = &ctx.settings.cluster_resource_namespace;
+    let api: Api<Ingress> = ctx.namespaced(namespace);
+    let name = ingress_name(host, token);
+    let service = solver.service_name.clone().unwrap_or_else(|| ctx.settings.solver_service.clone());
+    let mut spec = serde_json::json!({
+        "rules": [{"host": host, "http": {"paths": [{
+            "path": format!("/.well-known/acme-challenge/{token}"),
+            "pathType": "Exact",
+            "backend": {"service": {"name": service, "port": {"number": ctx.settings.solver_service_port}}},
+        }]}}],
+    });
+    if let Some(class) = &solver.ingress_class_name {
+        spec["ingressClassName"] = serde_json::json!(class);
+    }
+    let body = serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE, ATTEMPT_LABEL: label_value(attempt)}},
+        "spec": spec,
+    });
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
+/// Removes every Ingress made for `attempt`.
+pub async fn unroute(ctx: &Context, attempt: &str) -> Result<()> {
+    let api: Api<Ingress> = ctx.namespaced(&ctx.settings.cluster_resource_namespace);
+    let selector = format!("{ATTEMPT_LABEL}={}", label_value(attempt));
+    for ingress in api.list_metadata(&ListParams::default().labels(&selector)).await?.items {
+        if let Some(name) = ingress.metadata.name {
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(e) if crate::error::is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serves_known_tokens_only() {
+        let state = Arc::new(SolverState::default());
+        state.add_http01("tok", "tok.thumb");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(axum::serve(listener, router(state.clone())).into_future());
+        let get = |path: &str| {
+            let url = format!("http://{addr}{path}");
+            async move {
+                let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let request = format!(
+                    "GET {} HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n",
+                    url.trim_start_matches(&format!("http://{addr}"))
+                );
+                stream.write_all(request.as_bytes()).await.unwrap();
+                let mut response = String::new();
+                stream.read_to_string(&mut response).await.unwrap();
+                response
+            }
+        };
+        let found = get("/.well-known/acme-challenge/tok").await;
+        assert!(found.starts_with("HTTP/1.1 200") && found.ends_with("tok.thumb"), "{found}");
+        assert!(get("/.well-known/acme-challenge/other").await.starts_with("HTTP/1.1 404"));
+        state.remove_http01("tok");
+        assert!(get("/.well-known/acme-challenge/tok").await.starts_with("HTTP/1.1 404"));
+    }
+}

@@ -1,0 +1,163 @@
+//! Challenge solvers: which solver answers a name, and the state they share with the
+//! operator's solver servers.
+
+pub mod dns01;
+pub mod http01;
+pub mod tls_alpn01;
+
+use crate::api::issuer::AcmeSolver;
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+/// The challenge type a solver answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeKind {
+    Http01,
+    Dns01,
+    TlsAlpn01,
+}
+
+impl ChallengeKind {
+    pub fn of(solver: &AcmeSolver) -> Option<Self> {
+        if solver.http01.is_some() {
+            Some(Self::Http01)
+        } else if solver.dns01.is_some() {
+            Some(Self::Dns01)
+        } else if solver.tls_alpn01.is_some() {
+            Some(Self::TlsAlpn01)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_acme(self) -> instant_acme::ChallengeType {
+        match self {
+            Self::Http01 => instant_acme::ChallengeType::Http01,
+            Self::Dns01 => instant_acme::ChallengeType::Dns01,
+            Self::TlsAlpn01 => instant_acme::ChallengeType::TlsAlpn01,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Http01 => "http-01",
+            Self::Dns01 => "dns-01",
+            Self::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+/// How specifically a solver's selector matches `name` (higher wins), or `None` if it does not.
+fn specificity(solver: &AcmeSolver, name: &str) -> Option<usize> {
+    let Some(selector) = &solver.selector else { return Some(0) };
+    let names = selector.dns_names.as_deref().unwrap_or_default();
+    let zones = selector.dns_zones.as_deref().unwrap_or_default();
+    if names.is_empty() && zones.is_empty() {
+        return Some(0);
+    }
+    if names.iter().any(|n| n == name) {
+        return Some(usize::MAX);
+    }
+    let bare = name.trim_start_matches("*.");
+    zones
+        .iter()
+        .filter(|zone| bare == zone.as_str() || bare.ends_with(&format!(".{zone}")))
+        .map(|zone| zone.len() + 1)
+        .max()
+}
+
+/// The solver for `name`: an exact name match beats the longest matching zone, which beats a
+/// solver without selector; the first of equals wins. Wildcards need dns-01.
+pub fn select<'a>(solvers: &'a [AcmeSolver], name: &str) -> Result<(&'a AcmeSolver, ChallengeKind), String> {
+    let mut best: Option<(&AcmeSolver, usize)> = None;
+    for solver in solvers {
+        if let Some(score) = specificity(solver, name)
+            && best.is_none_or(|(_, b)| score > b)
+        {
+            best = Some((solver, score));
+        }
+    }
+    let (solver, _) = best.ok_or_else(|| {
+        format!("no solver of the issuer matches {name}; add one without a selector, or one whose selector names it")
+    })?;
+    let kind =
+        ChallengeKind::of(solver).ok_or_else(|| "the matching solver has no http01, dns01 or tlsAlpn01".to_string())?;
+    if name.starts_with("*.") && kind != ChallengeKind::Dns01 {
+        return Err(format!(
+            "{name} is a wildcard, which only dns-01 can validate, but the matching solver uses {}",
+            kind.name()
+        ));
+    }
+    Ok((solver, kind))
+}
+
+/// What the operator's solver servers answer: HTTP-01 tokens and TLS-ALPN-01 certificates.
+#[derive(Default)]
+pub struct SolverState {
+    http01: RwLock<HashMap<String, String>>,
+    tls_alpn01: RwLock<HashMap<String, Arc<rustls::sign::CertifiedKey>>>,
+}
+
+impl SolverState {
+    pub fn add_http01(&self, token: &str, key_authorization: &str) {
+        self.http01.write().expect("solver lock").insert(token.into(), key_authorization.into());
+    }
+    pub fn remove_http01(&self, token: &str) {
+        self.http01.write().expect("solver lock").remove(token);
+    }
+    pub fn http01(&self, token: &str) -> Option<String> {
+        self.http01.read().expect("solver lock").get(token).cloned()
+    }
+    pub fn add_tls_alpn01(&self, name: &str, certificate: Arc<rustls::sign::CertifiedKey>) {
+        self.tls_alpn01.write().expect("solver lock").insert(name.into(), certificate);
+    }
+    pub fn remove_tls_alpn01(&self, name: &str) {
+        self.tls_alpn01.write().expect("solver lock").remove(name);
+    }
+    pub fn tls_alpn01(&self, name: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.tls_alpn01.read().expect("solver lock").get(name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::issuer::{Dns01Solver, Http01Solver, SolverSelector};
+
+    fn http(selector: Option<SolverSelector>) -> AcmeSolver {
+        AcmeSolver { selector, http01: Some(Http01Solver::default()), ..Default::default() }
+    }
+
+    fn dns(selector: Option<SolverSelector>) -> AcmeSolver {
+        AcmeSolver { selector, dns01: Some(Dns01Solver::default()), ..Default::default() }
+    }
+
+    fn zones(z: &[&str]) -> Option<SolverSelector> {
+        Some(SolverSelector { dns_zones: Some(z.iter().map(|s| s.to_string()).collect()), dns_names: None })
+    }
+
+    #[test]
+    fn exact_names_beat_zones_beat_defaults() {
+        let solvers = vec![
+            http(None),
+            dns(zones(&["example.com"])),
+            dns(zones(&["internal.example.com"])),
+            http(Some(SolverSelector { dns_names: Some(vec!["www.internal.example.com".into()]), dns_zones: None })),
+        ];
+        assert_eq!(select(&solvers, "other.org").unwrap().1, ChallengeKind::Http01);
+        assert!(std::ptr::eq(select(&solvers, "a.example.com").unwrap().0, &solvers[1]));
+        assert!(std::ptr::eq(select(&solvers, "a.internal.example.com").unwrap().0, &solvers[2]));
+        assert!(std::ptr::eq(select(&solvers, "www.internal.example.com").unwrap().0, &solvers[3]));
+        assert!(std::ptr::eq(select(&solvers, "example.com").unwrap().0, &solvers[1]));
+    }
+
+    #[test]
+    fn wildcards_need_dns01_and_unmatched_names_are_explained() {
+        assert!(select(&[http(None)], "*.example.com").unwrap_err().contains("only dns-01"));
+        assert_eq!(select(&[dns(None)], "*.example.com").unwrap().1, ChallengeKind::Dns01);
+        assert!(select(&[dns(zones(&["example.com"]))], "other.org").unwrap_err().contains("no solver"));
+        assert!(select(&[], "a.example.com").is_err());
+    }
+}

@@ -1,0 +1,270 @@
+//! End to end with a real ACME server: Pebble (Debian's `pebble`), the operator binary, and the
+//! test API server (or a real cluster with `CERTPILOT_TEST_KUBECONFIG`).
+
+mod support;
+
+use certpilot::{
+    api::{Certificate, CertificateAttempt, Issuer, attempt::AttemptPhase, certificate::CertificatePhase},
+    pki::{
+        PrivateKey,
+        cert::{parse_chain, pem_certificates},
+    },
+};
+use certpilot_test_apiserver::cluster::TestCluster;
+use k8s_openapi::api::{core::v1::Secret, networking::v1::Ingress};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::{pebble::*, *};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+struct Env {
+    cluster: TestCluster,
+    pebble: Pebble,
+    operator: Option<Operator>,
+    solver_args: Vec<String>,
+}
+
+impl Env {
+    async fn start(test: &str, configure: impl FnOnce(&mut PebbleOptions)) -> Self {
+        let mut cluster = TestCluster::start(test).await.expect("cluster");
+        install_certpilot_crds(&cluster).await;
+        let mut options = PebbleOptions {
+            http_port: free_port(),
+            tls_port: free_port(),
+            dns_server: None,
+            eab_keys: Vec::new(),
+            nonce_reject: 0,
+        };
+        let solver_args = vec![
+            "--solver-http-address".to_string(),
+            format!("127.0.0.1:{}", options.http_port),
+            "--solver-tls-address".to_string(),
+            format!("127.0.0.1:{}", options.tls_port),
+        ];
+        configure(&mut options);
+        let pebble = Pebble::start(options);
+        let args: Vec<&str> = solver_args.iter().map(String::as_str).collect();
+        let operator = Operator::start_with(&mut cluster, &args);
+        Self { cluster, pebble, operator: Some(operator), solver_args }
+    }
+
+    fn restart_operator(&mut self) {
+        if let Some(operator) = self.operator.take() {
+            operator.kill();
+        }
+        let args: Vec<&str> = self.solver_args.iter().map(String::as_str).collect();
+        self.operator = Some(Operator::start_with(&mut self.cluster, &args));
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.cluster.client(), self.cluster.namespace())
+    }
+
+    async fn apply<K>(&self, doc: Value) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+        self.api::<K>().patch(&name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(&doc)).await.expect("apply")
+    }
+
+    async fn acme_issuer(&self, name: &str, extra: Value) -> Issuer {
+        let mut acme = json!({"server": self.pebble.directory, "caBundle": self.pebble.ca_pem, "email": "ops@example.com", "solvers": [{"http01": {}}]});
+        acme.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        self.apply(json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": name}, "spec": {"acme": acme}})).await
+    }
+
+    async fn issuer_condition(&self, name: &str, reason_is: impl Fn(&str) -> bool) -> Issuer {
+        wait_for(&self.api::<Issuer>(), name, "issuer condition", WAIT, |i: &Issuer| {
+            i.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && reason_is(&c.reason)))
+        })
+        .await
+    }
+
+    async fn certificate(&self, name: &str, dns_names: &[&str], issuer: &str) {
+        let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Certificate", "metadata": {"name": name},
+            "spec": {"secretName": format!("{name}-tls"), "dnsNames": dns_names, "issuerRef": {"name": issuer}}});
+        self.apply::<Certificate>(doc).await;
+    }
+
+    async fn ready(&self, name: &str) -> Certificate {
+        wait_for(&self.api::<Certificate>(), name, &format!("Certificate {name} Ready"), WAIT, |c: &Certificate| {
+            c.status.as_ref().is_some_and(|s| {
+                s.phase == CertificatePhase::Ready
+                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .await
+    }
+}
+
+fn assert_acme_secret(secret: &Secret, names: &[&str]) {
+    let data = secret.data.as_ref().unwrap();
+    let key = PrivateKey::from_pem(std::str::from_utf8(&data["tls.key"].0).unwrap()).unwrap();
+    let leaf = parse_chain(&data["tls.crt"].0).unwrap();
+    assert_eq!(leaf.public_key_info, key.public_key_info());
+    assert!(leaf.issuer.contains("Pebble"), "{}", leaf.issuer);
+    let mut got = leaf.dns_names.clone();
+    got.sort();
+    assert_eq!(got, names);
+    assert!(pem_certificates(&data["tls.crt"].0).unwrap().len() >= 2, "leaf and intermediate");
+}
+
+#[tokio::test]
+async fn issues_with_http01_served_by_the_operator() {
+    let env = Env::start("acme-http01", |_| {}).await;
+    let issuer = env.acme_issuer("pebble", json!({})).await;
+    let issuer = env.issuer_condition(&issuer.name_any(), |r| r == "AccountRegistered").await;
+    let account = issuer.status.unwrap().account_uri.unwrap();
+    assert!(account.starts_with("https://127.0.0.1:"), "{account}");
+    env.certificate("web", &["web.certpilot.test", "www.certpilot.test"], "pebble").await;
+    let cert = env.ready("web").await;
+    let secret = env.api::<Secret>().get("web-tls").await.unwrap();
+    assert_acme_secret(&secret, &["web.certpilot.test", "www.certpilot.test"]);
+    let attempt = env.api::<CertificateAttempt>().get(&cert.status.unwrap().last_attempt.unwrap().name).await.unwrap();
+    let status = attempt.status.unwrap();
+    assert_eq!(status.phase, AttemptPhase::Succeeded);
+    assert!(status.order.unwrap().url.starts_with("https://127.0.0.1:"));
+    assert_eq!(status.challenges.len(), 2);
+    for record in &status.challenges {
+        assert_eq!(record.type_, "http-01");
+        assert!(
+            record
+                .http_url
+                .as_deref()
+                .unwrap()
+                .starts_with(&format!("http://{}/.well-known/acme-challenge/", record.dns_name))
+        );
+        assert!(record.record_value.as_deref().unwrap().contains('.'), "key authorization is token.thumbprint");
+    }
+    let steps: Vec<&str> = status.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(steps, ["GenerateKey", "PlaceOrder", "Validate", "Finalize", "Download", "Verify", "WriteSecret"]);
+    // The Ingress rules routing the CA to the operator are gone once the attempt ended.
+    let solver_ingresses: Api<Ingress> = env.api();
+    let left =
+        solver_ingresses.list(&ListParams::default().labels("app.kubernetes.io/managed-by=certpilot")).await.unwrap();
+    assert!(left.items.is_empty(), "{:?}", left.items.iter().map(|i| i.name_any()).collect::<Vec<_>>());
+    assert_eq!(env.pebble.new_orders(), 1);
+}
+
+#[tokio::test]
+async fn issues_with_tls_alpn01() {
+    let env = Env::start("acme-tlsalpn", |_| {}).await;
+    env.acme_issuer("pebble", json!({"solvers": [{"tlsAlpn01": {}}]})).await;
+    env.certificate("alpn", &["alpn.certpilot.test"], "pebble").await;
+    let cert = env.ready("alpn").await;
+    assert_acme_secret(&env.api::<Secret>().get("alpn-tls").await.unwrap(), &["alpn.certpilot.test"]);
+    let attempt = env.api::<CertificateAttempt>().get(&cert.status.unwrap().last_attempt.unwrap().name).await.unwrap();
+    assert_eq!(attempt.status.unwrap().challenges[0].type_, "tls-alpn-01");
+}
+
+#[tokio::test]
+async fn a_failed_challenge_fails_the_attempt_with_the_cas_error() {
+    // Pebble validates HTTP-01 on a port where nothing listens.
+    let env = Env::start("acme-invalid", |o| o.http_port = free_port()).await;
+    env.acme_issuer("pebble", json!({})).await;
+    env.certificate("broken", &["broken.certpilot.test"], "pebble").await;
+    let cert = wait_for(&env.api::<Certificate>(), "broken", "a failed attempt", WAIT, |c: &Certificate| {
+        c.status.as_ref().is_some_and(|s| s.phase == CertificatePhase::Failed)
+    })
+    .await;
+    let status = cert.status.unwrap();
+    assert_eq!(status.attempts_count, 1);
+    assert!(status.next_attempt_time.is_some());
+    let attempt =
+        env.api::<CertificateAttempt>().get(&status.last_attempt.unwrap().name).await.unwrap().status.unwrap();
+    assert_eq!(attempt.phase, AttemptPhase::Failed);
+    assert_eq!(attempt.error_code.as_deref(), Some("Connection"), "{attempt:#?}");
+    let message = attempt.error_message.unwrap();
+    assert!(message.contains("broken.certpilot.test"), "{message}");
+    assert_eq!(attempt.challenges[0].status, "invalid");
+    assert!(attempt.challenges[0].error.is_some());
+    let issuing = status.conditions.iter().find(|c| c.type_ == "Issuing").unwrap();
+    assert_eq!(issuing.reason, "Connection");
+    assert!(status.validation_errors.iter().any(|e| e.contains("broken.certpilot.test")));
+}
+
+#[tokio::test]
+async fn external_account_binding_is_required_and_checked() {
+    let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let env = Env::start("acme-eab", |o| o.eab_keys = vec![("kid-1".into(), key.into())]).await;
+    env.acme_issuer("no-eab", json!({})).await;
+    let refused = env.issuer_condition("no-eab", |r| r != "AccountRegistered").await;
+    let ready = refused.status.unwrap().conditions.remove(0);
+    assert_eq!(ready.reason, "ExternalAccountRequired", "{ready:?}");
+    let mut hmac = Secret::default();
+    hmac.metadata.name = Some("eab".into());
+    hmac.string_data =
+        Some([("good".to_string(), key.to_string()), ("bad".to_string(), "bm90LXRoZS1rZXk".to_string())].into());
+    env.api::<Secret>().create(&Default::default(), &hmac).await.unwrap();
+    env.acme_issuer(
+        "wrong-eab",
+        json!({"externalAccountBinding": {"keyId": "kid-1", "keySecretRef": {"name": "eab", "key": "bad"}}}),
+    )
+    .await;
+    let wrong = env.issuer_condition("wrong-eab", |r| r != "AccountRegistered").await;
+    assert!(!wrong.status.unwrap().conditions[0].message.is_empty());
+    env.acme_issuer(
+        "with-eab",
+        json!({"externalAccountBinding": {"keyId": "kid-1", "keySecretRef": {"name": "eab", "key": "good"}}}),
+    )
+    .await;
+    env.issuer_condition("with-eab", |r| r == "AccountRegistered").await;
+    env.certificate("bound", &["bound.certpilot.test"], "with-eab").await;
+    env.ready("bound").await;
+}
+
+#[tokio::test]
+async fn still_issues_when_the_ca_rejects_nonces() {
+    let env = Env::start("acme-nonces", |o| o.nonce_reject = 40).await;
+    env.acme_issuer("pebble", json!({})).await;
+    env.certificate("nonce", &["nonce.certpilot.test"], "pebble").await;
+    let cert = env.ready("nonce").await;
+    let status = cert.status.unwrap();
+    assert_eq!(status.last_attempt.unwrap().name, "nonce-1", "rejected nonces are retried within the attempt");
+    assert_eq!(status.attempts_count, 0);
+}
+
+#[tokio::test]
+async fn a_restarted_operator_completes_the_same_order() {
+    let mut env = Env::start("acme-restart", |_| {}).await;
+    // Slow the API down (test server only) so the operator can be stopped between placing the
+    // order and finalizing it.
+    if let Some(server) = env.cluster.server() {
+        server.faults().set_latency(Duration::from_millis(400));
+    }
+    env.acme_issuer("pebble", json!({})).await;
+    env.issuer_condition("pebble", |r| r == "AccountRegistered").await;
+    env.certificate("resume", &["resume.certpilot.test"], "pebble").await;
+    let attempts: Api<CertificateAttempt> = env.api();
+    let placed = eventually("an order to be placed", WAIT, || async {
+        let list = attempts.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|a| a.status.as_ref().is_some_and(|s| s.order.is_some()))
+    })
+    .await;
+    env.operator.take().unwrap().kill();
+    let status = attempts.get(&placed.name_any()).await.unwrap().status.unwrap();
+    assert_ne!(status.phase, AttemptPhase::Succeeded, "the operator was stopped mid-order");
+    let order_url = status.order.unwrap().url;
+    if let Some(server) = env.cluster.server() {
+        server.faults().set_latency(Duration::ZERO);
+    }
+    env.restart_operator();
+    env.ready("resume").await;
+    let finished = attempts.get(&placed.name_any()).await.unwrap().status.unwrap();
+    assert_eq!(finished.phase, AttemptPhase::Succeeded);
+    assert_eq!(finished.order.unwrap().url, order_url, "the same order was completed");
+    assert_eq!(env.pebble.new_orders(), 1, "Pebble saw no second order");
+    assert_eq!(attempts.list(&ListParams::default()).await.unwrap().items.len(), 1);
+}

@@ -1,0 +1,166 @@
+//! Pebble (Let's Encrypt's ACME test server, from Debian) and pebble-challtestsrv as its DNS,
+//! started per test on free loopback ports, with a TLS certificate generated at start.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Options of a Pebble instance.
+pub struct PebbleOptions {
+    /// Where Pebble connects for HTTP-01 (the operator's solver port).
+    pub http_port: u16,
+    /// Where Pebble connects for TLS-ALPN-01.
+    pub tls_port: u16,
+    /// DNS server Pebble resolves names with; a pebble-challtestsrv answering 127.0.0.1 when `None`.
+    pub dns_server: Option<String>,
+    /// External account binding keys (key id, base64url HMAC key); required when not empty.
+    pub eab_keys: Vec<(String, String)>,
+    /// Percentage of good nonces Pebble rejects.
+    pub nonce_reject: u8,
+}
+
+pub struct Pebble {
+    children: Vec<Child>,
+    pub directory: String,
+    /// PEM of the CA that signed Pebble's TLS certificate (the issuer's `caBundle`).
+    pub ca_pem: String,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tls_files(dir: &std::path::Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "certpilot test Pebble TLS CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, &ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    ca_cert.pem()
+}
+
+fn spawn_logged(mut command: Command, log: Arc<Mutex<Vec<String>>>) -> Child {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("pebble is installed (apt-get install pebble)");
+    for stream in [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line);
+            }
+        });
+    }
+    child
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} did not open");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Pebble {
+    pub fn start(options: PebbleOptions) -> Self {
+        let dir = std::env::temp_dir().join(format!("certpilot-pebble-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_pem = tls_files(&dir);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut children = Vec::new();
+        let dns = match options.dns_server {
+            Some(server) => server,
+            None => {
+                let (dns_port, management_port) = (free_port(), free_port());
+                let mut command = Command::new("pebble-challtestsrv");
+                command.args(["-http01", "", "-https01", "", "-tlsalpn01", ""]);
+                command.args([
+                    "-dns01",
+                    &format!("127.0.0.1:{dns_port}"),
+                    "-management",
+                    &format!("127.0.0.1:{management_port}"),
+                ]);
+                command.args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]);
+                children.push(spawn_logged(command, log.clone()));
+                wait_for_port(management_port);
+                format!("127.0.0.1:{dns_port}")
+            }
+        };
+        let (acme_port, management_port) = (free_port(), free_port());
+        let eab: serde_json::Map<String, serde_json::Value> =
+            options.eab_keys.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+        let config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{acme_port}"),
+            "managementListenAddress": format!("127.0.0.1:{management_port}"),
+            "certificate": dir.join("cert.pem"), "privateKey": dir.join("key.pem"),
+            "httpPort": options.http_port, "tlsPort": options.tls_port, "ocspResponderURL": "",
+            "externalAccountBindingRequired": !eab.is_empty(), "externalAccountMACKeys": eab,
+        }});
+        std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
+        let mut command = Command::new("pebble");
+        command.arg("-config").arg(dir.join("pebble.json")).args(["-dnsserver", &dns]);
+        command
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string())
+            .env("PEBBLE_AUTHZREUSE", "0");
+        children.push(spawn_logged(command, log.clone()));
+        wait_for_port(acme_port);
+        Self { children, directory: format!("https://127.0.0.1:{acme_port}/dir"), ca_pem, log, _dir: TempDir(dir) }
+    }
+
+    /// How many times Pebble was asked for a new order.
+    pub fn new_orders(&self) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains("POST /order-plz")).count()
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    format!("{}-{}", std::process::id(), free_port())
+}
