@@ -18,7 +18,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{pebble::*, *};
+use support::{bind::*, pebble::*, *};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -267,4 +267,62 @@ async fn a_restarted_operator_completes_the_same_order() {
     assert_eq!(finished.order.unwrap().url, order_url, "the same order was completed");
     assert_eq!(env.pebble.new_orders(), 1, "Pebble saw no second order");
     assert_eq!(attempts.list(&ListParams::default()).await.unwrap().items.len(), 1);
+}
+
+#[tokio::test]
+async fn issues_a_wildcard_with_dns01_through_rfc2136() {
+    let bind = Bind::start();
+    let dns = bind.address.clone();
+    let env = Env::start("acme-dns01", |o| o.dns_server = Some(dns)).await;
+    let mut tsig = Secret::default();
+    tsig.metadata.name = Some("tsig".into());
+    tsig.string_data = Some([("secret".to_string(), bind.tsig_secret.clone())].into());
+    env.api::<Secret>().create(&Default::default(), &tsig).await.unwrap();
+    let rfc2136 = json!({"nameserver": bind.address, "tsigKeyName": KEY_NAME, "tsigAlgorithm": "hmac-sha256", "tsigSecretRef": {"name": "tsig", "key": "secret"}});
+    env.acme_issuer("bind", json!({"solvers": [{"dns01": {"rfc2136": rfc2136}}]})).await;
+    env.certificate("wild", &["*.certpilot.test", "certpilot.test"], "bind").await;
+    let cert = env.ready("wild").await;
+    assert_acme_secret(&env.api::<Secret>().get("wild-tls").await.unwrap(), &["*.certpilot.test", "certpilot.test"]);
+    let attempt = env
+        .api::<CertificateAttempt>()
+        .get(&cert.status.unwrap().last_attempt.unwrap().name)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(attempt.challenges.len(), 2);
+    for record in &attempt.challenges {
+        assert_eq!(record.type_, "dns-01");
+        assert_eq!(record.record_name.as_deref(), Some("_acme-challenge.certpilot.test"));
+    }
+    // The TXT records are removed once the attempt ended.
+    let left = certpilot::solver::dns01::txt_values(&bind.address, "_acme-challenge.certpilot.test.").await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_tsig_key_is_reported() {
+    let bind = Bind::start();
+    let dns = bind.address.clone();
+    let env = Env::start("acme-dns01-badkey", |o| o.dns_server = Some(dns)).await;
+    let mut tsig = Secret::default();
+    tsig.metadata.name = Some("tsig".into());
+    tsig.string_data = Some([("secret".to_string(), "d3JvbmcgLS0gbm90IHRoZSBrZXkgYXQgYWxsIQ==".to_string())].into());
+    env.api::<Secret>().create(&Default::default(), &tsig).await.unwrap();
+    let rfc2136 = json!({"nameserver": bind.address, "tsigKeyName": KEY_NAME, "tsigSecretRef": {"name": "tsig", "key": "secret"}});
+    env.acme_issuer("bind", json!({"solvers": [{"dns01": {"rfc2136": rfc2136}}]})).await;
+    env.certificate("denied", &["denied.certpilot.test"], "bind").await;
+    let cert = wait_for(&env.api::<Certificate>(), "denied", "a failed attempt", WAIT, |c: &Certificate| {
+        c.status.as_ref().is_some_and(|s| s.phase == CertificatePhase::Failed)
+    })
+    .await;
+    let attempt = env
+        .api::<CertificateAttempt>()
+        .get(&cert.status.unwrap().last_attempt.unwrap().name)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(attempt.error_code.as_deref(), Some("DNSUpdateRefused"), "{attempt:#?}");
+    assert!(attempt.error_message.unwrap().contains("TSIG"));
 }

@@ -73,7 +73,7 @@ async fn reconcile(cached: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Result
             store(&ctx, &attempt, &namespace, signed, &mut log).await?
         }
     };
-    cleanup(&ctx, &name, &namespace, &status).await?;
+    cleanup(&ctx, &attempt, &namespace, &status).await?;
     finish(&mut status, log, outcome, &ctx, attempt.spec.issuer_ref.kind);
     apply_status(&api, &name, &status).await?;
     Ok(Action::await_change())
@@ -106,7 +106,14 @@ async fn store(
 
 /// Removes what the attempt set up: its key Secret, HTTP-01 routes and tokens, TLS-ALPN-01
 /// certificates and DNS-01 records.
-async fn cleanup(ctx: &Context, attempt: &str, namespace: &str, status: &CertificateAttemptStatus) -> Result<()> {
+async fn cleanup(
+    ctx: &Context,
+    attempt_object: &CertificateAttempt,
+    namespace: &str,
+    status: &CertificateAttemptStatus,
+) -> Result<()> {
+    let attempt = &attempt_object.name_any();
+    remove_dns_records(ctx, attempt_object, namespace, status).await?;
     let keys: Api<Secret> = ctx.namespaced(namespace);
     if let Err(e) = keys.delete(&key_secret_name(attempt), &DeleteParams::default()).await
         && !is_not_found(&e)
@@ -125,6 +132,33 @@ async fn cleanup(ctx: &Context, attempt: &str, namespace: &str, status: &Certifi
         http01::unroute(ctx, attempt).await?;
     }
     ctx.release_order_slot(attempt);
+    Ok(())
+}
+
+/// Deletes the DNS-01 TXT records the attempt published; a failure is logged, not fatal (the
+/// records are harmless and the CA has already checked them).
+async fn remove_dns_records(
+    ctx: &Context,
+    attempt: &CertificateAttempt,
+    namespace: &str,
+    status: &CertificateAttemptStatus,
+) -> Result<()> {
+    let records: Vec<_> = status.challenges.iter().filter(|r| r.type_ == "dns-01").collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    let Some((spec, _)) = issuer_spec(ctx, attempt, namespace).await? else { return Ok(()) };
+    let Some(acme) = spec.acme else { return Ok(()) };
+    for record in records {
+        let solver = crate::solver::select(&acme.solvers, &record.dns_name)
+            .ok()
+            .and_then(|(s, _)| s.dns01.as_ref())
+            .and_then(|d| d.rfc2136.clone());
+        let (Some(solver), Some(value)) = (solver, record.record_value.as_deref()) else { continue };
+        if let Err(failure) = crate::solver::dns01::cleanup(ctx, attempt, &solver, &record.dns_name, value).await? {
+            tracing::warn!(attempt = %attempt.name_any(), name = %record.dns_name, error = %failure.message, "could not remove the DNS-01 record");
+        }
+    }
     Ok(())
 }
 

@@ -161,4 +161,5 @@ where
     }
 }
 
+pub mod bind;
 pub mod pebble;

@@ -1,0 +1,85 @@
+//! BIND (Debian's `bind9`) as the authoritative server of `certpilot.test`, accepting RFC 2136
+//! updates signed with a TSIG key, on a free loopback port. Every name in the zone resolves to
+//! 127.0.0.1, so Pebble can use it as its only DNS server.
+#![allow(dead_code)]
+
+use super::pebble::free_port;
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub const ZONE: &str = "certpilot.test";
+pub const KEY_NAME: &str = "certpilot-test.";
+
+pub struct Bind {
+    child: Child,
+    dir: PathBuf,
+    pub address: String,
+    /// The base64 TSIG secret (hmac-sha256).
+    pub tsig_secret: String,
+}
+
+fn random_secret() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+impl Bind {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("certpilot-bind-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let tsig_secret = random_secret();
+        let zone = format!(
+            "$TTL 60\n@ IN SOA ns.{ZONE}. admin.{ZONE}. 1 60 60 600 60\n@ IN NS ns.{ZONE}.\nns IN A 127.0.0.1\n@ IN A 127.0.0.1\n* IN A 127.0.0.1\n"
+        );
+        std::fs::write(dir.join("zone.db"), zone).unwrap();
+        let config = format!(
+            r#"options {{
+  directory "{dir}";
+  pid-file "{dir}/named.pid";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+  dnssec-validation no;
+  allow-query {{ any; }};
+}};
+controls {{ }};
+key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{tsig_secret}"; }};
+zone "{ZONE}" {{
+  type primary;
+  file "{dir}/zone.db";
+  update-policy {{ grant {KEY_NAME} zonesub TXT; }};
+}};
+"#,
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("named.conf"), config).unwrap();
+        let child = Command::new("named")
+            .args(["-g", "-4", "-c"])
+            .arg(dir.join("named.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("BIND is installed (apt-get install bind9)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "BIND did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, dir, address: format!("127.0.0.1:{port}"), tsig_secret }
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
