@@ -71,7 +71,14 @@ fn stored_certificate(secret: &Secret) -> Result<StoredCertificate, String> {
     if key.public_key_info() != info.public_key_info {
         return Err("tls.key is not the private key of the certificate in tls.crt".into());
     }
-    Ok(StoredCertificate { info, issuer: stored_issuer(secret), key: key.describe() })
+    let ari_id = crate::pki::cert::pem_certificates(chain).ok().and_then(|ders| ari_identifier(&ders[0]));
+    Ok(StoredCertificate { info, issuer: stored_issuer(secret), key: key.describe(), ari_id })
+}
+
+/// The RFC 9773 identifier of a certificate (`<base64url AKI>.<base64url serial>`).
+pub fn ari_identifier(der: &[u8]) -> Option<String> {
+    let der = rustls_pki_types::CertificateDer::from(der.to_vec());
+    instant_acme::CertificateIdentifier::try_from(&der).ok().map(|id| id.to_string())
 }
 
 /// The private key in the Secret, if it holds a readable one.

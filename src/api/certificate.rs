@@ -270,9 +270,31 @@ pub struct CertificateStatus {
     /// Validation errors the CA reported on the latest attempt.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_errors: Vec<String>,
+    /// The CA's ACME Renewal Information (RFC 9773) for the current certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_info: Option<RenewalInfoStatus>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// What the CA said about renewing the current certificate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewalInfoStatus {
+    /// The ARI identifier of the certificate asked about (`<authority key id>.<serial>`).
+    pub certificate_id: String,
+    /// Start of the suggested renewal window; absent when the CA does not offer ARI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<Time>,
+    /// End of the suggested renewal window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<Time>,
+    /// The CA's explanation of the window, if it gave one.
+    #[serde(default, rename = "explanationURL", skip_serializing_if = "Option::is_none")]
+    pub explanation_url: Option<String>,
+    /// When to ask the CA again (its Retry-After).
+    pub next_check: Time,
 }
 
 impl CertificateSpec {

@@ -1,7 +1,13 @@
 //! The Certificate controller: dereference (issuer, Secret, attempts) → decide (pure) → create
 //! or cancel an attempt → summarise status (pure) → requeue at the next moment that matters.
 
-use super::{apply_status, context::Context, error_policy, issuer::issuer_state, run_controller};
+use super::{
+    apply_status,
+    context::Context,
+    error_policy,
+    issuer::{issuer_state, secret_namespace},
+    run_controller,
+};
 use crate::{
     api::{
         CERTIFICATE_NAME_LABEL, Certificate, CertificateAttempt, CertificateAttemptSpec, ClusterIssuer, Issuer,
@@ -19,6 +25,14 @@ use crate::{
         trigger::{AttemptView, Decision, Desired, Observed},
     },
     secret::{classify, label_value, shorten},
+};
+use crate::{
+    api::{IssuerRef, certificate::RenewalInfoStatus, issuer::AcmeIssuer},
+    issuance::acme::account::load_or_register,
+    policy::{
+        renewal::SuggestedWindow,
+        trigger::{IssuerState, SecretState},
+    },
 };
 use jiff::Timestamp;
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
@@ -117,32 +131,106 @@ async fn list_attempts(api: &Api<CertificateAttempt>, cert: &Certificate) -> Res
     Ok(attempts)
 }
 
-async fn observe(
-    cert: &Certificate,
-    ctx: &Context,
-    namespace: &str,
-    desired: Desired,
-) -> Result<(Observed, Vec<CertificateAttempt>)> {
-    let issuer = issuer_state(ctx, namespace, &desired.issuer).await?;
+struct Observation {
+    observed: Observed,
+    attempts: Vec<CertificateAttempt>,
+    renewal_info: Option<RenewalInfoStatus>,
+}
+
+async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: Desired) -> Result<Observation> {
+    let (issuer, issuer_spec) = issuer_state(ctx, namespace, &desired.issuer).await?;
     let secret = ctx.namespaced::<Secret>(namespace).get_opt(&desired.secret_name).await?;
     let attempts = list_attempts(&ctx.namespaced(namespace), cert).await?;
     let name = cert.name_any();
+    let secret = classify(secret.as_ref(), &name);
+    let previous = cert.status.as_ref().and_then(|s| s.renewal_info.clone());
+    let renewal_info = match (&secret, issuer_spec.and_then(|s| s.acme)) {
+        (SecretState::Present(stored), Some(acme)) if issuer == IssuerState::Ready => match &stored.ari_id {
+            Some(id) => Some(renewal_info(ctx, namespace, &desired.issuer, &acme, id, previous).await?),
+            None => None,
+        },
+        _ => None,
+    };
+    let ari_window = renewal_info.as_ref().and_then(|r| match (&r.window_start, &r.window_end) {
+        (Some(start), Some(end)) => Some(SuggestedWindow { start: start.0, end: end.0 }),
+        _ => None,
+    });
     let observed = Observed {
         now: Timestamp::now(),
         issuer,
-        secret: classify(secret.as_ref(), &name),
+        secret,
         attempts: attempts.iter().filter_map(|a| view(&name, a)).collect(),
         jitter_key: format!("{namespace}/{name}"),
-        ari_window: None,
+        ari_window,
         backoff: ctx.settings.backoff,
         desired,
     };
-    Ok((observed, attempts))
+    Ok(Observation { observed, attempts, renewal_info })
+}
+
+/// The CA's renewal window for the stored certificate: the one in status while it is fresh,
+/// else asked anew (RFC 9773), at most as often as the CA's Retry-After allows.
+async fn renewal_info(
+    ctx: &Context,
+    namespace: &str,
+    issuer_ref: &IssuerRef,
+    acme: &AcmeIssuer,
+    certificate_id: &str,
+    previous: Option<RenewalInfoStatus>,
+) -> Result<RenewalInfoStatus> {
+    let now = Timestamp::now();
+    if let Some(previous) = previous.filter(|p| p.certificate_id == certificate_id && p.next_check.0 > now) {
+        return Ok(previous);
+    }
+    let unsupported = |hours: i64| RenewalInfoStatus {
+        certificate_id: certificate_id.to_string(),
+        window_start: None,
+        window_end: None,
+        explanation_url: None,
+        next_check: Time(now + jiff::SignedDuration::from_hours(hours)),
+    };
+    let account_namespace = secret_namespace(ctx, issuer_ref.kind, Some(namespace));
+    let Ok(account) = load_or_register(ctx, &issuer_ref.name, &account_namespace, acme).await? else {
+        return Ok(unsupported(1));
+    };
+    let Some((aki, serial)) = certificate_id.split_once('.') else { return Ok(unsupported(24)) };
+    let id = instant_acme::CertificateIdentifier { authority_key_identifier: aki.into(), serial: serial.into() };
+    Ok(match account.account.renewal_info(&id).await {
+        Ok((info, retry)) => {
+            let at = |t: time::OffsetDateTime| Timestamp::from_second(t.unix_timestamp()).ok().map(Time);
+            // At least a minute between checks, whatever the CA says.
+            let wait = jiff::SignedDuration::try_from(retry.max(Duration::from_secs(60)))
+                .unwrap_or(jiff::SignedDuration::from_hours(6));
+            RenewalInfoStatus {
+                certificate_id: certificate_id.to_string(),
+                window_start: at(info.suggested_window.start),
+                window_end: at(info.suggested_window.end),
+                explanation_url: info.explanation_url,
+                next_check: Time(now + wait),
+            }
+        }
+        Err(instant_acme::Error::Unsupported(_)) => unsupported(24),
+        Err(e) => {
+            tracing::warn!(certificate_id, error = %e, "could not fetch ACME renewal information");
+            unsupported(1)
+        }
+    })
+}
+
+/// The ARI identifier a renewal order names in `replaces`: the stored certificate's, when the
+/// CA offers renewal information for it.
+fn replaces_for(observed: &Observed, renewal_info: &Option<RenewalInfoStatus>, type_: AttemptType) -> Option<String> {
+    let SecretState::Present(stored) = &observed.secret else { return None };
+    let offered = renewal_info
+        .as_ref()
+        .is_some_and(|r| r.window_start.is_some() && Some(&r.certificate_id) == stored.ari_id.as_ref());
+    (offered && matches!(type_, AttemptType::Renew | AttemptType::Manual)).then(|| stored.ari_id.clone()).flatten()
 }
 
 fn new_attempt(
     cert: &Certificate,
     observed: &Observed,
+    replaces: Option<String>,
     type_: AttemptType,
     reason: &str,
 ) -> Result<CertificateAttempt> {
@@ -166,7 +254,7 @@ fn new_attempt(
             key_algorithm: describe_spec(&key_spec),
             private_key: key_spec,
             profile: spec.profile.clone(),
-            replaces: None,
+            replaces,
             certificate_generation: observed.desired.generation,
             renew_request: observed.desired.renew_request.clone(),
         },
@@ -230,7 +318,8 @@ fn next_reconcile(status: &CertificateStatus, decision: &Decision, now: Timestam
     if matches!(decision, Decision::Blocked { .. }) {
         return Action::requeue(Duration::from_secs(30));
     }
-    let moments = [&status.renewal_time, &status.next_attempt_time, &status.not_after];
+    let ari_check = status.renewal_info.as_ref().map(|r| r.next_check.clone());
+    let moments = [&status.renewal_time, &status.next_attempt_time, &status.not_after, &ari_check];
     match moments.iter().filter_map(|t| t.as_ref().map(|t| t.0)).filter(|t| *t > now).min() {
         Some(at) => {
             let wait = at.duration_since(now).unsigned_abs() + Duration::from_millis(500);
@@ -274,11 +363,12 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
             return Ok(Action::await_change());
         }
     };
-    let (mut observed, attempts) = observe(&cert, &ctx, &namespace, desired).await?;
+    let Observation { mut observed, attempts, renewal_info } = observe(&cert, &ctx, &namespace, desired).await?;
     let mut decision = observed.decide();
     match &decision {
         Decision::Start { type_, reason } => {
-            let attempt = new_attempt(&cert, &observed, *type_, reason)?;
+            let replaces = replaces_for(&observed, &renewal_info, *type_);
+            let attempt = new_attempt(&cert, &observed, replaces, *type_, reason)?;
             create_attempt(&attempts_api, &attempt).await?;
             tracing::info!(certificate = %cert.name_any(), attempt = %attempt.name_any(), ?type_, %reason, "started attempt");
             observed.attempts.extend(view(&cert.name_any(), &attempt));
@@ -296,6 +386,7 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
         _ => {}
     }
     let mut status = summarise(&observed, &decision);
+    status.renewal_info = renewal_info;
     conditions::stamp(&mut status.conditions, &previous.conditions, observed.now);
     if status != previous {
         apply_status(&api, &cert.name_any(), &status).await?;

@@ -181,37 +181,47 @@ fn controller_name<K: IssuerObject>() -> &'static str {
     }
 }
 
-/// The issuer a Certificate names, as far as the Certificate controller needs to know.
-pub async fn issuer_state(ctx: &Context, namespace: &str, issuer_ref: &IssuerRef) -> Result<IssuerState> {
-    let (found, status) = match issuer_ref.kind {
+/// The issuer a Certificate names, as far as the Certificate controller needs to know, and its
+/// spec when it exists.
+pub async fn issuer_state(
+    ctx: &Context,
+    namespace: &str,
+    issuer_ref: &IssuerRef,
+) -> Result<(IssuerState, Option<IssuerSpec>)> {
+    let (spec, status) = match issuer_ref.kind {
         IssuerKind::Issuer => {
             let issuer = ctx.namespaced::<Issuer>(namespace).get_opt(&issuer_ref.name).await?;
-            (issuer.is_some(), issuer.and_then(|i| i.status))
+            (issuer.as_ref().map(|i| i.spec.clone()), issuer.and_then(|i| i.status))
         }
         IssuerKind::ClusterIssuer => {
             let issuer = Api::<ClusterIssuer>::all(ctx.client.clone()).get_opt(&issuer_ref.name).await?;
-            (issuer.is_some(), issuer.and_then(|i| i.status))
+            (issuer.as_ref().map(|i| i.spec.issuer.clone()), issuer.and_then(|i| i.status))
         }
     };
+    let found = spec.is_some();
+    Ok((readiness(issuer_ref, namespace, found, status), spec))
+}
+
+fn readiness(issuer_ref: &IssuerRef, namespace: &str, found: bool, status: Option<IssuerStatus>) -> IssuerState {
     if !found {
         let place = match issuer_ref.kind {
             IssuerKind::Issuer => format!(" in namespace {namespace}"),
             IssuerKind::ClusterIssuer => String::new(),
         };
-        return Ok(IssuerState::NotFound(format!(
+        return IssuerState::NotFound(format!(
             "{:?} {}{place} does not exist; create it, or point spec.issuerRef at an existing Issuer or ClusterIssuer",
             issuer_ref.kind, issuer_ref.name
-        )));
+        ));
     }
     let ready = status.as_ref().and_then(|s| conditions::find(&s.conditions, "Ready")).cloned();
-    Ok(match ready {
+    match ready {
         Some(c) if c.is_true() => IssuerState::Ready,
         Some(c) => IssuerState::NotReady(format!(
             "{:?} {} is not ready ({}): {}",
             issuer_ref.kind, issuer_ref.name, c.reason, c.message
         )),
         None => IssuerState::NotReady(format!("{:?} {} has not been checked yet", issuer_ref.kind, issuer_ref.name)),
-    })
+    }
 }
 
 /// Issuers whose CA Secret is `secret` (a Secret certpilot wrote, e.g. a bootstrapped CA).

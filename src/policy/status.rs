@@ -44,6 +44,7 @@ pub fn summarise(o: &Observed, decision: &Decision) -> CertificateStatus {
         validation_errors: Vec::new(),
         observed_generation: Some(o.desired.generation),
         conditions: Vec::new(),
+        renewal_info: None,
     };
     if let Some(a) = latest.filter(|a| a.phase != AttemptPhase::Succeeded) {
         status.validation_records = a.challenges.clone();

@@ -29,6 +29,8 @@ pub struct StoredCertificate {
     pub issuer: Option<IssuerRef>,
     /// The key algorithm, e.g. `ECDSA-256`.
     pub key: String,
+    /// Its ACME Renewal Information identifier (`<aki>.<serial>`), when it has an AKI.
+    pub ari_id: Option<String>,
 }
 
 /// The target Secret.
@@ -318,6 +320,7 @@ pub(crate) mod tests {
             },
             issuer: Some(issuer()),
             key: "ECDSA-256".into(),
+            ari_id: None,
         }
     }
 

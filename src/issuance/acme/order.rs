@@ -107,6 +107,12 @@ async fn place_order(
     if let Some(profile) = profile {
         request = request.profile(profile);
     }
+    if let Some((aki, serial)) = attempt.spec.replaces.as_deref().and_then(|r| r.split_once('.')) {
+        request = request.replaces(instant_acme::CertificateIdentifier {
+            authority_key_identifier: aki.into(),
+            serial: serial.into(),
+        });
+    }
     match account.account.new_order(&request).await {
         Ok(mut order) => {
             record_order(status, &mut order);
