@@ -326,3 +326,80 @@ async fn a_wrong_tsig_key_is_reported() {
     assert_eq!(attempt.error_code.as_deref(), Some("DNSUpdateRefused"), "{attempt:#?}");
     assert!(attempt.error_message.unwrap().contains("TSIG"));
 }
+
+/// An issuer on acme2certifier, which offers renewal information and profiles.
+async fn a2c_env(test: &str, retry_after: u32) -> (Env, support::a2c::A2c) {
+    let a2c = support::a2c::A2c::start(retry_after);
+    let env = Env::start(test, |_| {}).await;
+    let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "a2c"},
+        "spec": {"acme": {"server": a2c.directory, "email": "ops@example.com", "profile": "shortlived", "solvers": [{"http01": {}}]}}});
+    env.apply::<Issuer>(doc).await;
+    (env, a2c)
+}
+
+#[tokio::test]
+async fn renewal_information_sets_the_renewal_time_and_profiles_reach_the_ca() {
+    let (env, a2c) = a2c_env("acme-ari", 120).await;
+    env.certificate("ari", &["ari.certpilot.test"], "a2c").await;
+    let cert = wait_for(&env.api::<Certificate>(), "ari", "renewal information", WAIT, |c: &Certificate| {
+        c.status.as_ref().is_some_and(|s| {
+            s.phase == CertificatePhase::Ready && s.renewal_info.as_ref().is_some_and(|r| r.window_start.is_some())
+        })
+    })
+    .await;
+    let status = cert.status.unwrap();
+    let info = status.renewal_info.clone().unwrap();
+    let (start, end) = (info.window_start.unwrap().0, info.window_end.unwrap().0);
+    assert_eq!(status.renewal_source, Some(certpilot::api::certificate::RenewalSource::Ari));
+    let renew_at = status.renewal_time.unwrap().0;
+    assert!(renew_at >= start && renew_at <= end, "{renew_at} not in [{start}, {end}]");
+    assert_eq!(end, status.not_after.unwrap().0, "acme2certifier's window ends at expiry");
+    // The CA's Retry-After (120s) sets when the window is asked for again.
+    let wait = info.next_check.0.duration_since(jiff::Timestamp::now()).as_secs();
+    assert!((30..=125).contains(&wait), "next check in {wait}s");
+    // The issuer's profile reached the CA with the order.
+    assert_eq!(a2c.query("select profile from orders"), ["shortlived"]);
+}
+
+#[tokio::test]
+async fn renewals_name_the_certificate_they_replace() {
+    let (env, a2c) = a2c_env("acme-replaces", 3600).await;
+    env.certificate("repl", &["repl.certpilot.test"], "a2c").await;
+    let cert = wait_for(&env.api::<Certificate>(), "repl", "renewal information", WAIT, |c: &Certificate| {
+        c.status.as_ref().is_some_and(|s| {
+            s.phase == CertificatePhase::Ready && s.renewal_info.as_ref().is_some_and(|r| r.window_start.is_some())
+        })
+    })
+    .await;
+    let replaced = cert.status.unwrap().renewal_info.unwrap().certificate_id;
+    let request = json!({"metadata": {"annotations": {"certpilot.dev/renew": "now"}}});
+    env.api::<Certificate>().patch("repl", &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();
+    let renewed = wait_for(&env.api::<Certificate>(), "repl", "a manual renewal", WAIT, |c: &Certificate| {
+        c.status.as_ref().is_some_and(|s| {
+            s.phase == CertificatePhase::Ready
+                && s.last_attempt.as_ref().is_some_and(|a| {
+                    a.phase == AttemptPhase::Succeeded && a.type_ == certpilot::api::attempt::AttemptType::Manual
+                })
+        })
+    })
+    .await;
+    let first_renewal = env.api::<CertificateAttempt>().get("repl-2").await.unwrap();
+    assert_eq!(first_renewal.spec.replaces.as_deref(), Some(replaced.as_str()));
+    // acme2certifier does not confirm `replaces` in the order (RFC 9773 says the CA must): the
+    // attempt says so, and the next one orders without it and succeeds.
+    let status = first_renewal.status.unwrap();
+    assert_eq!(
+        (status.phase, status.error_code.as_deref()),
+        (AttemptPhase::Failed, Some("ReplacesNotReflected")),
+        "{status:#?}"
+    );
+    assert!(status.error_message.unwrap().contains("orders without"));
+    let renewed = renewed.status.unwrap();
+    assert_ne!(renewed.renewal_info.unwrap().certificate_id, replaced);
+    assert_eq!(renewed.attempts_count, 0);
+    assert_eq!(
+        a2c.query("select count(*) from orders"),
+        ["3"],
+        "the first order, the one naming the replaced certificate, the one without"
+    );
+}

@@ -151,6 +151,9 @@ pub struct OrderStatus {
     /// When the CA discards the order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<Time>,
+    /// The certificate profile the CA applies to the order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// A record the CA checks to validate one name.

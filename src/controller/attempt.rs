@@ -173,13 +173,7 @@ async fn acme_step(
     log: &mut StepLog,
 ) -> Result<Next> {
     let issuer_ref = &attempt.spec.issuer_ref;
-    let issuer_key = format!(
-        "{:?}/{}/{}",
-        issuer_ref.kind,
-        if issuer_ref.kind == IssuerKind::Issuer { namespace } else { "" },
-        issuer_ref.name
-    );
-    if !ctx.take_order_slot(&issuer_key, &attempt.name_any()) {
+    if !ctx.take_order_slot(&acme::order::issuer_key(attempt), &attempt.name_any()) {
         return Ok(Next::Requeue(std::time::Duration::from_secs(5)));
     }
     let account_namespace = secret_namespace(ctx, issuer_ref.kind, Some(namespace));

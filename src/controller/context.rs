@@ -48,11 +48,13 @@ pub struct Context {
     pub solvers: Arc<SolverState>,
     /// ACME orders in flight, per issuer: attempt names.
     orders: Mutex<HashMap<String, HashSet<String>>>,
+    /// Issuers whose CA does not confirm `replaces` (RFC 9773): orders stop naming it.
+    no_replaces: Mutex<HashSet<String>>,
 }
 
 impl Context {
     pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, solvers: Arc<SolverState>) -> Arc<Self> {
-        Arc::new(Self { client, settings, metrics, solvers, orders: Mutex::default() })
+        Arc::new(Self { client, settings, metrics, solvers, orders: Mutex::default(), no_replaces: Mutex::default() })
     }
 
     /// Takes (or keeps) a slot for `attempt` among the issuer's orders in flight; false when
@@ -67,6 +69,14 @@ impl Context {
             return false;
         }
         in_flight.insert(attempt.to_string())
+    }
+
+    pub fn forget_replaces(&self, issuer: &str) {
+        self.no_replaces.lock().expect("replaces lock").insert(issuer.to_string());
+    }
+
+    pub fn sends_replaces(&self, issuer: &str) -> bool {
+        !self.no_replaces.lock().expect("replaces lock").contains(issuer)
     }
 
     pub fn release_order_slot(&self, attempt: &str) {

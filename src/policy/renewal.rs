@@ -45,12 +45,15 @@ pub fn renewal_time(
     ari: Option<SuggestedWindow>,
     jitter_key: &str,
 ) -> RenewalTime {
+    let lifetime = not_after.duration_since(not_before);
     if let Some(window) = ari.filter(|w| w.end > w.start) {
         let span = window.end.duration_since(window.start);
         let at = window.start + span.mul_f64(unit_jitter(jitter_key));
-        return RenewalTime { at, source: RenewalSource::Ari, note: None };
+        // A window entirely before issuance would renew every new certificate at once, forever:
+        // a certificate is kept for at least a tenth of its lifetime (at most an hour).
+        let floor = not_before + std::cmp::min(lifetime / 10, SignedDuration::from_hours(1));
+        return RenewalTime { at: std::cmp::max(at, floor), source: RenewalSource::Ari, note: None };
     }
-    let lifetime = not_after.duration_since(not_before);
     let (window, note) = policy_window(lifetime, settings);
     let spread = std::cmp::min(lifetime / 100, MAX_JITTER);
     let at = not_after - window - spread.mul_f64(unit_jitter(jitter_key));
@@ -134,6 +137,14 @@ mod tests {
             assert_eq!(r.source, RenewalSource::Ari);
             assert!(r.at >= window.start && r.at < window.end);
         }
+    }
+
+    #[test]
+    fn an_ari_window_in_the_past_does_not_renew_a_new_certificate_at_once() {
+        let nb = t("2026-01-01T00:00:00Z");
+        let window = SuggestedWindow { start: nb - days(300), end: nb + days(1) };
+        let r = renewal_time(nb, nb + days(90), RenewalSettings::default(), Some(window), "k");
+        assert!(r.at >= nb + SignedDuration::from_hours(1));
     }
 
     #[test]

@@ -161,5 +161,6 @@ where
     }
 }
 
+pub mod a2c;
 pub mod bind;
 pub mod pebble;

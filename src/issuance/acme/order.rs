@@ -57,7 +57,14 @@ pub async fn advance(
     log: &mut StepLog,
 ) -> Result<Next> {
     let Some(order_url) = status.order.as_ref().map(|o| o.url.clone()) else {
-        return Ok(place_order(attempt, issuer, account, status, log).await);
+        let next = place_order(ctx, attempt, issuer, account, status, log).await;
+        if let Next::Finished(outcome) = &next
+            && let Err(failure) = outcome.as_ref()
+            && failure.code == "ReplacesNotReflected"
+        {
+            ctx.forget_replaces(&issuer_key(attempt));
+        }
+        return Ok(next);
     };
     let mut order = match account.account.order(order_url).await {
         Ok(order) => order,
@@ -87,7 +94,18 @@ fn identifiers(attempt: &CertificateAttempt) -> Vec<Identifier> {
     ids
 }
 
+/// Identifies an issuer across attempts (its kind, namespace and name).
+pub fn issuer_key(attempt: &CertificateAttempt) -> String {
+    let r = &attempt.spec.issuer_ref;
+    let namespace = match r.kind {
+        crate::api::IssuerKind::Issuer => attempt.metadata.namespace.as_deref().unwrap_or_default(),
+        crate::api::IssuerKind::ClusterIssuer => "",
+    };
+    format!("{:?}/{namespace}/{}", r.kind, r.name)
+}
+
 async fn place_order(
+    ctx: &Context,
     attempt: &CertificateAttempt,
     issuer: &AcmeIssuer,
     account: &AcmeAccount,
@@ -107,7 +125,8 @@ async fn place_order(
     if let Some(profile) = profile {
         request = request.profile(profile);
     }
-    if let Some((aki, serial)) = attempt.spec.replaces.as_deref().and_then(|r| r.split_once('.')) {
+    let replaces = attempt.spec.replaces.as_deref().filter(|_| ctx.sends_replaces(&issuer_key(attempt)));
+    if let Some((aki, serial)) = replaces.and_then(|r| r.split_once('.')) {
         request = request.replaces(instant_acme::CertificateIdentifier {
             authority_key_identifier: aki.into(),
             serial: serial.into(),
@@ -135,7 +154,9 @@ async fn place_order(
 fn record_order(status: &mut CertificateAttemptStatus, order: &mut Order) {
     let url = order.url().to_string();
     let state = order.state();
-    status.order = Some(OrderStatus { url, status: format!("{:?}", state.status).to_lowercase(), expires: None });
+    let profile = state.profile.clone();
+    status.order =
+        Some(OrderStatus { url, status: format!("{:?}", state.status).to_lowercase(), expires: None, profile });
 }
 
 fn validation_record(

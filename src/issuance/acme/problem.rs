@@ -67,7 +67,16 @@ pub fn failure(error: &Error) -> Failure {
     match error {
         Error::Api(problem) => Failure::new(code(problem), describe(problem)),
         Error::Hyper(e) => Failure::new("Connection", format!("the ACME server could not be reached: {e}")),
-        Error::Other(e) => Failure::new("Connection", format!("the ACME server could not be reached: {e}")),
+        Error::Other(e) if e.downcast_ref::<hyper_util::client::legacy::Error>().is_some() => {
+            Failure::new("Connection", format!("the ACME server could not be reached: {e}"))
+        }
+        Error::Other(e) if e.to_string().starts_with("replaces field mismatch") => Failure::new(
+            "ReplacesNotReflected",
+            format!(
+                "the CA accepted the renewal order but did not confirm which certificate it replaces ({e}); the next attempt orders without naming it"
+            ),
+        ),
+        Error::Other(e) => Failure::new("ACMEError", format!("the ACME request failed: {e}")),
         Error::Timeout(_) => Failure::new("Timeout", "timed out waiting for the ACME server"),
         Error::Unsupported(what) => Failure::new("Unsupported", format!("the ACME server does not support {what}")),
         other => Failure::new("ACMEError", other.to_string()),

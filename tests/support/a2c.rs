@@ -1,0 +1,116 @@
+//! acme2certifier (from PyPI) as an ACME server with Renewal Information and profiles, signing
+//! with a local CA, on a free loopback port. Challenge validation is switched off (Pebble tests
+//! cover validation); what this server is for is ARI and profiles.
+#![allow(dead_code)]
+
+use super::pebble::free_port;
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub struct A2c {
+    child: Child,
+    dir: PathBuf,
+    pub directory: String,
+}
+
+/// The Python that has acme2certifier installed: `CERTPILOT_A2C_PYTHON`, else `python3`.
+fn python() -> String {
+    std::env::var("CERTPILOT_A2C_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+const RUNNER: &str = r#"
+import os, runpy, sys
+from wsgiref.simple_server import make_server
+import acme2certifier
+app = runpy.run_path(os.path.join(os.path.dirname(acme2certifier.__file__), "share", "acme2certifier_wsgi.py"))
+make_server("127.0.0.1", int(sys.argv[1]), app["application"], handler_class=app["get_handler_cls"]()).serve_forever()
+"#;
+
+impl A2c {
+    /// `renewal_retry_after`: seconds the server asks clients to wait between ARI checks.
+    pub fn start(renewal_retry_after: u32) -> Self {
+        let dir = std::env::temp_dir().join(format!("certpilot-a2c-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        params.distinguished_name.push(rcgen::DnType::CommonName, "certpilot test acme2certifier CA");
+        params.use_authority_key_identifier_extension = true;
+        let ca = params.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+        std::fs::write(dir.join("ca.key"), ca_key.serialize_pem()).unwrap();
+        // The openssl CA handler wants a CRL of its CA; an empty one will do.
+        let now = time::OffsetDateTime::now_utc();
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + time::Duration::days(30),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&rcgen::Issuer::new(params, &ca_key))
+        .unwrap();
+        std::fs::write(dir.join("ca.crl"), crl.pem().unwrap()).unwrap();
+        let d = dir.display();
+        let config = format!(
+            "[DEFAULT]\ndebug: False\n\n[Nonce]\nnonce_check_disable: False\n\n[CAhandler]\nhandler_module: acme2certifier.cahandlers.openssl_ca_handler\nissuing_ca_key: {d}/ca.key\nissuing_ca_cert: {d}/ca.crt\nissuing_ca_crl: {d}/ca.crl\ncert_save_path: {d}/certs\nca_cert_chain_list: [\"{d}/ca.crt\"]\ncert_validity_days: 10\n\n[DBhandler]\ndbfile: {d}/a2c.db\n\n[Challenge]\nchallenge_validation_disable: True\n\n[Renewalinfo]\nrenewalthreshold_pctg: 50\nretry_after_timeout: {renewal_retry_after}\n\n[Order]\nprofiles: {{\"shortlived\": \"a few days\", \"classic\": \"the default\"}}\n"
+        );
+        std::fs::write(dir.join("acme_srv.cfg"), config).unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("a2c.log")).unwrap();
+        let mut child = Command::new(python())
+            .args(["-c", RUNNER, &port.to_string()])
+            .env("ACME_SRV_CONFIGFILE", dir.join("acme_srv.cfg"))
+            .env("ACME2CERTIFIER_I_KNOW_THE_RISK", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.join("a2c.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                panic!(
+                    "acme2certifier did not start (pip install acme2certifier, or set CERTPILOT_A2C_PYTHON):\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, dir, directory: format!("http://127.0.0.1:{port}/directory") }
+    }
+}
+
+impl A2c {
+    /// Rows of a query on the server's database (first column of each), to see what it received.
+    pub fn query(&self, sql: &str) -> Vec<String> {
+        let script =
+            "import sqlite3, sys\nfor row in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):\n    print(row[0])";
+        let output = Command::new(python())
+            .args(["-c", script])
+            .arg(self.dir.join("a2c.db"))
+            .arg(sql)
+            .output()
+            .expect("python3 runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).lines().map(String::from).collect()
+    }
+}
+
+impl Drop for A2c {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::env::var_os("CERTPILOT_KEEP_A2C").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
