@@ -403,3 +403,97 @@ async fn renewals_name_the_certificate_they_replace() {
         "the first order, the one naming the replaced certificate, the one without"
     );
 }
+
+/// A minimal Gateway API HTTPRoute CRD for clusters without the Gateway API (a real one, when
+/// installed, is left alone).
+async fn ensure_http_route_crd(cluster: &TestCluster) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    if crds.get_opt("httproutes.gateway.networking.k8s.io").await.unwrap().is_some() {
+        return;
+    }
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "httproutes.gateway.networking.k8s.io"},
+        "spec": {"group": "gateway.networking.k8s.io", "scope": "Namespaced",
+            "names": {"plural": "httproutes", "singular": "httproute", "kind": "HTTPRoute", "listKind": "HTTPRouteList"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object",
+                "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    }))
+    .unwrap();
+    cluster.install_crd(&crd).await.unwrap();
+}
+
+#[tokio::test]
+async fn http01_can_route_through_a_gateway() {
+    use futures::StreamExt;
+    use kube::{
+        api::DynamicObject,
+        core::{ApiResource, GroupVersionKind},
+        runtime::{WatchStreamExt, watcher},
+    };
+    let env = Env::start("acme-gateway", |_| {}).await;
+    ensure_http_route_crd(&env.cluster).await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    );
+    let routes: Api<DynamicObject> = Api::namespaced_with(env.cluster.client(), env.cluster.namespace(), &resource);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<DynamicObject>::new()));
+    let collector = seen.clone();
+    let watch = tokio::spawn(async move {
+        let mut stream = watcher(routes, watcher::Config::default()).applied_objects().boxed();
+        while let Some(Ok(route)) = stream.next().await {
+            collector.lock().unwrap().push(route);
+        }
+    });
+    env.acme_issuer("pebble", json!({"solvers": [{"http01": {"gateway": "infra/public"}}]})).await;
+    env.certificate("gw", &["gw.certpilot.test"], "pebble").await;
+    env.ready("gw").await;
+    watch.abort();
+    let routes = seen.lock().unwrap().clone();
+    let route = routes.first().expect("an HTTPRoute was created for the challenge");
+    let spec = &route.data["spec"];
+    assert_eq!(spec["parentRefs"][0], json!({"name": "public", "namespace": "infra"}));
+    assert_eq!(spec["hostnames"], json!(["gw.certpilot.test"]));
+    assert!(
+        spec["rules"][0]["matches"][0]["path"]["value"].as_str().unwrap().starts_with("/.well-known/acme-challenge/")
+    );
+    assert_eq!(spec["rules"][0]["backendRefs"][0]["name"], "certpilot-solver");
+    let left = Api::<DynamicObject>::namespaced_with(env.cluster.client(), env.cluster.namespace(), &resource)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "the route is removed after the attempt");
+}
+
+#[tokio::test]
+async fn each_issuer_has_a_bounded_number_of_orders_in_flight() {
+    let mut env = Env::start("acme-concurrency", |_| {}).await;
+    // Restart the operator allowing one order at a time per issuer.
+    env.solver_args.extend(["--max-orders-per-issuer".to_string(), "1".to_string()]);
+    env.restart_operator();
+    env.acme_issuer("pebble", json!({})).await;
+    for name in ["one", "two", "three"] {
+        env.certificate(name, &[&format!("{name}.certpilot.test")], "pebble").await;
+    }
+    for name in ["one", "two", "three"] {
+        env.ready(name).await;
+    }
+    // Every order ran alone: no two attempts' PlaceOrder…Download spans overlap.
+    let attempts = env.api::<CertificateAttempt>().list(&ListParams::default()).await.unwrap().items;
+    let mut spans: Vec<(jiff::Timestamp, jiff::Timestamp)> = attempts
+        .iter()
+        .map(|a| {
+            let steps = &a.status.as_ref().unwrap().steps;
+            let start = steps.iter().find(|s| s.name == "PlaceOrder").unwrap().started_at.clone().unwrap().0;
+            let end = steps.iter().find(|s| s.name == "Download").unwrap().finished_at.clone().unwrap().0;
+            (start, end)
+        })
+        .collect();
+    spans.sort();
+    assert_eq!(spans.len(), 3);
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "orders overlapped: {pair:?}");
+    }
+}

@@ -76,6 +76,9 @@ const NEEDED: &[(&str, &str, &str)] = &[
     ("networking.k8s.io", "ingresses", "list"),
     ("networking.k8s.io", "ingresses", "patch"),
     ("networking.k8s.io", "ingresses", "delete"),
+    ("gateway.networking.k8s.io", "httproutes", "list"),
+    ("gateway.networking.k8s.io", "httproutes", "patch"),
+    ("gateway.networking.k8s.io", "httproutes", "delete"),
 ];
 
 fn grants(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {

@@ -15,7 +15,10 @@ use axum::{
     routing::get,
 };
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{
+    api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
+    core::{ApiResource, GroupVersionKind},
+};
 use std::sync::Arc;
 
 /// Label tying solver resources to the attempt that made them.
@@ -45,12 +48,61 @@ fn ingress_name(host: &str, token: &str) -> String {
     format!("certpilot-http01-{hash}")
 }
 
-/// Routes the CA's request for `host` + `token` to the operator's solver Service.
+/// The Gateway API HTTPRoute kind (not part of k8s-openapi).
+pub fn http_route_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+/// Routes the CA's request for `host` + `token` to the operator's solver Service: with an
+/// HTTPRoute on the solver's Gateway when it names one, else with an Ingress rule.
 pub async fn route(ctx: &Context, attempt: &str, host: &str, token: &str, solver: &Http01Solver) -> Result<()> {
+    let service = solver.service_name.clone().unwrap_or_else(|| ctx.settings.solver_service.clone());
+    match &solver.gateway {
+        Some(gateway) => http_route(ctx, attempt, host, token, gateway, &service).await,
+        None => ingress(ctx, attempt, host, token, solver, &service).await,
+    }
+}
+
+fn solver_labels(attempt: &str) -> serde_json::Value {
+    serde_json::json!({MANAGED_BY_LABEL: MANAGED_BY_VALUE, ATTEMPT_LABEL: label_value(attempt)})
+}
+
+async fn http_route(ctx: &Context, attempt: &str, host: &str, token: &str, gateway: &str, service: &str) -> Result<()> {
+    let namespace = &ctx.settings.cluster_resource_namespace;
+    let resource = http_route_resource();
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    let name = ingress_name(host, token);
+    let (gateway_namespace, gateway_name) = gateway.split_once('/').unwrap_or((namespace.as_str(), gateway));
+    let body = serde_json::json!({
+        "apiVersion": resource.api_version, "kind": resource.kind,
+        "metadata": {"name": name, "namespace": namespace, "labels": solver_labels(attempt)},
+        "spec": {
+            "parentRefs": [{"name": gateway_name, "namespace": gateway_namespace}],
+            "hostnames": [host],
+            "rules": [{
+                "matches": [{"path": {"type": "Exact", "value": format!("/.well-known/acme-challenge/{token}")}}],
+                "backendRefs": [{"name": service, "port": ctx.settings.solver_service_port}],
+            }],
+        },
+    });
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
+async fn ingress(
+    ctx: &Context,
+    attempt: &str,
+    host: &str,
+    token: &str,
+    solver: &Http01Solver,
+    service: &str,
+) -> Result<()> {
     let namespace = &ctx.settings.cluster_resource_namespace;
     let api: Api<Ingress> = ctx.namespaced(namespace);
     let name = ingress_name(host, token);
-    let service = solver.service_name.clone().unwrap_or_else(|| ctx.settings.solver_service.clone());
     let mut spec = serde_json::json!({
         "rules": [{"host": host, "http": {"paths": [{
             "path": format!("/.well-known/acme-challenge/{token}"),
@@ -63,24 +115,36 @@ pub async fn route(ctx: &Context, attempt: &str, host: &str, token: &str, solver
     }
     let body = serde_json::json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE, ATTEMPT_LABEL: label_value(attempt)}},
+        "metadata": {"name": name, "namespace": namespace, "labels": solver_labels(attempt)},
         "spec": spec,
     });
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
     Ok(())
 }
 
-/// Removes every Ingress made for `attempt`.
+/// Removes every Ingress and HTTPRoute made for `attempt`.
 pub async fn unroute(ctx: &Context, attempt: &str) -> Result<()> {
-    let api: Api<Ingress> = ctx.namespaced(&ctx.settings.cluster_resource_namespace);
+    let namespace = &ctx.settings.cluster_resource_namespace;
+    delete_labelled(&ctx.namespaced::<Ingress>(namespace), attempt).await?;
+    let routes: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &http_route_resource());
+    match delete_labelled(&routes, attempt).await {
+        // Without the Gateway API installed there is nothing to remove.
+        Err(crate::error::Error::Kube(e)) if crate::error::is_not_found(&e) => Ok(()),
+        other => other,
+    }
+}
+
+async fn delete_labelled<K>(api: &Api<K>, attempt: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let selector = format!("{ATTEMPT_LABEL}={}", label_value(attempt));
-    for ingress in api.list_metadata(&ListParams::default().labels(&selector)).await?.items {
-        if let Some(name) = ingress.metadata.name {
-            match api.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(e) if crate::error::is_not_found(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
+    for object in api.list_metadata(&ListParams::default().labels(&selector)).await?.items {
+        let Some(name) = object.metadata.name else { continue };
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if crate::error::is_not_found(&e) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
