@@ -98,6 +98,23 @@ impl Env {
         self.apply::<Certificate>(doc).await;
     }
 
+    /// Ready, with the CA's renewal window in status.
+    async fn ready_with_renewal_window(&self, name: &str) -> Certificate {
+        wait_for(
+            &self.api::<Certificate>(),
+            name,
+            &format!("Certificate {name} with renewal information"),
+            WAIT,
+            |c: &Certificate| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.phase == CertificatePhase::Ready
+                        && s.renewal_info.as_ref().is_some_and(|r| r.window_start.is_some())
+                })
+            },
+        )
+        .await
+    }
+
     async fn ready(&self, name: &str) -> Certificate {
         wait_for(&self.api::<Certificate>(), name, &format!("Certificate {name} Ready"), WAIT, |c: &Certificate| {
             c.status.as_ref().is_some_and(|s| {
@@ -341,12 +358,7 @@ async fn a2c_env(test: &str, retry_after: u32) -> (Env, support::a2c::A2c) {
 async fn renewal_information_sets_the_renewal_time_and_profiles_reach_the_ca() {
     let (env, a2c) = a2c_env("acme-ari", 120).await;
     env.certificate("ari", &["ari.certpilot.test"], "a2c").await;
-    let cert = wait_for(&env.api::<Certificate>(), "ari", "renewal information", WAIT, |c: &Certificate| {
-        c.status.as_ref().is_some_and(|s| {
-            s.phase == CertificatePhase::Ready && s.renewal_info.as_ref().is_some_and(|r| r.window_start.is_some())
-        })
-    })
-    .await;
+    let cert = env.ready_with_renewal_window("ari").await;
     let status = cert.status.unwrap();
     let info = status.renewal_info.clone().unwrap();
     let (start, end) = (info.window_start.unwrap().0, info.window_end.unwrap().0);
@@ -365,12 +377,7 @@ async fn renewal_information_sets_the_renewal_time_and_profiles_reach_the_ca() {
 async fn renewals_name_the_certificate_they_replace() {
     let (env, a2c) = a2c_env("acme-replaces", 3600).await;
     env.certificate("repl", &["repl.certpilot.test"], "a2c").await;
-    let cert = wait_for(&env.api::<Certificate>(), "repl", "renewal information", WAIT, |c: &Certificate| {
-        c.status.as_ref().is_some_and(|s| {
-            s.phase == CertificatePhase::Ready && s.renewal_info.as_ref().is_some_and(|r| r.window_start.is_some())
-        })
-    })
-    .await;
+    let cert = env.ready_with_renewal_window("repl").await;
     let replaced = cert.status.unwrap().renewal_info.unwrap().certificate_id;
     let request = json!({"metadata": {"annotations": {"certpilot.dev/renew": "now"}}});
     env.api::<Certificate>().patch("repl", &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();

@@ -176,12 +176,34 @@ async fn acme_step(
     if !ctx.take_order_slot(&acme::order::issuer_key(attempt), &attempt.name_any()) {
         return Ok(Next::Requeue(std::time::Duration::from_secs(5)));
     }
+    let running = status.started_at.as_ref().map(|t| jiff::Timestamp::now().duration_since(t.0)).unwrap_or_default();
+    if running > ACME_ATTEMPT_TIMEOUT {
+        let message = format!(
+            "the order did not complete within {ACME_ATTEMPT_TIMEOUT:#}; see the challenges for what the CA is still waiting on"
+        );
+        return Ok(Next::fail(Failure::new("Timeout", message)));
+    }
     let account_namespace = secret_namespace(ctx, issuer_ref.kind, Some(namespace));
     let account = match load_or_register(ctx, &issuer_ref.name, &account_namespace, issuer).await? {
         Ok(account) => account,
         Err(failure) => return Ok(Next::fail(failure)),
     };
-    acme::order::advance(ctx, attempt, issuer, &account, key, status, log).await
+    Ok(match acme::order::advance(ctx, attempt, issuer, &account, key, status, log).await? {
+        Next::Requeue(after) => Next::Requeue(after.max(poll_interval(running))),
+        finished => finished,
+    })
+}
+
+/// How long an ACME attempt may run before it is given up.
+const ACME_ATTEMPT_TIMEOUT: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+
+/// Polls the CA often at first, then less: a slow validation does not cost a request a second.
+fn poll_interval(running: jiff::SignedDuration) -> std::time::Duration {
+    match running.as_secs() {
+        0..30 => std::time::Duration::ZERO,
+        30..300 => std::time::Duration::from_secs(5),
+        _ => std::time::Duration::from_secs(15),
+    }
 }
 
 fn is_finished(attempt: &CertificateAttempt) -> bool {
@@ -439,4 +461,16 @@ pub async fn run(ctx: Arc<Context>) {
         .shutdown_on_signal()
         .run(reconcile, error_policy("attempt"), ctx);
     run_controller("attempt", stream).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_slows_down_as_an_attempt_runs() {
+        assert_eq!(poll_interval(jiff::SignedDuration::from_secs(5)), std::time::Duration::ZERO);
+        assert_eq!(poll_interval(jiff::SignedDuration::from_secs(60)), std::time::Duration::from_secs(5));
+        assert_eq!(poll_interval(jiff::SignedDuration::from_secs(600)), std::time::Duration::from_secs(15));
+    }
 }
