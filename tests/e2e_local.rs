@@ -422,3 +422,46 @@ async fn an_adopted_secret_of_the_wrong_type_fails_with_a_clear_error() {
 fn condition_message(status: &certpilot::api::CertificateStatus, type_: &str) -> String {
     status.conditions.iter().find(|c| c.type_ == type_).map(|c| c.message.clone()).unwrap_or_default()
 }
+
+#[tokio::test]
+async fn a_standby_replica_takes_over_when_the_leader_stops() {
+    let mut cluster = TestCluster::start("e2e-leader").await.expect("cluster");
+    install_certpilot_crds(&cluster).await;
+    let ports = [support::pebble::free_port(), support::pebble::free_port()];
+    let mut operators: Vec<Option<Operator>> = ports
+        .iter()
+        .map(|port| {
+            let probe = format!("127.0.0.1:{port}");
+            Some(Operator::start_with(
+                &mut cluster,
+                &["--leader-elect", "--leader-lease-seconds", "4", "--probe-address", &probe],
+            ))
+        })
+        .collect();
+    let leader = eventually("one ready leader", WAIT, || async {
+        let codes = [http_status(ports[0], "/readyz").await, http_status(ports[1], "/readyz").await];
+        match codes {
+            [200, 503] => Some(0),
+            [503, 200] => Some(1),
+            _ => None,
+        }
+    })
+    .await;
+    let api = |kind: &str, name: &str, spec: Value| json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
+    let params = PatchParams::apply("e2e-test").force();
+    let issuers: Api<Issuer> = Api::namespaced(cluster.client(), cluster.namespace());
+    issuers.patch("local", &params, &Patch::Apply(api("Issuer", "local", json!({"selfSigned": {}})))).await.unwrap();
+    let certificates: Api<Certificate> = Api::namespaced(cluster.client(), cluster.namespace());
+    let spec = |n: &str| json!({"secretName": format!("{n}-tls"), "dnsNames": [format!("{n}.example.com")], "issuerRef": {"name": "local"}});
+    certificates.patch("first", &params, &Patch::Apply(api("Certificate", "first", spec("first")))).await.unwrap();
+    wait_for(&certificates, "first", "the leader to issue", WAIT, is_ready).await;
+    // The standby did nothing meanwhile and stays not ready.
+    assert_eq!(http_status(ports[1 - leader], "/readyz").await, 503);
+    operators[leader].take().unwrap().kill();
+    eventually("the standby to take over", WAIT, || async {
+        (http_status(ports[1 - leader], "/readyz").await == 200).then_some(())
+    })
+    .await;
+    certificates.patch("second", &params, &Patch::Apply(api("Certificate", "second", spec("second")))).await.unwrap();
+    wait_for(&certificates, "second", "the new leader to issue", WAIT, is_ready).await;
+}

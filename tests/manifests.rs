@@ -114,7 +114,16 @@ fn deploy_manifests_fit_together_with_least_privilege() {
     );
     assert!(rules.iter().all(|r| !r.verbs.iter().any(|v| v == "*")), "no wildcard verbs");
     let container = &pod.containers[0];
-    assert_eq!(container.args.as_ref().unwrap()[0], "controller");
+    let args = container.args.as_ref().unwrap();
+    assert_eq!(args[0], "controller");
+    assert!(args.iter().any(|a| a == "--leader-elect"), "replicas stand by rather than race");
+    for (group, resource, verb) in [
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "patch"),
+        ("coordination.k8s.io", "leases", "get"),
+    ] {
+        assert!(grants(&rules, group, resource, verb), "leader election needs {verb} on {resource}");
+    }
     // The Helm chart grants exactly the same rules.
     let template = std::fs::read_to_string(root().join("charts/certpilot/templates/rbac.yaml")).unwrap();
     let role_doc = template.split("---").find(|d| d.contains("kind: ClusterRole\n")).unwrap();

@@ -5,6 +5,7 @@ use crate::{
         self,
         context::{Context, Settings},
     },
+    leader::{Election, Leadership, run_as_leader},
     metrics::Metrics,
     policy::{backoff::BackoffPolicy, parse_duration},
     solver::SolverState,
@@ -22,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator against the current kubeconfig context (or in-cluster config).
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Write the CRD manifests (one file per CRD) into a directory, or print them.
     Crdgen {
         /// Directory to write `<plural>.<group>.yaml` files into; prints to stdout when absent.
@@ -72,12 +73,21 @@ pub struct ControllerArgs {
     /// How many ACME orders one issuer may have in flight at once.
     #[arg(long, default_value_t = 10)]
     pub max_orders_per_issuer: usize,
+    /// Run only while holding a Lease in the operator's namespace, so replicas can stand by.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Name of that Lease.
+    #[arg(long, default_value = "certpilot-leader")]
+    pub leader_lease: String,
+    /// Seconds a leader holds the Lease without renewing it.
+    #[arg(long, default_value_t = 15)]
+    pub leader_lease_seconds: u64,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crdgen { out, bundle } => crdgen(out, bundle),
-        Command::Controller(args) => run_controller(args).await,
+        Command::Controller(args) => run_controller(*args).await,
     }
 }
 
@@ -127,6 +137,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let backoff =
         BackoffPolicy { base: duration("retry-base", &args.retry_base)?, cap: duration("retry-max", &args.retry_max)? };
     let client = kube::Client::try_default().await?;
+    let resource_namespace = args.cluster_resource_namespace.clone();
     let settings = Settings {
         watch_namespace: args.namespace,
         cluster_resource_namespace: args.cluster_resource_namespace,
@@ -139,10 +150,12 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     tracing::info!(namespace = ?settings.watch_namespace, "starting certpilot");
     let metrics = Arc::new(Metrics::default());
     let solvers = Arc::new(SolverState::default());
-    let ctx = Context::new(client, settings, metrics.clone(), solvers.clone());
+    let ctx = Context::new(client.clone(), settings, metrics.clone(), solvers.clone());
+    let leadership = if args.leader_elect { Leadership::default() } else { Leadership::leading() };
     let probe = args.probe_address;
+    let ready = leadership.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::server::serve(probe, metrics).await {
+        if let Err(e) = crate::server::serve(probe, metrics, ready).await {
             tracing::error!(error = %e, "probe server stopped");
         }
     });
@@ -159,7 +172,19 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, "TLS-ALPN-01 solver stopped");
         }
     });
-    controller::run_all(ctx).await;
+    if args.leader_elect {
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("certpilot-{}", std::process::id()));
+        let election = Election {
+            client,
+            namespace: resource_namespace,
+            lease: args.leader_lease,
+            identity,
+            duration_seconds: args.leader_lease_seconds.max(2),
+        };
+        run_as_leader(election, leadership, controller::run_all(ctx)).await?;
+    } else {
+        controller::run_all(ctx).await;
+    }
     tracing::info!("certpilot stopped");
     Ok(())
 }

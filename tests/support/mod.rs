@@ -115,9 +115,11 @@ impl Operator {
     pub fn start_with(cluster: &mut TestCluster, extra: &[&str]) -> Self {
         let kubeconfig = cluster.kubeconfig_path().expect("kubeconfig for the operator");
         let namespace = cluster.namespace().to_string();
+        let probe: &[&str] = if extra.contains(&"--probe-address") { &[] } else { &["--probe-address", "127.0.0.1:0"] };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_certpilot"))
             .args(["controller", "--namespace", &namespace, "--cluster-resource-namespace", &namespace])
-            .args(["--probe-address", "127.0.0.1:0", "--retry-base", "2s", "--retry-max", "10s"])
+            .args(probe)
+            .args(["--retry-base", "2s", "--retry-max", "10s"])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", std::env::var("CERTPILOT_TEST_LOG").unwrap_or_else(|_| "warn,certpilot=info".into()))
@@ -164,3 +166,16 @@ where
 pub mod a2c;
 pub mod bind;
 pub mod pebble;
+
+/// The HTTP status of `GET path` on a local port (0 when nothing answers).
+pub async fn http_status(port: u16, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return 0 };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
