@@ -504,3 +504,25 @@ async fn each_issuer_has_a_bounded_number_of_orders_in_flight() {
         assert!(pair[0].1 <= pair[1].0, "orders overlapped: {pair:?}");
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_ca_is_reported_on_the_issuer() {
+    let env = Env::start("acme-unreachable", |_| {}).await;
+    let closed = format!("https://127.0.0.1:{}/dir", free_port());
+    env.acme_issuer("nowhere", json!({"server": closed})).await;
+    let issuer = env.issuer_condition("nowhere", |r| r != "AccountRegistered").await;
+    let ready = issuer.status.unwrap().conditions.remove(0);
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Connection"), "{ready:?}");
+    assert!(ready.message.contains(&closed), "{}", ready.message);
+}
+
+#[tokio::test]
+async fn a_preferred_chain_the_ca_does_not_offer_is_noted() {
+    let env = Env::start("acme-chain", |_| {}).await;
+    env.acme_issuer("pebble", json!({"preferredChain": "Some Other Root"})).await;
+    env.certificate("chain", &["chain.certpilot.test"], "pebble").await;
+    let cert = env.ready("chain").await;
+    let attempt = env.api::<CertificateAttempt>().get(&cert.status.unwrap().last_attempt.unwrap().name).await.unwrap();
+    let verify = attempt.status.unwrap().steps.into_iter().find(|s| s.name == "Verify").unwrap();
+    assert!(verify.message.contains("preferredChain \"Some Other Root\""), "{}", verify.message);
+}

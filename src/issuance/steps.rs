@@ -41,6 +41,13 @@ impl StepLog {
     pub fn fail(&mut self, message: impl Into<String>) {
         self.finish(StepPhase::Failed, message.into());
     }
+
+    /// Adds to the message of the last step (something the user should know, not a failure).
+    pub fn note(&mut self, text: impl Into<String>) {
+        if let Some(step) = self.steps.last_mut() {
+            step.message = format!("{}; {}", step.message, text.into());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ pub async fn advance(
         S::Pending => answer_challenges(ctx, attempt, issuer, account, &mut order, status, log).await?,
         S::Ready => finalize(attempt, account, key, &mut order, status, log).await,
         S::Processing => Next::Requeue(Duration::from_secs(1)),
-        S::Valid => download(attempt, account, key, &mut order, log).await,
+        S::Valid => download(issuer, attempt, account, key, &mut order, log).await,
         S::Invalid => Next::fail(invalid_order(&mut order, status).await),
     })
 }
@@ -313,7 +313,14 @@ fn csr(names: &crate::pki::NameRequest, key: &PrivateKey) -> std::result::Result
     Ok(params.serialize_request(key.key_pair()).map_err(|e| e.to_string())?.der().to_vec())
 }
 
+/// The issuer of the last certificate of a chain (the root the chain leads to).
+fn top_issuer(chain: &[u8]) -> Option<String> {
+    let ders = crate::pki::cert::pem_certificates(chain).ok()?;
+    crate::pki::cert::info(ders.last()?).ok().map(|i| i.issuer)
+}
+
 async fn download(
+    issuer: &AcmeIssuer,
     attempt: &CertificateAttempt,
     account: &AcmeAccount,
     key: &PrivateKey,
@@ -343,6 +350,13 @@ async fn download(
         }
     };
     log.succeed(format!("the certificate matches the key and names; valid until {}", info.not_after));
+    if let Some(preferred) = &issuer.preferred_chain {
+        let top = top_issuer(chain.as_bytes());
+        if !top.as_deref().is_some_and(|t| t.contains(preferred.as_str())) {
+            // instant-acme downloads only the CA's default chain; alternates are not reachable yet.
+            log.note(format!("the CA's default chain ends at {top:?}, not at preferredChain {preferred:?}; alternate chains are not supported yet, so the default chain was kept"));
+        }
+    }
     let ca_pem = crate::pki::cert::pem_certificates(chain.as_bytes())
         .ok()
         .and_then(|ders| ders.last().cloned())
