@@ -526,3 +526,47 @@ async fn a_preferred_chain_the_ca_does_not_offer_is_noted() {
     let verify = attempt.status.unwrap().steps.into_iter().find(|s| s.name == "Verify").unwrap();
     assert!(verify.message.contains("preferredChain \"Some Other Root\""), "{}", verify.message);
 }
+
+#[tokio::test]
+async fn a_spec_change_cancels_the_attempt_under_way_and_cleans_up() {
+    // Pebble's HTTP-01 requests go to a port that accepts and never answers: validation hangs.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = black_hole.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((stream, _)) = black_hole.accept().await {
+            connections.push(stream);
+        }
+    });
+    let env = Env::start("acme-cancel", |o| o.http_port = port).await;
+    env.acme_issuer("pebble", json!({})).await;
+    env.certificate("moving", &["old.certpilot.test"], "pebble").await;
+    let attempts: Api<CertificateAttempt> = env.api();
+    wait_for(&attempts, "moving-1", "the first attempt to validate", WAIT, |a: &CertificateAttempt| {
+        a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Validating && !s.challenges.is_empty())
+    })
+    .await;
+    env.certificate("moving", &["new.certpilot.test"], "pebble").await;
+    let cancelled = wait_for(
+        &attempts,
+        "moving-1",
+        "the first attempt to be cancelled and cleaned up",
+        WAIT,
+        |a: &CertificateAttempt| {
+            a.status.as_ref().is_some_and(|s| {
+                s.phase == AttemptPhase::Cancelled && s.steps.iter().any(|step| step.name == "Cleanup")
+            })
+        },
+    )
+    .await;
+    assert!(cancelled.status.unwrap().error_message.unwrap().contains("superseded"));
+    let next = wait_for(&attempts, "moving-2", "a reissue for the new name", WAIT, |_| true).await;
+    assert_eq!(next.spec.dns_names, ["new.certpilot.test"]);
+    assert_eq!(next.spec.type_, certpilot::api::attempt::AttemptType::Issue);
+    // The cancelled attempt's key Secret and Ingress rule are gone.
+    assert!(env.api::<Secret>().get_opt("moving-1-key").await.unwrap().is_none());
+    let ingresses =
+        env.api::<Ingress>().list(&ListParams::default().labels("certpilot.dev/attempt=moving-1")).await.unwrap();
+    assert!(ingresses.items.is_empty());
+    held.abort();
+}

@@ -47,6 +47,16 @@ async fn reconcile(cached: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Result
     // The cache may lag behind our own last status write: read the attempt afresh, so that a
     // finished attempt is never run a second time.
     let Some(attempt) = api.get_opt(&name).await? else { return Ok(Action::await_change()) };
+    if needs_cleanup_after_cancel(&attempt) {
+        let mut status = attempt.status.clone().unwrap_or_default();
+        cleanup(&ctx, &attempt, &namespace, &status).await?;
+        let mut log = StepLog::from(std::mem::take(&mut status.steps));
+        log.begin(CLEANUP_STEP);
+        log.succeed("removed the key, solver routes and records of the cancelled attempt");
+        status.steps = log.steps;
+        apply_status(&api, &name, &status).await?;
+        return Ok(Action::await_change());
+    }
     if is_finished(&attempt) {
         return Ok(Action::await_change());
     }
@@ -206,8 +216,20 @@ fn poll_interval(running: jiff::SignedDuration) -> std::time::Duration {
     }
 }
 
+const CLEANUP_STEP: &str = "Cleanup";
+
+/// A cancelled attempt (its Certificate changed under it) still has its key Secret, solver
+/// routes and DNS records until cleaned up, once.
+fn needs_cleanup_after_cancel(attempt: &CertificateAttempt) -> bool {
+    attempt
+        .status
+        .as_ref()
+        .is_some_and(|s| s.phase == AttemptPhase::Cancelled && !s.steps.iter().any(|step| step.name == CLEANUP_STEP))
+}
+
 fn is_finished(attempt: &CertificateAttempt) -> bool {
-    attempt.status.as_ref().is_some_and(|s| s.phase.is_terminal()) || attempt.meta().deletion_timestamp.is_some()
+    let done = attempt.status.as_ref().is_some_and(|s| s.phase.is_terminal()) && !needs_cleanup_after_cancel(attempt);
+    done || attempt.meta().deletion_timestamp.is_some()
 }
 
 /// Marks the attempt started (once; a restarted operator keeps the first start time).
