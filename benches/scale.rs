@@ -5,7 +5,6 @@
 //! - the requests it makes at rest once every certificate is Ready.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use certpilot::api::Certificate;
