@@ -39,6 +39,7 @@ impl Env {
             dns_server: None,
             eab_keys: Vec::new(),
             nonce_reject: 0,
+            alternate_roots: 0,
         };
         let solver_args = vec![
             "--solver-http-address".to_string(),
@@ -210,6 +211,16 @@ async fn a_failed_challenge_fails_the_attempt_with_the_cas_error() {
     let issuing = status.conditions.iter().find(|c| c.type_ == "Issuing").unwrap();
     assert_eq!(issuing.reason, "Connection");
     assert!(status.validation_errors.iter().any(|e| e.contains("broken.certpilot.test")));
+    // The Certificate itself shows the record the CA checked and its error.
+    let record = &status.validation_records[0];
+    assert_eq!(
+        (record.dns_name.as_str(), record.type_.as_str(), record.status.as_str()),
+        ("broken.certpilot.test", "http-01", "invalid")
+    );
+    assert!(
+        record.http_url.as_deref().unwrap().starts_with("http://broken.certpilot.test/.well-known/acme-challenge/")
+    );
+    assert!(record.error.is_some());
 }
 
 #[tokio::test]
@@ -517,14 +528,24 @@ async fn an_unreachable_ca_is_reported_on_the_issuer() {
 }
 
 #[tokio::test]
-async fn a_preferred_chain_the_ca_does_not_offer_is_noted() {
-    let env = Env::start("acme-chain", |_| {}).await;
-    env.acme_issuer("pebble", json!({"preferredChain": "Some Other Root"})).await;
+async fn the_preferred_chain_is_chosen_among_the_alternates() {
+    let env = Env::start("acme-chain", |o| o.alternate_roots = 2).await;
+    let alternate = env.pebble.root_subject(2).await;
+    let preferred = alternate.trim_start_matches("CN=").to_string();
+    env.acme_issuer("pebble", json!({"preferredChain": preferred})).await;
+    env.acme_issuer("other", json!({"preferredChain": "Some Other Root"})).await;
     env.certificate("chain", &["chain.certpilot.test"], "pebble").await;
-    let cert = env.ready("chain").await;
+    env.certificate("fallback", &["fallback.certpilot.test"], "other").await;
+    env.ready("chain").await;
+    let data = env.api::<Secret>().get("chain-tls").await.unwrap().data.unwrap();
+    let chain = pem_certificates(&data["tls.crt"].0).unwrap();
+    let top = certpilot::pki::cert::info(chain.last().unwrap()).unwrap();
+    assert!(top.issuer.contains(&preferred), "chain leads to {}, not {preferred}", top.issuer);
+    // A preferred chain the CA does not offer: the default chain, and the step says so.
+    let cert = env.ready("fallback").await;
     let attempt = env.api::<CertificateAttempt>().get(&cert.status.unwrap().last_attempt.unwrap().name).await.unwrap();
-    let verify = attempt.status.unwrap().steps.into_iter().find(|s| s.name == "Verify").unwrap();
-    assert!(verify.message.contains("preferredChain \"Some Other Root\""), "{}", verify.message);
+    let download = attempt.status.unwrap().steps.into_iter().find(|s| s.name == "Download").unwrap();
+    assert!(download.message.contains("offers none leading to \"Some Other Root\""), "{}", download.message);
 }
 
 #[tokio::test]

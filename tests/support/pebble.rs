@@ -27,11 +27,14 @@ pub struct PebbleOptions {
     pub eab_keys: Vec<(String, String)>,
     /// Percentage of good nonces Pebble rejects.
     pub nonce_reject: u8,
+    /// How many alternate chains (to other roots) Pebble offers besides the default.
+    pub alternate_roots: u8,
 }
 
 pub struct Pebble {
     children: Vec<Child>,
     pub directory: String,
+    management_port: u16,
     /// PEM of the CA that signed Pebble's TLS certificate (the issuer's `caBundle`).
     pub ca_pem: String,
     log: Arc<Mutex<Vec<String>>>,
@@ -137,9 +140,40 @@ impl Pebble {
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string())
             .env("PEBBLE_AUTHZREUSE", "0");
+        command.env("PEBBLE_ALTERNATE_ROOTS", options.alternate_roots.to_string());
         children.push(spawn_logged(command, log.clone()));
         wait_for_port(acme_port);
-        Self { children, directory: format!("https://127.0.0.1:{acme_port}/dir"), ca_pem, log, _dir: TempDir(dir) }
+        Self {
+            children,
+            directory: format!("https://127.0.0.1:{acme_port}/dir"),
+            management_port,
+            ca_pem,
+            log,
+            _dir: TempDir(dir),
+        }
+    }
+
+    /// The subject of Pebble's root number `index` (0 is the default chain's root).
+    pub async fn root_subject(&self, index: usize) -> String {
+        use instant_acme::{BodyWrapper, HttpClient};
+        let (client, _, _) = certpilot::issuance::acme::client::AcmeHttpClient::new(Some(&self.ca_pem)).unwrap();
+        let url = format!("https://127.0.0.1:{}/roots/{index}", self.management_port);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let request = http::Request::get(&url).body(BodyWrapper::default()).unwrap();
+            match HttpClient::request(&client, request).await {
+                Ok(mut response) => {
+                    let body = response.body.into_bytes().await.unwrap_or_default();
+                    match certpilot::pki::cert::parse_chain(&body) {
+                        Ok(info) => return info.subject,
+                        Err(e) => eprintln!("{url}: {} {e}: {}", response.parts.status, String::from_utf8_lossy(&body)),
+                    }
+                }
+                Err(e) => eprintln!("{url}: {e:?}"),
+            }
+            assert!(std::time::Instant::now() < deadline, "Pebble's management interface did not serve {url}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// How many times Pebble was asked for a new order.

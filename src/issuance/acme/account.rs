@@ -1,7 +1,7 @@
 //! ACME accounts: loaded from the account Secret, or registered (with external account binding
 //! when the CA needs it) and saved there, so restarts reuse the same account.
 
-use super::client::{AcmeHttpClient, RetryAfter};
+use super::client::{AcmeHttpClient, Observer, RetryAfter};
 use crate::{
     api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, issuer::AcmeIssuer},
     controller::context::{Context, FIELD_MANAGER},
@@ -21,6 +21,7 @@ pub const CREDENTIALS_KEY: &str = "credentials.json";
 pub struct AcmeAccount {
     pub account: Account,
     pub retry_after: RetryAfter,
+    pub observer: Observer,
 }
 
 impl AcmeAccount {
@@ -34,10 +35,12 @@ pub fn secret_name(issuer: &str, spec: &AcmeIssuer) -> String {
     spec.account_key_secret_ref.as_ref().map(|r| r.name.clone()).unwrap_or_else(|| format!("{issuer}-acme-account"))
 }
 
-fn builder(spec: &AcmeIssuer) -> std::result::Result<(instant_acme::AccountBuilder, RetryAfter), Failure> {
-    let (http, retry_after) =
+type Builder = (instant_acme::AccountBuilder, RetryAfter, Observer);
+
+fn builder(spec: &AcmeIssuer) -> std::result::Result<Builder, Failure> {
+    let (http, retry_after, observer) =
         AcmeHttpClient::new(spec.ca_bundle.as_deref()).map_err(|e| Failure::new("InvalidCABundle", e))?;
-    Ok((Account::builder_with_http(Box::new(http)), retry_after))
+    Ok((Account::builder_with_http(Box::new(http)), retry_after, observer))
 }
 
 fn secret_data(secret: &Secret, key: &str) -> Option<Vec<u8>> {
@@ -76,14 +79,14 @@ async fn load_or_register_once(
         && let Ok(credentials) = serde_json::from_slice::<AccountCredentials>(&json)
         && credentials_directory(&json).as_deref() == Some(spec.server.as_str())
     {
-        let (builder, retry_after) = match builder(spec) {
+        let (builder, retry_after, observer) = match builder(spec) {
             Ok(b) => b,
             Err(f) => return Ok(Err(f)),
         };
         return Ok(builder
             .from_credentials(credentials)
             .await
-            .map(|account| AcmeAccount { account, retry_after })
+            .map(|account| AcmeAccount { account, retry_after, observer })
             .map_err(|e| super::problem::failure(&e)));
     }
     let user_key = existing.as_ref().and_then(|s| secret_data(s, &key_field(spec)));
@@ -121,14 +124,14 @@ async fn from_user_key(spec: &AcmeIssuer, pem: &[u8]) -> std::result::Result<Reg
     let key = instant_acme::Key::from_pkcs8_der(pkcs8.clone_key()).map_err(|e| {
         Failure::new("InvalidAccountKey", format!("the account key must be a PKCS#8 ECDSA P-256 key: {e}"))
     })?;
-    let (builder, retry_after) = builder(spec)?;
+    let (builder, retry_after, observer) = builder(spec)?;
     let (account, credentials) = builder
         .create_from_key((key, rustls_pki_types::PrivateKeyDer::Pkcs8(pkcs8)), spec.server.clone())
         .await
         .map_err(|e| super::problem::failure(&e))?;
     let json = serde_json::to_vec(&credentials).map_err(|e| Failure::new("Internal", e.to_string()))?;
     let pem = String::from_utf8_lossy(pem).into_owned();
-    Ok((AcmeAccount { account, retry_after }, (json, pem)))
+    Ok((AcmeAccount { account, retry_after, observer }, (json, pem)))
 }
 
 /// Registers a new account (with the contact email and, when configured, external account binding).
@@ -167,7 +170,7 @@ async fn register(
     let contact: Vec<String> = spec.email.iter().map(|e| format!("mailto:{e}")).collect();
     let contact_refs: Vec<&str> = contact.iter().map(String::as_str).collect();
     let new_account = NewAccount { contact: &contact_refs, terms_of_service_agreed: true, only_return_existing: false };
-    let (builder, retry_after) = match builder(spec) {
+    let (builder, retry_after, observer) = match builder(spec) {
         Ok(b) => b,
         Err(f) => return Ok(Err(f)),
     };
@@ -177,7 +180,7 @@ async fn register(
     };
     let json = serde_json::to_vec(&credentials)?;
     let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", credentials.private_key().secret_pkcs8_der().to_vec()));
-    Ok(Ok((AcmeAccount { account, retry_after }, (json, pem))))
+    Ok(Ok((AcmeAccount { account, retry_after, observer }, (json, pem))))
 }
 
 async fn save(secrets: &Api<Secret>, name: &str, spec: &AcmeIssuer, credentials: &[u8], key_pem: &str) -> Result<()> {

@@ -328,12 +328,31 @@ async fn download(
     log: &mut StepLog,
 ) -> Next {
     log.begin("Download");
-    let chain = match order.certificate().await {
+    let default_chain = match order.certificate().await {
         Ok(Some(chain)) => chain,
         Ok(None) => return Next::Requeue(Duration::from_secs(1)),
         Err(e) => return failed(account, &e),
     };
-    log.succeed("downloaded the certificate chain");
+    let chain = match &issuer.preferred_chain {
+        Some(preferred) if !leads_to(default_chain.as_bytes(), preferred) => {
+            match alternate_chain(account, preferred).await {
+                Some(chain) => {
+                    log.succeed(format!("downloaded the alternate chain leading to {preferred:?} (preferredChain)"));
+                    chain
+                }
+                None => {
+                    log.succeed(format!(
+                        "downloaded the default chain: the CA offers none leading to {preferred:?} (preferredChain)"
+                    ));
+                    default_chain
+                }
+            }
+        }
+        _ => {
+            log.succeed("downloaded the certificate chain");
+            default_chain
+        }
+    };
     log.begin("Verify");
     let names = match name_request(&attempt.spec) {
         Ok(n) => n,
@@ -350,13 +369,6 @@ async fn download(
         }
     };
     log.succeed(format!("the certificate matches the key and names; valid until {}", info.not_after));
-    if let Some(preferred) = &issuer.preferred_chain {
-        let top = top_issuer(chain.as_bytes());
-        if !top.as_deref().is_some_and(|t| t.contains(preferred.as_str())) {
-            // instant-acme downloads only the CA's default chain; alternates are not reachable yet.
-            log.note(format!("the CA's default chain ends at {top:?}, not at preferredChain {preferred:?}; alternate chains are not supported yet, so the default chain was kept"));
-        }
-    }
     let ca_pem = crate::pki::cert::pem_certificates(chain.as_bytes())
         .ok()
         .and_then(|ders| ders.last().cloned())
@@ -366,6 +378,26 @@ async fn download(
         Ok(key) => Next::done(Obtained { chain_pem: chain, ca_pem, key, info }),
         Err(e) => Next::fail(Failure::new("Internal", e.to_string())),
     }
+}
+
+/// Whether a chain's topmost issuer is named `preferred` (a common name or part of the DN).
+fn leads_to(chain: &[u8], preferred: &str) -> bool {
+    top_issuer(chain).is_some_and(|top| top.contains(preferred))
+}
+
+/// The alternate chain (RFC 8555 §7.4.2, `Link: rel="alternate"`) leading to `preferred`, if the
+/// CA offered one. instant-acme signs the POST-as-GET; the HTTP client keeps the PEM body,
+/// which instant-acme itself would try to read as an order and reject.
+async fn alternate_chain(account: &AcmeAccount, preferred: &str) -> Option<String> {
+    for url in account.observer.alternates() {
+        account.observer.capture(&url);
+        let _ = account.account.order(url.clone()).await;
+        let Some(body) = account.observer.captured() else { continue };
+        if leads_to(&body, preferred) {
+            return String::from_utf8(body.to_vec()).ok();
+        }
+    }
+    None
 }
 
 /// Why the order became invalid: the failed challenges' errors, recorded per name.
