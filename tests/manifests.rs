@@ -192,3 +192,46 @@ async fn examples_apply_and_become_ready() {
     }
     Api::<ClusterIssuer>::all(cluster.client()).delete(&issuer_name, &Default::default()).await.unwrap();
 }
+
+/// Every example, including those that need a public CA, passes the CRDs' schemas and rules.
+#[tokio::test]
+async fn every_example_is_accepted_by_the_crds() {
+    let cluster = TestCluster::start("examples-schema").await.unwrap();
+    install_certpilot_crds(&cluster).await;
+    let params = PatchParams::apply("examples-test").force();
+    let suffix = unique_name("x");
+    let mut files: Vec<_> = std::fs::read_dir(root().join("examples")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 4);
+    for path in files {
+        let file = path.strip_prefix(root()).unwrap().to_str().unwrap().to_string();
+        for mut doc in documents(&file) {
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            if kind == "ClusterIssuer" {
+                let unique = format!("{}-{suffix}", doc["metadata"]["name"].as_str().unwrap());
+                doc["metadata"]["name"] = Value::String(unique);
+            } else {
+                doc["metadata"]["namespace"] = Value::String(cluster.namespace().to_string());
+            }
+            let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+            let result = match kind.as_str() {
+                "ClusterIssuer" => {
+                    let api = Api::<ClusterIssuer>::all(cluster.client());
+                    let applied = api.patch(&name, &params, &Patch::Apply(&doc)).await.map(|_| ());
+                    let _ = api.delete(&name, &Default::default()).await;
+                    applied
+                }
+                "Issuer" => Api::<Issuer>::namespaced(cluster.client(), cluster.namespace())
+                    .patch(&name, &params, &Patch::Apply(&doc))
+                    .await
+                    .map(|_| ()),
+                "Certificate" => Api::<Certificate>::namespaced(cluster.client(), cluster.namespace())
+                    .patch(&name, &params, &Patch::Apply(&doc))
+                    .await
+                    .map(|_| ()),
+                other => panic!("unexpected kind {other} in {file}"),
+            };
+            result.unwrap_or_else(|e| panic!("{file}: {kind} {name} was refused: {e}"));
+        }
+    }
+}
