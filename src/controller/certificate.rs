@@ -316,7 +316,9 @@ async fn prune(api: &Api<CertificateAttempt>, attempts: &[CertificateAttempt], l
 /// When to look again: the earliest of renewal, next attempt and expiry; soon when blocked.
 fn next_reconcile(status: &CertificateStatus, decision: &Decision, now: Timestamp) -> Action {
     if matches!(decision, Decision::Blocked { .. }) {
-        return Action::requeue(Duration::from_secs(30));
+        let since =
+            conditions::find(&status.conditions, "Ready").and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0);
+        return Action::requeue(blocked_retry(since.map(|t| now.duration_since(t)).unwrap_or_default()));
     }
     let ari_check = status.renewal_info.as_ref().map(|r| r.next_check.clone());
     let moments = [&status.renewal_time, &status.next_attempt_time, &status.not_after, &ari_check];
@@ -330,6 +332,14 @@ fn next_reconcile(status: &CertificateStatus, decision: &Decision, now: Timestam
         }
         None => Action::await_change(),
     }
+}
+
+/// How soon to look again at a Certificate blocked by something the user must fix: half as
+/// long as it has been blocked, from 5 seconds up to 10 minutes (issuer changes wake it at once;
+/// a foreign Secret's changes do not, as only certpilot's Secrets are watched).
+fn blocked_retry(blocked_for: jiff::SignedDuration) -> Duration {
+    let half = blocked_for.unsigned_abs() / 2;
+    half.clamp(Duration::from_secs(5), Duration::from_secs(600))
 }
 
 fn invalid_spec_status(cert: &Certificate, message: String) -> CertificateStatus {
@@ -456,6 +466,15 @@ mod tests {
         let name = attempt_name(&long, 12);
         assert!(name.len() <= 253);
         assert_eq!(attempt_index(&long, &name), Some(12));
+    }
+
+    #[test]
+    fn blocked_certificates_are_retried_with_backoff() {
+        let s = jiff::SignedDuration::from_secs;
+        assert_eq!(blocked_retry(s(0)), Duration::from_secs(5));
+        assert_eq!(blocked_retry(s(60)), Duration::from_secs(30));
+        assert_eq!(blocked_retry(s(600)), Duration::from_secs(300));
+        assert_eq!(blocked_retry(s(86_400)), Duration::from_secs(600));
     }
 
     #[test]
