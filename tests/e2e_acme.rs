@@ -208,6 +208,19 @@ async fn a_failed_challenge_fails_the_attempt_with_the_cas_error() {
     assert!(message.contains("broken.certpilot.test"), "{message}");
     assert_eq!(attempt.challenges[0].status, "invalid");
     assert!(attempt.challenges[0].error.is_some());
+    let events: Api<k8s_openapi::api::events::v1::Event> = env.api();
+    let warned = eventually("an AttemptFailed warning", WAIT, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("AttemptFailed"))
+    })
+    .await;
+    assert_eq!(warned.type_.as_deref(), Some("Warning"));
+    assert!(warned.note.unwrap().contains("Connection"));
     let issuing = status.conditions.iter().find(|c| c.type_ == "Issuing").unwrap();
     assert_eq!(issuing.reason, "Connection");
     assert!(status.validation_errors.iter().any(|e| e.contains("broken.certpilot.test")));

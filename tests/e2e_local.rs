@@ -150,6 +150,20 @@ async fn issues_a_self_signed_certificate_with_a_cluster_issuer() {
     assert_eq!(attempt.status.unwrap().issued.unwrap().serial_number, leaf.serial_hex);
     // The temporary key Secret is gone once the certificate is stored.
     assert!(env.secrets().get_opt(&format!("{}-key", last.name)).await.unwrap().is_none());
+    // `kubectl describe` shows the story as Events on the Certificate.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.cluster.client(), env.ns());
+    let issued = eventually("an Issued event", WAIT, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("Issued"))
+    })
+    .await;
+    assert_eq!(issued.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("web"));
+    assert!(issued.note.unwrap().contains("web-tls"));
     // One attempt, one write of the target Secret (a finished attempt never runs again).
     if let Some(server) = env.cluster.server() {
         let writes = server

@@ -79,6 +79,8 @@ const NEEDED: &[(&str, &str, &str)] = &[
     ("gateway.networking.k8s.io", "httproutes", "list"),
     ("gateway.networking.k8s.io", "httproutes", "patch"),
     ("gateway.networking.k8s.io", "httproutes", "delete"),
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
 ];
 
 fn grants(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {

@@ -84,6 +84,7 @@ async fn reconcile(cached: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Result
         }
     };
     cleanup(&ctx, &attempt, &namespace, &status).await?;
+    announce(&ctx, &attempt, &outcome).await;
     finish(&mut status, log, outcome, &ctx, attempt.spec.issuer_ref.kind);
     apply_status(&api, &name, &status).await?;
     Ok(Action::await_change())
@@ -225,6 +226,33 @@ fn needs_cleanup_after_cancel(attempt: &CertificateAttempt) -> bool {
         .status
         .as_ref()
         .is_some_and(|s| s.phase == AttemptPhase::Cancelled && !s.steps.iter().any(|step| step.name == CLEANUP_STEP))
+}
+
+/// An Event on the Certificate for the attempt's outcome.
+async fn announce(ctx: &Context, attempt: &CertificateAttempt, outcome: &Result<Obtained, Failure>) {
+    let Some(owner) = attempt.owner_references().iter().find(|o| o.kind == "Certificate") else { return };
+    let certificate = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(owner.api_version.clone()),
+        kind: Some(owner.kind.clone()),
+        name: Some(owner.name.clone()),
+        namespace: attempt.namespace(),
+        uid: Some(owner.uid.clone()),
+        ..Default::default()
+    };
+    let name = attempt.name_any();
+    match outcome {
+        Ok(obtained) => {
+            let note = format!(
+                "attempt {name} wrote Secret {}: serial {}, valid until {}",
+                attempt.spec.secret_name, obtained.info.serial_hex, obtained.info.not_after
+            );
+            ctx.event(&certificate, false, "Issued", "Issue", note).await;
+        }
+        Err(failure) => {
+            let note = format!("attempt {name} failed ({}): {}", failure.code, failure.message);
+            ctx.event(&certificate, true, "AttemptFailed", "Issue", note).await;
+        }
+    }
 }
 
 fn is_finished(attempt: &CertificateAttempt) -> bool {

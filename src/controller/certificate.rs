@@ -380,6 +380,8 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
             let replaces = replaces_for(&observed, &renewal_info, *type_);
             let attempt = new_attempt(&cert, &observed, replaces, *type_, reason)?;
             create_attempt(&attempts_api, &attempt).await?;
+            let note = format!("attempt {} ({type_:?}): {reason}", attempt.name_any());
+            ctx.event(&cert.object_ref(&()), false, "AttemptStarted", "Issue", note).await;
             tracing::info!(certificate = %cert.name_any(), attempt = %attempt.name_any(), ?type_, %reason, "started attempt");
             observed.attempts.extend(view(&cert.name_any(), &attempt));
             decision = Decision::InProgress;
@@ -387,6 +389,14 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
         Decision::Supersede { attempt, reason } => {
             if let Some(current) = attempts.iter().find(|a| &a.name_any() == attempt) {
                 cancel_attempt(&attempts_api, current, reason).await?;
+                ctx.event(
+                    &cert.object_ref(&()),
+                    false,
+                    "AttemptCancelled",
+                    "Cancel",
+                    format!("attempt {attempt}: {reason}"),
+                )
+                .await;
             }
             if let Some(v) = observed.attempts.iter_mut().find(|a| &a.name == attempt) {
                 v.phase = AttemptPhase::Cancelled;

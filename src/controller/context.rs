@@ -43,6 +43,8 @@ impl Default for Settings {
 
 pub struct Context {
     pub client: Client,
+    /// Kubernetes Events on Certificates (what `kubectl describe` shows).
+    pub recorder: kube::runtime::events::Recorder,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub solvers: Arc<SolverState>,
@@ -54,7 +56,18 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, solvers: Arc<SolverState>) -> Arc<Self> {
-        Arc::new(Self { client, settings, metrics, solvers, orders: Mutex::default(), no_replaces: Mutex::default() })
+        let instance = std::env::var("POD_NAME").ok();
+        let reporter = kube::runtime::events::Reporter { controller: "certpilot".into(), instance };
+        let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
+        Arc::new(Self {
+            client,
+            recorder,
+            settings,
+            metrics,
+            solvers,
+            orders: Mutex::default(),
+            no_replaces: Mutex::default(),
+        })
     }
 
     /// Takes (or keeps) a slot for `attempt` among the issuer's orders in flight; false when
@@ -69,6 +82,29 @@ impl Context {
             return false;
         }
         in_flight.insert(attempt.to_string())
+    }
+
+    /// Publishes an Event about a Certificate; failing to is logged, never fatal.
+    pub async fn event(
+        &self,
+        certificate: &k8s_openapi::api::core::v1::ObjectReference,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        use kube::runtime::events::{Event, EventType};
+        let note: String = note.chars().take(1000).collect();
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, certificate).await {
+            tracing::warn!(%error, reason, "could not publish an event");
+        }
     }
 
     pub fn forget_replaces(&self, issuer: &str) {
