@@ -86,6 +86,26 @@ impl ApiError {
         Self::new(422, "Invalid", format!("{kind_group} \"{name}\" is invalid: {body}"))
             .with_details(json!({"name": name, "kind": kind_group, "causes": causes}))
     }
+    /// The `reason` the API server gives a failure with this HTTP code.
+    pub fn reason_for_code(code: u16) -> &'static str {
+        match code {
+            400 => "BadRequest",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            405 => "MethodNotAllowed",
+            406 => "NotAcceptable",
+            409 => "Conflict",
+            410 => "Expired",
+            413 => "RequestEntityTooLarge",
+            415 => "UnsupportedMediaType",
+            422 => "Invalid",
+            429 => "TooManyRequests",
+            503 => "ServiceUnavailable",
+            504 => "Timeout",
+            _ => "InternalError",
+        }
+    }
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self

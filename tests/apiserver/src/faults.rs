@@ -1,5 +1,6 @@
-//! Fault injection a test can switch on: added latency, failing requests, dropped watches.
-//! Also a log of the requests served, so tests can count what a controller did.
+//! Fault injection a test can switch on: added latency, failing requests or a share of the
+//! writes, dropped watches, watch events that arrive late. Also a log of the requests served,
+//! so tests can count what a controller did.
 
 use std::{sync::Mutex, time::Duration};
 use tokio::sync::watch;
@@ -14,6 +15,11 @@ struct Plan {
     status: u16,
     /// Only requests whose path contains this string count (all requests when empty).
     path_filter: String,
+    /// Fail every n-th matching write (0: off), with this status, counting from the switch.
+    writes_every: u64,
+    writes_status: u16,
+    writes_filter: String,
+    writes_seen: u64,
 }
 
 /// One request the server answered.
@@ -38,12 +44,18 @@ impl RequestRecord {
 pub struct Faults {
     plan: Mutex<Plan>,
     drop_epoch: watch::Sender<u64>,
+    watch_lag: watch::Sender<Duration>,
     log: Mutex<Vec<RequestRecord>>,
 }
 
 impl Default for Faults {
     fn default() -> Self {
-        Self { plan: Mutex::default(), drop_epoch: watch::channel(0).0, log: Mutex::default() }
+        Self {
+            plan: Mutex::default(),
+            drop_epoch: watch::channel(0).0,
+            watch_lag: watch::channel(Duration::ZERO).0,
+            log: Mutex::default(),
+        }
     }
 }
 
@@ -74,13 +86,43 @@ impl Faults {
         self.fail_requests(n.saturating_sub(1), 1, status, "");
     }
 
+    /// Fails every `n`-th write (any request but GET) whose path contains `path_filter` ("" for
+    /// all), counting from now, with `status`, until [`Faults::clear_write_failures`]. The
+    /// answer is the API server's for that code: `409` is a `Conflict` on the object, as when
+    /// another writer got there first; `500` an `InternalError`, `503` `ServiceUnavailable`…
+    pub fn fail_writes_every(&self, n: u64, status: u16, path_filter: &str) {
+        let mut plan = self.plan.lock().unwrap();
+        plan.writes_every = n;
+        plan.writes_status = status;
+        plan.writes_filter = path_filter.to_string();
+        plan.writes_seen = 0;
+    }
+
+    /// Stops failing writes.
+    pub fn clear_write_failures(&self) {
+        self.fail_writes_every(0, 0, "");
+    }
+
+    /// Delays every watch event by `lag` (from when it happened), keeping their order, so
+    /// that informers lag behind the writes, their own included. Zero switches it off; open
+    /// watches pick a change up with the next event.
+    pub fn set_watch_lag(&self, lag: Duration) {
+        self.watch_lag.send_replace(lag);
+    }
+
+    pub(crate) fn lag_signal(&self) -> watch::Receiver<Duration> {
+        self.watch_lag.subscribe()
+    }
+
     /// Ends every open watch stream, as a restarted API server or a broken connection would.
     pub fn drop_watches(&self) {
         self.drop_epoch.send_modify(|epoch| *epoch += 1);
     }
 
+    /// Switches every fault off (latency, failures, write failures and watch lag).
     pub fn clear(&self) {
         *self.plan.lock().unwrap() = Plan::default();
+        self.set_watch_lag(Duration::ZERO);
     }
 
     pub(crate) fn drop_signal(&self) -> watch::Receiver<u64> {
@@ -100,6 +142,15 @@ impl Faults {
             }
         } else {
             None
+        };
+        let write_counts = plan.writes_every > 0
+            && record.is_write()
+            && (plan.writes_filter.is_empty() || record.path.contains(&plan.writes_filter));
+        let fail_with = if write_counts {
+            plan.writes_seen += 1;
+            fail_with.or(plan.writes_seen.is_multiple_of(plan.writes_every).then_some(plan.writes_status))
+        } else {
+            fail_with
         };
         self.log.lock().unwrap().push(record);
         Verdict { delay: plan.latency, fail_with }

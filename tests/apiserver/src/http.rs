@@ -128,19 +128,34 @@ pub async fn handle(
     if !verdict.delay.is_zero() {
         tokio::time::sleep(verdict.delay).await;
     }
-    match verdict.fail_with {
-        Some(429) => return ApiError::too_many_requests(1).into_response(),
-        Some(code) => {
-            let mut e = ApiError::internal(format!("injected fault: HTTP {code}"));
-            e.code = code;
-            return e.into_response();
-        }
-        None => {}
+    if let Some(code) = verdict.fail_with {
+        return injected_failure(code, uri.path()).into_response();
     }
     match route(&shared, &method, &uri, &headers, &body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
+}
+
+/// An injected failure, shaped as the API server answers with that code: a `409` is the
+/// conflict of a stale write, other codes carry their usual reason.
+fn injected_failure(code: u16, path: &str) -> ApiError {
+    if code == 429 {
+        return ApiError::too_many_requests(1);
+    }
+    let target = parse_target(path);
+    let resource = target
+        .as_ref()
+        .map(|t| if t.group.is_empty() { t.plural.clone() } else { format!("{}.{}", t.plural, t.group) })
+        .unwrap_or_default();
+    let name = target.as_ref().and_then(|t| t.name.clone()).unwrap_or_default();
+    if code == 409 {
+        return ApiError::stale(&resource, &name);
+    }
+    let mut e = ApiError::internal(format!("injected fault: HTTP {code}"));
+    e.code = code;
+    e.reason = ApiError::reason_for_code(code);
+    e
 }
 
 async fn route(

@@ -57,6 +57,8 @@ impl EventType {
 #[derive(Debug)]
 pub struct Event {
     pub rv: u64,
+    /// When it happened (watch lag counts from here).
+    pub at: std::time::Instant,
     pub key: Key,
     pub kind: EventType,
     pub object: Value,
@@ -319,7 +321,7 @@ impl State {
     }
 
     fn emit(&mut self, key: Key, kind: EventType, object: Value, old: Option<Value>) {
-        let event = Arc::new(Event { rv: self.rv, key, kind, object, old });
+        let event = Arc::new(Event { rv: self.rv, at: std::time::Instant::now(), key, kind, object, old });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_limit {
             if let Some(dropped) = self.history.pop_front() {

@@ -1,5 +1,6 @@
 //! Watch streams: initial events, history replay from a resourceVersion (410 when too old),
-//! selector transitions, bookmarks, timeouts, and streams dropped on demand.
+//! selector transitions, bookmarks, timeouts, streams dropped on demand and events delivered
+//! late (the watch lag fault).
 
 use crate::{
     Shared,
@@ -12,7 +13,7 @@ use crate::{
 };
 use axum::{body::Body, http::header, response::Response};
 use serde_json::{Value, json};
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 use tokio::sync::{broadcast, mpsc};
 
 struct Filter {
@@ -81,9 +82,11 @@ fn line(kind: &str, object: Value) -> Result<String, std::convert::Infallible> {
     Ok(format!("{}\n", json!({"type": kind, "object": object})))
 }
 
-/// Where the stream starts: what to send first, and the resourceVersion it brings the client to.
+/// Where the stream starts: what to send first, the history to replay after it, and the
+/// resourceVersion the client is at once it has both.
 struct Start {
     backlog: Vec<(&'static str, Value)>,
+    replay: Vec<Arc<Event>>,
     rv: u64,
     initial_events_end: bool,
     receiver: broadcast::Receiver<Arc<Event>>,
@@ -119,8 +122,8 @@ pub fn serve(
     };
     let (tx, rx) = mpsc::channel::<Result<String, std::convert::Infallible>>(256);
     let bookmark_interval = shared.bookmark_interval;
-    let drop_signal = shared.faults.drop_signal();
-    tokio::spawn(pump(filter, start, tx, Duration::from_secs(timeout), bookmarks, bookmark_interval, drop_signal));
+    let signals = Signals { dropped: shared.faults.drop_signal(), lag: shared.faults.lag_signal() };
+    tokio::spawn(pump(filter, start, tx, Duration::from_secs(timeout), bookmarks, bookmark_interval, signals));
     Ok(stream_response(rx))
 }
 
@@ -138,15 +141,20 @@ fn start(shared: &Shared, filter: &Filter, query: &Query, send_initial: bool) ->
     };
     let requested = query.get("resourceVersion").filter(|rv| !rv.is_empty() && rv.as_str() != "0");
     if send_initial || requested.is_none() {
-        return Ok(Start { backlog: snapshot(), rv: current, initial_events_end: send_initial, receiver });
+        return Ok(Start {
+            backlog: snapshot(),
+            replay: Vec::new(),
+            rv: current,
+            initial_events_end: send_initial,
+            receiver,
+        });
     }
     let rv: u64 = requested
         .and_then(|rv| rv.parse().ok())
         .ok_or_else(|| ApiError::bad_request("resourceVersion: Invalid value: must be an integer"))?;
     let history =
         state.events_since(rv).ok_or_else(|| ApiError::gone(format!("too old resource version: {rv} ({current})")))?;
-    let backlog = history.iter().filter_map(|e| filter.translate(e)).collect();
-    Ok(Start { backlog, rv: current.max(rv), initial_events_end: false, receiver })
+    Ok(Start { backlog: Vec::new(), replay: history, rv: current.max(rv), initial_events_end: false, receiver })
 }
 
 fn single_error(error: ApiError) -> mpsc::Receiver<Result<String, std::convert::Infallible>> {
@@ -164,6 +172,34 @@ fn stream_response(rx: mpsc::Receiver<Result<String, std::convert::Infallible>>)
         .expect("static response parts are valid")
 }
 
+/// What a watch listens to besides its events.
+struct Signals {
+    dropped: tokio::sync::watch::Receiver<u64>,
+    lag: tokio::sync::watch::Receiver<Duration>,
+}
+
+/// An event waiting for its time (under watch lag), with what the client sees of it, if anything.
+struct Pending {
+    due: tokio::time::Instant,
+    rv: u64,
+    line: Option<(&'static str, Value)>,
+}
+
+/// Events in the order they happened, each due `lag` after it happened (never before the one
+/// ahead of it).
+struct Queue {
+    pending: VecDeque<Pending>,
+    last_due: tokio::time::Instant,
+}
+
+impl Queue {
+    fn push(&mut self, filter: &Filter, event: &Event, lag: Duration) {
+        let due = (tokio::time::Instant::from_std(event.at) + lag).max(self.last_due);
+        self.last_due = due;
+        self.pending.push_back(Pending { due, rv: event.rv, line: filter.translate(event) });
+    }
+}
+
 async fn pump(
     filter: Filter,
     start: Start,
@@ -171,9 +207,10 @@ async fn pump(
     timeout: Duration,
     bookmarks: bool,
     bookmark_interval: Duration,
-    mut drop_signal: tokio::sync::watch::Receiver<u64>,
+    signals: Signals,
 ) {
-    let Start { backlog, mut rv, initial_events_end, mut receiver } = start;
+    let Signals { dropped: mut drop_signal, lag } = signals;
+    let Start { backlog, replay, rv, initial_events_end, mut receiver } = start;
     for (kind, object) in backlog {
         if tx.send(line(kind, object)).await.is_err() {
             return;
@@ -183,31 +220,64 @@ async fn pump(
         return;
     }
     drop_signal.mark_unchanged();
+    let mut queue = Queue { pending: VecDeque::new(), last_due: tokio::time::Instant::now() };
+    // `seen`: the newest change this stream knows of; `delivered`: the newest the client has.
+    let (mut seen, mut delivered) = (rv, rv);
+    for event in &replay {
+        queue.push(&filter, event, *lag.borrow());
+    }
+    if let Some(first) = replay.first() {
+        delivered = first.rv - 1;
+    }
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + bookmark_interval, bookmark_interval);
     loop {
+        let next_due = queue.pending.front().map(|p| p.due);
         tokio::select! {
             _ = &mut deadline => {
                 if bookmarks {
-                    let _ = tx.send(line("BOOKMARK", filter.bookmark(rv, false))).await;
+                    let _ = tx.send(line("BOOKMARK", filter.bookmark(delivered, false))).await;
                 }
                 return;
             }
             _ = drop_signal.changed() => return,
             _ = ticker.tick(), if bookmarks => {
-                if tx.send(line("BOOKMARK", filter.bookmark(rv, false))).await.is_err() {
+                if tx.send(line("BOOKMARK", filter.bookmark(delivered, false))).await.is_err() {
                     return;
                 }
             }
-            received = receiver.recv() => match received {
-                Ok(event) if event.rv <= rv => {}
-                Ok(event) => {
-                    rv = event.rv;
-                    if let Some((kind, object)) = filter.translate(&event)
+            _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)), if next_due.is_some() => {
+                let now = tokio::time::Instant::now();
+                while let Some(front) = queue.pending.front() {
+                    if front.due > now {
+                        break;
+                    }
+                    let Pending { rv, line: shown, .. } = queue.pending.pop_front().expect("front exists");
+                    if let Some((kind, object)) = shown
                         && tx.send(line(kind, object)).await.is_err() {
                             return;
                         }
+                    delivered = rv;
+                }
+                if queue.pending.is_empty() {
+                    delivered = delivered.max(seen);
+                }
+            }
+            received = receiver.recv() => match received {
+                Ok(event) if event.rv <= seen => {}
+                Ok(event) => {
+                    seen = event.rv;
+                    let lag = *lag.borrow();
+                    if lag.is_zero() && queue.pending.is_empty() {
+                        if let Some((kind, object)) = filter.translate(&event)
+                            && tx.send(line(kind, object)).await.is_err() {
+                                return;
+                            }
+                        delivered = seen;
+                    } else {
+                        queue.push(&filter, &event, lag);
+                    }
                 }
                 // A watcher too slow to keep up is cut off; the client resumes from its last version.
                 Err(_) => return,

@@ -5,7 +5,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api, ResourceExt,
-    api::PostParams,
+    api::{Patch, PatchParams, PostParams},
+    core::response::StatusSummary,
     runtime::{WatchStreamExt, watcher},
 };
 use std::time::{Duration, Instant};
@@ -112,4 +113,107 @@ async fn the_request_log_tells_reads_from_writes() {
     assert_eq!(writes.len(), 1);
     assert_eq!(writes[0].method, "POST");
     assert!(log.iter().any(|r| r.method == "GET" && r.path.ends_with("/configmaps/logged")));
+}
+
+#[tokio::test]
+async fn watch_lag_delays_every_event_and_keeps_their_order() {
+    let server = TestApiServer::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    let mut stream = watcher(api.clone(), watcher::Config::default()).applied_objects().boxed();
+    api.create(&PostParams::default(), &config_map("zero")).await.unwrap();
+    assert_eq!(next_name(&mut stream).await, "zero");
+    let lag = Duration::from_millis(600);
+    server.faults().set_watch_lag(lag);
+    let written = Instant::now();
+    for name in ["first", "second", "third"] {
+        api.create(&PostParams::default(), &config_map(name)).await.unwrap();
+    }
+    // Reads are not lagged: the object is there at once, while the watch has not told yet.
+    assert_eq!(api.get("third").await.unwrap().name_any(), "third");
+    assert!(tokio::time::timeout(lag / 3, stream.next()).await.is_err(), "no watch event before the lag has passed");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(next_name(&mut stream).await);
+    }
+    assert!(written.elapsed() >= lag, "events arrived after {:?}", written.elapsed());
+    assert_eq!(seen, ["first", "second", "third"]);
+    // Switched off, events flow at once again.
+    server.faults().set_watch_lag(Duration::ZERO);
+    api.create(&PostParams::default(), &config_map("fourth")).await.unwrap();
+    let started = Instant::now();
+    assert_eq!(next_name(&mut stream).await, "fourth");
+    assert!(started.elapsed() < lag, "no lag once switched off");
+}
+
+#[tokio::test]
+async fn a_lagging_watch_resumes_without_losing_events() {
+    let server = TestApiServer::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    let mut stream = watcher(api.clone(), watcher::Config::default()).applied_objects().boxed();
+    api.create(&PostParams::default(), &config_map("before")).await.unwrap();
+    assert_eq!(next_name(&mut stream).await, "before");
+    server.faults().set_watch_lag(Duration::from_millis(400));
+    api.create(&PostParams::default(), &config_map("pending")).await.unwrap();
+    // The stream drops while the event is still held back: the watcher resumes from what it
+    // was told, so the event comes after the reconnect (late, but not lost).
+    server.faults().drop_watches();
+    assert_eq!(next_name(&mut stream).await, "pending");
+}
+
+fn api_status<T: std::fmt::Debug>(result: kube::Result<T>) -> kube::core::Status {
+    match result {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_nth_write_fails_with_a_proper_conflict() {
+    let server = TestApiServer::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    api.create(&PostParams::default(), &config_map("target")).await.unwrap();
+    api.create(&PostParams::default(), &config_map("elsewhere")).await.unwrap();
+    server.faults().fail_writes_every(2, 409, "/configmaps/target");
+    let label = |v: &str| Patch::Merge(serde_json::json!({"metadata": {"labels": {"n": v}}}));
+    let mut outcomes = Vec::new();
+    for i in 0..4 {
+        // Reads and writes elsewhere do not count.
+        api.get("target").await.unwrap();
+        api.patch("elsewhere", &PatchParams::default(), &label(&i.to_string())).await.unwrap();
+        outcomes.push(api.patch("target", &PatchParams::default(), &label(&i.to_string())).await);
+    }
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok());
+    for failed in [outcomes.remove(3), outcomes.remove(1)] {
+        let status = api_status(failed);
+        assert_eq!(
+            (status.code, status.reason.as_str(), status.status),
+            (409, "Conflict", Some(StatusSummary::Failure))
+        );
+        assert_eq!(
+            status.message,
+            "Operation cannot be fulfilled on configmaps \"target\": the object has been modified; please apply your changes to the latest version and try again"
+        );
+        assert_eq!(status.details.unwrap().name, "target");
+    }
+    // The failed writes changed nothing: the label is the last successful one.
+    assert_eq!(api.get("target").await.unwrap().labels()["n"], "2");
+    server.faults().clear_write_failures();
+    for i in 0..3 {
+        api.patch("target", &PatchParams::default(), &label(&format!("after-{i}"))).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn write_failures_carry_the_reason_of_their_code() {
+    let server = TestApiServer::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    server.faults().fail_writes_every(1, 500, "");
+    let status = api_status(api.create(&PostParams::default(), &config_map("x")).await);
+    assert_eq!((status.code, status.reason.as_str()), (500, "InternalError"));
+    server.faults().fail_writes_every(1, 403, "");
+    let status = api_status(api.create(&PostParams::default(), &config_map("x")).await);
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    api.list(&Default::default()).await.unwrap();
+    server.faults().clear();
+    api.create(&PostParams::default(), &config_map("x")).await.unwrap();
 }
