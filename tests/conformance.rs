@@ -639,3 +639,156 @@ async fn core_kinds_round_trip() {
     events.create(&pp, &event_v1).await.unwrap();
     assert_eq!(events.get("e2").await.unwrap().note.as_deref(), Some("hello"));
 }
+
+/// A 422 refusal of a Secret's metadata, as the API server words it.
+fn assert_invalid_metadata(err: &kube::core::Status, name: &str, field: &str) {
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"), "{}", err.message);
+    assert!(err.message.starts_with(&format!("Secret \"{name}\" is invalid: ")), "{}", err.message);
+    assert!(err.message.contains(&format!("{field}: ")), "{}", err.message);
+}
+
+#[tokio::test]
+async fn metadata_is_validated_on_create() {
+    let c = cluster("metadata-create").await;
+    let api = secrets(&c);
+    let pp = PostParams::default();
+    let long = "v".repeat(64);
+    let err = api_error(api.create(&pp, &secret("long-value", &[("app", &long)])).await, "label value of 64 bytes");
+    assert_invalid_metadata(&err, "long-value", "metadata.labels");
+    assert!(err.message.contains("must be no more than 63"), "{}", err.message);
+    let err = api_error(api.create(&pp, &secret("bad-value", &[("app", "a b")])).await, "label value with a space");
+    assert_invalid_metadata(&err, "bad-value", "metadata.labels");
+    let long_key = format!("example.com/{}", "k".repeat(64));
+    for key in ["-starts-with-dash", "a/b/c", "Not_A_Domain/x", long_key.as_str()] {
+        let err = api_error(api.create(&pp, &secret("bad-key", &[(key, "x")])).await, &format!("label key {key}"));
+        assert_invalid_metadata(&err, "bad-key", "metadata.labels");
+    }
+    // Empty values and prefixed keys are fine.
+    api.create(&pp, &secret("good-labels", &[("example.com/Name_1.x", ""), ("app", "web")])).await.unwrap();
+    let mut annotated = secret("bad-annotation", &[]);
+    annotated.metadata.annotations = Some(BTreeMap::from([("bad key".to_string(), "x".to_string())]));
+    let err = api_error(api.create(&pp, &annotated).await, "annotation key with a space");
+    assert_invalid_metadata(&err, "bad-annotation", "metadata.annotations");
+    // Annotation keys are checked in lower case, so upper case is allowed even in the prefix.
+    annotated.metadata.name = Some("upper-annotation".into());
+    annotated.metadata.annotations = Some(BTreeMap::from([("Example.COM/Key".to_string(), "x".to_string())]));
+    api.create(&pp, &annotated).await.unwrap();
+    let err = api_error(api.create(&pp, &secret(&"n".repeat(254), &[])).await, "name of 254 characters");
+    assert_invalid_metadata(&err, &"n".repeat(254), "metadata.name");
+}
+
+#[tokio::test]
+async fn annotations_may_take_256_kib_in_total() {
+    let c = cluster("metadata-size").await;
+    let api = secrets(&c);
+    let pp = PostParams::default();
+    let limit = 256 * 1024;
+    // Keys count too: "a" plus a value of limit - 1 bytes is exactly the limit.
+    let mut at_limit = secret("at-limit", &[]);
+    at_limit.metadata.annotations = Some(BTreeMap::from([("a".to_string(), "x".repeat(limit - 1))]));
+    api.create(&pp, &at_limit).await.unwrap();
+    let mut over = secret("over-limit", &[]);
+    over.metadata.annotations =
+        Some(BTreeMap::from([("a".to_string(), "x".repeat(limit / 2)), ("b".to_string(), "x".repeat(limit / 2))]));
+    let err = api_error(api.create(&pp, &over).await, "annotations over 256 KiB");
+    assert_invalid_metadata(&err, "over-limit", "metadata.annotations");
+    assert!(err.message.contains("Too long"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn metadata_is_validated_on_update_patch_and_apply() {
+    let c = cluster("metadata-update").await;
+    let api = secrets(&c);
+    let created = api.create(&PostParams::default(), &secret("m", &[("app", "web")])).await.unwrap();
+    let mut replaced = created.clone();
+    replaced.metadata.labels = Some(BTreeMap::from([("app".to_string(), "v".repeat(64))]));
+    let err = api_error(api.replace("m", &PostParams::default(), &replaced).await, "update with a long label");
+    assert_invalid_metadata(&err, "m", "metadata.labels");
+    let merge = json!({"metadata": {"labels": {"bad key": "x"}}});
+    let err = api_error(api.patch("m", &PatchParams::default(), &Patch::Merge(&merge)).await, "merge patch");
+    assert_invalid_metadata(&err, "m", "metadata.labels");
+    let ops: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "add", "path": "/metadata/annotations", "value": {"-x": "1"}}])).unwrap();
+    let err = api_error(api.patch("m", &PatchParams::default(), &Patch::<()>::Json(ops)).await, "JSON patch");
+    assert_invalid_metadata(&err, "m", "metadata.annotations");
+    let applied = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "m", "labels": {"tier": "a b"}}});
+    let params = PatchParams::apply("conformance-metadata").force();
+    let err = api_error(api.patch("m", &params, &Patch::Apply(&applied)).await, "server-side apply");
+    assert_invalid_metadata(&err, "m", "metadata.labels");
+    let stored = api.get("m").await.unwrap();
+    assert_eq!(stored.resource_version(), created.resource_version(), "nothing was written");
+    assert_eq!(stored.labels(), created.labels());
+}
+
+#[tokio::test]
+async fn namespaces_are_labelled_with_their_name() {
+    let c = cluster("ns-label").await;
+    let namespaces: Api<Namespace> = Api::all(c.client());
+    let ns = namespaces.get(c.namespace()).await.unwrap();
+    assert_eq!(ns.labels().get("kubernetes.io/metadata.name").map(String::as_str), Some(c.namespace()));
+    // The label cannot be changed: the server sets it again on every write.
+    let relabel = json!({"metadata": {"labels": {"kubernetes.io/metadata.name": "other", "extra": "1"}}});
+    let patched = namespaces.patch(c.namespace(), &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
+    assert_eq!(patched.labels().get("kubernetes.io/metadata.name").map(String::as_str), Some(c.namespace()));
+    assert_eq!(patched.labels().get("extra").map(String::as_str), Some("1"));
+}
+
+#[tokio::test]
+async fn stale_merge_patches_conflict_on_the_resource_and_its_status() {
+    let c = cluster_with_widgets("stale-merge").await;
+    let api = widgets(&c);
+    let first = api.create(&PostParams::default(), &widget("s", 1)).await.unwrap();
+    let stale_rv = first.resource_version().unwrap();
+    api.patch("s", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 2}}))).await.unwrap();
+    let stale_spec = json!({"metadata": {"resourceVersion": stale_rv}, "spec": {"size": 3}});
+    let err = api_error(api.patch("s", &PatchParams::default(), &Patch::Merge(&stale_spec)).await, "stale merge patch");
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"), "{}", err.message);
+    let stale_status = json!({"metadata": {"resourceVersion": stale_rv}, "status": {"phase": "Stale"}});
+    let err = api_error(
+        api.patch_status("s", &PatchParams::default(), &Patch::Merge(&stale_status)).await,
+        "stale merge patch of the status",
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"), "{}", err.message);
+    let current = api.get("s").await.unwrap();
+    assert_eq!(current.spec.size, 2);
+    assert!(current.status.is_none());
+    let fresh = json!({"metadata": {"resourceVersion": current.resource_version()}, "status": {"phase": "Fresh"}});
+    let updated = api.patch_status("s", &PatchParams::default(), &Patch::Merge(&fresh)).await.unwrap();
+    assert_eq!(updated.status.unwrap().phase.as_deref(), Some("Fresh"));
+}
+
+#[tokio::test]
+async fn create_records_its_field_manager() {
+    let c = cluster("create-manager").await;
+    let params = PostParams { field_manager: Some("x".into()), ..Default::default() };
+    let created = secrets(&c).create(&params, &secret("managed", &[("a", "1")])).await.unwrap();
+    let entries = created.metadata.managed_fields.unwrap_or_default();
+    let entry = entries.iter().find(|m| m.manager.as_deref() == Some("x")).expect("an entry for manager x");
+    assert_eq!(entry.operation.as_deref(), Some("Update"));
+    assert_eq!(entry.api_version.as_deref(), Some("v1"));
+    assert!(entry.fields_v1.is_some());
+}
+
+#[tokio::test]
+async fn finalizers_hold_dependents_the_collector_deletes() {
+    let c = cluster_with_widgets("gc-finalizer").await;
+    let api = widgets(&c);
+    let cms: Api<ConfigMap> = Api::namespaced(c.client(), c.namespace());
+    let owner = api.create(&PostParams::default(), &widget("owner", 1)).await.unwrap();
+    let mut held = owned_config_map("held", &owner);
+    held.metadata.finalizers = Some(vec!["conformance.certpilot.dev/hold".into()]);
+    cms.create(&PostParams::default(), &held).await.unwrap();
+    api.delete("owner", &DeleteParams::background()).await.unwrap();
+    let terminating = eventually("the dependent to be deleting", WAIT, || async {
+        cms.get_opt("held").await.unwrap().filter(|cm| cm.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    assert_eq!(terminating.finalizers(), ["conformance.certpilot.dev/hold"]);
+    assert!(api.get_opt("owner").await.unwrap().is_none(), "the owner went at once");
+    let release = json!({"metadata": {"finalizers": null}});
+    cms.patch("held", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
+    eventually("the dependent to be gone", WAIT, || async {
+        cms.get_opt("held").await.unwrap().is_none().then_some(())
+    })
+    .await;
+}

@@ -1,6 +1,9 @@
 //! The kinds the server serves: a fixed set of built-in kinds plus every registered CRD.
 
-use crate::error::{ApiError, ApiResult};
+use crate::{
+    error::{ApiError, ApiResult},
+    meta::NameRule,
+};
 use serde_json::Value;
 use std::{collections::HashMap, sync::Arc};
 
@@ -56,6 +59,16 @@ impl ResourceType {
     /// `Widget.example.com`, as the API server names a kind in 422 messages.
     pub fn qualified_kind(&self) -> String {
         if self.group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, self.group) }
+    }
+
+    /// How `metadata.name` is validated: namespaces are DNS labels, services RFC 1035 labels,
+    /// everything else (custom resources included) DNS subdomains.
+    pub fn name_rule(&self) -> NameRule {
+        match (self.group.as_str(), self.plural.as_str()) {
+            ("", "namespaces") => NameRule::DnsLabel,
+            ("", "services") => NameRule::Dns1035Label,
+            _ => NameRule::DnsSubdomain,
+        }
     }
 
     /// Field selectors this kind accepts.

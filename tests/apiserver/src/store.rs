@@ -257,7 +257,7 @@ impl State {
             None => init_system_fields(rt, &mut new),
         }
         let mut errors = kind_rules(rt, old, &mut new)?;
-        errors.extend(meta::validate(&new, rt.plural == "namespaces" && rt.group.is_empty()));
+        errors.extend(meta::validate(&new, rt.name_rule()));
         if let Some(old) = old {
             errors.extend(finalizer_rules(old, &new));
         }
@@ -720,6 +720,12 @@ fn kind_rules(rt: &ResourceType, old: Option<&Value>, new: &mut Value) -> ApiRes
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "secrets") => secret_rules(old, new),
         ("", "namespaces") => {
+            // The API server labels every namespace with its own name.
+            let name = new["metadata"]["name"].clone();
+            if !new["metadata"]["labels"].is_object() {
+                new["metadata"]["labels"] = json!({});
+            }
+            new["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
             if new["spec"]["finalizers"].is_null() {
                 new["spec"] = json!({"finalizers": ["kubernetes"]});
             }
