@@ -5,11 +5,14 @@
 
 mod support;
 
-use certpilot_test_apiserver::cluster::TestCluster;
+use certpilot_test_apiserver::cluster::{TestCluster, unique_name};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{ConfigMap, Namespace, Secret},
+    api::{
+        admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
+        core::v1::{ConfigMap, Namespace, Secret},
+    },
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -791,4 +794,99 @@ async fn finalizers_hold_dependents_the_collector_deletes() {
         cms.get_opt("held").await.unwrap().is_none().then_some(())
     })
     .await;
+}
+
+fn admission_policy(name: &str, spec: serde_json::Value) -> ValidatingAdmissionPolicy {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+#[tokio::test]
+async fn admission_policies_are_validated_and_defaulted() {
+    let c = cluster("vap-validation").await;
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(c.client());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(c.client());
+    let name = unique_name("vap-validation");
+    let rules = json!({"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]}]});
+    let pp = PostParams::default();
+    let bad_expression = admission_policy(
+        &name,
+        json!({"matchConstraints": rules, "validations": [{"expression": "object.metadata.name =="}]}),
+    );
+    let err = api_error(policies.create(&pp, &bad_expression).await, "expression that does not compile");
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"), "{}", err.message);
+    assert!(err.message.contains("spec.validations[0].expression"), "{}", err.message);
+    assert!(err.message.contains("compilation failed"), "{}", err.message);
+    let unmatched = admission_policy(&name, json!({"validations": [{"expression": "true"}]}));
+    let err = api_error(policies.create(&pp, &unmatched).await, "policy without matchConstraints");
+    assert_eq!(err.code, 422);
+    assert!(err.message.contains("spec.matchConstraints"), "{}", err.message);
+    let binding: ValidatingAdmissionPolicyBinding =
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"policyName": name}})).unwrap();
+    let err = api_error(bindings.create(&pp, &binding).await, "binding without validationActions");
+    assert_eq!(err.code, 422);
+    assert!(err.message.contains("spec.validationActions"), "{}", err.message);
+    let valid = admission_policy(&name, json!({"matchConstraints": rules, "validations": [{"expression": "true"}]}));
+    let created = policies.create(&pp, &valid).await.unwrap();
+    policies.delete(&name, &DeleteParams::default()).await.unwrap();
+    let spec = created.spec.unwrap();
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+    let constraints = spec.match_constraints.unwrap();
+    assert_eq!(constraints.match_policy.as_deref(), Some("Equivalent"));
+    assert_eq!(constraints.resource_rules.unwrap()[0].scope.as_deref(), Some("*"));
+    assert_eq!(created.metadata.generation, Some(1));
+}
+
+#[tokio::test]
+async fn admission_policies_deny_with_their_message() {
+    let c = cluster("vap-deny").await;
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(c.client());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(c.client());
+    let name = unique_name("vap-deny");
+    let policy = admission_policy(
+        &name,
+        json!({
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["configmaps"]}]},
+            "validations": [{
+                "expression": "!has(object.data) || !('forbidden' in object.data)",
+                "messageExpression": "'no forbidden key in ' + object.metadata.name",
+            }],
+        }),
+    );
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+    // Bound to this test's namespace only, so that it cannot disturb other tests.
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": c.namespace()}}}},
+    }))
+    .unwrap();
+    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(c.client(), c.namespace());
+    let forbidden: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"forbidden": "x"}})).unwrap();
+    // Policies take effect asynchronously on a real cluster: retry until the create is refused.
+    let err = eventually("the policy to deny", WAIT, || async {
+        match cms.create(&PostParams::default(), &forbidden).await {
+            Ok(_) => {
+                cms.delete("cm", &DeleteParams::default()).await.unwrap();
+                None
+            }
+            Err(kube::Error::Api(status)) => Some(*status),
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    })
+    .await;
+    let _ = bindings.delete(&name, &DeleteParams::default()).await;
+    let _ = policies.delete(&name, &DeleteParams::default()).await;
+    // Without a reason, a denial is 422 Invalid, worded as a "forbidden" of the resource.
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"), "{}", err.message);
+    assert_eq!(
+        err.message,
+        format!(
+            "configmaps \"cm\" is forbidden: ValidatingAdmissionPolicy '{name}' with binding '{name}' denied request: no forbidden key in cm"
+        )
+    );
+    let allowed: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "ok"}, "data": {"fine": "x"}})).unwrap();
+    cms.create(&PostParams::default(), &allowed).await.unwrap();
 }

@@ -147,6 +147,7 @@ pub enum FieldReason {
     Forbidden,
     TooLong,
     TooMany,
+    Duplicate,
 }
 
 impl FieldReason {
@@ -158,6 +159,7 @@ impl FieldReason {
             Self::Forbidden => "FieldValueForbidden",
             Self::TooLong => "FieldValueTooLong",
             Self::TooMany => "FieldValueTooMany",
+            Self::Duplicate => "FieldValueDuplicate",
         }
     }
     fn label(self) -> &'static str {
@@ -168,6 +170,7 @@ impl FieldReason {
             Self::Forbidden => "Forbidden",
             Self::TooLong => "Too long",
             Self::TooMany => "Too many",
+            Self::Duplicate => "Duplicate value",
         }
     }
 }

@@ -7,9 +7,10 @@ use crate::{
     fields::Scope,
     managed::{self, Writer},
     meta,
+    policy::UserInfo,
     resource::ResourceType,
     selector::{FieldSelector, LabelSelector},
-    store::{DeleteOptions, Key, Ownership},
+    store::{DeleteOptions, Key, Ownership, PatchAuthor},
     watch,
 };
 use axum::{
@@ -158,6 +159,17 @@ fn injected_failure(code: u16, path: &str) -> ApiError {
     e
 }
 
+/// The requesting user: the admin, unless the request impersonates someone.
+fn requester(headers: &HeaderMap) -> UserInfo {
+    let Some(user) = headers.get("impersonate-user").and_then(|v| v.to_str().ok()) else {
+        return UserInfo::admin();
+    };
+    let groups: Vec<String> =
+        headers.get_all("impersonate-group").iter().filter_map(|v| v.to_str().ok().map(String::from)).collect();
+    let uid = headers.get("impersonate-uid").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    UserInfo::impersonated(user, &groups, uid)
+}
+
 async fn route(
     shared: &Arc<Shared>,
     method: &Method,
@@ -181,6 +193,7 @@ async fn route(
     let query = parse_query(uri);
     let scope = scope_for(&rt, &target)?;
     let metadata_only = wants_metadata(headers);
+    let user = requester(headers);
     let json_response = |v: Value| Ok(axum::Json(if metadata_only { metadata_view(&v) } else { v }).into_response());
     match (method.clone(), target.name.as_deref()) {
         (Method::GET, None) if flag(&query, "watch") => {
@@ -192,7 +205,7 @@ async fn route(
             let obj = parse_object(body)?;
             check_body_namespace(&obj, &target)?;
             let manager = field_manager(&query, headers);
-            let created = shared.store.lock().create(&rt, ns(&target), obj, &manager)?;
+            let created = shared.store.lock().create(&rt, ns(&target), obj, &manager, &user)?;
             Ok((axum::http::StatusCode::CREATED, axum::Json(created)).into_response())
         }
         (Method::PUT, Some(name)) => {
@@ -201,18 +214,20 @@ async fn route(
             check_body_namespace(&obj, &target)?;
             let manager = field_manager(&query, headers);
             let key = Key::new(&rt, ns(&target), name);
-            json_response(shared.store.lock().update(&rt, key, obj, scope, &manager)?)
+            json_response(shared.store.lock().update(&rt, key, obj, scope, &manager, &user)?)
         }
         (Method::PATCH, Some(name)) => {
             let content_type =
                 headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            let result = patch(shared, &rt, &target, name, &content_type, body, &query, headers, scope)?;
+            let request =
+                PatchRequest { content_type: &content_type, body, query: &query, headers, scope, user: &user };
+            let result = patch(shared, &rt, &target, name, &request)?;
             shared.gc_wakeup();
             json_response(result)
         }
         (Method::DELETE, Some(name)) => {
             let opts = delete_options(body, &query)?;
-            let (obj, removed) = shared.store.lock().delete(&rt, Key::new(&rt, ns(&target), name), &opts)?;
+            let (obj, removed) = shared.store.lock().delete(&rt, Key::new(&rt, ns(&target), name), &opts, &user)?;
             shared.gc_wakeup();
             if removed && !rt.returns_deleted_object {
                 return Ok(axum::Json(success_status(&rt, &obj)).into_response());
@@ -221,7 +236,7 @@ async fn route(
         }
         (Method::DELETE, None) => {
             let opts = delete_options(body, &query)?;
-            let deleted = delete_collection(shared, &rt, &target, &query, &opts)?;
+            let deleted = delete_collection(shared, &rt, &target, &query, &opts, &user)?;
             shared.gc_wakeup();
             Ok(axum::Json(deleted).into_response())
         }
@@ -362,18 +377,19 @@ fn decode_continue(token: &str) -> ApiResult<(u64, Option<String>)> {
     Ok((v["rv"].as_u64().ok_or_else(bad)?, v["start"].as_str().map(String::from)))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn patch(
-    shared: &Shared,
-    rt: &ResourceType,
-    target: &Target,
-    name: &str,
-    content_type: &str,
-    body: &[u8],
-    query: &Query,
-    headers: &HeaderMap,
+/// What a PATCH request brings besides its target.
+#[derive(Clone, Copy)]
+struct PatchRequest<'a> {
+    content_type: &'a str,
+    body: &'a [u8],
+    query: &'a Query,
+    headers: &'a HeaderMap,
     scope: Scope,
-) -> ApiResult<Value> {
+    user: &'a UserInfo,
+}
+
+fn patch(shared: &Shared, rt: &ResourceType, target: &Target, name: &str, request: &PatchRequest) -> ApiResult<Value> {
+    let PatchRequest { content_type, body, query, headers, scope, user } = *request;
     let key = Key::new(rt, ns(target), name);
     let mime = content_type.split(';').next().unwrap_or("").trim();
     let mut state = shared.store.lock();
@@ -395,7 +411,7 @@ fn patch(
         let api_version = applied["apiVersion"].as_str().unwrap_or_default().to_string();
         let writer = Writer { manager, api_version: &api_version, scope };
         let merged = managed::apply(rt, &base, &applied, &writer, flag(query, "force"))?;
-        return state.write_patched(rt, key, live, merged, scope, Ownership::Applied);
+        return state.write_patched(rt, key, live, merged, scope, PatchAuthor { ownership: Ownership::Applied, user });
     }
     let live = live.ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))?;
     let patch_doc: Value =
@@ -425,7 +441,8 @@ fn patch(
         return Err(ApiError::bad_request("the patch did not produce an object"));
     }
     let manager = field_manager(query, headers);
-    state.write_patched(rt, key, Some(live), patched, scope, Ownership::Update(&manager))
+    let author = PatchAuthor { ownership: Ownership::Update(&manager), user };
+    state.write_patched(rt, key, Some(live), patched, scope, author)
 }
 
 fn check_applied(rt: &ResourceType, applied: &Value, name: &str, live: Option<&Value>) -> ApiResult<()> {
@@ -504,6 +521,7 @@ fn delete_collection(
     target: &Target,
     query: &Query,
     opts: &DeleteOptions,
+    user: &UserInfo,
 ) -> ApiResult<Value> {
     let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
     let fields =
@@ -523,7 +541,7 @@ fn delete_collection(
         .collect();
     let mut items = Vec::new();
     for key in keys {
-        items.push(state.delete(rt, key, opts)?.0);
+        items.push(state.delete(rt, key, opts, user)?.0);
     }
     let rv = state.resource_version().to_string();
     Ok(

@@ -3,8 +3,10 @@
 //! The real `kube::Client` talks to it over HTTP. It implements the semantics the operator
 //! relies on: CRUD, list and watch with resourceVersions, bookmarks and `410 Gone`,
 //! metadata-only views, merge/JSON/apply patches with field managers, the status subresource,
-//! generation, finalizers, owner-reference garbage collection, selectors, and CRD schema
-//! validation with CEL, plus fault injection. The conformance suite holds it to a real cluster.
+//! generation, finalizers, owner-reference garbage collection, selectors, metadata validation,
+//! CRD schema validation with CEL, and ValidatingAdmissionPolicies enforced for the requesting
+//! user (the cluster admin, or whoever the request impersonates), plus fault injection. The
+//! conformance suite holds it to a real cluster.
 #![forbid(unsafe_code)]
 
 mod discovery;
@@ -14,6 +16,7 @@ mod fields;
 mod http;
 mod managed;
 mod meta;
+mod policy;
 mod resource;
 mod schema;
 mod selector;

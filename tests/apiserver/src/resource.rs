@@ -26,6 +26,8 @@ pub struct ResourceType {
     pub status_subresource: bool,
     /// Custom resources bump `metadata.generation` on spec changes and need a resourceVersion on PUT.
     pub custom: bool,
+    /// Whether `metadata.generation` counts spec changes (custom resources and some built-in kinds).
+    pub tracks_generation: bool,
     /// The `openAPIV3Schema` of a custom resource's storage version.
     pub schema: Option<Value>,
     /// Whether DELETE answers with the object (custom resources, namespaces) or a `Status`.
@@ -42,6 +44,7 @@ impl ResourceType {
             namespaced,
             status_subresource: status,
             custom: false,
+            tracks_generation: group == "admissionregistration.k8s.io",
             schema: None,
             returns_deleted_object: plural == "namespaces",
         }
@@ -145,6 +148,22 @@ impl Registry {
             ResourceType::builtin("coordination.k8s.io", "v1", "leases", "Lease", true, false),
             ResourceType::builtin("networking.k8s.io", "v1", "ingresses", "Ingress", true, true),
             ResourceType::builtin(
+                "admissionregistration.k8s.io",
+                "v1",
+                "validatingadmissionpolicies",
+                "ValidatingAdmissionPolicy",
+                false,
+                true,
+            ),
+            ResourceType::builtin(
+                "admissionregistration.k8s.io",
+                "v1",
+                "validatingadmissionpolicybindings",
+                "ValidatingAdmissionPolicyBinding",
+                false,
+                false,
+            ),
+            ResourceType::builtin(
                 "apiextensions.k8s.io",
                 "v1",
                 "customresourcedefinitions",
@@ -198,6 +217,7 @@ impl Registry {
             namespaced: spec["scope"] == "Namespaced",
             status_subresource: storage["subresources"]["status"].is_object(),
             custom: true,
+            tracks_generation: true,
             schema: storage["schema"]["openAPIV3Schema"].as_object().map(|o| Value::Object(o.clone())),
             returns_deleted_object: true,
         })

@@ -28,6 +28,38 @@ impl LabelSelector {
             .map(Self)
     }
 
+    /// A `metav1.LabelSelector` object (`matchLabels` and `matchExpressions`); `{}` matches everything.
+    pub fn from_json(selector: &Value) -> ApiResult<Self> {
+        let invalid = |why: String| ApiError::bad_request(format!("invalid label selector: {why}"));
+        let mut requirements = Vec::new();
+        for (key, value) in selector["matchLabels"].as_object().into_iter().flatten() {
+            let value = value.as_str().ok_or_else(|| invalid(format!("matchLabels[{key}] must be a string")))?;
+            requirements.push(Requirement::Equals(key.clone(), value.to_string()));
+        }
+        for expression in selector["matchExpressions"].as_array().into_iter().flatten() {
+            let key = expression["key"].as_str().unwrap_or_default().to_string();
+            let values: Vec<String> = expression["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            let operator = expression["operator"].as_str().unwrap_or_default();
+            let needs_values = matches!(operator, "In" | "NotIn");
+            if needs_values == values.is_empty() {
+                return Err(invalid(format!("operator {operator:?} with {} values", values.len())));
+            }
+            requirements.push(match operator {
+                "In" => Requirement::In(key, values),
+                "NotIn" => Requirement::NotIn(key, values),
+                "Exists" => Requirement::Exists(key),
+                "DoesNotExist" => Requirement::DoesNotExist(key),
+                other => return Err(invalid(format!("{other:?} is not a valid label selector operator"))),
+            });
+        }
+        Ok(Self(requirements))
+    }
+
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|req| match req {
             Requirement::Equals(k, v) => labels.get(k) == Some(v),

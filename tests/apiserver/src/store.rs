@@ -6,6 +6,7 @@ use crate::{
     fields::Scope,
     managed::{self, Writer},
     meta,
+    policy::{self, Attributes, Operation, UserInfo},
     resource::{Registry, ResourceType},
     schema,
 };
@@ -103,7 +104,7 @@ impl Store {
         for ns in ["default", "kube-system", "kube-public"] {
             let rt = state.registry.get("", "v1", "namespaces").expect("namespaces are built in");
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            state.create(&rt, "", obj, "kube-apiserver").expect("default namespaces are valid");
+            state.create(&rt, "", obj, "kube-apiserver", &UserInfo::apiserver()).expect("default namespaces are valid");
         }
         state.oldest_watchable = state.rv;
         state.history.clear();
@@ -122,6 +123,13 @@ pub enum Ownership<'a> {
     Applied,
     /// A merge or JSON patch by this manager: it owns what it changed.
     Update(&'a str),
+}
+
+/// Who writes a patch: the ownership it records and the requesting user.
+#[derive(Debug, Clone, Copy)]
+pub struct PatchAuthor<'a> {
+    pub ownership: Ownership<'a>,
+    pub user: &'a UserInfo,
 }
 
 /// Options of a DELETE.
@@ -188,7 +196,14 @@ impl State {
         Ok(())
     }
 
-    pub fn create(&mut self, rt: &ResourceType, namespace: &str, mut obj: Value, manager: &str) -> ApiResult<Value> {
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        mut obj: Value,
+        manager: &str,
+        user: &UserInfo,
+    ) -> ApiResult<Value> {
         self.check_namespace(rt, namespace)?;
         assign_name(&mut obj);
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
@@ -198,17 +213,25 @@ impl State {
         }
         let scope = main_scope(rt);
         obj["metadata"].as_object_mut().map(|m| m.remove("managedFields"));
-        let mut obj = self.admit(rt, &key, None, obj, scope)?;
+        let mut obj = self.admit(rt, &key, None, obj, scope, user)?;
         record_update(rt, None, &mut obj, manager, scope);
         Ok(self.commit(rt, key, None, obj))
     }
 
     /// Replaces an object (PUT); `scope` says whether this is the main resource or `/status`.
-    pub fn update(&mut self, rt: &ResourceType, key: Key, obj: Value, scope: Scope, manager: &str) -> ApiResult<Value> {
+    pub fn update(
+        &mut self,
+        rt: &ResourceType,
+        key: Key,
+        obj: Value,
+        scope: Scope,
+        manager: &str,
+        user: &UserInfo,
+    ) -> ApiResult<Value> {
         let old =
             self.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(&rt.qualified_name(), &key.name))?;
         check_resource_version(rt, &key, &old, &obj, rt.custom)?;
-        let mut new = self.admit(rt, &key, Some(&old), obj, scope)?;
+        let mut new = self.admit(rt, &key, Some(&old), obj, scope, user)?;
         record_update(rt, Some(&old), &mut new, manager, scope);
         Ok(self.commit(rt, key, Some(old), new))
     }
@@ -221,14 +244,15 @@ impl State {
         old: Option<Value>,
         patched: Value,
         scope: Scope,
-        ownership: Ownership,
+        author: PatchAuthor,
     ) -> ApiResult<Value> {
+        let PatchAuthor { ownership, user } = author;
         if let Some(old) = &old {
             check_resource_version(rt, &key, old, &patched, false)?;
         } else {
             self.check_namespace(rt, &key.namespace)?;
         }
-        let mut new = self.admit(rt, &key, old.as_ref(), patched, scope)?;
+        let mut new = self.admit(rt, &key, old.as_ref(), patched, scope, user)?;
         if let Ownership::Update(manager) = ownership {
             record_update(rt, old.as_ref(), &mut new, manager, scope);
         }
@@ -241,7 +265,8 @@ impl State {
     }
 
     /// Runs a write through the kind's strategy and admission: status/spec split, system
-    /// fields, kind rules, schema and CEL, finalizer rules and generation.
+    /// fields, kind rules, metadata, schema and CEL, finalizer rules, generation, and last
+    /// the validating admission policies.
     fn admit(
         &self,
         rt: &ResourceType,
@@ -249,6 +274,7 @@ impl State {
         old: Option<&Value>,
         candidate: Value,
         scope: Scope,
+        user: &UserInfo,
     ) -> ApiResult<Value> {
         let mut new = split_status(old, candidate, scope);
         set_identity(rt, key, &mut new);
@@ -272,13 +298,64 @@ impl State {
         if !errors.is_empty() {
             return Err(ApiError::invalid(&rt.qualified_kind(), &key.name, &errors));
         }
-        if let (Some(old), true) = (old, rt.custom)
+        if let (Some(old), true) = (old, rt.tracks_generation)
             && spec_of(old) != spec_of(&new)
         {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             new["metadata"]["generation"] = json!(generation);
         }
+        let attrs = Attributes {
+            rt,
+            subresource: scope.subresource().unwrap_or(""),
+            operation: if old.is_some() { Operation::Update } else { Operation::Create },
+            namespace: &key.namespace,
+            name: &key.name,
+            object: Some(&new),
+            old_object: old,
+            user,
+        };
+        self.check_policies(&attrs)?;
         Ok(new)
+    }
+
+    /// Objects of one kind, in name order, without knowing its served type.
+    fn objects_of(&self, group: &str, plural: &str) -> Vec<&Value> {
+        let start = Key { group: group.into(), plural: plural.into(), namespace: String::new(), name: String::new() };
+        self.objects
+            .range(start..)
+            .take_while(|(k, _)| k.group == group && k.plural == plural)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// The validating admission policies and their bindings, for one request.
+    fn check_policies(&self, attrs: &Attributes) -> ApiResult<()> {
+        let policies = self.objects_of(policy::GROUP, policy::POLICIES);
+        if policies.is_empty() {
+            return Ok(());
+        }
+        let bindings = self.objects_of(policy::GROUP, policy::BINDINGS);
+        let namespace =
+            (!attrs.namespace.is_empty()).then(|| self.objects.get(&Key::of_namespace(attrs.namespace))).flatten();
+        policy::admit(attrs, &policies, &bindings, namespace)
+    }
+
+    /// A write by a controller of the cluster (the garbage collector): admitted by the policies
+    /// like any update, and skipped when they refuse it.
+    fn controller_update(&mut self, rt: &ResourceType, key: Key, old: Value, new: Value, user: &UserInfo) {
+        let attrs = Attributes {
+            rt,
+            subresource: "",
+            operation: Operation::Update,
+            namespace: &key.namespace,
+            name: &key.name,
+            object: Some(&new),
+            old_object: Some(&old),
+            user,
+        };
+        if self.check_policies(&attrs).is_ok() {
+            self.commit(rt, key, Some(old), new);
+        }
     }
 
     /// Stores a new version (or deletes the object when its last finalizer went away while
@@ -372,10 +449,26 @@ impl State {
     }
 
     /// DELETE: finalizers turn it into setting `deletionTimestamp`; otherwise the object goes.
-    pub fn delete(&mut self, rt: &ResourceType, key: Key, opts: &DeleteOptions) -> ApiResult<(Value, bool)> {
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        key: Key,
+        opts: &DeleteOptions,
+        user: &UserInfo,
+    ) -> ApiResult<(Value, bool)> {
         let old =
             self.objects.get(&key).cloned().ok_or_else(|| ApiError::not_found(&rt.qualified_name(), &key.name))?;
         check_preconditions(rt, &key, &old, opts)?;
+        self.check_policies(&Attributes {
+            rt,
+            subresource: "",
+            operation: Operation::Delete,
+            namespace: &key.namespace,
+            name: &key.name,
+            object: None,
+            old_object: Some(&old),
+            user,
+        })?;
         let uid = old["metadata"]["uid"].as_str().unwrap_or_default().to_string();
         if opts.propagation.as_deref() == Some("Orphan") {
             self.orphan_dependents(&uid);
@@ -398,7 +491,7 @@ impl State {
         if !meta::is_deleting(&new) {
             new["metadata"]["deletionTimestamp"] = json!(meta::now());
             new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            if rt.custom {
+            if rt.tracks_generation {
                 new["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
             }
         }
@@ -429,7 +522,7 @@ impl State {
         } else {
             new["metadata"]["ownerReferences"] = json!(refs);
         }
-        self.commit(&rt, key.clone(), Some(old), new);
+        self.controller_update(&rt, key.clone(), old, new, &UserInfo::garbage_collector());
     }
 
     fn type_of(&self, key: &Key) -> ApiResult<Arc<ResourceType>> {
@@ -468,7 +561,7 @@ impl State {
             for key in content {
                 let deleting = self.objects.get(&key).is_some_and(meta::is_deleting);
                 if let (false, Ok(rt)) = (deleting, self.type_of(&key)) {
-                    let _ = self.delete(&rt, key, &DeleteOptions::default());
+                    let _ = self.delete(&rt, key, &DeleteOptions::default(), &UserInfo::namespace_controller());
                 }
             }
         }
@@ -498,7 +591,7 @@ impl State {
         }
         for key in doomed {
             if let Ok(rt) = self.type_of(&key) {
-                let _ = self.delete(&rt, key, &DeleteOptions::default());
+                let _ = self.delete(&rt, key, &DeleteOptions::default(), &UserInfo::garbage_collector());
             }
         }
         for key in dangling {
@@ -534,14 +627,14 @@ impl State {
                     meta::finalizers(&old).into_iter().filter(|f| f != "foregroundDeletion").collect();
                 new["metadata"]["finalizers"] = json!(rest);
                 if let Ok(rt) = self.type_of(&owner) {
-                    self.commit(&rt, owner, Some(old), new);
+                    self.controller_update(&rt, owner, old, new, &UserInfo::garbage_collector());
                 }
                 continue;
             }
             for key in dependents {
                 let deleting = self.objects.get(&key).is_some_and(meta::is_deleting);
                 if let (false, Ok(rt)) = (deleting, self.type_of(&key)) {
-                    let _ = self.delete(&rt, key, &DeleteOptions::default());
+                    let _ = self.delete(&rt, key, &DeleteOptions::default(), &UserInfo::garbage_collector());
                 }
             }
         }
@@ -679,7 +772,7 @@ fn init_system_fields(rt: &ResourceType, obj: &mut Value) {
     }
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     meta.insert("creationTimestamp".into(), json!(meta::now()));
-    if rt.custom {
+    if rt.tracks_generation {
         meta.insert("generation".into(), json!(1));
     }
 }
@@ -735,6 +828,8 @@ fn kind_rules(rt: &ResourceType, old: Option<&Value>, new: &mut Value) -> ApiRes
             Ok(Vec::new())
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => Ok(crd_rules(new)),
+        (policy::GROUP, policy::POLICIES) => Ok(policy::admit_policy(new)),
+        (policy::GROUP, policy::BINDINGS) => Ok(policy::admit_binding(new)),
         _ => Ok(Vec::new()),
     }
 }
