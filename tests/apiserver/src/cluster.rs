@@ -88,6 +88,17 @@ impl TestCluster {
         self.client.clone()
     }
 
+    /// A client of this cluster that acts as `user` (in `groups`; none lets the server choose),
+    /// by impersonation: kube sends `Impersonate-User` and `Impersonate-Group`. A real cluster
+    /// authorizes the impersonated user; the test server takes it as the requesting user.
+    pub fn impersonating_client(&self, user: &str, groups: &[&str]) -> anyhow::Result<Client> {
+        let mut config = self.config.clone();
+        config.auth_info.impersonate = Some(user.to_string());
+        config.auth_info.impersonate_groups =
+            (!groups.is_empty()).then(|| groups.iter().map(|g| g.to_string()).collect());
+        Ok(Client::try_from(config)?)
+    }
+
     /// The namespace this test owns.
     pub fn namespace(&self) -> &str {
         &self.namespace

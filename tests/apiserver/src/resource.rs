@@ -147,6 +147,9 @@ impl Registry {
             ResourceType::builtin("events.k8s.io", "v1", "events", "Event", true, false),
             ResourceType::builtin("coordination.k8s.io", "v1", "leases", "Lease", true, false),
             ResourceType::builtin("networking.k8s.io", "v1", "ingresses", "Ingress", true, true),
+            // Stored for tests that run on real clusters too; the test server does not authorize.
+            ResourceType::builtin("rbac.authorization.k8s.io", "v1", "roles", "Role", true, false),
+            ResourceType::builtin("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, false),
             ResourceType::builtin(
                 "admissionregistration.k8s.io",
                 "v1",
