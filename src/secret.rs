@@ -3,13 +3,14 @@
 
 use crate::{
     api::{
-        ADOPT_ANNOTATION, CERTIFICATE_NAME_LABEL, IssuerKind, IssuerRef, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+        ADOPT_ANNOTATION, CERTIFICATE_NAME_LABEL, FIELD_MANAGER, IssuerKind, IssuerRef, MANAGED_BY_LABEL,
+        MANAGED_BY_VALUE,
         certificate::{OutputFormatType, SecretTemplate},
     },
     pki::{CertInfo, PrivateKey, cert::parse_chain},
     policy::trigger::{SecretState, StoredCertificate},
 };
-use k8s_openapi::{ByteString, api::core::v1::Secret};
+use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use std::collections::BTreeMap;
 
 pub const TLS_CERT: &str = "tls.crt";
@@ -35,17 +36,22 @@ pub fn label_value(name: &str) -> String {
     shorten(name, 63)
 }
 
-/// Whether certpilot may write this Secret for `certificate`: it created it for that
-/// Certificate, or the owner annotated it for adoption.
+/// Whether certpilot wrote this object: its field manager appears in `managedFields`, which
+/// the API server records and a user's `kubectl apply` does not forge by copying labels.
+pub fn written_by_certpilot(meta: &ObjectMeta) -> bool {
+    meta.managed_fields.iter().flatten().any(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER))
+}
+
+/// Whether certpilot may write this Secret for `certificate`: it wrote it for that
+/// Certificate, or the owner annotated it for adoption. Labels alone prove nothing.
 pub fn may_write(secret: &Secret, certificate: &str) -> bool {
-    let labels = secret.metadata.labels.as_ref();
-    let annotations = secret.metadata.annotations.as_ref();
-    let ours = labels.is_some_and(|l| {
+    let meta = &secret.metadata;
+    let labelled = meta.labels.as_ref().is_some_and(|l| {
         l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
             && l.get(CERTIFICATE_NAME_LABEL) == Some(&label_value(certificate))
     });
-    let adoptable = annotations.and_then(|a| a.get(ADOPT_ANNOTATION)).map(String::as_str) == Some("true");
-    ours || adoptable
+    let adoptable = meta.annotations.as_ref().and_then(|a| a.get(ADOPT_ANNOTATION)).map(String::as_str) == Some("true");
+    (labelled && written_by_certpilot(meta)) || adoptable
 }
 
 fn data<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
@@ -73,6 +79,13 @@ fn stored_certificate(secret: &Secret) -> Result<StoredCertificate, String> {
     }
     let ari_id = crate::pki::cert::pem_certificates(chain).ok().and_then(|ders| ari_identifier(&ders[0]));
     Ok(StoredCertificate { info, issuer: stored_issuer(secret), key: key.describe(), ari_id })
+}
+
+/// The certificate in the Secret, when attempt `attempt` wrote it and it is intact.
+pub fn written_by_attempt(secret: &Secret, attempt: &str) -> Option<CertInfo> {
+    let annotations = secret.metadata.annotations.as_ref()?;
+    (annotations.get(ATTEMPT_ANNOTATION).map(String::as_str) == Some(attempt)).then_some(())?;
+    stored_certificate(secret).ok().map(|stored| stored.info)
 }
 
 /// The RFC 9773 identifier of a certificate (`<base64url AKI>.<base64url serial>`).
@@ -173,6 +186,15 @@ mod tests {
             (CERTIFICATE_NAME_LABEL.to_string(), "other".to_string()),
         ]));
         assert!(!may_write(&s, "web"), "another Certificate's Secret is not ours");
+        s.metadata.labels.as_mut().unwrap().insert(CERTIFICATE_NAME_LABEL.to_string(), "web".to_string());
+        assert!(!may_write(&s, "web"), "labels anyone can set do not make a Secret certpilot's");
+        s.metadata.managed_fields = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+            manager: Some(FIELD_MANAGER.into()),
+            operation: Some("Apply".into()),
+            ..Default::default()
+        }]);
+        assert!(may_write(&s, "web"), "certpilot wrote it for this Certificate");
+        s.metadata.managed_fields = None;
         s.metadata.annotations = Some(BTreeMap::from([(ADOPT_ANNOTATION.to_string(), "true".to_string())]));
         assert!(may_write(&s, "web"));
         assert!(matches!(classify(Some(&s), "web"), SecretState::Invalid(why) if why.contains("tls.crt")));

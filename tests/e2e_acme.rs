@@ -77,7 +77,14 @@ impl Env {
             + std::fmt::Debug,
     {
         let name = doc["metadata"]["name"].as_str().unwrap().to_string();
-        self.api::<K>().patch(&name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(&doc)).await.expect("apply")
+        let params = PatchParams::apply("e2e-test").force();
+        // Faults injected for the operator hit the test's own writes too: retry conflicts.
+        loop {
+            match self.api::<K>().patch(&name, &params, &Patch::Apply(&doc)).await {
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                result => return result.expect("apply"),
+            }
+        }
     }
 
     async fn acme_issuer(&self, name: &str, extra: Value) -> Issuer {
@@ -167,7 +174,10 @@ async fn issues_with_http01_served_by_the_operator() {
         assert!(record.record_value.as_deref().unwrap().contains('.'), "key authorization is token.thumbprint");
     }
     let steps: Vec<&str> = status.steps.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(steps, ["GenerateKey", "PlaceOrder", "Validate", "Finalize", "Download", "Verify", "WriteSecret"]);
+    assert_eq!(
+        steps,
+        ["GenerateKey", "PlaceOrder", "Present", "Validate", "Finalize", "Download", "Verify", "WriteSecret"]
+    );
     // The Ingress rules routing the CA to the operator are gone once the attempt ended.
     let solver_ingresses: Api<Ingress> = env.api();
     let left =
@@ -536,7 +546,7 @@ async fn an_unreachable_ca_is_reported_on_the_issuer() {
     env.acme_issuer("nowhere", json!({"server": closed})).await;
     let issuer = env.issuer_condition("nowhere", |r| r != "AccountRegistered").await;
     let ready = issuer.status.unwrap().conditions.remove(0);
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Connection"), "{ready:?}");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CAUnreachable"), "{ready:?}");
     assert!(ready.message.contains(&closed), "{}", ready.message);
 }
 
@@ -603,4 +613,217 @@ async fn a_spec_change_cancels_the_attempt_under_way_and_cleans_up() {
         env.api::<Ingress>().list(&ListParams::default().labels("certpilot.dev/attempt=moving-1")).await.unwrap();
     assert!(ingresses.items.is_empty());
     held.abort();
+}
+
+#[tokio::test]
+async fn foreign_account_secrets_and_invalid_account_names_are_refused_on_the_issuer() {
+    let env = Env::start("acme-foreign-account", |_| {}).await;
+    let mut mine = Secret::default();
+    mine.metadata.name = Some("pebble-acme-account".into());
+    mine.string_data = Some([("note".to_string(), "mine, not certpilot's".to_string())].into());
+    let mine = env.api::<Secret>().create(&Default::default(), &mine).await.unwrap();
+    env.acme_issuer("pebble", json!({})).await;
+    let issuer = env.issuer_condition("pebble", |r| r == "SecretNotOwned").await;
+    let ready = issuer.status.unwrap().conditions.remove(0);
+    assert!(ready.message.contains("pebble-acme-account") && ready.message.contains("not created by certpilot"));
+    let after = env.api::<Secret>().get("pebble-acme-account").await.unwrap();
+    assert_eq!((after.resource_version(), &after.data), (mine.resource_version(), &mine.data), "left untouched");
+
+    // An issuer whose name leaves no room for `-acme-account` in a Secret name says so.
+    let long = "a".repeat(241);
+    env.acme_issuer(&long, json!({})).await;
+    let issuer = env.issuer_condition(&long, |r| r == "InvalidSpec").await;
+    let ready = issuer.status.unwrap().conditions.remove(0);
+    assert!(ready.message.contains("not a valid Secret name"), "{}", ready.message);
+    assert_eq!(env.pebble.new_accounts(), 0, "nothing was registered that could not be saved");
+}
+
+#[tokio::test]
+async fn a_ca_that_forgot_the_account_gets_it_registered_again() {
+    let mut env = Env::start("acme-forgotten", |_| {}).await;
+    env.acme_issuer("pebble", json!({})).await;
+    let before = env.issuer_condition("pebble", |r| r == "AccountRegistered").await;
+    let old_account = before.status.unwrap().account_uri.unwrap();
+    env.certificate("before", &["before.certpilot.test"], "pebble").await;
+    env.ready("before").await;
+    env.pebble.restart();
+    env.certificate("after", &["after.certpilot.test"], "pebble").await;
+    env.ready("after").await;
+    let attempt = env.api::<CertificateAttempt>().get("after-1").await.unwrap().status.unwrap();
+    assert_eq!(attempt.phase, AttemptPhase::Succeeded);
+    let registered = attempt.steps.iter().find(|s| s.name == "RegisterAccount").expect("a RegisterAccount step");
+    assert!(registered.message.contains(&old_account), "{}", registered.message);
+    let issuer = env.issuer_condition("pebble", |r| r == "AccountReregistered").await;
+    let status = issuer.status.unwrap();
+    assert_ne!(status.account_uri.as_deref(), Some(old_account.as_str()));
+    assert!(status.conditions[0].message.contains("no longer knew"), "{}", status.conditions[0].message);
+}
+
+/// A port that accepts connections and never answers: Pebble's HTTP-01 validation hangs.
+async fn black_hole() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            connections.push(stream);
+        }
+    });
+    (port, held)
+}
+
+#[tokio::test]
+async fn deleting_a_certificate_mid_order_cleans_up_and_frees_its_order_slot() {
+    let (port, held) = black_hole().await;
+    let mut env = Env::start("acme-delete", |o| o.http_port = port).await;
+    env.solver_args.extend(["--max-orders-per-issuer".to_string(), "1".to_string()]);
+    env.restart_operator();
+    env.acme_issuer("pebble", json!({})).await;
+    env.certificate("doomed", &["doomed.certpilot.test"], "pebble").await;
+    let attempts: Api<CertificateAttempt> = env.api();
+    wait_for(&attempts, "doomed-1", "the attempt to validate", WAIT, |a: &CertificateAttempt| {
+        a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Validating)
+    })
+    .await;
+    let routed = env.api::<Ingress>().list(&ListParams::default().labels("certpilot.dev/attempt=doomed-1")).await;
+    assert_eq!(routed.unwrap().items.len(), 1, "the challenge is routed while it validates");
+    assert!(env.api::<Secret>().get_opt("doomed-1-key").await.unwrap().is_some());
+    env.api::<Certificate>().delete("doomed", &Default::default()).await.unwrap();
+    eventually("the attempt to be cleaned up and gone", WAIT, || async {
+        attempts.get_opt("doomed-1").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let routed = env.api::<Ingress>().list(&ListParams::default().labels("certpilot.dev/attempt=doomed-1")).await;
+    assert!(routed.unwrap().items.is_empty(), "no route is left behind");
+    assert!(env.api::<Secret>().get_opt("doomed-1-key").await.unwrap().is_none(), "no key is left behind");
+    // The issuer's only order slot is free again: the next order starts.
+    env.certificate("next", &["next.certpilot.test"], "pebble").await;
+    wait_for(&attempts, "next-1", "the next order to be placed", WAIT, |a: &CertificateAttempt| {
+        a.status.as_ref().is_some_and(|s| s.order.is_some())
+    })
+    .await;
+    held.abort();
+}
+
+#[tokio::test]
+async fn deleting_a_certificate_mid_dns01_validation_removes_its_txt_records() {
+    let bind = Bind::start();
+    // The CA resolves through a server that never answers: validation stays under way.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_address = silent.local_addr().unwrap().to_string();
+    let env = Env::start("acme-delete-dns01", |o| o.dns_server = Some(silent_address)).await;
+    let mut tsig = Secret::default();
+    tsig.metadata.name = Some("tsig".into());
+    tsig.string_data = Some([("secret".to_string(), bind.tsig_secret.clone())].into());
+    env.api::<Secret>().create(&Default::default(), &tsig).await.unwrap();
+    let rfc2136 = json!({"nameserver": bind.address, "tsigKeyName": KEY_NAME, "tsigAlgorithm": "hmac-sha256", "tsigSecretRef": {"name": "tsig", "key": "secret"}});
+    env.acme_issuer("bind", json!({"solvers": [{"dns01": {"rfc2136": rfc2136}}]})).await;
+    env.certificate("doomed", &["doomed.certpilot.test"], "bind").await;
+    let attempts: Api<CertificateAttempt> = env.api();
+    wait_for(&attempts, "doomed-1", "the attempt to validate", WAIT, |a: &CertificateAttempt| {
+        a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Validating)
+    })
+    .await;
+    let record = "_acme-challenge.doomed.certpilot.test.";
+    let published = certpilot::solver::dns01::txt_values(&bind.address, record).await.unwrap();
+    assert_eq!(published.len(), 1, "the TXT record is published while the CA validates");
+    env.api::<Certificate>().delete("doomed", &Default::default()).await.unwrap();
+    eventually("the attempt to be cleaned up and gone", WAIT, || async {
+        attempts.get_opt("doomed-1").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let left = certpilot::solver::dns01::txt_values(&bind.address, record).await.unwrap();
+    assert!(left.is_empty(), "no TXT record is left behind: {left:?}");
+    assert!(env.api::<Secret>().get_opt("doomed-1-key").await.unwrap().is_none(), "no key is left behind");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn issuance_survives_the_operator_being_killed_at_random() {
+    const CERTIFICATES: usize = 100;
+    const KILLS: usize = 100;
+    let mut env = Env::start("acme-chaos", |_| {}).await;
+    env.acme_issuer("pebble", json!({})).await;
+    for i in 0..CERTIFICATES {
+        env.certificate(&format!("c{i}"), &[&format!("c{i}.certpilot.test")], "pebble").await;
+    }
+    let certificates: Api<Certificate> = env.api();
+    let all_ready = || async {
+        let list = certificates.list(&ListParams::default()).await.ok()?;
+        (list.items.len() == CERTIFICATES
+            && list.items.iter().all(|c| c.status.as_ref().is_some_and(|s| s.phase == CertificatePhase::Ready)))
+        .then_some(())
+    };
+    // SIGKILL at random moments: the points in the issuance where they land are what varies.
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("kill schedule seed: {seed}");
+    let mut state = seed | 1;
+    let mut kills = 0;
+    while kills < KILLS && all_ready().await.is_none() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        tokio::time::sleep(Duration::from_millis(20 + state % 160)).await;
+        env.restart_operator();
+        kills += 1;
+    }
+    eventually("every Certificate to be Ready", Duration::from_secs(300), all_ready).await;
+    let attempts: Api<CertificateAttempt> = env.api();
+    eventually("every attempt to have ended", WAIT, || async {
+        let list = attempts.list(&ListParams::default()).await.ok()?;
+        list.items.iter().all(|a| a.status.as_ref().is_some_and(|s| s.phase.is_terminal())).then_some(())
+    })
+    .await;
+    let made = attempts.list(&ListParams::default()).await.unwrap().items.len();
+    let orders = env.pebble.new_orders();
+    eprintln!("{kills} kills: {made} attempts, {orders} orders for {CERTIFICATES} certificates");
+    assert!(orders <= made, "{orders} orders for {made} attempts");
+    assert!(kills > 0, "the operator was killed during the run");
+    // Nothing is left behind: no routes, no temporary keys.
+    eventually("routes and keys to be cleaned up", WAIT, || async {
+        let routes = env.api::<Ingress>().list(&ListParams::default().labels("certpilot.dev/attempt")).await.ok()?;
+        let secrets = env.api::<Secret>().list(&ListParams::default()).await.ok()?;
+        let keys = secrets.items.iter().filter(|s| s.name_any().ends_with("-key")).count();
+        (routes.items.is_empty() && keys == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_order_per_certificate_through_faults_and_restarts() {
+    const CERTIFICATES: usize = 100;
+    let mut env = Env::start("acme-exactly-once", |_| {}).await;
+    if let Some(server) = env.cluster.server() {
+        server.faults().set_watch_lag(Duration::from_millis(300));
+        server.faults().fail_writes_every(7, 409, "certpilot.dev");
+    }
+    env.acme_issuer("pebble", json!({})).await;
+    for i in 0..CERTIFICATES {
+        env.certificate(&format!("c{i}"), &[&format!("c{i}.certpilot.test")], "pebble").await;
+    }
+    let attempts: Api<CertificateAttempt> = env.api();
+    for placed in [CERTIFICATES / 4, CERTIFICATES / 2] {
+        eventually("orders to be under way", WAIT, || async {
+            let list = attempts.list(&ListParams::default()).await.ok()?;
+            (list.items.iter().filter(|a| a.status.as_ref().is_some_and(|s| s.order.is_some())).count() >= placed)
+                .then_some(())
+        })
+        .await;
+        env.restart_operator();
+    }
+    let certificates: Api<Certificate> = env.api();
+    eventually("every Certificate to be Ready", Duration::from_secs(300), || async {
+        let list = certificates.list(&ListParams::default()).await.ok()?;
+        (list.items.len() == CERTIFICATES
+            && list.items.iter().all(|c| c.status.as_ref().is_some_and(|s| s.phase == CertificatePhase::Ready)))
+        .then_some(())
+    })
+    .await;
+    if let Some(server) = env.cluster.server() {
+        server.faults().clear_write_failures();
+    }
+    let all = attempts.list(&ListParams::default()).await.unwrap().items;
+    let issues = all.iter().filter(|a| a.spec.type_ == certpilot::api::attempt::AttemptType::Issue).count();
+    assert_eq!((all.len(), issues), (CERTIFICATES, CERTIFICATES), "exactly one Issue attempt per Certificate");
+    assert_eq!(env.pebble.new_orders(), CERTIFICATES, "exactly one order per attempt");
 }

@@ -208,7 +208,7 @@ async fn issues_from_a_ca_bootstrapped_with_a_self_signed_issuer() {
 async fn renews_at_the_renewal_time_with_a_new_key() {
     let env = Env::start("e2e-renew").await;
     env.self_signed_issuer("local").await;
-    env.certificate("short", json!({"secretName": "short-tls", "dnsNames": ["short.example.com"], "issuerRef": {"name": "local"}, "duration": "1m", "renewBefore": "50s"})).await;
+    env.certificate("short", json!({"secretName": "short-tls", "dnsNames": ["short.example.com"], "issuerRef": {"name": "local"}, "duration": "1m", "renewBefore": "30s"})).await;
     let first = env.ready("short").await.status.unwrap();
     let first_key = text(&env.secret_data("short-tls").await, "tls.key");
     let renewed = wait_for(&env.certificates(), "short", "a renewal", WAIT, |c: &Certificate| {

@@ -1,6 +1,10 @@
 //! `CertificateAttempt`: one issuance or renewal, created and driven only by the operator.
 
-use super::{IssuerRef, certificate::PrivateKeySpec, conditions::Condition};
+use super::{
+    IssuerRef,
+    conditions::Condition,
+    request::{OutputFormatType, PrivateKeySpec, SecretTemplate},
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -70,6 +74,12 @@ pub struct CertificateAttemptSpec {
     /// The value of the `certpilot.dev/renew` annotation this attempt answers (Manual attempts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renew_request: Option<String>,
+    /// Labels and annotations for the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+    /// Extra keys written into the Secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_output_formats: Vec<OutputFormatType>,
 }
 
 /// Why an attempt was made.
@@ -86,29 +96,38 @@ pub enum AttemptType {
     Manual,
 }
 
-/// Attempt lifecycle phases.
+/// Attempt lifecycle phases, in the order an attempt goes through them.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub enum AttemptPhase {
     /// Created, not started.
     #[default]
     Pending,
-    /// Placing the order (or preparing local signing).
+    /// Getting the private key (saved before any CA sees a request for it).
+    Keying,
+    /// Placing the ACME order (its URL is saved before anything else happens).
     Ordering,
+    /// Publishing the validation records (HTTP-01 token and route, DNS-01 TXT record,
+    /// TLS-ALPN-01 certificate) and waiting until they can be seen.
+    Presenting,
     /// The CA is checking the validation records.
     Validating,
-    /// Signing or finalizing, then writing the Secret.
+    /// Signing (local issuers) or sending the CSR and downloading the chain (ACME), then verifying it.
     Finalizing,
+    /// Writing the verified certificate and key to the Secret.
+    Storing,
     /// The Secret holds the new certificate.
     Succeeded,
     /// The attempt ended without a certificate; see errorCode and errorMessage.
     Failed,
     /// The attempt was superseded (e.g. the spec changed) before it finished.
     Cancelled,
+    /// The attempt was not made by certpilot for its Certificate as it stands; nothing was done.
+    Rejected,
 }
 
 impl AttemptPhase {
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::Rejected)
     }
 }
 
@@ -176,6 +195,9 @@ pub struct ValidationRecord {
     pub http_url: Option<String>,
     /// pending, processing, valid or invalid.
     pub status: String,
+    /// When certpilot published the record (absent until it has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presented_at: Option<Time>,
     /// The CA's error for this record, if it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -199,7 +221,7 @@ pub struct IssuedCertificate {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateAttemptStatus {
-    /// Pending, Ordering, Validating, Finalizing, Succeeded, Failed or Cancelled.
+    /// Pending, Keying, Ordering, Presenting, Validating, Finalizing, Storing, Succeeded, Failed, Cancelled or Rejected.
     #[serde(default)]
     pub phase: AttemptPhase,
     /// When work on the attempt began.

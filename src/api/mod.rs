@@ -7,6 +7,7 @@ pub mod attempt;
 pub mod certificate;
 pub mod conditions;
 pub mod issuer;
+pub mod request;
 
 pub use attempt::{AttemptPhase, AttemptType, CertificateAttempt, CertificateAttemptSpec, CertificateAttemptStatus};
 pub use certificate::{Certificate, CertificatePhase, CertificateSpec, CertificateStatus};
@@ -21,6 +22,14 @@ pub const GROUP: &str = "certpilot.dev";
 /// Label on every Secret and attempt certpilot writes, so watches can select only those.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "certpilot";
+/// Field manager of every write the operator makes (server-side apply and creates).
+pub const FIELD_MANAGER: &str = "certpilot";
+/// Finalizer on attempts under way: their solver routes, records, key and order slot are
+/// removed before the attempt goes away.
+pub const CLEANUP_FINALIZER: &str = "certpilot.dev/cleanup";
+/// Annotation by which the Certificate controller asks the attempt controller to cancel an
+/// attempt (its value says why); only the attempt controller writes an attempt's status.
+pub const CANCEL_ANNOTATION: &str = "certpilot.dev/cancel";
 /// Label naming the Certificate a Secret or attempt belongs to.
 pub const CERTIFICATE_NAME_LABEL: &str = "certpilot.dev/certificate-name";
 /// Annotation a user changes (to any new value) on a Certificate to request a renewal now.
@@ -46,6 +55,15 @@ pub struct IssuerRef {
     /// Name of the issuer.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+}
+
+impl IssuerRef {
+    /// Identifies the issuer across Certificates and attempts: `Kind/namespace/name` (no
+    /// namespace for a ClusterIssuer). `namespace` is the referring object's.
+    pub fn key(&self, namespace: &str) -> String {
+        let namespace = if self.kind == IssuerKind::Issuer { namespace } else { "" };
+        format!("{:?}/{namespace}/{}", self.kind, self.name)
+    }
 }
 
 impl std::fmt::Display for IssuerRef {

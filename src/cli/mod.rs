@@ -73,6 +73,10 @@ pub struct ControllerArgs {
     /// How many ACME orders one issuer may have in flight at once.
     #[arg(long, default_value_t = 10)]
     pub max_orders_per_issuer: usize,
+    /// A Certificate is never renewed more often than this (Go duration), whatever its spec
+    /// says: a guard against renewal loops that would burn through a CA's rate limits.
+    #[arg(long, default_value = "5m")]
+    pub min_renewal_interval: String,
     /// Run only while holding a Lease in the operator's namespace, so replicas can stand by.
     #[arg(long)]
     pub leader_elect: bool,
@@ -146,6 +150,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         solver_service: args.solver_service,
         solver_service_port: args.solver_service_port,
         max_orders_per_issuer: args.max_orders_per_issuer.max(1),
+        min_renewal_interval: duration("min-renewal-interval", &args.min_renewal_interval)?,
     };
     tracing::info!(namespace = ?settings.watch_namespace, "starting certpilot");
     let metrics = Arc::new(Metrics::default());

@@ -1,58 +1,37 @@
 //! The Certificate controller: dereference (issuer, Secret, attempts) → decide (pure) → create
 //! or cancel an attempt → summarise status (pure) → requeue at the next moment that matters.
 
-use super::{
-    apply_status,
-    context::Context,
-    error_policy,
-    issuer::{issuer_state, secret_namespace},
-    run_controller,
-};
+use super::{apply_status, context::Context, error_policy, issuer::issuer_state, run_controller};
 use crate::{
     api::{
-        CERTIFICATE_NAME_LABEL, Certificate, CertificateAttempt, CertificateAttemptSpec, ClusterIssuer, Issuer,
-        IssuerKind, MANAGED_BY_LABEL, MANAGED_BY_VALUE, RENEW_ANNOTATION,
+        CANCEL_ANNOTATION, CERTIFICATE_NAME_LABEL, CLEANUP_FINALIZER, Certificate, CertificateAttempt, ClusterIssuer,
+        FIELD_MANAGER, Issuer, IssuerKind, IssuerRef, MANAGED_BY_LABEL, MANAGED_BY_VALUE, RENEW_ANNOTATION,
         attempt::{AttemptPhase, AttemptType, CertificateAttemptStatus},
-        certificate::CertificateStatus,
+        certificate::{CertificateStatus, RenewalInfoStatus},
         conditions::{self, Condition},
+        issuer::AcmeIssuer,
     },
     error::{Error, Result, is_already_exists},
+    issuance::acme::account::AccountSource,
     pki::{NameRequest, keys::describe_spec},
     policy::{
         parse_duration,
-        renewal::RenewalSettings,
+        renewal::{RenewalSettings, SuggestedWindow},
         status::summarise,
-        trigger::{AttemptView, Decision, Desired, Observed},
+        trigger::{AttemptView, Decision, Desired, IssuerState, Observed, SecretState},
+        trust::{Verdict, attempt_index, attempt_name, snapshot, verdict},
     },
-    secret::{classify, label_value, shorten},
-};
-use crate::{
-    api::{IssuerRef, certificate::RenewalInfoStatus, issuer::AcmeIssuer},
-    issuance::acme::account::load_or_register,
-    policy::{
-        renewal::SuggestedWindow,
-        trigger::{IssuerState, SecretState},
-    },
+    secret::{classify, label_value},
 };
 use jiff::Timestamp;
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     core::PartialObjectMeta,
     runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
 };
 use std::{sync::Arc, time::Duration};
-
-/// `<certificate>-<n>`: attempt names are deterministic, so a retried create finds its
-/// earlier success as AlreadyExists instead of making a second attempt.
-pub fn attempt_name(certificate: &str, index: u32) -> String {
-    format!("{}-{index}", shorten(certificate, 240))
-}
-
-fn attempt_index(certificate: &str, attempt: &str) -> Option<u32> {
-    attempt.strip_prefix(&shorten(certificate, 240))?.strip_prefix('-')?.parse().ok()
-}
 
 /// What the Certificate asks for, or why it cannot be understood (for what CEL cannot check).
 fn desired(cert: &Certificate) -> std::result::Result<Desired, String> {
@@ -88,8 +67,8 @@ fn desired(cert: &Certificate) -> std::result::Result<Desired, String> {
     })
 }
 
-fn view(cert_name: &str, attempt: &CertificateAttempt) -> Option<AttemptView> {
-    let index = attempt_index(cert_name, &attempt.name_any())?;
+fn view(cert: &Certificate, attempt: &CertificateAttempt) -> Option<AttemptView> {
+    let index = attempt_index(&cert.name_any(), &attempt.name_any())?;
     let status: CertificateAttemptStatus = attempt.status.clone().unwrap_or_default();
     let spec = &attempt.spec;
     Some(AttemptView {
@@ -112,6 +91,7 @@ fn view(cert_name: &str, attempt: &CertificateAttempt) -> Option<AttemptView> {
         error_code: status.error_code,
         error_message: status.error_message,
         challenges: status.challenges,
+        matches_spec: verdict(attempt, Some(cert)) == Verdict::Trusted,
     })
 }
 
@@ -135,12 +115,39 @@ struct Observation {
     observed: Observed,
     attempts: Vec<CertificateAttempt>,
     renewal_info: Option<RenewalInfoStatus>,
+    /// The index the next attempt takes.
+    next_index: u32,
+}
+
+/// The attempts of `cert` and the index of the next one. The index recorded in status is the
+/// truth: an attempt it names that the cache does not show yet is looked up; one that was
+/// never created (the operator stopped between recording and creating) keeps its index.
+async fn attempts_and_next_index(
+    api: &Api<CertificateAttempt>,
+    cert: &Certificate,
+) -> Result<(Vec<CertificateAttempt>, u32)> {
+    let mut attempts = list_attempts(api, cert).await?;
+    let name = cert.name_any();
+    let seen = attempts.iter().filter_map(|a| attempt_index(&name, &a.name_any())).max().unwrap_or(0);
+    let recorded = cert.status.as_ref().and_then(|s| s.attempt_index).unwrap_or(0);
+    if recorded <= seen {
+        return Ok((attempts, seen + 1));
+    }
+    match api.get_opt(&attempt_name(&name, recorded)).await? {
+        Some(attempt) => {
+            if attempt.owner_references().iter().any(|o| Some(&o.uid) == cert.uid().as_ref()) {
+                attempts.push(attempt);
+            }
+            Ok((attempts, recorded + 1))
+        }
+        None => Ok((attempts, recorded)),
+    }
 }
 
 async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: Desired) -> Result<Observation> {
     let (issuer, issuer_spec) = issuer_state(ctx, namespace, &desired.issuer).await?;
     let secret = ctx.namespaced::<Secret>(namespace).get_opt(&desired.secret_name).await?;
-    let attempts = list_attempts(&ctx.namespaced(namespace), cert).await?;
+    let (attempts, next_index) = attempts_and_next_index(&ctx.namespaced(namespace), cert).await?;
     let name = cert.name_any();
     let secret = classify(secret.as_ref(), &name);
     let previous = cert.status.as_ref().and_then(|s| s.renewal_info.clone());
@@ -159,13 +166,18 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
         now: Timestamp::now(),
         issuer,
         secret,
-        attempts: attempts.iter().filter_map(|a| view(&name, a)).collect(),
+        attempts: attempts
+            .iter()
+            .filter(|a| a.status.as_ref().is_none_or(|s| s.phase != AttemptPhase::Rejected))
+            .filter_map(|a| view(cert, a))
+            .collect(),
         jitter_key: format!("{namespace}/{name}"),
         ari_window,
         backoff: ctx.settings.backoff,
+        min_renewal_interval: ctx.settings.min_renewal_interval,
         desired,
     };
-    Ok(Observation { observed, attempts, renewal_info })
+    Ok(Observation { observed, attempts, renewal_info, next_index })
 }
 
 /// The CA's renewal window for the stored certificate: the one in status while it is fresh,
@@ -189,8 +201,10 @@ async fn renewal_info(
         explanation_url: None,
         next_check: Time(now + jiff::SignedDuration::from_hours(hours)),
     };
-    let account_namespace = secret_namespace(ctx, issuer_ref.kind, Some(namespace));
-    let Ok(account) = load_or_register(ctx, &issuer_ref.name, &account_namespace, acme).await? else {
+    let secrets: Api<Secret> = ctx.namespaced(&ctx.issuer_secret_namespace(issuer_ref.kind, Some(namespace)));
+    let key = issuer_ref.key(namespace);
+    let source = AccountSource { key: &key, issuer_name: &issuer_ref.name, spec: acme, secrets: &secrets };
+    let Ok(account) = ctx.accounts.get(&source).await? else {
         return Ok(unsupported(1));
     };
     let Some((aki, serial)) = certificate_id.split_once('.') else { return Ok(unsupported(24)) };
@@ -230,35 +244,16 @@ fn replaces_for(observed: &Observed, renewal_info: &Option<RenewalInfoStatus>, t
 fn new_attempt(
     cert: &Certificate,
     observed: &Observed,
+    index: u32,
     replaces: Option<String>,
     type_: AttemptType,
     reason: &str,
 ) -> Result<CertificateAttempt> {
-    let index = observed.attempts.iter().map(|a| a.index).max().unwrap_or(0) + 1;
     let name = cert.name_any();
-    let spec = &cert.spec;
-    let key_spec = spec.private_key();
-    let mut attempt = CertificateAttempt::new(
-        &attempt_name(&name, index),
-        CertificateAttemptSpec {
-            certificate_name: name.clone(),
-            type_,
-            reason: reason.into(),
-            secret_name: spec.secret_name.clone(),
-            dns_names: spec.dns_names().to_vec(),
-            ip_addresses: spec.ip_addresses().to_vec(),
-            common_name: spec.common_name.clone(),
-            duration: spec.duration.clone(),
-            is_ca: spec.is_ca(),
-            issuer_ref: spec.issuer_ref.clone(),
-            key_algorithm: describe_spec(&key_spec),
-            private_key: key_spec,
-            profile: spec.profile.clone(),
-            replaces,
-            certificate_generation: observed.desired.generation,
-            renew_request: observed.desired.renew_request.clone(),
-        },
-    );
+    let mut spec = snapshot(cert, type_, reason);
+    spec.replaces = replaces;
+    spec.renew_request = observed.desired.renew_request.clone();
+    let mut attempt = CertificateAttempt::new(&attempt_name(&name, index), spec);
     attempt.metadata.namespace = cert.namespace();
     attempt.metadata.labels = Some(
         [
@@ -267,30 +262,55 @@ fn new_attempt(
         ]
         .into(),
     );
+    attempt.metadata.finalizers = Some(vec![CLEANUP_FINALIZER.to_string()]);
     attempt.metadata.owner_references =
         Some(vec![cert.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?]);
     Ok(attempt)
 }
 
-/// Creates the attempt; AlreadyExists means an earlier reconcile already did (the name is
-/// deterministic), which is success.
-async fn create_attempt(api: &Api<CertificateAttempt>, attempt: &CertificateAttempt) -> Result<()> {
-    let params = PostParams { field_manager: Some(super::context::FIELD_MANAGER.into()), ..Default::default() };
-    match api.create(&params, attempt).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_already_exists(&e) => Ok(()),
+/// Records `index` as the Certificate's latest attempt, on the condition that the Certificate
+/// is still the version this decision was made from: a stale cache, a retry or a second
+/// replica acting on the same version gets a 409 here instead of making a second attempt.
+async fn fence(api: &Api<Certificate>, cert: &Certificate, index: u32) -> Result<bool> {
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": cert.resource_version()},
+        "status": {"attemptIndex": index},
+    });
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    match api.patch_status(&cert.name_any(), &params, &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
 
-async fn cancel_attempt(api: &Api<CertificateAttempt>, attempt: &CertificateAttempt, reason: &str) -> Result<()> {
-    let mut status = attempt.status.clone().unwrap_or_default();
-    status.phase = AttemptPhase::Cancelled;
-    status.finished_at = Some(Time(Timestamp::now()));
-    status.error_code = Some("Cancelled".into());
-    status.error_message = Some(reason.into());
-    apply_status(api, &attempt.name_any(), &status).await?;
-    Ok(())
+/// Creates the attempt. AlreadyExists is success when the existing attempt is this one (a
+/// retry); someone else's attempt under that name is passed over (false: take the next index).
+async fn create_attempt(
+    api: &Api<CertificateAttempt>,
+    cert: &Certificate,
+    attempt: &CertificateAttempt,
+) -> Result<bool> {
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    match api.create(&params, attempt).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_already_exists(&e) => {
+            let existing = api.get_opt(&attempt.name_any()).await?;
+            Ok(existing.is_some_and(|a| verdict(&a, Some(cert)) == Verdict::Trusted))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Asks the attempt controller (the only writer of an attempt's status) to cancel `attempt`.
+async fn request_cancel(api: &Api<CertificateAttempt>, attempt: &str, reason: &str) -> Result<()> {
+    let patch = serde_json::json!({"metadata": {"annotations": {CANCEL_ANNOTATION: reason}}});
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    match api.patch(attempt, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(e) if crate::error::is_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Deletes the oldest finished attempts beyond the history limit, keeping the latest success.
@@ -302,8 +322,10 @@ async fn prune(api: &Api<CertificateAttempt>, attempts: &[CertificateAttempt], l
         .rev()
         .find(|a| a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Succeeded))
         .map(|a| a.name_any());
+    let latest = attempts.last().map(|a| a.name_any());
     let excess = finished.len().saturating_sub(limit);
-    for attempt in finished.iter().filter(|a| Some(a.name_any()) != latest_success).take(excess) {
+    let prunable = finished.iter().filter(|a| Some(a.name_any()) != latest_success && Some(a.name_any()) != latest);
+    for attempt in prunable.take(excess) {
         match api.delete(&attempt.name_any(), &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if crate::error::is_not_found(&e) => {}
@@ -373,40 +395,45 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
             return Ok(Action::await_change());
         }
     };
-    let Observation { mut observed, attempts, renewal_info } = observe(&cert, &ctx, &namespace, desired).await?;
+    let Observation { mut observed, attempts, renewal_info, next_index } =
+        observe(&cert, &ctx, &namespace, desired).await?;
     let mut decision = observed.decide();
+    let mut latest_index = next_index - 1;
     match &decision {
         Decision::Start { type_, reason } => {
             let replaces = replaces_for(&observed, &renewal_info, *type_);
-            let attempt = new_attempt(&cert, &observed, replaces, *type_, reason)?;
-            create_attempt(&attempts_api, &attempt).await?;
+            let attempt = new_attempt(&cert, &observed, next_index, replaces, *type_, reason)?;
+            if !fence(&api, &cert, next_index).await? {
+                // The Certificate changed since this decision was made: decide again from the new version.
+                return Ok(Action::requeue(Duration::from_millis(200)));
+            }
+            if !create_attempt(&attempts_api, &cert, &attempt).await? {
+                tracing::warn!(certificate = %cert.name_any(), attempt = %attempt.name_any(), "an attempt of that name exists and is not certpilot's; taking the next index");
+                return Ok(Action::requeue(Duration::ZERO));
+            }
             let note = format!("attempt {} ({type_:?}): {reason}", attempt.name_any());
             ctx.event(&cert.object_ref(&()), false, "AttemptStarted", "Issue", note).await;
             tracing::info!(certificate = %cert.name_any(), attempt = %attempt.name_any(), ?type_, %reason, "started attempt");
-            observed.attempts.extend(view(&cert.name_any(), &attempt));
+            observed.attempts.extend(view(&cert, &attempt));
+            latest_index = next_index;
             decision = Decision::InProgress;
         }
         Decision::Supersede { attempt, reason } => {
-            if let Some(current) = attempts.iter().find(|a| &a.name_any() == attempt) {
-                cancel_attempt(&attempts_api, current, reason).await?;
-                ctx.event(
-                    &cert.object_ref(&()),
-                    false,
-                    "AttemptCancelled",
-                    "Cancel",
-                    format!("attempt {attempt}: {reason}"),
-                )
-                .await;
-            }
-            if let Some(v) = observed.attempts.iter_mut().find(|a| &a.name == attempt) {
-                v.phase = AttemptPhase::Cancelled;
-            }
-            decision = observed.decide();
+            request_cancel(&attempts_api, attempt, reason).await?;
+            ctx.event(
+                &cert.object_ref(&()),
+                false,
+                "AttemptCancelled",
+                "Cancel",
+                format!("attempt {attempt}: {reason}"),
+            )
+            .await;
         }
         _ => {}
     }
     let mut status = summarise(&observed, &decision);
     status.renewal_info = renewal_info;
+    status.attempt_index = (latest_index > 0).then_some(latest_index);
     conditions::stamp(&mut status.conditions, &previous.conditions, observed.now);
     if status != previous {
         apply_status(&api, &cert.name_any(), &status).await?;
@@ -466,17 +493,6 @@ pub async fn run(ctx: Arc<Context>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn attempt_names_are_deterministic_and_parse_back() {
-        assert_eq!(attempt_name("web", 3), "web-3");
-        assert_eq!(attempt_index("web", "web-3"), Some(3));
-        assert_eq!(attempt_index("web", "web-tls-3"), None);
-        let long = "c".repeat(250);
-        let name = attempt_name(&long, 12);
-        assert!(name.len() <= 253);
-        assert_eq!(attempt_index(&long, &name), Some(12));
-    }
 
     #[test]
     fn blocked_certificates_are_retried_with_backoff() {

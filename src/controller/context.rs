@@ -1,14 +1,19 @@
-//! What every reconcile needs: the client, the operator's settings and its metrics.
+//! What every reconcile needs: the client, the operator's settings, its metrics and the state
+//! shared between controllers (ACME accounts, order slots, solver answers).
 
-use crate::{metrics::Metrics, policy::backoff::BackoffPolicy, solver::SolverState};
+use crate::{
+    issuance::acme::{account::AccountCache, slots::OrderSlots},
+    metrics::Metrics,
+    policy::backoff::BackoffPolicy,
+    solver::{SolverState, http01::RouteTarget},
+};
 use kube::{Api, Client, Resource};
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::{Arc, Mutex},
 };
 
-/// Field manager of every write the operator makes (server-side apply).
-pub const FIELD_MANAGER: &str = "certpilot";
+pub use crate::api::FIELD_MANAGER;
 
 /// Operator settings from the command line.
 #[derive(Debug, Clone)]
@@ -25,6 +30,8 @@ pub struct Settings {
     pub solver_service_port: u16,
     /// How many ACME orders one issuer may have in flight at once.
     pub max_orders_per_issuer: usize,
+    /// A Certificate is never renewed more often than this, whatever its spec says.
+    pub min_renewal_interval: jiff::SignedDuration,
 }
 
 impl Default for Settings {
@@ -37,6 +44,7 @@ impl Default for Settings {
             solver_service: "certpilot-solver".into(),
             solver_service_port: 8089,
             max_orders_per_issuer: 10,
+            min_renewal_interval: jiff::SignedDuration::from_mins(5),
         }
     }
 }
@@ -48,8 +56,12 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub solvers: Arc<SolverState>,
-    /// ACME orders in flight, per issuer: attempt names.
-    orders: Mutex<HashMap<String, HashSet<String>>>,
+    /// ACME accounts per issuer, shared by the issuer and attempt controllers.
+    pub accounts: AccountCache,
+    /// ACME orders in flight, per issuer.
+    pub order_slots: OrderSlots,
+    /// Where HTTP-01 routes point.
+    pub routes: RouteTarget,
     /// Issuers whose CA does not confirm `replaces` (RFC 9773): orders stop naming it.
     no_replaces: Mutex<HashSet<String>>,
 }
@@ -59,29 +71,23 @@ impl Context {
         let instance = std::env::var("POD_NAME").ok();
         let reporter = kube::runtime::events::Reporter { controller: "certpilot".into(), instance };
         let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
+        let routes = RouteTarget {
+            client: client.clone(),
+            namespace: settings.cluster_resource_namespace.clone(),
+            service: settings.solver_service.clone(),
+            port: settings.solver_service_port,
+        };
         Arc::new(Self {
             client,
             recorder,
+            order_slots: OrderSlots::new(settings.max_orders_per_issuer),
             settings,
             metrics,
             solvers,
-            orders: Mutex::default(),
+            accounts: AccountCache::default(),
+            routes,
             no_replaces: Mutex::default(),
         })
-    }
-
-    /// Takes (or keeps) a slot for `attempt` among the issuer's orders in flight; false when
-    /// the issuer already has `max_orders_per_issuer` other attempts under way.
-    pub fn take_order_slot(&self, issuer: &str, attempt: &str) -> bool {
-        let mut orders = self.orders.lock().expect("orders lock");
-        let in_flight = orders.entry(issuer.to_string()).or_default();
-        if in_flight.contains(attempt) {
-            return true;
-        }
-        if in_flight.len() >= self.settings.max_orders_per_issuer {
-            return false;
-        }
-        in_flight.insert(attempt.to_string())
     }
 
     /// Publishes an Event about a Certificate; failing to is logged, never fatal.
@@ -115,11 +121,9 @@ impl Context {
         !self.no_replaces.lock().expect("replaces lock").contains(issuer)
     }
 
-    pub fn release_order_slot(&self, attempt: &str) {
-        let mut orders = self.orders.lock().expect("orders lock");
-        for in_flight in orders.values_mut() {
-            in_flight.remove(attempt);
-        }
+    /// The namespace of an issuer's Secrets: its own, or the operator's for ClusterIssuers.
+    pub fn issuer_secret_namespace(&self, kind: crate::api::IssuerKind, namespace: Option<&str>) -> String {
+        crate::issuance::signer::secret_namespace(kind, namespace, &self.settings.cluster_resource_namespace)
     }
 
     /// An API for namespaced `K` in `namespace`.

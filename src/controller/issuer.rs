@@ -5,10 +5,13 @@ use crate::{
     api::{
         ClusterIssuer, Issuer, IssuerKind, IssuerRef, IssuerSpec, IssuerStatus, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
         conditions::{self, Condition},
-        issuer::{AcmeIssuer, CaStatus},
+        issuer::CaStatus,
     },
     error::Result,
-    pki::sign::CertificateAuthority,
+    issuance::{
+        acme::account::AccountSource,
+        signer::{Signer, load_signer},
+    },
     policy::trigger::IssuerState,
 };
 use futures::StreamExt;
@@ -58,86 +61,35 @@ impl IssuerObject for ClusterIssuer {
     }
 }
 
-/// How an issuer signs.
-pub enum Signer {
-    SelfSigned,
-    Ca(Box<CertificateAuthority>),
-    Acme(Box<AcmeIssuer>),
-}
-
-/// Why an issuer cannot sign: a reason word and a message that says what to do.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NotReady {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-/// The namespace whose Secrets an issuer uses: its own, or the operator's for ClusterIssuers.
-pub fn secret_namespace(ctx: &Context, kind: IssuerKind, issuer_namespace: Option<&str>) -> String {
-    match kind {
-        IssuerKind::Issuer => issuer_namespace.unwrap_or_default().to_string(),
-        IssuerKind::ClusterIssuer => ctx.settings.cluster_resource_namespace.clone(),
-    }
-}
-
-/// Loads what the issuer signs with, checking everything that can be checked before signing.
-pub async fn load_signer(ctx: &Context, spec: &IssuerSpec, namespace: &str) -> Result<Result<Signer, NotReady>> {
-    if spec.self_signed.is_some() {
-        return Ok(Ok(Signer::SelfSigned));
-    }
-    if let Some(acme) = &spec.acme {
-        return Ok(Ok(Signer::Acme(Box::new(acme.clone()))));
-    }
-    let Some(ca) = &spec.ca else {
-        return Ok(Err(NotReady {
-            reason: "InvalidSpec",
-            message: "exactly one of acme, selfSigned or ca must be set".into(),
-        }));
-    };
-    let secrets: Api<Secret> = ctx.namespaced(namespace);
-    let Some(secret) = secrets.get_opt(&ca.secret_name).await? else {
-        return Ok(Err(NotReady {
-            reason: "CASecretNotFound",
-            message: format!(
-                "Secret {} not found in namespace {namespace}; create it with the CA certificate and key (kubectl create secret tls {} --cert=ca.crt --key=ca.key -n {namespace})",
-                ca.secret_name, ca.secret_name
-            ),
-        }));
-    };
-    let field =
-        |key: &str| secret.data.as_ref().and_then(|d| d.get(key)).map(|b| String::from_utf8_lossy(&b.0).into_owned());
-    let (Some(cert), Some(key)) = (field(crate::secret::TLS_CERT), field(crate::secret::TLS_KEY)) else {
-        return Ok(Err(NotReady {
-            reason: "CASecretInvalid",
-            message: format!("Secret {namespace}/{} must contain tls.crt and tls.key", ca.secret_name),
-        }));
-    };
-    Ok(CertificateAuthority::load(&cert, &key, jiff::Timestamp::now()).map(|ca| Signer::Ca(Box::new(ca))).map_err(
-        |e| NotReady { reason: "CASecretInvalid", message: format!("Secret {namespace}/{}: {e}", ca.secret_name) },
-    ))
-}
-
 /// The Ready condition, CA details and ACME account of an issuer.
 async fn evaluate(
     ctx: &Context,
     name: &str,
+    key: &str,
     spec: &IssuerSpec,
     namespace: &str,
 ) -> Result<(Condition, Option<CaStatus>, Option<String>)> {
+    let secrets: Api<Secret> = ctx.namespaced(namespace);
     if let Some(acme) = &spec.acme {
-        return Ok(match crate::issuance::acme::account::load_or_register(ctx, name, namespace, acme).await? {
+        let source = AccountSource { key, issuer_name: name, spec: acme, secrets: &secrets };
+        return Ok(match ctx.accounts.get(&source).await? {
             Ok(account) => {
-                let message = format!("ACME account {} registered at {}", account.uri(), acme.server);
-                (Condition::new("Ready", true, "AccountRegistered", message), None, Some(account.uri().to_string()))
+                let mut message = format!("ACME account {} registered at {}", account.uri(), acme.server);
+                let mut reason = "AccountRegistered";
+                if let Some(note) = ctx.accounts.note(key).await {
+                    message = format!("{message} ({note})");
+                    reason = "AccountReregistered";
+                }
+                (Condition::new("Ready", true, reason, message), None, Some(account.uri().to_string()))
             }
             Err(failure) => {
                 let message =
                     format!("could not register or load an ACME account at {}: {}", acme.server, failure.message);
-                (Condition::new("Ready", false, failure.code, message), None, None)
+                (Condition::new("Ready", false, failure.code.as_str(), message), None, None)
             }
         });
     }
-    let (condition, ca) = match load_signer(ctx, spec, namespace).await? {
+    let (condition, ca) = match load_signer(&secrets, spec).await? {
         Ok(Signer::SelfSigned) => {
             (Condition::new("Ready", true, "SelfSigned", "every certificate is signed by its own private key"), None)
         }
@@ -154,8 +106,11 @@ async fn evaluate(
 
 async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(controller_name::<K>());
-    let namespace = secret_namespace(&ctx, K::KIND, issuer.namespace().as_deref());
-    let (mut ready, ca, account_uri) = evaluate(&ctx, &issuer.name_any(), issuer.issuer_spec(), &namespace).await?;
+    let namespace = ctx.issuer_secret_namespace(K::KIND, issuer.namespace().as_deref());
+    let issuer_ref = IssuerRef { kind: K::KIND, name: issuer.name_any() };
+    let key = issuer_ref.key(&issuer.namespace().unwrap_or_default());
+    let (mut ready, ca, account_uri) =
+        evaluate(&ctx, &issuer.name_any(), &key, issuer.issuer_spec(), &namespace).await?;
     ready.observed_generation = issuer.meta().generation;
     let previous = issuer.issuer_status().cloned().unwrap_or_default();
     let mut status =
@@ -170,6 +125,9 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
         (true, _, true) => Action::requeue(Duration::from_secs(300)),
         (true, _, false) => Action::requeue(Duration::from_secs(20)),
         (_, true, false) => Action::requeue(Duration::from_secs(60)),
+        // An attempt may have had to register the account again: say so soon (no API request
+        // is made while nothing changed: the account comes from memory).
+        (_, true, true) => Action::requeue(Duration::from_secs(30)),
         _ => Action::await_change(),
     })
 }

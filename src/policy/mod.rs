@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod renewal;
 pub mod status;
 pub mod trigger;
+pub mod trust;
 
 /// A stable number in [0, 1) derived from `key`: the same certificate always gets the same
 /// jitter, different certificates get different ones.

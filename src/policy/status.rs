@@ -24,7 +24,7 @@ pub fn summarise(o: &Observed, decision: &Decision) -> CertificateStatus {
     let latest = o.latest();
     let failed = latest.filter(|a| a.phase == AttemptPhase::Failed);
     let next_attempt = match decision {
-        Decision::BackingOff { until } => Some(*until),
+        Decision::BackingOff { until } | Decision::Held { until, .. } => Some(*until),
         _ => None,
     };
     let mut status = CertificateStatus {
@@ -45,6 +45,11 @@ pub fn summarise(o: &Observed, decision: &Decision) -> CertificateStatus {
         observed_generation: Some(o.desired.generation),
         conditions: Vec::new(),
         renewal_info: None,
+        attempt_index: None,
+        renewal_held: match decision {
+            Decision::Held { message, .. } => Some(message.clone()),
+            _ => None,
+        },
     };
     if let Some(a) = latest.filter(|a| a.phase != AttemptPhase::Succeeded) {
         status.validation_records = a.challenges.clone();
@@ -88,11 +93,18 @@ fn ready_condition(o: &Observed, decision: &Decision, assessment: &super::trigge
         let SecretState::Present(stored) = &o.secret else { unreachable!("usable implies a stored certificate") };
         let mut message =
             format!("the certificate in Secret {} is valid until {}", o.desired.secret_name, at(stored.info.not_after));
-        if let Some(renewal) = &assessment.renewal {
-            message.push_str(&format!("; it renews at {}", at(renewal.at)));
-            if let Some(note) = &renewal.note {
-                message.push_str(&format!(" ({note})"));
+        match (decision, &assessment.renewal) {
+            (Decision::Held { until, .. }, _) => message.push_str(&format!(
+                "; its renewal is held until {} by the minimum renewal interval (--min-renewal-interval)",
+                at(*until)
+            )),
+            (_, Some(renewal)) => {
+                message.push_str(&format!("; it renews at {}", at(renewal.at)));
+                if let Some(note) = &renewal.note {
+                    message.push_str(&format!(" ({note})"));
+                }
             }
+            _ => {}
         }
         return Condition::new(READY, true, "Ready", message);
     }
@@ -109,6 +121,10 @@ fn ready_condition(o: &Observed, decision: &Decision, assessment: &super::trigge
             let failure = o.latest().map(failure_text).unwrap_or_default();
             let reason = if assessment.expired { "Expired" } else { "AttemptFailed" };
             Condition::new(READY, false, reason, format!("{need}; {failure}; the next attempt is at {}", at(*until)))
+        }
+        Decision::Held { message, .. } => {
+            let reason = if assessment.expired { "Expired" } else { "RenewalHeld" };
+            Condition::new(READY, false, reason, message.clone())
         }
         Decision::UpToDate => Condition::new(READY, false, "NotReady", need),
     }
@@ -139,6 +155,7 @@ fn issuing_condition(o: &Observed, decision: &Decision) -> Condition {
             )
         }
         Decision::Start { type_, reason } => Condition::new(ISSUING, true, &format!("{type_:?}"), reason.clone()),
+        Decision::Held { message, .. } => Condition::new(ISSUING, false, "RenewalHeld", message.clone()),
         _ => Condition::new(ISSUING, false, "Idle", "no attempt is under way"),
     }
 }

@@ -62,6 +62,8 @@ pub struct AttemptView {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub challenges: Vec<ValidationRecord>,
+    /// The attempt's snapshot still asks for what the Certificate asks for (`policy::trust`).
+    pub matches_spec: bool,
 }
 
 /// What the user asks for, from the Certificate.
@@ -91,6 +93,8 @@ pub struct Observed {
     pub jitter_key: String,
     pub ari_window: Option<SuggestedWindow>,
     pub backoff: BackoffPolicy,
+    /// A Certificate is not renewed more often than this, whatever its spec says.
+    pub min_renewal_interval: jiff::SignedDuration,
 }
 
 /// What to do.
@@ -106,6 +110,9 @@ pub enum Decision {
     Blocked { reason: &'static str, message: String },
     /// An attempt is needed, but the last one failed and the backoff (or Retry-After) runs until `until`.
     BackingOff { until: Timestamp },
+    /// An attempt is due, but the last certificate was issued less than the minimum renewal
+    /// interval ago: the next one waits until `until`.
+    Held { until: Timestamp, message: String },
     /// Nothing to do; the next renewal is at `renew_at`.
     UpToDate,
 }
@@ -224,10 +231,21 @@ impl Observed {
 
     /// Whether an attempt under way still asks for what the spec wants.
     fn still_wanted(&self, attempt: &AttemptView) -> bool {
-        attempt.generation >= self.desired.generation
-            || (attempt.names == self.desired.names
-                && attempt.issuer == self.desired.issuer
-                && attempt.key == self.desired.key)
+        attempt.matches_spec
+    }
+
+    /// When the minimum renewal interval lets the next attempt start, if that is still ahead.
+    /// It counts from the latest success; what the user asked for since (a spec change, a new
+    /// renewal request) is not held back.
+    fn held_until(&self, type_: AttemptType) -> Option<Timestamp> {
+        let last = self.latest_success()?;
+        let user_acted = last.generation < self.desired.generation
+            || (type_ == AttemptType::Manual && last.renew_request != self.desired.renew_request);
+        if user_acted {
+            return None;
+        }
+        let until = last.finished_at? + self.min_renewal_interval;
+        (self.now < until).then_some(until)
     }
 
     pub fn decide(&self) -> Decision {
@@ -244,6 +262,13 @@ impl Observed {
         }
         if let Some(until) = self.backing_off_until(type_) {
             return Decision::BackingOff { until };
+        }
+        if let Some(until) = self.held_until(type_) {
+            let message = format!(
+                "{reason}, but the last certificate was issued less than {:#} ago: certpilot renews a Certificate at most once per {:#} (--min-renewal-interval), so the next attempt is at {until}",
+                self.min_renewal_interval, self.min_renewal_interval
+            );
+            return Decision::Held { until, message };
         }
         Decision::Start { type_, reason }
     }
@@ -343,6 +368,7 @@ pub(crate) mod tests {
             jitter_key: "ns/app".into(),
             ari_window: None,
             backoff: BackoffPolicy::default(),
+            min_renewal_interval: SignedDuration::from_mins(5),
         }
     }
 
@@ -356,7 +382,8 @@ pub(crate) mod tests {
             names: names(),
             issuer: issuer(),
             key: "ECDSA-256".into(),
-            finished_at: phase.is_terminal().then(|| now() - SignedDuration::from_secs(10)),
+            finished_at: phase.is_terminal().then(|| now() - SignedDuration::from_hours(1)),
+            matches_spec: true,
             ..Default::default()
         }
     }
@@ -427,15 +454,49 @@ pub(crate) mod tests {
         assert_eq!(o.decide(), Decision::UpToDate);
     }
 
+    /// A certificate whose spec asks for renewal at once after issuance (1m lifetime, 99%).
+    fn hot(issued_ago: SignedDuration) -> Observed {
+        let mut stored = stored(now() - issued_ago, 1);
+        stored.info.not_after = stored.info.not_before + SignedDuration::from_mins(1);
+        let mut last = attempt(1, AttemptPhase::Succeeded);
+        last.finished_at = Some(now() - issued_ago);
+        let mut o = observed(SecretState::Present(Box::new(stored)), vec![last]);
+        o.desired.renewal.renew_before_percentage = Some(99);
+        o
+    }
+
+    #[test]
+    fn renewals_wait_for_the_minimum_interval() {
+        let held = hot(SignedDuration::from_secs(30)).decide();
+        let Decision::Held { until, message } = held else { panic!("expected the floor to hold, got {held:?}") };
+        assert_eq!(until, now() - SignedDuration::from_secs(30) + SignedDuration::from_mins(5));
+        assert!(message.contains("--min-renewal-interval") && message.contains("5m"), "{message}");
+        // Even when the certificate has expired meanwhile.
+        assert!(matches!(hot(SignedDuration::from_mins(2)).decide(), Decision::Held { .. }));
+        // Once the interval has passed, the renewal starts.
+        assert_eq!(start_type(hot(SignedDuration::from_mins(6)).decide()), AttemptType::Renew);
+    }
+
+    #[test]
+    fn what_the_user_asks_for_is_not_held_back() {
+        let mut changed = hot(SignedDuration::from_secs(30));
+        changed.desired.generation = 2;
+        assert!(matches!(changed.decide(), Decision::Start { .. }));
+        let mut requested = hot(SignedDuration::from_secs(30));
+        requested.desired.renew_request = Some("now".into());
+        assert_eq!(start_type(requested.decide()), AttemptType::Manual);
+    }
+
     #[test]
     fn attempts_under_way_are_waited_for_or_superseded() {
         let o = observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Validating)]);
         assert_eq!(o.decide(), Decision::InProgress);
-        let mut o = observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Validating)]);
+        let mut superseded = attempt(1, AttemptPhase::Validating);
+        superseded.matches_spec = false;
+        let mut o = observed(SecretState::Missing, vec![superseded]);
         o.desired.generation = 2;
-        o.desired.names.dns_names = vec!["other.example.com".into()];
         assert!(matches!(o.decide(), Decision::Supersede { attempt, .. } if attempt == "app-1"));
-        // A generation bump that leaves names, issuer and key alone does not cancel anything.
+        // A generation bump that leaves what the attempt asks for alone does not cancel anything.
         let mut o = observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Validating)]);
         o.desired.generation = 2;
         assert_eq!(o.decide(), Decision::InProgress);

@@ -2,10 +2,9 @@
 //! server (BIND, Knot, PowerDNS…). hickory-proto builds, signs and parses the DNS messages.
 
 use crate::{
-    api::{CertificateAttempt, issuer::Rfc2136Solver},
-    controller::{context::Context, issuer::secret_namespace},
+    api::issuer::Rfc2136Solver,
     error::Result,
-    issuance::Failure,
+    issuance::{Failure, FailureCode as C},
 };
 use base64::Engine;
 use hickory_proto::{
@@ -13,6 +12,7 @@ use hickory_proto::{
     rr::{DNSClass, Name, RData, RecordSet, RecordType, TSigner, rdata::TXT, rdata::tsig::TsigAlgorithm},
 };
 use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use std::{str::FromStr, time::Duration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -108,33 +108,33 @@ fn algorithm(name: Option<&str>) -> std::result::Result<TsigAlgorithm, String> {
 }
 
 async fn signer(
-    ctx: &Context,
-    namespace: &str,
+    secrets: &Api<Secret>,
     solver: &Rfc2136Solver,
 ) -> Result<std::result::Result<Option<TSigner>, Failure>> {
     let (Some(key_name), Some(secret_ref)) = (&solver.tsig_key_name, &solver.tsig_secret_ref) else {
         return Ok(Ok(None));
     };
-    let secret = ctx.namespaced::<Secret>(namespace).get_opt(&secret_ref.name).await?;
+    let namespace = secrets.namespace().unwrap_or_default();
+    let secret = secrets.get_opt(&secret_ref.name).await?;
     let Some(encoded) = secret.and_then(|s| s.data).and_then(|d| d.get(&secret_ref.key).map(|b| b.0.clone())) else {
         return Ok(Err(Failure::new(
-            "TSIGKeyMissing",
+            C::TsigKeyMissing,
             format!("key {:?} of Secret {namespace}/{} not found", secret_ref.key, secret_ref.name),
         )));
     };
     let text = String::from_utf8_lossy(&encoded).trim().to_string();
     let Ok(key) = base64::engine::general_purpose::STANDARD.decode(&text) else {
-        return Ok(Err(Failure::new("TSIGKeyInvalid", "the TSIG secret must be base64, as tsig-keygen prints it")));
+        return Ok(Err(Failure::new(C::TsigKeyInvalid, "the TSIG secret must be base64, as tsig-keygen prints it")));
     };
     let algorithm = match algorithm(solver.tsig_algorithm.as_deref()) {
         Ok(a) => a,
-        Err(e) => return Ok(Err(Failure::new("TSIGKeyInvalid", e))),
+        Err(e) => return Ok(Err(Failure::new(C::TsigKeyInvalid, e))),
     };
     let name = match Name::from_str(key_name) {
         Ok(n) => n,
-        Err(e) => return Ok(Err(Failure::new("TSIGKeyInvalid", format!("tsigKeyName {key_name:?}: {e}")))),
+        Err(e) => return Ok(Err(Failure::new(C::TsigKeyInvalid, format!("tsigKeyName {key_name:?}: {e}")))),
     };
-    Ok(TSigner::new(key, algorithm, name, 300).map(Some).map_err(|e| Failure::new("TSIGKeyInvalid", e.to_string())))
+    Ok(TSigner::new(key, algorithm, name, 300).map(Some).map_err(|e| Failure::new(C::TsigKeyInvalid, e.to_string())))
 }
 
 fn txt_rrset(name: &Name, value: &str) -> RecordSet {
@@ -146,39 +146,38 @@ fn txt_rrset(name: &Name, value: &str) -> RecordSet {
 
 /// Sends an update built by `build` for `value` at the challenge name of `name`.
 async fn update(
-    ctx: &Context,
-    namespace: &str,
+    secrets: &Api<Secret>,
     solver: &Rfc2136Solver,
     name: &str,
     value: &str,
     build: fn(RecordSet, Name, bool) -> Message,
 ) -> Result<std::result::Result<(), Failure>> {
-    let signer = match signer(ctx, namespace, solver).await? {
+    let signer = match signer(secrets, solver).await? {
         Ok(s) => s,
         Err(f) => return Ok(Err(f)),
     };
     let fqdn = match Name::from_str(&record_name(name)) {
         Ok(n) => n,
-        Err(e) => return Ok(Err(Failure::new("DNS", format!("{name}: {e}")))),
+        Err(e) => return Ok(Err(Failure::new(C::Dns, format!("{name}: {e}")))),
     };
     let zone = match zone_of(&solver.nameserver, &fqdn).await {
         Ok(zone) => zone,
-        Err(e) => return Ok(Err(Failure::new("DNSUpdateFailed", e))),
+        Err(e) => return Ok(Err(Failure::new(C::DnsUpdateFailed, e))),
     };
     let mut message = build(txt_rrset(&fqdn, value), zone.clone(), false);
     if let Some(signer) = &signer {
         let now = jiff::Timestamp::now().as_second() as u64;
         if let Err(e) = message.finalize(signer, now) {
-            return Ok(Err(Failure::new("DNSUpdateFailed", format!("could not sign the update: {e}"))));
+            return Ok(Err(Failure::new(C::DnsUpdateFailed, format!("could not sign the update: {e}"))));
         }
     }
     let answer = match exchange(&solver.nameserver, &message).await {
         Ok(answer) => answer,
-        Err(e) => return Ok(Err(Failure::new("DNSUpdateFailed", e))),
+        Err(e) => return Ok(Err(Failure::new(C::DnsUpdateFailed, e))),
     };
     if answer.metadata.response_code != ResponseCode::NoError {
         return Ok(Err(Failure::new(
-            "DNSUpdateRefused",
+            C::DnsUpdateRefused,
             format!(
                 "{} refused the update of {fqdn} in zone {zone}: {} (check the TSIG key and the zone's update policy)",
                 solver.nameserver, answer.metadata.response_code
@@ -188,48 +187,30 @@ async fn update(
     Ok(Ok(()))
 }
 
-/// Publishes `_acme-challenge.<name>` TXT `value`, then waits until the authoritative server
-/// answers with it.
+/// Publishes `_acme-challenge.<name>` TXT `value` (an append: other values stay). Whether the
+/// server answers with it yet is asked separately, on a later pass ([`is_visible`]).
 pub async fn present(
-    ctx: &Context,
-    attempt: &CertificateAttempt,
+    secrets: &Api<Secret>,
     solver: &Rfc2136Solver,
     name: &str,
     value: &str,
 ) -> Result<std::result::Result<(), Failure>> {
-    let namespace = secret_namespace(ctx, attempt.spec.issuer_ref.kind, attempt.metadata.namespace.as_deref());
-    if let Err(f) = update(ctx, &namespace, solver, name, value, |rrset, zone, edns| {
-        update_message::append(rrset, zone, false, edns)
-    })
-    .await?
-    {
-        return Ok(Err(f));
-    }
-    for _ in 0..50 {
-        if txt_values(&solver.nameserver, &record_name(name))
-            .await
-            .is_ok_and(|values| values.iter().any(|v| v == value))
-        {
-            return Ok(Ok(()));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(Err(Failure::new(
-        "DNSPropagation",
-        format!("{} does not serve TXT {} = {value:?} 10s after the update", solver.nameserver, record_name(name)),
-    )))
+    update(secrets, solver, name, value, |rrset, zone, edns| update_message::append(rrset, zone, false, edns)).await
+}
+
+/// Whether the authoritative server already answers `_acme-challenge.<name>` with `value`.
+pub async fn is_visible(solver: &Rfc2136Solver, name: &str, value: &str) -> bool {
+    txt_values(&solver.nameserver, &record_name(name)).await.is_ok_and(|values| values.iter().any(|v| v == value))
 }
 
 /// Removes the TXT value again (other values at the same name stay).
 pub async fn cleanup(
-    ctx: &Context,
-    attempt: &CertificateAttempt,
+    secrets: &Api<Secret>,
     solver: &Rfc2136Solver,
     name: &str,
     value: &str,
 ) -> Result<std::result::Result<(), Failure>> {
-    let namespace = secret_namespace(ctx, attempt.spec.issuer_ref.kind, attempt.metadata.namespace.as_deref());
-    update(ctx, &namespace, solver, name, value, update_message::delete_by_rdata).await
+    update(secrets, solver, name, value, update_message::delete_by_rdata).await
 }
 
 #[cfg(test)]

@@ -3,8 +3,7 @@
 
 use super::SolverState;
 use crate::{
-    api::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, issuer::Http01Solver},
-    controller::context::{Context, FIELD_MANAGER},
+    api::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, issuer::Http01Solver},
     error::Result,
     secret::label_value,
 };
@@ -56,13 +55,22 @@ pub fn http_route_resource() -> ApiResource {
     )
 }
 
+/// Where HTTP-01 routes go: the operator's namespace and the Service in front of its solver.
+#[derive(Clone)]
+pub struct RouteTarget {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub service: String,
+    pub port: u16,
+}
+
 /// Routes the CA's request for `host` + `token` to the operator's solver Service: with an
 /// HTTPRoute on the solver's Gateway when it names one, else with an Ingress rule.
-pub async fn route(ctx: &Context, attempt: &str, host: &str, token: &str, solver: &Http01Solver) -> Result<()> {
-    let service = solver.service_name.clone().unwrap_or_else(|| ctx.settings.solver_service.clone());
+pub async fn route(target: &RouteTarget, attempt: &str, host: &str, token: &str, solver: &Http01Solver) -> Result<()> {
+    let service = solver.service_name.clone().unwrap_or_else(|| target.service.clone());
     match &solver.gateway {
-        Some(gateway) => http_route(ctx, attempt, host, token, gateway, &service).await,
-        None => ingress(ctx, attempt, host, token, solver, &service).await,
+        Some(gateway) => http_route(target, attempt, host, token, gateway, &service).await,
+        None => ingress(target, attempt, host, token, solver, &service).await,
     }
 }
 
@@ -70,10 +78,17 @@ fn solver_labels(attempt: &str) -> serde_json::Value {
     serde_json::json!({MANAGED_BY_LABEL: MANAGED_BY_VALUE, ATTEMPT_LABEL: label_value(attempt)})
 }
 
-async fn http_route(ctx: &Context, attempt: &str, host: &str, token: &str, gateway: &str, service: &str) -> Result<()> {
-    let namespace = &ctx.settings.cluster_resource_namespace;
+async fn http_route(
+    target: &RouteTarget,
+    attempt: &str,
+    host: &str,
+    token: &str,
+    gateway: &str,
+    service: &str,
+) -> Result<()> {
+    let namespace = &target.namespace;
     let resource = http_route_resource();
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    let api: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &resource);
     let name = ingress_name(host, token);
     let (gateway_namespace, gateway_name) = gateway.split_once('/').unwrap_or((namespace.as_str(), gateway));
     let body = serde_json::json!({
@@ -84,7 +99,7 @@ async fn http_route(ctx: &Context, attempt: &str, host: &str, token: &str, gatew
             "hostnames": [host],
             "rules": [{
                 "matches": [{"path": {"type": "Exact", "value": format!("/.well-known/acme-challenge/{token}")}}],
-                "backendRefs": [{"name": service, "port": ctx.settings.solver_service_port}],
+                "backendRefs": [{"name": service, "port": target.port}],
             }],
         },
     });
@@ -93,21 +108,21 @@ async fn http_route(ctx: &Context, attempt: &str, host: &str, token: &str, gatew
 }
 
 async fn ingress(
-    ctx: &Context,
+    target: &RouteTarget,
     attempt: &str,
     host: &str,
     token: &str,
     solver: &Http01Solver,
     service: &str,
 ) -> Result<()> {
-    let namespace = &ctx.settings.cluster_resource_namespace;
-    let api: Api<Ingress> = ctx.namespaced(namespace);
+    let namespace = &target.namespace;
+    let api: Api<Ingress> = Api::namespaced(target.client.clone(), namespace);
     let name = ingress_name(host, token);
     let mut spec = serde_json::json!({
         "rules": [{"host": host, "http": {"paths": [{
             "path": format!("/.well-known/acme-challenge/{token}"),
             "pathType": "Exact",
-            "backend": {"service": {"name": service, "port": {"number": ctx.settings.solver_service_port}}},
+            "backend": {"service": {"name": service, "port": {"number": target.port}}},
         }]}}],
     });
     if let Some(class) = &solver.ingress_class_name {
@@ -123,10 +138,10 @@ async fn ingress(
 }
 
 /// Removes every Ingress and HTTPRoute made for `attempt`.
-pub async fn unroute(ctx: &Context, attempt: &str) -> Result<()> {
-    let namespace = &ctx.settings.cluster_resource_namespace;
-    delete_labelled(&ctx.namespaced::<Ingress>(namespace), attempt).await?;
-    let routes: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &http_route_resource());
+pub async fn unroute(target: &RouteTarget, attempt: &str) -> Result<()> {
+    let namespace = &target.namespace;
+    delete_labelled(&Api::<Ingress>::namespaced(target.client.clone(), namespace), attempt).await?;
+    let routes: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &http_route_resource());
     match delete_labelled(&routes, attempt).await {
         // Without the Gateway API installed there is nothing to remove.
         Err(crate::error::Error::Kube(e)) if crate::error::is_not_found(&e) => Ok(()),

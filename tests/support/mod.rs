@@ -116,10 +116,14 @@ impl Operator {
         let kubeconfig = cluster.kubeconfig_path().expect("kubeconfig for the operator");
         let namespace = cluster.namespace().to_string();
         let probe: &[&str] = if extra.contains(&"--probe-address") { &[] } else { &["--probe-address", "127.0.0.1:0"] };
+        // Tests renew within seconds; a test of the floor itself sets its own.
+        let floor: &[&str] =
+            if extra.contains(&"--min-renewal-interval") { &[] } else { &["--min-renewal-interval", "1s"] };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_certpilot"))
             .args(["controller", "--namespace", &namespace, "--cluster-resource-namespace", &namespace])
             .args(probe)
             .args(["--retry-base", "2s", "--retry-max", "10s"])
+            .args(floor)
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", std::env::var("CERTPILOT_TEST_LOG").unwrap_or_else(|_| "warn,certpilot=info".into()))

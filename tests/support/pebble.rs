@@ -38,6 +38,9 @@ pub struct Pebble {
     /// PEM of the CA that signed Pebble's TLS certificate (the issuer's `caBundle`).
     pub ca_pem: String,
     log: Arc<Mutex<Vec<String>>>,
+    /// How to start the CA process again (see [`Pebble::restart`]).
+    ca_command: (PathBuf, String, PebbleOptions),
+    acme_port: u16,
     _dir: TempDir,
 }
 
@@ -105,7 +108,7 @@ impl Pebble {
         let ca_pem = tls_files(&dir);
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut children = Vec::new();
-        let dns = match options.dns_server {
+        let dns = match options.dns_server.clone() {
             Some(server) => server,
             None => {
                 let (dns_port, management_port) = (free_port(), free_port());
@@ -134,14 +137,8 @@ impl Pebble {
             "externalAccountBindingRequired": !eab.is_empty(), "externalAccountMACKeys": eab,
         }});
         std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
-        let mut command = Command::new("pebble");
-        command.arg("-config").arg(dir.join("pebble.json")).args(["-dnsserver", &dns]);
-        command
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string())
-            .env("PEBBLE_AUTHZREUSE", "0");
-        command.env("PEBBLE_ALTERNATE_ROOTS", options.alternate_roots.to_string());
-        children.push(spawn_logged(command, log.clone()));
+        let ca_command = (dir.join("pebble.json"), dns, options);
+        children.push(spawn_logged(ca_process(&ca_command), log.clone()));
         wait_for_port(acme_port);
         Self {
             children,
@@ -149,8 +146,20 @@ impl Pebble {
             management_port,
             ca_pem,
             log,
+            ca_command,
+            acme_port,
             _dir: TempDir(dir),
         }
+    }
+
+    /// Stops the CA and starts it again on the same address: it forgets every account and
+    /// order, as a private CA restored from backup or a restarted test CA does.
+    pub fn restart(&mut self) {
+        let mut ca = self.children.pop().expect("the CA process");
+        let _ = ca.kill();
+        let _ = ca.wait();
+        self.children.push(spawn_logged(ca_process(&self.ca_command), self.log.clone()));
+        wait_for_port(self.acme_port);
     }
 
     /// The subject of Pebble's root number `index` (0 is the default chain's root).
@@ -181,9 +190,25 @@ impl Pebble {
         self.log.lock().unwrap().iter().filter(|l| l.contains("POST /order-plz")).count()
     }
 
+    /// How many times Pebble was asked to register an account.
+    pub fn new_accounts(&self) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains("POST /sign-me-up")).count()
+    }
+
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
+}
+
+fn ca_process((config, dns, options): &(PathBuf, String, PebbleOptions)) -> Command {
+    let mut command = Command::new("pebble");
+    command.arg("-config").arg(config).args(["-dnsserver", dns]);
+    command
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string())
+        .env("PEBBLE_AUTHZREUSE", "0")
+        .env("PEBBLE_ALTERNATE_ROOTS", options.alternate_roots.to_string());
+    command
 }
 
 impl Drop for Pebble {

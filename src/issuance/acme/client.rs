@@ -36,8 +36,14 @@ pub struct Observer(Arc<Mutex<Observed>>);
 #[derive(Default)]
 struct Observed {
     alternates: Vec<String>,
-    capture_url: Option<String>,
-    captured: Option<Bytes>,
+    /// Responses wanted (None until they came), by URL: attempts share an account.
+    captures: std::collections::HashMap<String, Option<Captured>>,
+}
+
+/// A response kept whole: its body, and the next page of a paginated list (RFC 8555 §7.1.2.1).
+pub struct Captured {
+    pub body: Bytes,
+    pub next: Option<String>,
 }
 
 impl Observer {
@@ -47,12 +53,11 @@ impl Observer {
     }
     /// Keep the body of the next response from `url`.
     pub fn capture(&self, url: &str) {
-        let mut observed = self.0.lock().expect("observer lock");
-        observed.capture_url = Some(url.to_string());
-        observed.captured = None;
+        self.0.lock().expect("observer lock").captures.insert(url.to_string(), None);
     }
-    pub fn captured(&self) -> Option<Bytes> {
-        self.0.lock().expect("observer lock").captured.take()
+    /// The response kept for `url`, if it came.
+    pub fn captured(&self, url: &str) -> Option<Captured> {
+        self.0.lock().expect("observer lock").captures.remove(url).flatten()
     }
     /// Records alternate links; says whether the body of this response is to be kept.
     fn note(&self, links: Vec<String>, url: &str) -> bool {
@@ -62,20 +67,20 @@ impl Observer {
                 observed.alternates.push(link);
             }
         }
-        observed.capture_url.as_deref() == Some(url)
+        observed.captures.contains_key(url)
     }
-    fn keep(&self, body: Bytes) {
-        let mut observed = self.0.lock().expect("observer lock");
-        observed.captured = Some(body);
-        observed.capture_url = None;
+    fn keep(&self, url: &str, captured: Captured) {
+        self.0.lock().expect("observer lock").captures.insert(url.to_string(), Some(captured));
     }
 }
 
-/// `<url>;rel="alternate"` entries of a `Link` header value.
-pub fn alternate_links(value: &str) -> Vec<String> {
+/// The URLs of the `<url>;rel="…"` entries of a `Link` header value with relation `rel`.
+pub fn links(value: &str, rel: &str) -> Vec<String> {
+    let quoted = format!("rel=\"{rel}\"");
+    let bare = format!("rel={rel}");
     value
         .split(',')
-        .filter(|link| link.split(';').skip(1).any(|p| matches!(p.trim(), "rel=\"alternate\"" | "rel=alternate")))
+        .filter(|link| link.split(';').skip(1).any(|p| p.trim() == quoted || p.trim() == bare))
         .filter_map(|link| link.trim().strip_prefix('<')?.split_once('>').map(|(url, _)| url.to_string()))
         .collect()
 }
@@ -129,17 +134,12 @@ impl HttpClient for AcmeHttpClient {
                 *slot.0.lock().expect("retry-after lock") =
                     crate::policy::backoff::parse_retry_after(value, Timestamp::now());
             }
-            let links: Vec<String> = response
-                .parts
-                .headers
-                .get_all(http::header::LINK)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(alternate_links)
-                .collect();
-            if observer.note(links, &url) {
+            let headers = || response.parts.headers.get_all(http::header::LINK).iter().filter_map(|v| v.to_str().ok());
+            let alternates: Vec<String> = headers().flat_map(|v| links(v, "alternate")).collect();
+            let next = headers().flat_map(|v| links(v, "next")).next();
+            if observer.note(alternates, &url) {
                 let body = response.body.into_bytes().await.map_err(Error::Other)?;
-                observer.keep(body.clone());
+                observer.keep(&url, Captured { body: body.clone(), next });
                 response.body = Box::new(body);
             }
             Ok(response)
@@ -152,9 +152,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn alternate_chain_links() {
+    fn links_by_relation() {
         let header = r#"<https://ca.example/dir>;rel="index", <https://ca.example/cert/1/1>;rel="alternate", <https://ca.example/cert/1/2>; rel=alternate"#;
-        assert_eq!(alternate_links(header), ["https://ca.example/cert/1/1", "https://ca.example/cert/1/2"]);
-        assert!(alternate_links("<https://ca.example/dir>;rel=\"index\"").is_empty());
+        assert_eq!(links(header, "alternate"), ["https://ca.example/cert/1/1", "https://ca.example/cert/1/2"]);
+        assert_eq!(links(header, "index"), ["https://ca.example/dir"]);
+        assert!(links(header, "next").is_empty());
+        assert_eq!(
+            links(r#"<https://ca.example/orders?cursor=2>;rel="next""#, "next"),
+            ["https://ca.example/orders?cursor=2"]
+        );
     }
 }

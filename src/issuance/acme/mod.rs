@@ -5,3 +5,4 @@ pub mod account;
 pub mod client;
 pub mod order;
 pub mod problem;
+pub mod slots;

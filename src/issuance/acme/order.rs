@@ -1,162 +1,87 @@
-//! Driving one ACME order, one step per call, so every step is recorded before the next side
-//! effect: the order URL is saved before any challenge is answered, and a restarted operator
-//! reloads the order by URL instead of placing another.
+//! One ACME order, in the steps the attempt's phases take: place it, learn its challenges,
+//! tell the CA they are ready, finalize, download and verify. Each function does one step and
+//! returns; the attempt records what it needs to resume (the order URL first) before the next.
 
-use super::{account::AcmeAccount, problem};
+use super::{account::AcmeAccount, client::Captured, problem};
 use crate::{
     api::{
-        CertificateAttempt,
-        attempt::{AttemptPhase, CertificateAttemptStatus, OrderStatus, ValidationRecord},
-        issuer::AcmeIssuer,
+        CertificateAttemptSpec,
+        attempt::{CertificateAttemptStatus, OrderStatus, ValidationRecord},
+        issuer::{AcmeIssuer, AcmeSolver},
     },
-    controller::context::Context,
-    error::Result,
-    issuance::{Failure, Obtained, local::name_request, steps::StepLog},
+    issuance::{Failure, FailureCode as C, Obtained, local::name_request},
     pki::{PrivateKey, cert::verify_issued},
-    solver::{self, ChallengeKind, http01},
+    solver::{self, ChallengeKind},
 };
 use instant_acme::{AuthorizationStatus, ChallengeStatus, Identifier, NewOrder, Order};
 use jiff::Timestamp;
-use std::time::Duration;
 
-/// What the caller does next.
-pub enum Next {
-    /// Save the status, then call again after this long.
-    Requeue(Duration),
-    /// The attempt ended.
-    Finished(Box<std::result::Result<Obtained, Failure>>),
-}
-
-fn failed(account: &AcmeAccount, error: &instant_acme::Error) -> Next {
+/// A failure from instant-acme, with the CA's Retry-After when it sent one.
+pub fn failed(account: &AcmeAccount, error: &instant_acme::Error) -> Failure {
     let mut failure = problem::failure(error);
     failure.retry_after = account.retry_after.take();
-    // A rejected nonce is the CA asking for a retry with a fresh one, not a failure.
-    if failure.code == "BadNonce" {
-        return Next::Requeue(Duration::from_millis(500));
-    }
-    Next::fail(failure)
+    failure
 }
 
-impl Next {
-    pub fn fail(failure: Failure) -> Self {
-        Self::Finished(Box::new(Err(failure)))
-    }
-    fn done(obtained: Obtained) -> Self {
-        Self::Finished(Box::new(Ok(obtained)))
-    }
-}
-
-/// One step of the order for `attempt`.
-pub async fn advance(
-    ctx: &Context,
-    attempt: &CertificateAttempt,
-    issuer: &AcmeIssuer,
-    account: &AcmeAccount,
-    key: &PrivateKey,
-    status: &mut CertificateAttemptStatus,
-    log: &mut StepLog,
-) -> Result<Next> {
-    let Some(order_url) = status.order.as_ref().map(|o| o.url.clone()) else {
-        let next = place_order(ctx, attempt, issuer, account, status, log).await;
-        if let Next::Finished(outcome) = &next
-            && let Err(failure) = outcome.as_ref()
-            && failure.code == "ReplacesNotReflected"
-        {
-            ctx.forget_replaces(&issuer_key(attempt));
-        }
-        return Ok(next);
-    };
-    let mut order = match account.account.order(order_url).await {
-        Ok(order) => order,
-        Err(e @ instant_acme::Error::Api(_)) => return Ok(failed(account, &e)),
-        // The CA is unreachable for now: the order is still there, try again shortly.
-        Err(e) => {
-            tracing::warn!(attempt = %attempt.metadata.name.as_deref().unwrap_or_default(), error = %e, "ACME server unreachable");
-            return Ok(Next::Requeue(Duration::from_secs(10)));
-        }
-    };
-    record_order(status, &mut order);
-    let state = order.state().status;
-    use instant_acme::OrderStatus as S;
-    Ok(match state {
-        S::Pending => answer_challenges(ctx, attempt, issuer, account, &mut order, status, log).await?,
-        S::Ready => finalize(attempt, account, key, &mut order, status, log).await,
-        S::Processing => Next::Requeue(Duration::from_secs(1)),
-        S::Valid => download(issuer, attempt, account, key, &mut order, log).await,
-        S::Invalid => Next::fail(invalid_order(&mut order, status).await),
-    })
-}
-
-fn identifiers(attempt: &CertificateAttempt) -> Vec<Identifier> {
-    let spec = &attempt.spec;
+fn identifiers(spec: &CertificateAttemptSpec) -> Vec<Identifier> {
     let mut ids: Vec<Identifier> = spec.dns_names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     ids.extend(spec.ip_addresses.iter().filter_map(|ip| ip.parse().ok()).map(Identifier::Ip));
     ids
 }
 
-/// Identifies an issuer across attempts (its kind, namespace and name).
-pub fn issuer_key(attempt: &CertificateAttempt) -> String {
-    let r = &attempt.spec.issuer_ref;
-    let namespace = match r.kind {
-        crate::api::IssuerKind::Issuer => attempt.metadata.namespace.as_deref().unwrap_or_default(),
-        crate::api::IssuerKind::ClusterIssuer => "",
-    };
-    format!("{:?}/{namespace}/{}", r.kind, r.name)
-}
-
-async fn place_order(
-    ctx: &Context,
-    attempt: &CertificateAttempt,
-    issuer: &AcmeIssuer,
+/// Places the order: the one request after which the attempt must remember the order URL.
+pub async fn place(
     account: &AcmeAccount,
-    status: &mut CertificateAttemptStatus,
-    log: &mut StepLog,
-) -> Next {
-    if attempt.spec.is_ca {
-        return Next::fail(Failure::new(
-            "InvalidSpec",
+    spec: &CertificateAttemptSpec,
+    issuer: &AcmeIssuer,
+    send_replaces: bool,
+) -> Result<OrderStatus, Failure> {
+    if spec.is_ca {
+        return Err(Failure::new(
+            C::InvalidSpec,
             "ACME CAs do not issue CA certificates; remove isCA or use a selfSigned or ca issuer",
         ));
     }
-    log.begin("PlaceOrder");
-    let ids = identifiers(attempt);
-    let profile = attempt.spec.profile.as_deref().or(issuer.profile.as_deref());
+    let ids = identifiers(spec);
+    let profile = spec.profile.as_deref().or(issuer.profile.as_deref());
     let mut request = NewOrder::new(&ids);
     if let Some(profile) = profile {
         request = request.profile(profile);
     }
-    let replaces = attempt.spec.replaces.as_deref().filter(|_| ctx.sends_replaces(&issuer_key(attempt)));
+    let replaces = spec.replaces.as_deref().filter(|_| send_replaces);
     if let Some((aki, serial)) = replaces.and_then(|r| r.split_once('.')) {
         request = request.replaces(instant_acme::CertificateIdentifier {
             authority_key_identifier: aki.into(),
             serial: serial.into(),
         });
     }
-    match account.account.new_order(&request).await {
-        Ok(mut order) => {
-            record_order(status, &mut order);
-            status.phase = AttemptPhase::Validating;
-            log.succeed(format!("placed order {}", order.url()));
-            Next::Requeue(Duration::ZERO)
-        }
-        Err(e) => {
-            let next = failed(account, &e);
-            if let Next::Finished(outcome) = &next
-                && let Err(f) = outcome.as_ref()
-            {
-                log.fail(f.message.clone());
-            }
-            next
-        }
-    }
+    let mut order = account.account.new_order(&request).await.map_err(|e| failed(account, &e))?;
+    Ok(order_status(&mut order))
 }
 
-fn record_order(status: &mut CertificateAttemptStatus, order: &mut Order) {
+/// The order at `url`, as the CA sees it now.
+pub async fn load(account: &AcmeAccount, url: &str) -> Result<Order, Failure> {
+    account.account.order(url.to_string()).await.map_err(|e| failed(account, &e))
+}
+
+pub fn order_status(order: &mut Order) -> OrderStatus {
     let url = order.url().to_string();
     let state = order.state();
     let profile = state.profile.clone();
-    status.order =
-        Some(OrderStatus { url, status: format!("{:?}", state.status).to_lowercase(), expires: None, profile });
+    OrderStatus { url, status: format!("{:?}", state.status).to_lowercase(), expires: None, profile }
+}
+
+/// One challenge the CA asks for, and how it is answered.
+pub struct Challenge {
+    pub record: ValidationRecord,
+    pub kind: ChallengeKind,
+    pub solver: AcmeSolver,
+    pub token: String,
+    pub key_authorization: String,
+    /// SHA-256 of the key authorization (TLS-ALPN-01's acmeIdentifier).
+    pub digest: Vec<u8>,
+    /// The CA still waits for it to be answered.
+    pub pending: bool,
 }
 
 fn validation_record(
@@ -184,44 +109,27 @@ fn validation_record(
         record_value,
         http_url,
         status: format!("{status:?}").to_lowercase(),
+        presented_at: None,
         error: None,
     }
 }
 
-/// Presents every pending challenge with its solver and tells the CA it is ready.
-async fn answer_challenges(
-    ctx: &Context,
-    attempt: &CertificateAttempt,
-    issuer: &AcmeIssuer,
+/// The challenge of each authorization that the issuer's solvers answer.
+pub async fn challenges(
     account: &AcmeAccount,
     order: &mut Order,
-    status: &mut CertificateAttemptStatus,
-    log: &mut StepLog,
-) -> Result<Next> {
-    if !log.steps.iter().any(|s| s.name == "Validate") {
-        log.begin("Validate");
-    }
-    status.phase = AttemptPhase::Validating;
-    let attempt_name = attempt.metadata.name.clone().unwrap_or_default();
-    let mut records = Vec::new();
+    solvers: &[AcmeSolver],
+) -> Result<Vec<Challenge>, Failure> {
+    let mut found = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
-        let mut authz = match authz {
-            Ok(a) => a,
-            Err(e) => return Ok(failed(account, &e)),
-        };
+        let mut authz = authz.map_err(|e| failed(account, &e))?;
         let name = authz.identifier().to_string();
-        let (chosen, kind) = match solver::select(&issuer.solvers, &name) {
-            Ok(choice) => choice,
-            Err(why) => return Ok(Next::fail(Failure::new("NoSolver", why))),
-        };
-        let authz_status = authz.status;
-        let Some(mut challenge) = authz.challenge(kind.as_acme()) else {
-            return Ok(Next::fail(Failure::new(
-                "NoSolver",
-                format!("the CA offers no {} challenge for {name}", kind.name()),
-            )));
-        };
+        let (chosen, kind) = solver::select(solvers, &name).map_err(|why| Failure::new(C::NoSolver, why))?;
+        let authz_pending = authz.status == AuthorizationStatus::Pending;
+        let challenge = authz.challenge(kind.as_acme()).ok_or_else(|| {
+            Failure::new(C::NoSolver, format!("the CA offers no {} challenge for {name}", kind.name()))
+        })?;
         let key_authorization = challenge.key_authorization();
         let record = validation_record(
             &name,
@@ -231,75 +139,126 @@ async fn answer_challenges(
             &key_authorization.dns_value(),
             challenge.status,
         );
-        records.push(record);
-        if authz_status != AuthorizationStatus::Pending || challenge.status != ChallengeStatus::Pending {
-            continue;
-        }
-        match kind {
-            ChallengeKind::Http01 => {
-                ctx.solvers.add_http01(&challenge.token, key_authorization.as_str());
-                let http = chosen.http01.clone().unwrap_or_default();
-                http01::route(ctx, &attempt_name, name.trim_start_matches("*."), &challenge.token, &http).await?;
-            }
-            ChallengeKind::TlsAlpn01 => {
-                let certificate = match solver::tls_alpn01::certificate(&name, key_authorization.digest().as_ref()) {
-                    Ok(c) => c,
-                    Err(e) => return Ok(Next::fail(Failure::new("SolverFailed", e.to_string()))),
-                };
-                ctx.solvers.add_tls_alpn01(&name, certificate);
-            }
-            ChallengeKind::Dns01 => {
-                let rfc2136 = chosen.dns01.as_ref().and_then(|d| d.rfc2136.clone());
-                let Some(rfc2136) = rfc2136 else {
-                    return Ok(Next::fail(Failure::new("NoSolver", "the dns01 solver names no provider (rfc2136)")));
-                };
-                if let Err(failure) =
-                    solver::dns01::present(ctx, attempt, &rfc2136, &name, &key_authorization.dns_value()).await?
-                {
-                    return Ok(Next::fail(failure));
-                }
-            }
-        }
-        if let Err(e) = challenge.set_ready().await {
-            return Ok(failed(account, &e));
-        }
+        found.push(Challenge {
+            record,
+            kind,
+            solver: chosen.clone(),
+            token: challenge.token.clone(),
+            key_authorization: key_authorization.as_str().to_string(),
+            digest: key_authorization.digest().as_ref().to_vec(),
+            pending: authz_pending && challenge.status == ChallengeStatus::Pending,
+        });
     }
-    status.challenges = records;
-    Ok(Next::Requeue(Duration::from_secs(1)))
+    Ok(found)
 }
 
-async fn finalize(
-    attempt: &CertificateAttempt,
+/// Tells the CA that the challenges named (identifier and type) can be checked now.
+pub async fn tell_ready(
     account: &AcmeAccount,
-    key: &PrivateKey,
     order: &mut Order,
-    status: &mut CertificateAttemptStatus,
-    log: &mut StepLog,
-) -> Next {
-    if let Some(step) = log.steps.iter().find(|s| s.name == "Validate" && s.finished_at.is_none()) {
-        let _ = step;
-        log.succeed("every name was validated");
-    }
-    for record in &mut status.challenges {
-        record.status = "valid".into();
-    }
-    status.phase = AttemptPhase::Finalizing;
-    log.begin("Finalize");
-    let names = match name_request(&attempt.spec) {
-        Ok(n) => n,
-        Err(f) => return Next::fail(f),
-    };
-    let csr = match csr(&names, key) {
-        Ok(csr) => csr,
-        Err(e) => return Next::fail(Failure::new("BadCSR", e)),
-    };
-    match order.finalize_csr(&csr).await {
-        Ok(()) => {
-            log.succeed("sent the CSR");
-            Next::Requeue(Duration::from_secs(1))
+    ready: &[(String, ChallengeKind)],
+) -> Result<(), Failure> {
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz.map_err(|e| failed(account, &e))?;
+        let name = authz.identifier().to_string();
+        let Some((_, kind)) = ready.iter().find(|(n, _)| *n == name) else { continue };
+        if authz.status != AuthorizationStatus::Pending {
+            continue;
         }
-        Err(e) => failed(account, &e),
+        let Some(mut challenge) = authz.challenge(kind.as_acme()) else { continue };
+        if challenge.status == ChallengeStatus::Pending {
+            challenge.set_ready().await.map_err(|e| failed(account, &e))?;
+        }
     }
+    Ok(())
+}
+
+/// The CA's view of each challenge (status and error), after it checked them.
+pub async fn challenge_states(
+    account: &AcmeAccount,
+    order: &mut Order,
+    records: &mut [ValidationRecord],
+) -> Result<(), Failure> {
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let authz = authz.map_err(|e| failed(account, &e))?;
+        let name = authz.identifier().to_string();
+        for record in records.iter_mut().filter(|r| r.dns_name == name) {
+            if let Some(challenge) = authz.challenges.iter().find(|c| kind_name(&c.r#type) == record.type_) {
+                record.status = format!("{:?}", challenge.status).to_lowercase();
+                record.error = challenge.error.as_ref().map(problem::describe);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kind_name(challenge: &instant_acme::ChallengeType) -> &'static str {
+    match challenge {
+        instant_acme::ChallengeType::Http01 => "http-01",
+        instant_acme::ChallengeType::Dns01 => "dns-01",
+        instant_acme::ChallengeType::TlsAlpn01 => "tls-alpn-01",
+        _ => "other",
+    }
+}
+
+/// Sends the CSR for the attempt's names, signed with its key.
+pub async fn finalize(
+    account: &AcmeAccount,
+    order: &mut Order,
+    spec: &CertificateAttemptSpec,
+    key: &PrivateKey,
+) -> Result<(), Failure> {
+    let names = name_request(spec)?;
+    let csr = csr(&names, key).map_err(|e| Failure::new(C::BadCsr, e))?;
+    order.finalize_csr(&csr).await.map_err(|e| failed(account, &e))
+}
+
+/// What the download step tells the attempt's step log.
+pub struct Downloaded {
+    pub obtained: Obtained,
+    pub chain_note: String,
+}
+
+/// Downloads the chain (the preferred one when the CA offers it) and verifies it against the
+/// key and the names before anything is stored. `None` while the CA has not issued yet.
+pub async fn download(
+    account: &AcmeAccount,
+    order: &mut Order,
+    issuer: &AcmeIssuer,
+    spec: &CertificateAttemptSpec,
+    key: &PrivateKey,
+) -> Result<Option<Downloaded>, Failure> {
+    let Some(default_chain) = order.certificate().await.map_err(|e| failed(account, &e))? else { return Ok(None) };
+    let (chain, chain_note) = match &issuer.preferred_chain {
+        Some(preferred) if !leads_to(default_chain.as_bytes(), preferred) => {
+            match alternate_chain(account, preferred).await {
+                Some(chain) => {
+                    (chain, format!("downloaded the alternate chain leading to {preferred:?} (preferredChain)"))
+                }
+                None => (
+                    default_chain,
+                    format!(
+                        "downloaded the default chain: the CA offers none leading to {preferred:?} (preferredChain)"
+                    ),
+                ),
+            }
+        }
+        _ => (default_chain, "downloaded the certificate chain".to_string()),
+    };
+    let names = name_request(spec)?;
+    // The CA decides the common name; what must hold is the names, the key and the chain.
+    let check = crate::pki::NameRequest { common_name: None, ..names };
+    let info = verify_issued(chain.as_bytes(), key, &check, Timestamp::now())
+        .map_err(|e| Failure::new(C::VerificationFailed, format!("the CA's certificate was not written: {e}")))?;
+    let ca_pem = crate::pki::cert::pem_certificates(chain.as_bytes())
+        .ok()
+        .and_then(|ders| ders.last().cloned())
+        .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der)))
+        .unwrap_or_default();
+    let key = key.clone_pem().map_err(|e| Failure::new(C::Internal, e.to_string()))?;
+    Ok(Some(Downloaded { obtained: Obtained { chain_pem: chain, ca_pem, key, info }, chain_note }))
 }
 
 /// A CSR for the requested names, signed with the attempt's key.
@@ -319,67 +278,6 @@ fn top_issuer(chain: &[u8]) -> Option<String> {
     crate::pki::cert::info(ders.last()?).ok().map(|i| i.issuer)
 }
 
-async fn download(
-    issuer: &AcmeIssuer,
-    attempt: &CertificateAttempt,
-    account: &AcmeAccount,
-    key: &PrivateKey,
-    order: &mut Order,
-    log: &mut StepLog,
-) -> Next {
-    log.begin("Download");
-    let default_chain = match order.certificate().await {
-        Ok(Some(chain)) => chain,
-        Ok(None) => return Next::Requeue(Duration::from_secs(1)),
-        Err(e) => return failed(account, &e),
-    };
-    let chain = match &issuer.preferred_chain {
-        Some(preferred) if !leads_to(default_chain.as_bytes(), preferred) => {
-            match alternate_chain(account, preferred).await {
-                Some(chain) => {
-                    log.succeed(format!("downloaded the alternate chain leading to {preferred:?} (preferredChain)"));
-                    chain
-                }
-                None => {
-                    log.succeed(format!(
-                        "downloaded the default chain: the CA offers none leading to {preferred:?} (preferredChain)"
-                    ));
-                    default_chain
-                }
-            }
-        }
-        _ => {
-            log.succeed("downloaded the certificate chain");
-            default_chain
-        }
-    };
-    log.begin("Verify");
-    let names = match name_request(&attempt.spec) {
-        Ok(n) => n,
-        Err(f) => return Next::fail(f),
-    };
-    // The CA decides the common name; what must hold is the names, the key and the chain.
-    let check = crate::pki::NameRequest { common_name: None, ..names };
-    let info = match verify_issued(chain.as_bytes(), key, &check, Timestamp::now()) {
-        Ok(info) => info,
-        Err(e) => {
-            let failure = Failure::new("VerificationFailed", format!("the CA's certificate was not written: {e}"));
-            log.fail(failure.message.clone());
-            return Next::fail(failure);
-        }
-    };
-    log.succeed(format!("the certificate matches the key and names; valid until {}", info.not_after));
-    let ca_pem = crate::pki::cert::pem_certificates(chain.as_bytes())
-        .ok()
-        .and_then(|ders| ders.last().cloned())
-        .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der)))
-        .unwrap_or_default();
-    match key.clone_pem() {
-        Ok(key) => Next::done(Obtained { chain_pem: chain, ca_pem, key, info }),
-        Err(e) => Next::fail(Failure::new("Internal", e.to_string())),
-    }
-}
-
 /// Whether a chain's topmost issuer is named `preferred` (a common name or part of the DN).
 fn leads_to(chain: &[u8], preferred: &str) -> bool {
     top_issuer(chain).is_some_and(|top| top.contains(preferred))
@@ -390,18 +288,89 @@ fn leads_to(chain: &[u8], preferred: &str) -> bool {
 /// which instant-acme itself would try to read as an order and reject.
 async fn alternate_chain(account: &AcmeAccount, preferred: &str) -> Option<String> {
     for url in account.observer.alternates() {
-        account.observer.capture(&url);
-        let _ = account.account.order(url.clone()).await;
-        let Some(body) = account.observer.captured() else { continue };
-        if leads_to(&body, preferred) {
-            return String::from_utf8(body.to_vec()).ok();
+        let Some(chain) = post_as_get(account, &url).await else { continue };
+        if leads_to(&chain.body, preferred) {
+            return String::from_utf8(chain.body.to_vec()).ok();
         }
     }
     None
 }
 
+/// The response to a POST-as-GET of `url` (RFC 8555 §6.3), whatever it holds. instant-acme
+/// signs the request; the HTTP client keeps the body, which instant-acme itself reads as an order.
+async fn post_as_get(account: &AcmeAccount, url: &str) -> Option<Captured> {
+    // Attempts share the account: one raw request at a time, so each gets its own body.
+    let _one_at_a_time = account.raw_requests.lock().await;
+    account.observer.capture(url);
+    let _ = account.account.order(url.to_string()).await;
+    account.observer.captured(url)
+}
+
+/// At most this many pages of an account's orders are read when looking for a lost order.
+const ORDER_LIST_PAGES: usize = 50;
+
+/// The URLs in the account's list of orders (RFC 8555 §7.1.2.1), oldest first, following
+/// `Link: rel="next"` pages. Empty when the CA keeps no such list (Let's Encrypt).
+async fn listed_orders(account: &AcmeAccount) -> Vec<String> {
+    let Some(object) = post_as_get(account, account.uri()).await else { return Vec::new() };
+    let orders_url = serde_json::from_slice::<serde_json::Value>(&object.body)
+        .ok()
+        .and_then(|account| account.get("orders")?.as_str().map(str::to_string));
+    let mut urls = Vec::new();
+    let mut page = orders_url;
+    for _ in 0..ORDER_LIST_PAGES {
+        let Some(url) = page.take() else { break };
+        let Some(listed) = post_as_get(account, &url).await else { break };
+        let Ok(list) = serde_json::from_slice::<serde_json::Value>(&listed.body) else { break };
+        let entries = list.get("orders").and_then(|o| o.as_array()).into_iter().flatten();
+        urls.extend(entries.filter_map(|u| u.as_str().map(str::to_string)));
+        page = listed.next;
+    }
+    urls
+}
+
+/// The order this account placed for exactly these identifiers and has not finished with,
+/// found in the account's list of orders: an order placed by a pass that stopped before it
+/// could record the URL.
+pub async fn find_placed(account: &AcmeAccount, spec: &CertificateAttemptSpec) -> Option<OrderStatus> {
+    let mut wanted: Vec<&str> = spec.dns_names.iter().chain(&spec.ip_addresses).map(String::as_str).collect();
+    wanted.sort_unstable();
+    for url in listed_orders(account).await.into_iter().rev() {
+        let Some(listed) = post_as_get(account, &url).await else { continue };
+        let Ok(object) = serde_json::from_slice::<ListedOrder>(&listed.body) else { continue };
+        if object.is_open() && object.names() == wanted {
+            let mut order = account.account.order(url).await.ok()?;
+            return Some(order_status(&mut order));
+        }
+    }
+    None
+}
+
+/// What `find_placed` reads of an order object (RFC 8555 §7.1.3).
+#[derive(serde::Deserialize)]
+struct ListedOrder {
+    status: String,
+    identifiers: Vec<ListedIdentifier>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedIdentifier {
+    value: String,
+}
+
+impl ListedOrder {
+    fn is_open(&self) -> bool {
+        matches!(self.status.as_str(), "pending" | "ready" | "processing")
+    }
+    fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.identifiers.iter().map(|i| i.value.as_str()).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
 /// Why the order became invalid: the failed challenges' errors, recorded per name.
-async fn invalid_order(order: &mut Order, status: &mut CertificateAttemptStatus) -> Failure {
+pub async fn invalid_order(order: &mut Order, status: &mut CertificateAttemptStatus) -> Failure {
     let mut first: Option<Failure> =
         order.state().error.as_ref().map(|p| Failure::new(problem::code(p), problem::describe(p)));
     let mut authorizations = order.authorizations();
@@ -415,11 +384,11 @@ async fn invalid_order(order: &mut Order, status: &mut CertificateAttemptStatus)
                 record.error = Some(text.clone());
             }
             if first.as_ref().is_none_or(|f| {
-                f.code == "ACMEError" || f.code == "Unauthorized" && problem::code(error) != "Unauthorized"
+                f.code == C::AcmeError || f.code == C::Unauthorized && problem::code(error) != C::Unauthorized
             }) {
                 first = Some(Failure::new(problem::code(error), format!("{name}: {text}")));
             }
         }
     }
-    first.unwrap_or_else(|| Failure::new("OrderInvalid", "the CA marked the order invalid without saying why"))
+    first.unwrap_or_else(|| Failure::new(C::OrderInvalid, "the CA marked the order invalid without saying why"))
 }

@@ -1,0 +1,106 @@
+//! Removing what an attempt set up: its key Secret, HTTP-01 routes and tokens, TLS-ALPN-01
+//! certificates, DNS-01 records and its order slot. Idempotent: run again after a crash, it
+//! finds nothing left to remove.
+
+use super::super::context::Context;
+use crate::{
+    api::{CertificateAttempt, ClusterIssuer, Issuer, IssuerKind, IssuerSpec},
+    error::{Result, is_not_found},
+    secret::shorten,
+    solver::{self, dns01, http01},
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, Preconditions},
+};
+
+/// The temporary Secret holding an attempt's new private key until the target Secret has it.
+pub fn key_secret_name(attempt: &str) -> String {
+    format!("{}-key", shorten(attempt, 249))
+}
+
+pub async fn run(ctx: &Context, attempt: &CertificateAttempt) -> Result<()> {
+    let name = attempt.name_any();
+    let status = attempt.status.clone().unwrap_or_default();
+    remove_dns_records(ctx, attempt, &status.challenges).await?;
+    for record in &status.challenges {
+        if let Some(token) = record.http_url.as_deref().and_then(|u| u.rsplit('/').next()) {
+            ctx.solvers.remove_http01(token);
+        }
+        if record.type_ == "tls-alpn-01" {
+            ctx.solvers.remove_tls_alpn01(&record.dns_name);
+        }
+    }
+    // Published or perhaps published (a pass may have stopped between publishing and
+    // recording it): removing what is not there is harmless.
+    if status.challenges.iter().any(|r| r.type_ == "http-01") {
+        http01::unroute(&ctx.routes, &name).await?;
+    }
+    // Only ACME attempts save their key; a locally signed one never did.
+    if !status.steps.iter().any(|s| s.name == crate::issuance::local::SIGN_STEP) {
+        delete_key_secret(ctx, attempt).await?;
+    }
+    ctx.order_slots.release(&name);
+    Ok(())
+}
+
+/// Deletes the key Secret, only if it is this attempt's (owned by its uid).
+async fn delete_key_secret(ctx: &Context, attempt: &CertificateAttempt) -> Result<()> {
+    let namespace = attempt.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = ctx.namespaced(&namespace);
+    let name = key_secret_name(&attempt.name_any());
+    let Some(existing) = secrets.get_opt(&name).await? else { return Ok(()) };
+    let ours = existing.owner_references().iter().any(|o| Some(&o.uid) == attempt.uid().as_ref());
+    if !ours {
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: existing.uid(), resource_version: None }),
+        ..DeleteParams::background()
+    };
+    match secrets.delete(&name, &params).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The issuer's spec, for the solvers that published records.
+pub async fn issuer_spec(ctx: &Context, attempt: &CertificateAttempt) -> Result<Option<IssuerSpec>> {
+    let r = &attempt.spec.issuer_ref;
+    let namespace = attempt.namespace().unwrap_or_default();
+    Ok(match r.kind {
+        IssuerKind::Issuer => ctx.namespaced::<Issuer>(&namespace).get_opt(&r.name).await?.map(|i| i.spec),
+        IssuerKind::ClusterIssuer => {
+            Api::<ClusterIssuer>::all(ctx.client.clone()).get_opt(&r.name).await?.map(|i| i.spec.issuer)
+        }
+    })
+}
+
+/// Deletes the DNS-01 TXT records the attempt published; a failure is logged, not fatal (the
+/// records are harmless and the CA has already checked them).
+async fn remove_dns_records(
+    ctx: &Context,
+    attempt: &CertificateAttempt,
+    challenges: &[crate::api::attempt::ValidationRecord],
+) -> Result<()> {
+    let published: Vec<_> = challenges.iter().filter(|r| r.type_ == "dns-01").collect();
+    if published.is_empty() {
+        return Ok(());
+    }
+    let Some(acme) = issuer_spec(ctx, attempt).await?.and_then(|s| s.acme) else { return Ok(()) };
+    let secrets: Api<Secret> =
+        ctx.namespaced(&ctx.issuer_secret_namespace(attempt.spec.issuer_ref.kind, attempt.namespace().as_deref()));
+    for record in published {
+        let provider = solver::select(&acme.solvers, &record.dns_name)
+            .ok()
+            .and_then(|(s, _)| s.dns01.as_ref())
+            .and_then(|d| d.rfc2136.clone());
+        let (Some(provider), Some(value)) = (provider, record.record_value.as_deref()) else { continue };
+        if let Err(failure) = dns01::cleanup(&secrets, &provider, &record.dns_name, value).await? {
+            tracing::warn!(attempt = %attempt.name_any(), name = %record.dns_name, error = %failure.message, "could not remove the DNS-01 record");
+        }
+    }
+    Ok(())
+}

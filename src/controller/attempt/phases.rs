@@ -1,0 +1,891 @@
+//! The attempt's phase machine. `drive` runs one pass: it matches on the phase, calls that
+//! phase's function, and applies the typed transition it returns, until the attempt must wait
+//! (status written, look again later) or ends. What happens in a phase is in its function:
+//!
+//! Pending → Keying → Ordering → Presenting → Validating → Finalizing → Storing → Succeeded
+//! (local issuers go Keying → Finalizing), or Failed at any step.
+//!
+//! Write-ahead: before a side effect that must not be repeated (a CSR for a key, an order at
+//! the CA), what is needed to resume is persisted: the key in a Secret owned by the attempt,
+//! the order URL in status. A pass that crashes resumes from the last persisted phase.
+
+use super::{cleanup, finish_status, key_secret_name};
+use crate::{
+    api::{
+        CertificateAttempt, FIELD_MANAGER, IssuerKind, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+        attempt::{AttemptPhase, CertificateAttemptStatus, StepPhase},
+        certificate::{KeyEncoding, RotationPolicy},
+    },
+    controller::{apply_status, context::Context},
+    error::{Error, Result},
+    issuance::{
+        Failure, FailureCode as C, Obtained,
+        acme::{
+            account::{AccountSource, AcmeAccount},
+            order,
+        },
+        failure::is_refusal,
+        local,
+        signer::{Signer, load_signer},
+        steps::StepLog,
+    },
+    pki::PrivateKey,
+    secret::{self, SecretContents},
+    solver::{self, ChallengeKind, dns01, http01},
+};
+use instant_acme::OrderStatus as CaOrder;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    runtime::controller::Action,
+};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+pub const GENERATE_KEY_STEP: &str = "GenerateKey";
+const PLACE_ORDER_STEP: &str = "PlaceOrder";
+
+/// How long an ACME attempt may run before it is given up.
+const ACME_ATTEMPT_TIMEOUT: SignedDuration = SignedDuration::from_hours(1);
+/// How long to wait for a DNS-01 record to be served before asking the CA anyway.
+const PROPAGATION_LIMIT: SignedDuration = SignedDuration::from_mins(2);
+/// Most phases one pass goes through (a guard: each phase moves forward or waits).
+const MAX_STEPS_PER_PASS: usize = 12;
+
+/// What a phase function decided.
+pub enum Transition {
+    /// Go on to the next phase in this pass.
+    Next(AttemptPhase),
+    /// Write the status first (write-ahead), then go on to the next phase in this pass.
+    Persist(AttemptPhase),
+    /// Write the status and look again after this long.
+    Wait(Duration),
+    /// The attempt ends without a certificate.
+    Fail(Failure),
+    /// The Secret holds the new certificate.
+    Succeed,
+}
+
+/// Everything one pass works with; what is not in `status` lives only for the pass.
+struct Pass<'a> {
+    ctx: &'a Context,
+    attempt: &'a CertificateAttempt,
+    namespace: String,
+    status: CertificateAttemptStatus,
+    log: StepLog,
+    signer: Option<Signer>,
+    account: Option<Arc<AcmeAccount>>,
+    order: Option<instant_acme::Order>,
+    key: Option<PrivateKey>,
+    obtained: Option<Obtained>,
+    reregistered: bool,
+    /// This pass recorded that it is about to place the order.
+    order_intent_saved: bool,
+}
+
+/// Runs the attempt until it waits or ends.
+pub async fn drive(ctx: &Context, api: &Api<CertificateAttempt>, attempt: &CertificateAttempt) -> Result<Action> {
+    let mut status = attempt.status.clone().unwrap_or_default();
+    let log = StepLog::from(std::mem::take(&mut status.steps));
+    let namespace = attempt.namespace().unwrap_or_default();
+    let mut pass = Pass {
+        ctx,
+        attempt,
+        namespace,
+        status,
+        log,
+        signer: None,
+        account: None,
+        order: None,
+        key: None,
+        obtained: None,
+        reregistered: false,
+        order_intent_saved: false,
+    };
+    let before = attempt.status.clone().unwrap_or_default();
+    for _ in 0..MAX_STEPS_PER_PASS {
+        let transition = match pass.step().await {
+            Ok(t) => t,
+            Err(Error::Kube(e)) => match is_refusal(&e) {
+                Some(refusal) => Transition::Fail(Failure::refused("a write of the attempt", refusal)),
+                None => return Err(Error::Kube(e)),
+            },
+            Err(e) => return Err(e),
+        };
+        match pass.recover(transition).await? {
+            Transition::Next(phase) => pass.status.phase = phase,
+            Transition::Persist(phase) => {
+                pass.status.phase = phase;
+                pass.save(api).await?;
+            }
+            Transition::Wait(after) => {
+                let saved = pass.snapshot();
+                if saved != before {
+                    apply_status(api, &attempt.name_any(), &saved).await?;
+                }
+                return Ok(Action::requeue(after));
+            }
+            Transition::Fail(failure) => return pass.end(api, Some(failure)).await,
+            Transition::Succeed => return pass.end(api, None).await,
+        }
+    }
+    pass.save(api).await?;
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+impl Pass<'_> {
+    /// The phase machine: one function per phase.
+    async fn step(&mut self) -> Result<Transition> {
+        match self.status.phase {
+            AttemptPhase::Pending => Ok(self.pending()),
+            AttemptPhase::Keying => self.keying().await,
+            AttemptPhase::Ordering => self.ordering().await,
+            AttemptPhase::Presenting => self.presenting().await,
+            AttemptPhase::Validating => self.validating().await,
+            AttemptPhase::Finalizing => self.finalizing().await,
+            AttemptPhase::Storing => self.storing().await,
+            // Ended attempts are settled by the reconciler before any pass begins.
+            AttemptPhase::Succeeded | AttemptPhase::Failed | AttemptPhase::Cancelled | AttemptPhase::Rejected => {
+                Ok(Transition::Wait(Duration::from_secs(3600)))
+            }
+        }
+    }
+
+    /// Pending: note the start (kept across restarts) and get a key.
+    fn pending(&mut self) -> Transition {
+        self.status.started_at.get_or_insert_with(|| Time(Timestamp::now()));
+        Transition::Next(AttemptPhase::Keying)
+    }
+
+    /// Keying: the key for this attempt. ACME keys are saved in a Secret owned by the attempt
+    /// before the CA sees a CSR; a local signature needs no such care (nothing leaves).
+    async fn keying(&mut self) -> Result<Transition> {
+        let signer = match self.signer().await? {
+            Ok(signer) => signer,
+            Err(failure) => return Ok(Transition::Fail(failure)),
+        };
+        let acme = matches!(signer, Signer::Acme(_));
+        self.log.begin(GENERATE_KEY_STEP);
+        let (key, how) = match self.key_for(acme).await? {
+            Ok(found) => found,
+            Err(failure) => {
+                self.log.fail(failure.message.clone());
+                return Ok(Transition::Fail(failure));
+            }
+        };
+        self.log.succeed(how);
+        self.key = Some(key);
+        self.signer = Some(signer);
+        Ok(if acme { Transition::Persist(AttemptPhase::Ordering) } else { Transition::Next(AttemptPhase::Finalizing) })
+    }
+
+    /// Ordering: place the order within the issuer's limit of orders in flight. The intent is
+    /// recorded first and the order's URL right after: an attempt found with the intent but no
+    /// URL was stopped in between, and takes up the order it placed from the account's list of
+    /// orders (RFC 8555 §7.1.2.1). A CA without that list gets asked again (Let's Encrypt
+    /// answers a repeated request with the same pending order).
+    async fn ordering(&mut self) -> Result<Transition> {
+        if let Some(wait) = self.acme_guard() {
+            return Ok(wait);
+        }
+        let Some(issuer) = self.acme_issuer().await? else { return Ok(self.issuer_gone()) };
+        let account = match self.account(&issuer).await? {
+            Ok(account) => account,
+            Err(failure) => return Ok(Transition::Fail(failure)),
+        };
+        if !self.order_intent_saved {
+            let stopped = self.log.steps.iter().any(|s| s.name == PLACE_ORDER_STEP && s.phase == StepPhase::Running);
+            if stopped && let Some(placed) = order::find_placed(&account, &self.attempt.spec).await {
+                self.log.succeed(format!("found order {} placed before the operator stopped", placed.url));
+                self.status.order = Some(placed);
+                return Ok(Transition::Persist(AttemptPhase::Presenting));
+            }
+            self.log.begin(PLACE_ORDER_STEP);
+            self.order_intent_saved = true;
+            return Ok(Transition::Persist(AttemptPhase::Ordering));
+        }
+        let issuer_key = self.issuer_key();
+        let sends_replaces = self.ctx.sends_replaces(&issuer_key);
+        match order::place(&account, &self.attempt.spec, &issuer, sends_replaces).await {
+            Ok(placed) => {
+                self.log.succeed(format!("placed order {}", placed.url));
+                self.status.order = Some(placed);
+                Ok(Transition::Persist(AttemptPhase::Presenting))
+            }
+            Err(failure) => {
+                if failure.code == C::ReplacesNotReflected {
+                    self.ctx.forget_replaces(&issuer_key);
+                }
+                self.log.fail(failure.message.clone());
+                Ok(Transition::Fail(failure))
+            }
+        }
+    }
+
+    /// Presenting: publish each pending challenge's record once, then tell the CA to check
+    /// them as soon as they can be seen (DNS-01 records are looked up on later passes).
+    async fn presenting(&mut self) -> Result<Transition> {
+        if let Some(wait) = self.acme_guard() {
+            return Ok(wait);
+        }
+        let Some(issuer) = self.acme_issuer().await? else { return Ok(self.issuer_gone()) };
+        let account = match self.account(&issuer).await? {
+            Ok(account) => account,
+            Err(failure) => return Ok(Transition::Fail(failure)),
+        };
+        let mut order = match self.order(&account).await {
+            Ok(order) => order,
+            Err(failure) => return Ok(Transition::Fail(failure)),
+        };
+        if order.state().status != CaOrder::Pending {
+            self.order = Some(order);
+            return Ok(Transition::Next(AttemptPhase::Validating));
+        }
+        if !self.log.steps.iter().any(|s| s.name == "Present") {
+            self.log.begin("Present");
+        }
+        let challenges = match order::challenges(&account, &mut order, &issuer.solvers).await {
+            Ok(c) => c,
+            Err(failure) => return Ok(Transition::Fail(failure)),
+        };
+        if self.status.challenges.is_empty() {
+            // Write-ahead: the records are known before any is published, so that cleanup
+            // finds whatever a pass stopped midway had published.
+            self.status.challenges = challenges.iter().map(|c| c.record.clone()).collect();
+            self.order = Some(order);
+            return Ok(Transition::Persist(AttemptPhase::Presenting));
+        }
+        let mut ready = Vec::new();
+        let mut waiting = Vec::new();
+        for challenge in challenges {
+            let mut record = challenge.record.clone();
+            record.presented_at = self.presented_at(&record.dns_name);
+            if challenge.pending {
+                if record.presented_at.is_none() {
+                    if let Err(failure) = self.present(&challenge).await? {
+                        self.log.fail(failure.message.clone());
+                        return Ok(Transition::Fail(failure));
+                    }
+                    record.presented_at = Some(Time(Timestamp::now()));
+                }
+                self.serve(&challenge);
+                if self.visible(&challenge, &record).await {
+                    ready.push((record.dns_name.clone(), challenge.kind));
+                } else {
+                    waiting.push(record.dns_name.clone());
+                }
+            }
+            self.upsert_record(record);
+        }
+        if !waiting.is_empty() {
+            return Ok(Transition::Wait(Duration::from_secs(2)));
+        }
+        if let Err(failure) = order::tell_ready(&account, &mut order, &ready).await {
+            return Ok(Transition::Fail(failure));
+        }
+        self.log.succeed(format!("published {} validation record(s) and told the CA to check them", ready.len()));
+        self.log.begin("Validate");
+        self.order = Some(order);
+        Ok(Transition::Persist(AttemptPhase::Validating))
+    }
+
+    /// Validating: the CA checks the records; follow its verdict per name.
+    async fn validating(&mut self) -> Result<Transition> {
+        if let Some(wait) = self.acme_guard() {
+            return Ok(wait);
+        }
+        let Some(issuer) = self.acme_issuer().await? else { return Ok(self.issuer_gone()) };
+        let account = match self.account(&issuer).await? {
+            Ok(account) => account,
+            Err(failure) => return Ok(Transition::Fail(failure)),
+        };
+        let mut order = match self.order(&account).await {
+            Ok(order) => order,
+            Err(failure) => return Ok(Transition::Fail(failure)),
+        };
+        self.status.order = Some(order::order_status(&mut order));
+        match order.state().status {
+            CaOrder::Pending => {
+                self.serve_again(&account, &mut order, &issuer).await;
+                if let Err(failure) = order::challenge_states(&account, &mut order, &mut self.status.challenges).await {
+                    return Ok(Transition::Fail(failure));
+                }
+                Ok(Transition::Wait(self.poll_interval()))
+            }
+            CaOrder::Invalid => {
+                let failure = order::invalid_order(&mut order, &mut self.status).await;
+                self.log.fail(failure.message.clone());
+                Ok(Transition::Fail(failure))
+            }
+            CaOrder::Ready | CaOrder::Processing | CaOrder::Valid => {
+                for record in &mut self.status.challenges {
+                    record.status = "valid".into();
+                }
+                if self.log.steps.iter().any(|s| s.name == "Validate" && s.finished_at.is_none()) {
+                    self.log.succeed("every name was validated");
+                }
+                self.order = Some(order);
+                Ok(Transition::Next(AttemptPhase::Finalizing))
+            }
+        }
+    }
+
+    /// Finalizing: sign locally, or send the CSR and download the chain; either way the result
+    /// is verified against the key and the names before it may be stored.
+    async fn finalizing(&mut self) -> Result<Transition> {
+        let signer = match self.signer().await? {
+            Ok(signer) => signer,
+            Err(failure) => return Ok(Transition::Fail(failure)),
+        };
+        if !matches!(signer, Signer::Acme(_)) {
+            let Some(key) = self.key.take() else { return Ok(Transition::Next(AttemptPhase::Keying)) };
+            return Ok(match local::sign(&self.attempt.spec, &signer, key, &mut self.log) {
+                Ok(obtained) => {
+                    self.obtained = Some(obtained);
+                    Transition::Next(AttemptPhase::Storing)
+                }
+                Err(failure) => Transition::Fail(failure),
+            });
+        }
+        self.signer = Some(signer);
+        if let Some(wait) = self.acme_guard() {
+            return Ok(wait);
+        }
+        let Some(issuer) = self.acme_issuer().await? else { return Ok(self.issuer_gone()) };
+        let account = match self.account(&issuer).await? {
+            Ok(account) => account,
+            Err(failure) => return Ok(Transition::Fail(failure)),
+        };
+        let key = match self.saved_key().await? {
+            Ok(key) => key,
+            Err(failure) => return Ok(Transition::Fail(failure)),
+        };
+        let mut order = match self.order(&account).await {
+            Ok(order) => order,
+            Err(failure) => return Ok(Transition::Fail(failure)),
+        };
+        self.status.order = Some(order::order_status(&mut order));
+        match order.state().status {
+            CaOrder::Ready => {
+                self.log.begin("Finalize");
+                Ok(match order::finalize(&account, &mut order, &self.attempt.spec, &key).await {
+                    Ok(()) => {
+                        self.log.succeed("sent the CSR");
+                        Transition::Wait(Duration::from_secs(1))
+                    }
+                    Err(failure) => Transition::Fail(failure),
+                })
+            }
+            CaOrder::Pending | CaOrder::Processing => Ok(Transition::Wait(Duration::from_secs(1))),
+            CaOrder::Invalid => Ok(Transition::Fail(order::invalid_order(&mut order, &mut self.status).await)),
+            CaOrder::Valid => {
+                self.log.begin("Download");
+                match order::download(&account, &mut order, &issuer, &self.attempt.spec, &key).await {
+                    Ok(None) => Ok(Transition::Wait(Duration::from_secs(1))),
+                    Ok(Some(downloaded)) => {
+                        self.log.succeed(downloaded.chain_note);
+                        self.log.begin("Verify");
+                        self.log.succeed(format!(
+                            "the certificate matches the key and names; valid until {}",
+                            downloaded.obtained.info.not_after
+                        ));
+                        self.obtained = Some(downloaded.obtained);
+                        Ok(Transition::Next(AttemptPhase::Storing))
+                    }
+                    Err(failure) => {
+                        self.log.fail(failure.message.clone());
+                        Ok(Transition::Fail(failure))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Storing: write the verified certificate to the target Secret in one server-side apply,
+    /// after checking again that certpilot may write it.
+    async fn storing(&mut self) -> Result<Transition> {
+        let Some(obtained) = self.obtained.take() else {
+            // Nothing in hand (a pass never stores across restarts): obtain it again.
+            return Ok(Transition::Next(AttemptPhase::Finalizing));
+        };
+        self.log.begin("WriteSecret");
+        match self.write_target(&obtained).await? {
+            Ok(Stored::Written) => {
+                self.log.succeed(format!("wrote Secret {}", self.attempt.spec.secret_name));
+                self.obtained = Some(obtained);
+                Ok(Transition::Succeed)
+            }
+            Ok(Stored::Already(info)) => {
+                self.log.succeed(format!(
+                    "Secret {} already holds this attempt's certificate (its status was not recorded before a restart)",
+                    self.attempt.spec.secret_name
+                ));
+                self.obtained = Some(Obtained { info: *info, ..obtained });
+                Ok(Transition::Succeed)
+            }
+            Err(failure) => {
+                self.log.fail(failure.message.clone());
+                Ok(Transition::Fail(failure))
+            }
+        }
+    }
+
+    /// Handles what a phase may recover from: the CA forgot the account (register again, place
+    /// a new order), or a transient hiccup while an order is under way (try again shortly).
+    async fn recover(&mut self, transition: Transition) -> Result<Transition> {
+        let Transition::Fail(failure) = transition else { return Ok(transition) };
+        let ordering = matches!(
+            self.status.phase,
+            AttemptPhase::Ordering | AttemptPhase::Presenting | AttemptPhase::Validating | AttemptPhase::Finalizing
+        );
+        if failure.code == C::AccountDoesNotExist && ordering && !self.reregistered {
+            return self.reregister(failure).await;
+        }
+        if failure.code.is_transient() && ordering && !self.timed_out() {
+            tracing::warn!(attempt = %self.attempt.name_any(), error = %failure.message, "transient ACME failure; trying again");
+            let wait = if failure.code == C::BadNonce { Duration::from_millis(500) } else { Duration::from_secs(10) };
+            return Ok(Transition::Wait(wait));
+        }
+        Ok(Transition::Fail(failure))
+    }
+
+    async fn reregister(&mut self, failure: Failure) -> Result<Transition> {
+        self.reregistered = true;
+        let Some(issuer) = self.acme_issuer().await? else { return Ok(self.issuer_gone()) };
+        let Some(stale) = self.account.take() else { return Ok(Transition::Fail(failure)) };
+        let secrets = self.issuer_secrets();
+        let key = self.issuer_key();
+        let source = AccountSource {
+            key: &key,
+            issuer_name: &self.attempt.spec.issuer_ref.name,
+            spec: &issuer,
+            secrets: &secrets,
+        };
+        match self.ctx.accounts.reregister(&source, &stale).await? {
+            Ok(account) => {
+                self.log.begin("RegisterAccount");
+                self.log.succeed(format!(
+                    "the CA no longer knew account {}; registered again as {}; a new order follows",
+                    stale.uri(),
+                    account.uri()
+                ));
+                self.account = Some(account);
+                self.order = None;
+                self.status.order = None;
+                self.status.challenges.clear();
+                Ok(Transition::Persist(AttemptPhase::Ordering))
+            }
+            Err(again) => Ok(Transition::Fail(again)),
+        }
+    }
+
+    /// Ends the attempt: status first, then cleanup, then the finalizer; an Event and a metric.
+    async fn end(mut self, api: &Api<CertificateAttempt>, failure: Option<Failure>) -> Result<Action> {
+        let mut status = self.snapshot();
+        finish_status(&mut status, failure.as_ref());
+        if let Some(obtained) = &self.obtained {
+            status.issued = Some(crate::api::attempt::IssuedCertificate {
+                serial_number: obtained.info.serial_hex.clone(),
+                not_before: Time(obtained.info.not_before),
+                not_after: Time(obtained.info.not_after),
+                fingerprint_sha256: obtained.info.fingerprint_sha256.clone(),
+            });
+        }
+        let name = self.attempt.name_any();
+        apply_status(api, &name, &status).await?;
+        self.status = status.clone();
+        let mut ended = self.attempt.clone();
+        ended.status = Some(status);
+        cleanup::run(self.ctx, &ended).await?;
+        super::release(api, &ended).await?;
+        self.announce(failure.as_ref()).await;
+        let kind = match self.attempt.spec.issuer_ref.kind {
+            IssuerKind::Issuer => "Issuer",
+            IssuerKind::ClusterIssuer => "ClusterIssuer",
+        };
+        self.ctx.metrics.attempt_finished(kind, if failure.is_none() { "succeeded" } else { "failed" });
+        Ok(Action::await_change())
+    }
+
+    /// An Event on the Certificate for the attempt's outcome.
+    async fn announce(&self, failure: Option<&Failure>) {
+        let Some(owner) = self.attempt.owner_references().iter().find(|o| o.kind == "Certificate") else { return };
+        let certificate = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(owner.api_version.clone()),
+            kind: Some(owner.kind.clone()),
+            name: Some(owner.name.clone()),
+            namespace: Some(self.namespace.clone()),
+            uid: Some(owner.uid.clone()),
+            ..Default::default()
+        };
+        let name = self.attempt.name_any();
+        match (failure, &self.obtained) {
+            (None, Some(obtained)) => {
+                let note = format!(
+                    "attempt {name} wrote Secret {}: serial {}, valid until {}",
+                    self.attempt.spec.secret_name, obtained.info.serial_hex, obtained.info.not_after
+                );
+                self.ctx.event(&certificate, false, "Issued", "Issue", note).await;
+            }
+            (Some(failure), _) => {
+                let note = format!("attempt {name} failed ({}): {}", failure.code, failure.message);
+                self.ctx.event(&certificate, true, "AttemptFailed", "Issue", note).await;
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn snapshot(&self) -> CertificateAttemptStatus {
+        CertificateAttemptStatus { steps: self.log.steps.clone(), ..self.status.clone() }
+    }
+
+    async fn save(&self, api: &Api<CertificateAttempt>) -> Result<()> {
+        apply_status(api, &self.attempt.name_any(), &self.snapshot()).await.map(|_| ())
+    }
+
+    // --- what the phases share ---
+
+    fn issuer_key(&self) -> String {
+        self.attempt.spec.issuer_ref.key(&self.namespace)
+    }
+
+    fn issuer_secrets(&self) -> Api<Secret> {
+        let kind = self.attempt.spec.issuer_ref.kind;
+        self.ctx.namespaced(&self.ctx.issuer_secret_namespace(kind, Some(&self.namespace)))
+    }
+
+    /// What the issuer signs with (loaded once per pass).
+    async fn signer(&mut self) -> Result<std::result::Result<Signer, Failure>> {
+        if let Some(signer) = self.signer.take() {
+            return Ok(Ok(signer));
+        }
+        let Some(spec) = cleanup::issuer_spec(self.ctx, self.attempt).await? else {
+            return Ok(Err(Failure::new(
+                C::IssuerNotFound,
+                format!("{} does not exist", self.attempt.spec.issuer_ref),
+            )));
+        };
+        Ok(load_signer(&self.issuer_secrets(), &spec)
+            .await?
+            .map_err(|not_ready| Failure::new(C::IssuerNotReady, not_ready.message)))
+    }
+
+    async fn acme_issuer(&mut self) -> Result<Option<crate::api::issuer::AcmeIssuer>> {
+        let signer = match self.signer().await? {
+            Ok(signer) => signer,
+            Err(_) => return Ok(None),
+        };
+        let acme = match &signer {
+            Signer::Acme(acme) => Some((**acme).clone()),
+            _ => None,
+        };
+        self.signer = Some(signer);
+        Ok(acme)
+    }
+
+    fn issuer_gone(&self) -> Transition {
+        let issuer = &self.attempt.spec.issuer_ref;
+        Transition::Fail(Failure::new(
+            C::IssuerNotReady,
+            format!("{issuer} no longer exists or is no longer an ACME issuer; the order was abandoned"),
+        ))
+    }
+
+    async fn account(
+        &mut self,
+        issuer: &crate::api::issuer::AcmeIssuer,
+    ) -> Result<std::result::Result<Arc<AcmeAccount>, Failure>> {
+        if let Some(account) = &self.account {
+            return Ok(Ok(account.clone()));
+        }
+        let secrets = self.issuer_secrets();
+        let key = self.issuer_key();
+        let source = AccountSource {
+            key: &key,
+            issuer_name: &self.attempt.spec.issuer_ref.name,
+            spec: issuer,
+            secrets: &secrets,
+        };
+        let account = self.ctx.accounts.get(&source).await?;
+        if let Ok(account) = &account {
+            self.account = Some(account.clone());
+        }
+        Ok(account)
+    }
+
+    async fn order(&mut self, account: &AcmeAccount) -> std::result::Result<instant_acme::Order, Failure> {
+        if let Some(order) = self.order.take() {
+            return Ok(order);
+        }
+        let Some(url) = self.status.order.as_ref().map(|o| o.url.clone()) else {
+            return Err(Failure::new(C::Internal, "the attempt has no order URL"));
+        };
+        order::load(account, &url).await
+    }
+
+    fn running_for(&self) -> SignedDuration {
+        self.status.started_at.as_ref().map(|t| Timestamp::now().duration_since(t.0)).unwrap_or_default()
+    }
+
+    fn timed_out(&self) -> bool {
+        self.running_for() > ACME_ATTEMPT_TIMEOUT
+    }
+
+    /// Before any ACME phase: the attempt's time is not up, and it holds one of the issuer's
+    /// order slots (or waits for one).
+    fn acme_guard(&self) -> Option<Transition> {
+        if self.timed_out() {
+            return Some(Transition::Fail(Failure::new(
+                C::Timeout,
+                format!(
+                    "the order did not complete within {ACME_ATTEMPT_TIMEOUT:#}; see the challenges for what the CA is still waiting on"
+                ),
+            )));
+        }
+        (!self.ctx.order_slots.take(&self.issuer_key(), &self.attempt.name_any()))
+            .then_some(Transition::Wait(Duration::from_secs(5)))
+    }
+
+    /// Polls the CA often at first, then less: a slow validation does not cost a request a second.
+    fn poll_interval(&self) -> Duration {
+        poll_interval(self.running_for())
+    }
+
+    fn presented_at(&self, name: &str) -> Option<Time> {
+        self.status.challenges.iter().find(|r| r.dns_name == name).and_then(|r| r.presented_at.clone())
+    }
+
+    fn upsert_record(&mut self, record: crate::api::attempt::ValidationRecord) {
+        match self.status.challenges.iter_mut().find(|r| r.dns_name == record.dns_name) {
+            Some(existing) => *existing = record,
+            None => self.status.challenges.push(record),
+        }
+    }
+
+    /// Publishes a challenge's record where the CA will look (routes, DNS); once per attempt.
+    async fn present(&self, challenge: &order::Challenge) -> Result<std::result::Result<(), Failure>> {
+        let name = &challenge.record.dns_name;
+        match challenge.kind {
+            ChallengeKind::Http01 => {
+                let http = challenge.solver.http01.clone().unwrap_or_default();
+                let host = name.trim_start_matches("*.");
+                http01::route(&self.ctx.routes, &self.attempt.name_any(), host, &challenge.token, &http).await?;
+                Ok(Ok(()))
+            }
+            ChallengeKind::TlsAlpn01 => Ok(Ok(())),
+            ChallengeKind::Dns01 => {
+                let Some(provider) = challenge.solver.dns01.as_ref().and_then(|d| d.rfc2136.clone()) else {
+                    return Ok(Err(Failure::new(C::NoSolver, "the dns01 solver names no provider (rfc2136)")));
+                };
+                let value = challenge.record.record_value.clone().unwrap_or_default();
+                dns01::present(&self.issuer_secrets(), &provider, name, &value).await
+            }
+        }
+    }
+
+    /// Answers a challenge from the operator's own servers (in memory: again after a restart).
+    fn serve(&self, challenge: &order::Challenge) {
+        match challenge.kind {
+            ChallengeKind::Http01 => self.ctx.solvers.add_http01(&challenge.token, &challenge.key_authorization),
+            ChallengeKind::TlsAlpn01 if self.ctx.solvers.tls_alpn01(&challenge.record.dns_name).is_none() => {
+                match solver::tls_alpn01::certificate(&challenge.record.dns_name, &challenge.digest) {
+                    Ok(certificate) => self.ctx.solvers.add_tls_alpn01(&challenge.record.dns_name, certificate),
+                    Err(error) => tracing::warn!(%error, "could not make the TLS-ALPN-01 certificate"),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// While the CA validates, a restarted operator must still answer from memory.
+    async fn serve_again(
+        &self,
+        account: &AcmeAccount,
+        order: &mut instant_acme::Order,
+        issuer: &crate::api::issuer::AcmeIssuer,
+    ) {
+        if self.status.challenges.iter().all(|r| r.type_ == "dns-01") {
+            return;
+        }
+        if let Ok(challenges) = order::challenges(account, order, &issuer.solvers).await {
+            challenges.iter().filter(|c| c.pending || c.record.status == "processing").for_each(|c| self.serve(c));
+        }
+    }
+
+    /// Whether the CA can see the record yet: DNS-01 records are looked up at the authoritative
+    /// server (for a while; then the CA is asked anyway); the others are served at once.
+    async fn visible(&self, challenge: &order::Challenge, record: &crate::api::attempt::ValidationRecord) -> bool {
+        let Some(provider) = challenge.solver.dns01.as_ref().and_then(|d| d.rfc2136.as_ref()) else { return true };
+        let value = record.record_value.as_deref().unwrap_or_default();
+        if dns01::is_visible(provider, &record.dns_name, value).await {
+            return true;
+        }
+        let waited = record.presented_at.as_ref().map(|t| Timestamp::now().duration_since(t.0)).unwrap_or_default();
+        waited > PROPAGATION_LIMIT
+    }
+
+    /// The key for this attempt: the Secret's own key when rotation is off and it still fits,
+    /// else (ACME) the key saved by an earlier pass, else a new one (saved first for ACME).
+    async fn key_for(&self, acme: bool) -> Result<std::result::Result<(PrivateKey, String), Failure>> {
+        let spec = &self.attempt.spec.private_key;
+        if spec.rotation_policy == RotationPolicy::Never {
+            let target = self.ctx.namespaced::<Secret>(&self.namespace).get_opt(&self.attempt.spec.secret_name).await?;
+            let kept = target
+                .filter(|t| secret::may_write(t, &self.attempt.spec.certificate_name))
+                .and_then(|t| secret::stored_key(&t).ok())
+                .filter(|k| k.matches(spec));
+            if let Some(key) = kept {
+                let how = format!("kept the {} key already in the Secret (rotationPolicy: Never)", key.describe());
+                return Ok(Ok((key, how)));
+            }
+        }
+        if acme && let Ok(key) = self.saved_key().await? {
+            return Ok(Ok((key, "reused the key saved earlier by this attempt".to_string())));
+        }
+        let key = match generate(spec.clone()).await {
+            Ok(key) => key,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let how = format!("generated a new {} key", key.describe());
+        if acme && let Err(failure) = self.save_key(&key).await? {
+            return Ok(Err(failure));
+        }
+        Ok(Ok((key, how)))
+    }
+
+    /// The key saved in the attempt's own key Secret (owned by its uid: no one else's).
+    async fn saved_key(&self) -> Result<std::result::Result<PrivateKey, Failure>> {
+        let name = key_secret_name(&self.attempt.name_any());
+        let saved = self.ctx.namespaced::<Secret>(&self.namespace).get_opt(&name).await?;
+        let Some(saved) = saved else {
+            return Ok(Err(Failure::new(C::Internal, format!("the attempt's key Secret {name} is gone"))));
+        };
+        if !saved.owner_references().iter().any(|o| Some(&o.uid) == self.attempt.uid().as_ref()) {
+            return Ok(Err(not_owned(&name)));
+        }
+        Ok(secret::stored_key(&saved).map_err(|e| Failure::new(C::Internal, format!("Secret {name}: {e}"))))
+    }
+
+    async fn save_key(&self, key: &PrivateKey) -> Result<std::result::Result<(), Failure>> {
+        let pem = match key.to_pem(KeyEncoding::Pkcs8) {
+            Ok(pem) => pem,
+            Err(e) => return Ok(Err(Failure::new(C::KeyEncodingFailed, e.to_string()))),
+        };
+        let name = key_secret_name(&self.attempt.name_any());
+        let mut saved = Secret {
+            data: Some(BTreeMap::from([(secret::TLS_KEY.to_string(), ByteString(pem.into_bytes()))])),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        };
+        saved.metadata.name = Some(name.clone());
+        saved.metadata.namespace = Some(self.namespace.clone());
+        saved.metadata.labels = Some(BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())]));
+        saved.metadata.owner_references =
+            Some(vec![self.attempt.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?]);
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        match self.ctx.namespaced::<Secret>(&self.namespace).create(&params, &saved).await {
+            Ok(_) => Ok(Ok(())),
+            // Someone else's Secret of that name: never overwritten.
+            Err(e) if crate::error::is_already_exists(&e) => Ok(Err(not_owned(&name))),
+            Err(e) => match is_refusal(&e) {
+                Some(status) => Ok(Err(Failure::refused(&format!("the key Secret {name}"), status))),
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    /// Writes the target Secret in one server-side apply, after checking again that it may.
+    /// A Secret this very attempt already wrote (its status write was lost) is left as it is.
+    async fn write_target(&self, obtained: &Obtained) -> Result<std::result::Result<Stored, Failure>> {
+        let spec = &self.attempt.spec;
+        let secrets: Api<Secret> = self.ctx.namespaced(&self.namespace);
+        if let Some(existing) = secrets.get_opt(&spec.secret_name).await? {
+            if !secret::may_write(&existing, &spec.certificate_name) {
+                return Ok(Err(not_owned(&spec.secret_name)));
+            }
+            if let Some(info) = secret::written_by_attempt(&existing, &self.attempt.name_any()) {
+                return Ok(Ok(Stored::Already(Box::new(info))));
+            }
+            if existing.type_.as_deref().is_some_and(|t| t != "kubernetes.io/tls") {
+                return Ok(Err(Failure::new(
+                    C::SecretTypeMismatch,
+                    format!(
+                        "Secret {} has type {:?}, but certpilot writes kubernetes.io/tls and the type of a Secret cannot change; delete the Secret so certpilot can recreate it",
+                        spec.secret_name,
+                        existing.type_.as_deref().unwrap_or_default()
+                    ),
+                )));
+            }
+        }
+        let key_pem = match obtained.key.to_pem(spec.private_key.encoding) {
+            Ok(pem) => pem,
+            Err(e) => return Ok(Err(Failure::new(C::KeyEncodingFailed, e.to_string()))),
+        };
+        let built = secret::build(&SecretContents {
+            name: &spec.secret_name,
+            namespace: &self.namespace,
+            certificate: &spec.certificate_name,
+            attempt: &self.attempt.name_any(),
+            issuer: &spec.issuer_ref,
+            chain_pem: &obtained.chain_pem,
+            key_pem: &key_pem,
+            key_der: &obtained.key.pkcs8_der(),
+            ca_pem: &obtained.ca_pem,
+            template: spec.secret_template.as_ref(),
+            output_formats: &spec.additional_output_formats,
+            info: &obtained.info,
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match secrets.patch(&spec.secret_name, &params, &Patch::Apply(&built)).await {
+            Ok(_) => Ok(Ok(Stored::Written)),
+            Err(e) => match is_refusal(&e) {
+                Some(status) => Ok(Err(Failure::refused(&format!("Secret {}", spec.secret_name), status))),
+                None => Err(e.into()),
+            },
+        }
+    }
+}
+
+/// What storing found or did.
+enum Stored {
+    Written,
+    /// The Secret already holds the certificate this attempt wrote before.
+    Already(Box<crate::pki::CertInfo>),
+}
+
+/// Generates a key off the async runtime (RSA 4096 takes a while).
+async fn generate(spec: crate::api::certificate::PrivateKeySpec) -> std::result::Result<PrivateKey, Failure> {
+    tokio::task::spawn_blocking(move || PrivateKey::generate(&spec))
+        .await
+        .map_err(|e| Failure::new(C::KeyGenerationFailed, e.to_string()))?
+        .map_err(|e| Failure::new(C::KeyGenerationFailed, e.to_string()))
+}
+
+fn not_owned(secret: &str) -> Failure {
+    Failure::new(
+        C::SecretNotOwned,
+        format!("Secret {secret} exists and was not created by certpilot for this Certificate; it was left untouched"),
+    )
+}
+
+/// Polls the CA often at first, then less: a slow validation does not cost a request a second.
+fn poll_interval(running: SignedDuration) -> Duration {
+    match running.as_secs() {
+        0..30 => Duration::from_millis(500),
+        30..300 => Duration::from_secs(5),
+        _ => Duration::from_secs(15),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_slows_down_as_an_attempt_runs() {
+        assert_eq!(poll_interval(SignedDuration::from_secs(5)), Duration::from_millis(500));
+        assert_eq!(poll_interval(SignedDuration::from_secs(60)), Duration::from_secs(5));
+        assert_eq!(poll_interval(SignedDuration::from_secs(600)), Duration::from_secs(15));
+    }
+}

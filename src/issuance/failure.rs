@@ -1,0 +1,157 @@
+//! Why an attempt ended without a certificate: a typed class (`errorCode` in status) and the
+//! refusing party's full message.
+
+use jiff::Timestamp;
+
+macro_rules! failure_codes {
+    ($($(#[$doc:meta])* $name:ident => $text:literal, transient: $transient:literal;)*) => {
+        /// The class of a failure; `as_str` is the `errorCode` an attempt reports.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum FailureCode {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl FailureCode {
+            pub const ALL: &[FailureCode] = &[$(FailureCode::$name,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(FailureCode::$name => $text,)*
+                }
+            }
+
+            /// Whether the same step may succeed if simply tried again shortly (the CA or the
+            /// network hiccuped), as opposed to a refusal that ends the attempt.
+            pub fn is_transient(self) -> bool {
+                match self {
+                    $(FailureCode::$name => $transient,)*
+                }
+            }
+        }
+    };
+}
+
+failure_codes! {
+    // The CA's problem types (RFC 8555 §6.7, RFC 9773, profiles).
+    RateLimited => "RateLimited", transient: false;
+    Unauthorized => "Unauthorized", transient: false;
+    Dns => "DNS", transient: false;
+    Connection => "Connection", transient: false;
+    Tls => "TLS", transient: false;
+    IncorrectResponse => "IncorrectResponse", transient: false;
+    Caa => "CAA", transient: false;
+    RejectedIdentifier => "RejectedIdentifier", transient: false;
+    UnsupportedIdentifier => "UnsupportedIdentifier", transient: false;
+    BadCsr => "BadCSR", transient: false;
+    BadNonce => "BadNonce", transient: true;
+    BadSignatureAlgorithm => "BadSignatureAlgorithm", transient: false;
+    BadPublicKey => "BadPublicKey", transient: false;
+    BadRevocationReason => "BadRevocationReason", transient: false;
+    ExternalAccountRequired => "ExternalAccountRequired", transient: false;
+    AccountDoesNotExist => "AccountDoesNotExist", transient: false;
+    UserActionRequired => "UserActionRequired", transient: false;
+    OrderNotReady => "OrderNotReady", transient: false;
+    Malformed => "Malformed", transient: false;
+    ServerInternal => "ServerInternal", transient: true;
+    InvalidContact => "InvalidContact", transient: false;
+    UnsupportedContact => "UnsupportedContact", transient: false;
+    Compound => "Compound", transient: false;
+    AlreadyReplaced => "AlreadyReplaced", transient: false;
+    InvalidProfile => "InvalidProfile", transient: false;
+    AcmeError => "ACMEError", transient: false;
+    /// The CA accepted a renewal order without confirming `replaces`.
+    ReplacesNotReflected => "ReplacesNotReflected", transient: false;
+    /// The ACME server could not be reached (network, TLS): not the CA's verdict on anything.
+    CaUnreachable => "CAUnreachable", transient: true;
+    /// The CA did not answer in time, or the order did not complete within the attempt's time.
+    Timeout => "Timeout", transient: true;
+    Unsupported => "Unsupported", transient: false;
+    OrderInvalid => "OrderInvalid", transient: false;
+    InvalidCaBundle => "InvalidCABundle", transient: false;
+    InvalidAccountKey => "InvalidAccountKey", transient: false;
+    ExternalAccountKeyMissing => "ExternalAccountKeyMissing", transient: false;
+    InvalidExternalAccountKey => "InvalidExternalAccountKey", transient: false;
+    // The issuer and the Certificate.
+    IssuerNotFound => "IssuerNotFound", transient: false;
+    IssuerNotReady => "IssuerNotReady", transient: false;
+    InvalidSpec => "InvalidSpec", transient: false;
+    NotSupported => "NotSupported", transient: false;
+    // Secrets.
+    SecretNotOwned => "SecretNotOwned", transient: false;
+    SecretTypeMismatch => "SecretTypeMismatch", transient: false;
+    /// The API server refused a write (validation, admission, quota).
+    ApiServerRefused => "APIServerRefused", transient: false;
+    // Keys and signing.
+    KeyGenerationFailed => "KeyGenerationFailed", transient: false;
+    KeyEncodingFailed => "KeyEncodingFailed", transient: false;
+    SigningFailed => "SigningFailed", transient: false;
+    VerificationFailed => "VerificationFailed", transient: false;
+    // Solvers.
+    NoSolver => "NoSolver", transient: false;
+    SolverFailed => "SolverFailed", transient: false;
+    DnsUpdateFailed => "DNSUpdateFailed", transient: false;
+    DnsUpdateRefused => "DNSUpdateRefused", transient: false;
+    DnsPropagation => "DNSPropagation", transient: false;
+    TsigKeyMissing => "TSIGKeyMissing", transient: false;
+    TsigKeyInvalid => "TSIGKeyInvalid", transient: false;
+    Internal => "Internal", transient: false;
+}
+
+impl std::fmt::Display for FailureCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a step could not be done: a class, the full message and the CA's Retry-After.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub code: FailureCode,
+    pub message: String,
+    pub retry_after: Option<Timestamp>,
+}
+
+impl Failure {
+    pub fn new(code: FailureCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry_after: None }
+    }
+
+    /// The API server refused a write: its own words, naming the object.
+    pub fn refused(what: &str, status: &kube::core::Status) -> Self {
+        Self::new(FailureCode::ApiServerRefused, format!("the API server refused {what}: {}", status.message))
+    }
+}
+
+/// Whether an API error is a refusal that retrying will not change (the object is invalid,
+/// forbidden by policy or quota), as opposed to a conflict or an outage.
+pub fn is_refusal(error: &kube::Error) -> Option<&kube::core::Status> {
+    match error {
+        kube::Error::Api(status) if matches!(status.code, 400 | 403 | 413 | 422) => Some(status),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_words() {
+        let mut seen = std::collections::HashSet::new();
+        for code in FailureCode::ALL {
+            assert!(seen.insert(code.as_str()), "{code:?} repeats {}", code.as_str());
+            assert!(code.as_str().chars().all(|c| c.is_ascii_alphanumeric()), "{code:?}");
+        }
+        assert!(FailureCode::CaUnreachable.is_transient() && !FailureCode::Unauthorized.is_transient());
+        assert!(!FailureCode::Connection.is_transient(), "the CA could not connect to a solver: its verdict");
+    }
+
+    #[test]
+    fn refusals_are_told_apart_from_conflicts_and_outages() {
+        let status = |code| kube::Error::Api(Box::new(kube::core::Status { code, ..Default::default() }));
+        assert!(is_refusal(&status(422)).is_some());
+        assert!(is_refusal(&status(403)).is_some());
+        assert!(is_refusal(&status(409)).is_none());
+        assert!(is_refusal(&status(500)).is_none());
+    }
+}

@@ -1,0 +1,255 @@
+//! Whether an attempt is certpilot's own, for its Certificate as it stands: the only attempts
+//! ever executed. Also the one place where an attempt's snapshot is made from a Certificate,
+//! so that making and checking cannot drift apart.
+
+use crate::api::{
+    Certificate, CertificateAttempt, CertificateAttemptSpec, GROUP,
+    attempt::AttemptType,
+    certificate::{CertificateSpec, OutputFormatType},
+};
+use kube::ResourceExt;
+use serde_json::Value;
+
+/// What the attempt controller may do with an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Made by certpilot for its Certificate as it stands: run it.
+    Trusted,
+    /// Made for an earlier state of its Certificate (or one since deleted): end it as Cancelled.
+    Superseded(String),
+    /// Not what its Certificate asked for: end it as Rejected and touch nothing.
+    Rejected(String),
+}
+
+/// The attempt spec a Certificate asks for now (type and reason are the decision's).
+pub fn snapshot(cert: &Certificate, type_: AttemptType, reason: &str) -> CertificateAttemptSpec {
+    let spec = &cert.spec;
+    let key = spec.private_key();
+    CertificateAttemptSpec {
+        certificate_name: cert.name_any(),
+        type_,
+        reason: reason.into(),
+        secret_name: spec.secret_name.clone(),
+        dns_names: spec.dns_names().to_vec(),
+        ip_addresses: spec.ip_addresses().to_vec(),
+        common_name: spec.common_name.clone(),
+        duration: spec.duration.clone(),
+        is_ca: spec.is_ca(),
+        issuer_ref: spec.issuer_ref.clone(),
+        key_algorithm: crate::pki::keys::describe_spec(&key),
+        private_key: key,
+        profile: spec.profile.clone(),
+        replaces: None,
+        certificate_generation: cert.metadata.generation.unwrap_or(1),
+        renew_request: None,
+        secret_template: spec.secret_template.clone().filter(|t| !t.labels.is_empty() || !t.annotations.is_empty()),
+        additional_output_formats: output_formats(spec),
+    }
+}
+
+fn output_formats(spec: &CertificateSpec) -> Vec<OutputFormatType> {
+    spec.additional_output_formats.iter().flatten().map(|f| f.type_).collect()
+}
+
+/// The fields of a snapshot that must equal the Certificate's, by name.
+fn requested(spec: &CertificateAttemptSpec) -> [(&'static str, Value); 12] {
+    let json = |v: &dyn erased::Json| v.json();
+    [
+        ("certificateName", json(&spec.certificate_name)),
+        ("secretName", json(&spec.secret_name)),
+        ("dnsNames", json(&spec.dns_names)),
+        ("ipAddresses", json(&spec.ip_addresses)),
+        ("commonName", json(&spec.common_name)),
+        ("duration", json(&spec.duration)),
+        ("isCA", json(&spec.is_ca)),
+        ("issuerRef", json(&spec.issuer_ref)),
+        ("privateKey", json(&spec.private_key)),
+        ("profile", json(&spec.profile)),
+        ("secretTemplate", json(&spec.secret_template)),
+        ("additionalOutputFormats", json(&spec.additional_output_formats)),
+    ]
+}
+
+mod erased {
+    /// Any serialisable value as JSON, so fields of different types can be listed together.
+    pub trait Json {
+        fn json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or_default()
+        }
+    }
+}
+
+/// The first field in which the attempt asks for something else than the Certificate.
+fn difference(attempt: &CertificateAttemptSpec, wanted: &CertificateAttemptSpec) -> Option<String> {
+    requested(attempt)
+        .into_iter()
+        .zip(requested(wanted))
+        .find(|((_, a), (_, w))| a != w)
+        .map(|((field, a), (_, w))| format!("spec.{field} is {a}, but the Certificate asks for {w}"))
+}
+
+/// Judges `attempt` against `cert`, the Certificate of its name (`None` when there is none).
+pub fn verdict(attempt: &CertificateAttempt, cert: Option<&Certificate>) -> Verdict {
+    let spec = &attempt.spec;
+    let name = &spec.certificate_name;
+    let Some(owner) = attempt.owner_references().iter().find(|o| o.controller == Some(true)) else {
+        return Verdict::Rejected(
+            "it has no controlling owner; attempts are made by certpilot for a Certificate".into(),
+        );
+    };
+    if owner.kind != "Certificate" || !owner.api_version.starts_with(&format!("{GROUP}/")) || &owner.name != name {
+        return Verdict::Rejected(format!(
+            "its controller is {} {}, not Certificate {name} named in spec.certificateName",
+            owner.kind, owner.name
+        ));
+    }
+    let Some(cert) = cert else {
+        return Verdict::Superseded(format!("superseded: Certificate {name} no longer exists"));
+    };
+    if cert.uid().as_deref() != Some(owner.uid.as_str()) {
+        return Verdict::Rejected(format!(
+            "it belongs to a Certificate {name} with uid {}, not to the one that exists (uid {})",
+            owner.uid,
+            cert.uid().unwrap_or_default()
+        ));
+    }
+    let generation = cert.metadata.generation.unwrap_or(1);
+    if spec.certificate_generation > generation {
+        return Verdict::Rejected(format!(
+            "it claims generation {} of Certificate {name}, which is at generation {generation}",
+            spec.certificate_generation
+        ));
+    }
+    if !is_indexed_name(&attempt.name_any(), name) {
+        return Verdict::Rejected(format!("its name is not {name}-<index>, as certpilot names attempts"));
+    }
+    let wanted = snapshot(cert, spec.type_, &spec.reason);
+    match difference(spec, &wanted) {
+        None => Verdict::Trusted,
+        Some(change) if spec.certificate_generation < generation => Verdict::Superseded(format!(
+            "superseded: the Certificate changed (generation {} to {generation}): {change}",
+            spec.certificate_generation
+        )),
+        Some(change) => Verdict::Rejected(format!("it does not ask for what its Certificate asks for: {change}")),
+    }
+}
+
+/// `<certificate>-<n>`: attempt names are deterministic, so a retried create finds its earlier
+/// success as AlreadyExists instead of making a second attempt.
+pub fn attempt_name(certificate: &str, index: u32) -> String {
+    format!("{}-{index}", crate::secret::shorten(certificate, 240))
+}
+
+/// The index of an attempt named `<certificate>-<n>`.
+pub fn attempt_index(certificate: &str, attempt: &str) -> Option<u32> {
+    attempt.strip_prefix(&crate::secret::shorten(certificate, 240))?.strip_prefix('-')?.parse().ok()
+}
+
+fn is_indexed_name(attempt: &str, certificate: &str) -> bool {
+    attempt_index(certificate, attempt).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{IssuerKind, IssuerRef, certificate::SecretTemplate};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::Resource;
+
+    fn cert() -> Certificate {
+        let mut cert = Certificate::new(
+            "web",
+            CertificateSpec {
+                secret_name: "web-tls".into(),
+                dns_names: Some(vec!["web.example.com".into()]),
+                issuer_ref: IssuerRef { kind: IssuerKind::ClusterIssuer, name: "ca".into() },
+                ..Default::default()
+            },
+        );
+        cert.metadata.namespace = Some("shop".into());
+        cert.metadata.uid = Some("uid-web".into());
+        cert.metadata.generation = Some(3);
+        cert
+    }
+
+    fn attempt_for(cert: &Certificate, index: u32) -> CertificateAttempt {
+        let mut attempt =
+            CertificateAttempt::new(&attempt_name("web", index), snapshot(cert, AttemptType::Issue, "new"));
+        attempt.metadata.owner_references = Some(vec![cert.controller_owner_ref(&()).unwrap()]);
+        attempt
+    }
+
+    #[test]
+    fn certpilots_own_attempts_are_trusted() {
+        let cert = cert();
+        assert_eq!(verdict(&attempt_for(&cert, 1), Some(&cert)), Verdict::Trusted);
+    }
+
+    #[test]
+    fn forged_names_ca_flags_and_templates_are_rejected() {
+        let cert = cert();
+        let mut names = attempt_for(&cert, 1);
+        names.spec.dns_names = vec!["evil.example.com".into()];
+        let Verdict::Rejected(why) = verdict(&names, Some(&cert)) else { panic!("forged names must be rejected") };
+        assert!(why.contains("spec.dnsNames") && why.contains("evil.example.com"), "{why}");
+        let mut ca = attempt_for(&cert, 1);
+        ca.spec.is_ca = true;
+        assert!(matches!(verdict(&ca, Some(&cert)), Verdict::Rejected(why) if why.contains("spec.isCA")));
+        let mut template = attempt_for(&cert, 1);
+        template.spec.secret_template =
+            Some(SecretTemplate { labels: [("a".into(), "b".into())].into(), ..Default::default() });
+        assert!(matches!(verdict(&template, Some(&cert)), Verdict::Rejected(why) if why.contains("secretTemplate")));
+        let mut secret = attempt_for(&cert, 1);
+        secret.spec.secret_name = "victim-tls".into();
+        assert!(matches!(verdict(&secret, Some(&cert)), Verdict::Rejected(why) if why.contains("secretName")));
+    }
+
+    #[test]
+    fn attempts_owned_by_another_certificate_are_rejected() {
+        let cert = cert();
+        let mut other = cert.clone();
+        other.metadata.name = Some("other".into());
+        other.metadata.uid = Some("uid-other".into());
+        let mut forged = attempt_for(&cert, 1);
+        forged.metadata.owner_references = Some(vec![other.controller_owner_ref(&()).unwrap()]);
+        assert!(matches!(verdict(&forged, Some(&cert)), Verdict::Rejected(why) if why.contains("Certificate other")));
+        let mut unowned = attempt_for(&cert, 1);
+        unowned.metadata.owner_references = None;
+        assert!(matches!(verdict(&unowned, Some(&cert)), Verdict::Rejected(_)));
+        let mut stale_uid = attempt_for(&cert, 1);
+        stale_uid.metadata.owner_references =
+            Some(vec![OwnerReference { uid: "uid-old".into(), ..cert.controller_owner_ref(&()).unwrap() }]);
+        assert!(matches!(verdict(&stale_uid, Some(&cert)), Verdict::Rejected(why) if why.contains("uid-old")));
+        let mut misnamed = attempt_for(&cert, 1);
+        misnamed.metadata.name = Some("web-tls-x".into());
+        assert!(matches!(verdict(&misnamed, Some(&cert)), Verdict::Rejected(why) if why.contains("web-<index>")));
+    }
+
+    #[test]
+    fn future_generations_are_rejected_and_past_ones_superseded() {
+        let cert = cert();
+        let mut future = attempt_for(&cert, 1);
+        future.spec.certificate_generation = 4;
+        assert!(matches!(verdict(&future, Some(&cert)), Verdict::Rejected(why) if why.contains("generation 4")));
+        let mut past = attempt_for(&cert, 1);
+        past.spec.certificate_generation = 2;
+        assert_eq!(verdict(&past, Some(&cert)), Verdict::Trusted, "an unchanged request stays valid");
+        past.spec.dns_names = vec!["old.example.com".into()];
+        assert!(matches!(verdict(&past, Some(&cert)), Verdict::Superseded(why) if why.contains("generation 2 to 3")));
+        assert!(matches!(verdict(&attempt_for(&cert, 1), None), Verdict::Superseded(_)));
+    }
+
+    #[test]
+    fn attempt_names_are_deterministic_and_parse_back() {
+        assert_eq!(attempt_name("web", 3), "web-3");
+        assert_eq!(attempt_index("web", "web-3"), Some(3));
+        assert_eq!(attempt_index("web", "web-tls-3"), None);
+        let long = "c".repeat(250);
+        let name = attempt_name(&long, 12);
+        assert!(name.len() <= 253);
+        assert_eq!(attempt_index(&long, &name), Some(12));
+    }
+}
