@@ -761,6 +761,29 @@ async fn stale_merge_patches_conflict_on_the_resource_and_its_status() {
 }
 
 #[tokio::test]
+async fn stale_applies_of_the_status_conflict() {
+    let c = cluster_with_widgets("stale-apply").await;
+    let api = widgets(&c);
+    let first = api.create(&PostParams::default(), &widget("a", 1)).await.unwrap();
+    let stale_rv = first.resource_version().unwrap();
+    api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 2}}))).await.unwrap();
+    let applied = |rv: String, phase: &str| {
+        json!({"apiVersion": "conformance.certpilot.dev/v1", "kind": "Widget",
+            "metadata": {"name": "a", "resourceVersion": rv}, "status": {"phase": phase}})
+    };
+    let params = PatchParams::apply("conformance");
+    let err = api_error(
+        api.patch_status("a", &params, &Patch::Apply(applied(stale_rv, "Stale"))).await,
+        "apply of the status with a stale resourceVersion",
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"), "{}", err.message);
+    assert!(api.get("a").await.unwrap().status.is_none());
+    let current = api.get("a").await.unwrap().resource_version().unwrap();
+    let updated = api.patch_status("a", &params, &Patch::Apply(applied(current, "Fresh"))).await.unwrap();
+    assert_eq!(updated.status.unwrap().phase.as_deref(), Some("Fresh"));
+}
+
+#[tokio::test]
 async fn create_records_its_field_manager() {
     let c = cluster("create-manager").await;
     let params = PostParams { field_manager: Some("x".into()), ..Default::default() };

@@ -155,7 +155,8 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     tracing::info!(namespace = ?settings.watch_namespace, "starting certpilot");
     let metrics = Arc::new(Metrics::default());
     let solvers = Arc::new(SolverState::default());
-    let ctx = Context::new(client.clone(), settings, metrics.clone(), solvers.clone());
+    let (caches, feeds) = controller::cache::Feeds::new(&client, settings.watch_namespace.as_deref());
+    let ctx = Context::new(client.clone(), caches, settings, metrics.clone(), solvers.clone());
     let leadership = if args.leader_elect { Leadership::default() } else { Leadership::leading() };
     let probe = args.probe_address;
     let ready = leadership.clone();
@@ -186,9 +187,9 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             identity,
             duration_seconds: args.leader_lease_seconds.max(2),
         };
-        run_as_leader(election, leadership, controller::run_all(ctx)).await?;
+        run_as_leader(election, leadership, controller::run_all(ctx, feeds)).await?;
     } else {
-        controller::run_all(ctx).await;
+        controller::run_all(ctx, feeds).await;
     }
     tracing::info!("certpilot stopped");
     Ok(())

@@ -1,7 +1,7 @@
 //! The Certificate controller: dereference (issuer, Secret, attempts) → decide (pure) → create
 //! or cancel an attempt → summarise status (pure) → requeue at the next moment that matters.
 
-use super::{apply_status, context::Context, error_policy, issuer::issuer_state, run_controller};
+use super::{apply_status, cache::Feeds, context::Context, error_policy, issuer::issuer_state, run_controller};
 use crate::{
     api::{
         CANCEL_ANNOTATION, CERTIFICATE_NAME_LABEL, CLEANUP_FINALIZER, Certificate, CertificateAttempt, ClusterIssuer,
@@ -23,13 +23,14 @@ use crate::{
     },
     secret::{classify, label_value},
 };
+use futures::{Stream, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     core::PartialObjectMeta,
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{Controller, controller::Action, reflector::ObjectRef},
 };
 use std::{sync::Arc, time::Duration};
 
@@ -457,37 +458,57 @@ fn certificates_for_issuer(
         .collect()
 }
 
-pub async fn run(ctx: Arc<Context>) {
-    let certificates: Api<Certificate> = ctx.watched();
-    let attempts: Api<CertificateAttempt> = ctx.watched();
-    let secrets: Api<PartialObjectMeta<Secret>> = ctx.watched();
-    let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
-    let controller = Controller::new(certificates, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    let issuer_store = store.clone();
-    let cluster_issuer_store = store.clone();
-    let stream = controller
-        .owns(attempts, watcher::Config::default().labels(&managed).any_semantic())
+/// The Certificates to look at again when something they depend on is deleted: their
+/// attempts, their Secrets, their issuers.
+fn deleted_dependencies(ctx: &Context, feeds: &Feeds) -> impl Stream<Item = ObjectRef<Certificate>> + use<> {
+    let owner = |attempt: Arc<CertificateAttempt>| {
+        let namespace = attempt.namespace();
+        futures::stream::iter(namespace.map(|ns| ObjectRef::new(&attempt.spec.certificate_name).within(&ns)))
+    };
+    let secret_owner = |secret: Arc<PartialObjectMeta<Secret>>| {
+        let cert = secret.labels().get(CERTIFICATE_NAME_LABEL).cloned();
+        futures::stream::iter(cert.zip(secret.namespace()).map(|(name, ns)| ObjectRef::new(&name).within(&ns)))
+    };
+    let store = ctx.caches.certificates.clone();
+    let issuer_users = move |issuer: Arc<Issuer>| {
+        let users = certificates_for_issuer(&store, IssuerKind::Issuer, issuer.namespace(), issuer.name_any());
+        futures::stream::iter(users)
+    };
+    let store = ctx.caches.certificates.clone();
+    let cluster_issuer_users = move |issuer: Arc<ClusterIssuer>| {
+        futures::stream::iter(certificates_for_issuer(&store, IssuerKind::ClusterIssuer, None, issuer.name_any()))
+    };
+    futures::stream::select_all([
+        feeds.attempts.deletions().flat_map(owner).boxed(),
+        feeds.secrets.deletions().flat_map(secret_owner).boxed(),
+        feeds.issuers.deletions().flat_map(issuer_users).boxed(),
+        feeds.cluster_issuers.deletions().flat_map(cluster_issuer_users).boxed(),
+    ])
+}
+
+/// The Certificate controller, subscribed to the shared watches now, running when awaited.
+pub fn run(ctx: Arc<Context>, feeds: &Feeds) -> impl std::future::Future<Output = ()> + use<> {
+    let store = ctx.caches.certificates.clone();
+    let (issuer_store, cluster_issuer_store) = (store.clone(), store.clone());
+    let stream = Controller::for_shared_stream(feeds.certificates.subscribe(), store)
+        .owns_shared_stream(feeds.attempts.subscribe())
         // Secrets are watched as metadata only, and only those certpilot wrote.
-        .watches(secrets, watcher::Config::default().labels(&managed).any_semantic(), |secret| {
+        .watches_shared_stream(feeds.secrets.subscribe(), |secret| {
             let cert = secret.labels().get(CERTIFICATE_NAME_LABEL).cloned();
             let namespace = secret.namespace();
             cert.into_iter().filter_map(move |name| namespace.as_ref().map(|ns| ObjectRef::new(&name).within(ns)))
         })
-        .watches(ctx.watched::<Issuer>(), watcher::Config::default().any_semantic(), move |issuer| {
+        .watches_shared_stream(feeds.issuers.subscribe(), move |issuer| {
             certificates_for_issuer(&issuer_store, IssuerKind::Issuer, issuer.namespace(), issuer.name_any())
         })
-        .watches(
-            Api::<ClusterIssuer>::all(ctx.client.clone()),
-            watcher::Config::default().any_semantic(),
-            move |issuer| {
-                certificates_for_issuer(&cluster_issuer_store, IssuerKind::ClusterIssuer, None, issuer.name_any())
-            },
-        )
+        .watches_shared_stream(feeds.cluster_issuers.subscribe(), move |issuer| {
+            certificates_for_issuer(&cluster_issuer_store, IssuerKind::ClusterIssuer, None, issuer.name_any())
+        })
+        .reconcile_on(deleted_dependencies(&ctx, feeds))
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .shutdown_on_signal()
         .run(reconcile, error_policy("certificate"), ctx);
-    run_controller("certificate", stream).await;
+    run_controller("certificate", stream)
 }
 
 #[cfg(test)]

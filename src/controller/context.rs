@@ -1,6 +1,7 @@
 //! What every reconcile needs: the client, the operator's settings, its metrics and the state
 //! shared between controllers (ACME accounts, order slots, solver answers).
 
+use super::cache::Caches;
 use crate::{
     issuance::acme::{account::AccountCache, slots::OrderSlots},
     metrics::Metrics,
@@ -51,6 +52,8 @@ impl Default for Settings {
 
 pub struct Context {
     pub client: Client,
+    /// The shared stores every decision reads (see `cache.rs`).
+    pub caches: Caches,
     /// Kubernetes Events on Certificates (what `kubectl describe` shows).
     pub recorder: kube::runtime::events::Recorder,
     pub settings: Settings,
@@ -67,7 +70,13 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, solvers: Arc<SolverState>) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        caches: Caches,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        solvers: Arc<SolverState>,
+    ) -> Arc<Self> {
         let instance = std::env::var("POD_NAME").ok();
         let reporter = kube::runtime::events::Reporter { controller: "certpilot".into(), instance };
         let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
@@ -79,6 +88,7 @@ impl Context {
         };
         Arc::new(Self {
             client,
+            caches,
             recorder,
             order_slots: OrderSlots::new(settings.max_orders_per_issuer),
             settings,

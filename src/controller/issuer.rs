@@ -1,6 +1,6 @@
 //! Issuer and ClusterIssuer controllers: check that the issuer can sign and say so in `Ready`.
 
-use super::{apply_status, context::Context, error_policy, run_controller};
+use super::{apply_status, cache::Feeds, context::Context, error_policy, run_controller};
 use crate::{
     api::{
         ClusterIssuer, Issuer, IssuerKind, IssuerRef, IssuerSpec, IssuerStatus, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
@@ -201,32 +201,52 @@ fn issuers_using<K: IssuerObject>(
         .collect()
 }
 
-pub async fn run(ctx: Arc<Context>) {
-    let issuers: Api<Issuer> = ctx.watched();
-    let cluster_issuers: Api<ClusterIssuer> = Api::all(ctx.client.clone());
+/// The Issuer and ClusterIssuer controllers, subscribed to the shared watches now.
+pub fn run(ctx: Arc<Context>, feeds: &Feeds) -> impl std::future::Future<Output = ()> + use<> {
     let concurrency = ctx.settings.concurrency;
+    let config = || kube::runtime::controller::Config::default().concurrency(concurrency);
     // Only Secrets certpilot wrote are watched (metadata only): a CA it bootstrapped becomes
     // usable at once; other CA Secrets are looked at again periodically.
-    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")).any_semantic();
-    let namespaced = Controller::new(issuers, watcher::Config::default().any_semantic());
-    let store = namespaced.store();
-    let namespaced = namespaced
-        .watches(ctx.watched::<PartialObjectMeta<Secret>>(), managed.clone(), move |secret| {
-            issuers_using(&store, |i: &Issuer| i.namespace().unwrap_or_default(), &secret)
-        })
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+    let store = ctx.caches.issuers.clone();
+    let using = move |secret: Arc<PartialObjectMeta<Secret>>| {
+        issuers_using(&store, |i: &Issuer| i.namespace().unwrap_or_default(), &secret)
+    };
+    let deleted_ca = feeds.secrets.deletions().flat_map({
+        let using = using.clone();
+        move |secret| futures::stream::iter(using(secret))
+    });
+    let namespaced = Controller::for_shared_stream(feeds.issuers.subscribe(), ctx.caches.issuers.clone())
+        .watches_shared_stream(feeds.secrets.subscribe(), using)
+        .reconcile_on(deleted_ca)
+        .with_config(config())
         .shutdown_on_signal()
         .run(reconcile::<Issuer>, error_policy("issuer"), ctx.clone());
-    let cluster = Controller::new(cluster_issuers, watcher::Config::default().any_semantic());
-    let store = cluster.store();
+    let store = ctx.caches.cluster_issuers.clone();
     let resource_namespace = ctx.settings.cluster_resource_namespace.clone();
-    let secrets: Api<PartialObjectMeta<Secret>> = ctx.namespaced(&resource_namespace);
-    let cluster = cluster
-        .watches(secrets, managed, move |secret| {
-            issuers_using(&store, |_: &ClusterIssuer| resource_namespace.clone(), &secret)
-        })
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .shutdown_on_signal()
-        .run(reconcile::<ClusterIssuer>, error_policy("clusterissuer"), ctx);
-    futures::join!(run_controller("issuer", namespaced.boxed()), run_controller("clusterissuer", cluster.boxed()));
+    let using = move |secret: Arc<PartialObjectMeta<Secret>>| {
+        issuers_using(&store, |_: &ClusterIssuer| resource_namespace.clone(), &secret)
+    };
+    let cluster = Controller::for_shared_stream(feeds.cluster_issuers.subscribe(), ctx.caches.cluster_issuers.clone());
+    // The shared Secret watch covers the operator's namespace unless certpilot watches another.
+    let cluster = match &ctx.settings.watch_namespace {
+        Some(watched) if *watched != ctx.settings.cluster_resource_namespace => {
+            let managed =
+                watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")).any_semantic();
+            let secrets: Api<PartialObjectMeta<Secret>> = ctx.namespaced(&ctx.settings.cluster_resource_namespace);
+            cluster.watches(secrets, managed, move |secret| using(Arc::new(secret)))
+        }
+        _ => {
+            let deleted_ca = feeds.secrets.deletions().flat_map({
+                let using = using.clone();
+                move |secret| futures::stream::iter(using(secret))
+            });
+            cluster.watches_shared_stream(feeds.secrets.subscribe(), using).reconcile_on(deleted_ca)
+        }
+    }
+    .with_config(config())
+    .shutdown_on_signal()
+    .run(reconcile::<ClusterIssuer>, error_policy("clusterissuer"), ctx);
+    async move {
+        futures::join!(run_controller("issuer", namespaced.boxed()), run_controller("clusterissuer", cluster.boxed()));
+    }
 }

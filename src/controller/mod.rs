@@ -1,6 +1,7 @@
 //! The controllers, all in one process: Certificate, CertificateAttempt, Issuer/ClusterIssuer.
 
 pub mod attempt;
+pub mod cache;
 pub mod certificate;
 pub mod context;
 pub mod issuer;
@@ -58,7 +59,15 @@ pub async fn run_controller<T: Debug, E: std::fmt::Display>(
         .await;
 }
 
-/// Runs every controller until a shutdown signal.
-pub async fn run_all(ctx: Arc<Context>) {
-    futures::join!(certificate::run(ctx.clone()), attempt::run(ctx.clone()), issuer::run(ctx));
+/// Runs every controller until a shutdown signal; the shared watches run as long as they do.
+pub async fn run_all(ctx: Arc<Context>, feeds: cache::Feeds) {
+    let controllers = futures::future::join3(
+        certificate::run(ctx.clone(), &feeds),
+        attempt::run(ctx.clone(), &feeds),
+        issuer::run(ctx, &feeds),
+    );
+    futures::pin_mut!(controllers);
+    let watches = feeds.run();
+    futures::pin_mut!(watches);
+    futures::future::select(controllers, watches).await;
 }

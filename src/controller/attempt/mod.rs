@@ -6,7 +6,7 @@
 mod cleanup;
 mod phases;
 
-use super::{apply_status, context::Context, error_policy, run_controller};
+use super::{apply_status, cache::Feeds, context::Context, error_policy, run_controller};
 use crate::{
     api::{
         CANCEL_ANNOTATION, CLEANUP_FINALIZER, Certificate, CertificateAttempt,
@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{Controller, controller::Action},
 };
 use std::sync::Arc;
 
@@ -154,11 +154,11 @@ pub(crate) fn finish_status(status: &mut CertificateAttemptStatus, failure: Opti
     }
 }
 
-pub async fn run(ctx: Arc<Context>) {
-    let attempts: Api<CertificateAttempt> = ctx.watched();
-    let stream = Controller::new(attempts, watcher::Config::default().any_semantic())
+/// The attempt controller, subscribed to the shared watch now, running when awaited.
+pub fn run(ctx: Arc<Context>, feeds: &Feeds) -> impl std::future::Future<Output = ()> + use<> {
+    let stream = Controller::for_shared_stream(feeds.attempts.subscribe(), ctx.caches.attempts.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .shutdown_on_signal()
         .run(reconcile, error_policy("attempt"), ctx);
-    run_controller("attempt", stream).await;
+    run_controller("attempt", stream)
 }
