@@ -136,7 +136,8 @@ impl Feeds {
         let any = || watcher::Config::default().any_semantic();
         let managed = || any().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
         let (certificates, certificates_feed) = Feed::new(api(client, namespace), any(), trim_certificate);
-        let (attempts, attempts_feed) = Feed::new(api(client, namespace), managed(), trim_attempt);
+        // Every attempt, labelled or not: one certpilot did not make must still be seen (and rejected).
+        let (attempts, attempts_feed) = Feed::new(api(client, namespace), any(), trim_attempt);
         let (issuers, issuers_feed) = Feed::new(api(client, namespace), any(), trim_issuer);
         let (cluster_issuers, cluster_issuers_feed) = Feed::new(Api::all(client.clone()), any(), trim_cluster_issuer);
         let (secrets, secrets_feed) = Feed::new(api(client, namespace), managed(), trim_secret);
