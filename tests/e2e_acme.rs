@@ -33,20 +33,9 @@ impl Env {
     async fn start(test: &str, configure: impl FnOnce(&mut PebbleOptions)) -> Self {
         let mut cluster = TestCluster::start(test).await.expect("cluster");
         install_certpilot_crds(&cluster).await;
-        let mut options = PebbleOptions {
-            http_port: free_port(),
-            tls_port: free_port(),
-            dns_server: None,
-            eab_keys: Vec::new(),
-            nonce_reject: 0,
-            alternate_roots: 0,
-        };
-        let solver_args = vec![
-            "--solver-http-address".to_string(),
-            format!("127.0.0.1:{}", options.http_port),
-            "--solver-tls-address".to_string(),
-            format!("127.0.0.1:{}", options.tls_port),
-        ];
+        let mut options = PebbleOptions::on_free_ports();
+        // The operator serves where Pebble would connect, unless `configure` moves Pebble.
+        let solver_args = options.solver_args();
         configure(&mut options);
         let pebble = Pebble::start(options);
         let args: Vec<&str> = solver_args.iter().map(String::as_str).collect();
@@ -88,9 +77,8 @@ impl Env {
     }
 
     async fn acme_issuer(&self, name: &str, extra: Value) -> Issuer {
-        let mut acme = json!({"server": self.pebble.directory, "caBundle": self.pebble.ca_pem, "email": "ops@example.com", "solvers": [{"http01": {}}]});
-        acme.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        self.apply(json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": name}, "spec": {"acme": acme}})).await
+        assert!(extra.is_object(), "extra fields of spec.acme: {extra}");
+        self.apply(self.pebble.acme_issuer(name, extra)).await
     }
 
     async fn issuer_condition(&self, name: &str, reason_is: impl Fn(&str) -> bool) -> Issuer {

@@ -31,6 +31,31 @@ pub struct PebbleOptions {
     pub alternate_roots: u8,
 }
 
+impl PebbleOptions {
+    /// Pebble reaching the operator's HTTP-01 and TLS-ALPN-01 solvers on free loopback ports,
+    /// resolving every name to 127.0.0.1.
+    pub fn on_free_ports() -> Self {
+        Self {
+            http_port: free_port(),
+            tls_port: free_port(),
+            dns_server: None,
+            eab_keys: Vec::new(),
+            nonce_reject: 0,
+            alternate_roots: 0,
+        }
+    }
+
+    /// The operator's flags to serve challenges where these options make Pebble connect.
+    pub fn solver_args(&self) -> Vec<String> {
+        vec![
+            "--solver-http-address".to_string(),
+            format!("127.0.0.1:{}", self.http_port),
+            "--solver-tls-address".to_string(),
+            format!("127.0.0.1:{}", self.tls_port),
+        ]
+    }
+}
+
 pub struct Pebble {
     children: Vec<Child>,
     pub directory: String,
@@ -183,6 +208,16 @@ impl Pebble {
             assert!(std::time::Instant::now() < deadline, "Pebble's management interface did not serve {url}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// An `Issuer` named `name` for this Pebble, with one HTTP-01 solver; the fields of
+    /// `extra` (an object) replace those of `spec.acme`.
+    pub fn acme_issuer(&self, name: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut acme = serde_json::json!({"server": self.directory, "caBundle": self.ca_pem, "email": "ops@example.com", "solvers": [{"http01": {}}]});
+        if let (Some(acme), Some(extra)) = (acme.as_object_mut(), extra.as_object()) {
+            acme.extend(extra.clone());
+        }
+        serde_json::json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": name}, "spec": {"acme": acme}})
     }
 
     /// How many times Pebble was asked for a new order.

@@ -99,6 +99,14 @@ impl TestCluster {
         Ok(Client::try_from(config)?)
     }
 
+    /// A client of this cluster (as the same user) that sends `user_agent` as its `User-Agent`,
+    /// so that its requests can be told from another client's in the server's request log.
+    pub fn client_with_user_agent(&self, user_agent: &str) -> anyhow::Result<Client> {
+        let mut config = self.config.clone();
+        config.headers.push((axum::http::header::USER_AGENT, axum::http::HeaderValue::from_str(user_agent)?));
+        Ok(Client::try_from(config)?)
+    }
+
     /// The namespace this test owns.
     pub fn namespace(&self) -> &str {
         &self.namespace

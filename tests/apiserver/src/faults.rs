@@ -2,7 +2,10 @@
 //! writes, dropped watches, watch events that arrive late. Also a log of the requests served,
 //! so tests can count what a controller did.
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 use tokio::sync::watch;
 
 #[derive(Debug, Default)]
@@ -28,6 +31,12 @@ pub struct RequestRecord {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The `User-Agent` header ("" when absent), to tell clients apart.
+    pub user_agent: String,
+    /// The `Content-Type` header ("" when absent): tells a server-side apply from other patches.
+    pub content_type: String,
+    /// When the server received the request.
+    pub at: Instant,
 }
 
 impl RequestRecord {
@@ -37,6 +46,38 @@ impl RequestRecord {
     }
     pub fn is_watch(&self) -> bool {
         self.query.split('&').any(|p| p == "watch=true" || p == "watch=1")
+    }
+
+    /// The Kubernetes verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `apply` (a
+    /// patch with the apply content type), `delete` or `deletecollection`. Discovery and
+    /// other paths outside a resource count by method (`get`, …).
+    pub fn verb(&self) -> &'static str {
+        let named = crate::http::parse_target(&self.path).is_none_or(|t| t.name.is_some());
+        match (self.method.as_str(), named) {
+            ("GET", _) if self.is_watch() => "watch",
+            ("GET", true) => "get",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) if self.content_type.starts_with("application/apply-patch") => "apply",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "delete",
+            ("DELETE", false) => "deletecollection",
+            _ => "other",
+        }
+    }
+
+    /// What the request was about, without namespace and name: `secrets`,
+    /// `certificates.certpilot.dev/status`, `leases.coordination.k8s.io`; the path itself
+    /// for discovery and other paths outside a resource.
+    pub fn resource(&self) -> String {
+        let Some(target) = crate::http::parse_target(&self.path) else { return self.path.clone() };
+        let mut resource =
+            if target.group.is_empty() { target.plural } else { format!("{}.{}", target.plural, target.group) };
+        if let Some(subresource) = target.subresource {
+            resource = format!("{resource}/{subresource}");
+        }
+        resource
     }
 }
 
@@ -159,5 +200,15 @@ impl Faults {
     /// Every request served so far, oldest first.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// How many requests were served so far: a mark for [`Faults::requests_since`].
+    pub fn request_count(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// The requests served after the first `mark` ones, oldest first.
+    pub fn requests_since(&self, mark: usize) -> Vec<RequestRecord> {
+        self.log.lock().unwrap().get(mark..).map(<[_]>::to_vec).unwrap_or_default()
     }
 }

@@ -33,7 +33,7 @@ pub struct Target {
     pub subresource: Option<String>,
 }
 
-fn parse_target(path: &str) -> Option<Target> {
+pub(crate) fn parse_target(path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
@@ -124,6 +124,9 @@ pub async fn handle(
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().unwrap_or_default().to_string(),
+        user_agent: header_text(&headers, header::USER_AGENT),
+        content_type: header_text(&headers, header::CONTENT_TYPE),
+        at: std::time::Instant::now(),
     };
     let verdict = shared.faults.on_request(record);
     if !verdict.delay.is_zero() {
@@ -136,6 +139,10 @@ pub async fn handle(
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> String {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
 /// An injected failure, shaped as the API server answers with that code: a `409` is the

@@ -116,6 +116,30 @@ async fn the_request_log_tells_reads_from_writes() {
 }
 
 #[tokio::test]
+async fn the_request_log_names_the_client_and_the_verb() {
+    let server = TestApiServer::start().await.unwrap();
+    let mut config = server.config();
+    config.headers.push((axum::http::header::USER_AGENT, axum::http::HeaderValue::from_static("log-test/1.0")));
+    let api: Api<ConfigMap> = Api::default_namespaced(kube::Client::try_from(config).unwrap());
+    let mark = server.faults().request_count();
+    api.create(&PostParams::default(), &config_map("verbs")).await.unwrap();
+    api.get("verbs").await.unwrap();
+    api.list(&Default::default()).await.unwrap();
+    let apply = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "1"}});
+    api.patch("verbs", &PatchParams::apply("log-test"), &Patch::Apply(&apply)).await.unwrap();
+    api.patch("verbs", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"b": "2"}}))).await.unwrap();
+    api.replace("verbs", &PostParams::default(), &api.get("verbs").await.unwrap()).await.unwrap();
+    api.delete("verbs", &Default::default()).await.unwrap();
+    let log = server.faults().requests_since(mark);
+    let verbs: Vec<_> = log.iter().map(|r| r.verb()).collect();
+    assert_eq!(verbs, ["create", "get", "list", "apply", "patch", "get", "update", "delete"]);
+    assert!(log.iter().all(|r| r.user_agent == "log-test/1.0"), "{log:?}");
+    assert!(log.iter().all(|r| r.resource() == "configmaps"), "{log:?}");
+    assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
+    assert!(server.faults().requests_since(server.faults().request_count() + 5).is_empty());
+}
+
+#[tokio::test]
 async fn watch_lag_delays_every_event_and_keeps_their_order() {
     let server = TestApiServer::start().await.unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(server.client());
