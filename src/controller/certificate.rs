@@ -147,8 +147,11 @@ async fn attempts_and_next_index(
 
 async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: Desired) -> Result<Observation> {
     let (issuer, issuer_spec) = issuer_state(ctx, namespace, &desired.issuer).await?;
-    let secret = ctx.namespaced::<Secret>(namespace).get_opt(&desired.secret_name).await?;
+    // Attempts before the Secret: an attempt writes the Secret before it records success, so
+    // a success seen here is in the Secret read next. The other order can see a finished
+    // attempt beside a Secret read before it was written, and start a second one.
     let (attempts, next_index) = attempts_and_next_index(&ctx.namespaced(namespace), cert).await?;
+    let secret = ctx.namespaced::<Secret>(namespace).get_opt(&desired.secret_name).await?;
     let name = cert.name_any();
     let secret = classify(secret.as_ref(), &name);
     let previous = cert.status.as_ref().and_then(|s| s.renewal_info.clone());
