@@ -226,17 +226,9 @@ impl Pass<'_> {
     /// Presenting: publish each pending challenge's record once, then tell the CA to check
     /// them as soon as they can be seen (DNS-01 records are looked up on later passes).
     async fn presenting(&mut self) -> Result<Transition> {
-        if let Some(wait) = self.acme_guard() {
-            return Ok(wait);
-        }
-        let Some(issuer) = self.acme_issuer().await? else { return Ok(self.issuer_gone()) };
-        let account = match self.account(&issuer).await? {
-            Ok(account) => account,
-            Err(failure) => return Ok(Transition::Fail(failure)),
-        };
-        let mut order = match self.order(&account).await {
-            Ok(order) => order,
-            Err(failure) => return Ok(Transition::Fail(failure)),
+        let (issuer, account, mut order) = match self.open_order().await? {
+            Ok(opened) => opened,
+            Err(transition) => return Ok(transition),
         };
         if order.state().status != CaOrder::Pending {
             self.order = Some(order);
@@ -292,17 +284,9 @@ impl Pass<'_> {
 
     /// Validating: the CA checks the records; follow its verdict per name.
     async fn validating(&mut self) -> Result<Transition> {
-        if let Some(wait) = self.acme_guard() {
-            return Ok(wait);
-        }
-        let Some(issuer) = self.acme_issuer().await? else { return Ok(self.issuer_gone()) };
-        let account = match self.account(&issuer).await? {
-            Ok(account) => account,
-            Err(failure) => return Ok(Transition::Fail(failure)),
-        };
-        let mut order = match self.order(&account).await {
-            Ok(order) => order,
-            Err(failure) => return Ok(Transition::Fail(failure)),
+        let (issuer, account, mut order) = match self.open_order().await? {
+            Ok(opened) => opened,
+            Err(transition) => return Ok(transition),
         };
         self.status.order = Some(order::order_status(&mut order));
         match order.state().status {
@@ -582,6 +566,26 @@ impl Pass<'_> {
         };
         self.signer = Some(signer);
         Ok(acme)
+    }
+
+    /// What Presenting and Validating start from: the issuer, its account and the attempt's
+    /// order, or the transition to take when one of them is not to be had.
+    async fn open_order(
+        &mut self,
+    ) -> Result<std::result::Result<(crate::api::issuer::AcmeIssuer, Arc<AcmeAccount>, instant_acme::Order), Transition>>
+    {
+        if let Some(wait) = self.acme_guard() {
+            return Ok(Err(wait));
+        }
+        let Some(issuer) = self.acme_issuer().await? else { return Ok(Err(self.issuer_gone())) };
+        let account = match self.account(&issuer).await? {
+            Ok(account) => account,
+            Err(failure) => return Ok(Err(Transition::Fail(failure))),
+        };
+        Ok(match self.order(&account).await {
+            Ok(order) => Ok((issuer, account, order)),
+            Err(failure) => Err(Transition::Fail(failure)),
+        })
     }
 
     fn issuer_gone(&self) -> Transition {
