@@ -308,17 +308,22 @@ async fn a_restarted_operator_completes_the_same_order() {
     assert_eq!(attempts.list(&ListParams::default()).await.unwrap().items.len(), 1);
 }
 
-#[tokio::test]
-async fn issues_a_wildcard_with_dns01_through_rfc2136() {
-    let bind = Bind::start();
-    let dns = bind.address.clone();
-    let env = Env::start("acme-dns01", |o| o.dns_server = Some(dns)).await;
+/// An ACME issuer named `bind` solving DNS-01 with TSIG-signed updates to `bind`.
+async fn bind_issuer(env: &Env, bind: &Bind) {
     let mut tsig = Secret::default();
     tsig.metadata.name = Some("tsig".into());
     tsig.string_data = Some([("secret".to_string(), bind.tsig_secret.clone())].into());
     env.api::<Secret>().create(&Default::default(), &tsig).await.unwrap();
     let rfc2136 = json!({"nameserver": bind.address, "tsigKeyName": KEY_NAME, "tsigAlgorithm": "hmac-sha256", "tsigSecretRef": {"name": "tsig", "key": "secret"}});
     env.acme_issuer("bind", json!({"solvers": [{"dns01": {"rfc2136": rfc2136}}]})).await;
+}
+
+#[tokio::test]
+async fn issues_a_wildcard_with_dns01_through_rfc2136() {
+    let bind = Bind::start();
+    let dns = bind.address.clone();
+    let env = Env::start("acme-dns01", |o| o.dns_server = Some(dns)).await;
+    bind_issuer(&env, &bind).await;
     env.certificate("wild", &["*.certpilot.test", "certpilot.test"], "bind").await;
     let cert = env.ready("wild").await;
     assert_acme_secret(&env.api::<Secret>().get("wild-tls").await.unwrap(), &["*.certpilot.test", "certpilot.test"]);
@@ -700,12 +705,7 @@ async fn deleting_a_certificate_mid_dns01_validation_removes_its_txt_records() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent_address = silent.local_addr().unwrap().to_string();
     let env = Env::start("acme-delete-dns01", |o| o.dns_server = Some(silent_address)).await;
-    let mut tsig = Secret::default();
-    tsig.metadata.name = Some("tsig".into());
-    tsig.string_data = Some([("secret".to_string(), bind.tsig_secret.clone())].into());
-    env.api::<Secret>().create(&Default::default(), &tsig).await.unwrap();
-    let rfc2136 = json!({"nameserver": bind.address, "tsigKeyName": KEY_NAME, "tsigAlgorithm": "hmac-sha256", "tsigSecretRef": {"name": "tsig", "key": "secret"}});
-    env.acme_issuer("bind", json!({"solvers": [{"dns01": {"rfc2136": rfc2136}}]})).await;
+    bind_issuer(&env, &bind).await;
     env.certificate("doomed", &["doomed.certpilot.test"], "bind").await;
     let attempts: Api<CertificateAttempt> = env.api();
     wait_for(&attempts, "doomed-1", "the attempt to validate", WAIT, |a: &CertificateAttempt| {
