@@ -108,13 +108,10 @@ impl AccountCache {
             },
             None => register(source).await?,
         };
-        let (account, credentials) = match registered {
-            Ok(pair) => pair,
+        let account = match keep_registered(source, existing.as_ref(), registered).await? {
+            Ok(account) => account,
             Err(failure) => return Ok(Err(failure)),
         };
-        if let Err(failure) = save(source, existing.as_ref(), &credentials).await? {
-            return Ok(Err(failure));
-        }
         let note = format!(
             "the CA no longer knew account {}; registered again as {} at {}",
             stale.uri(),
@@ -199,14 +196,7 @@ async fn load_or_register_once(source: &AccountSource<'_>) -> Result<std::result
         Some(pem) => from_key(spec, &pem).await,
         None => register(source).await?,
     };
-    let (account, credentials) = match registered {
-        Ok(pair) => pair,
-        Err(failure) => return Ok(Err(failure)),
-    };
-    if let Err(failure) = save(source, existing.as_ref(), &credentials).await? {
-        return Ok(Err(failure));
-    }
-    Ok(Ok(account))
+    keep_registered(source, existing.as_ref(), registered).await
 }
 
 /// Whether certpilot may write the account Secret: it wrote it before.
@@ -308,6 +298,19 @@ async fn register(source: &AccountSource<'_>) -> Result<std::result::Result<Regi
     let json = serde_json::to_vec(&credentials)?;
     let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", credentials.private_key().secret_pkcs8_der().to_vec()));
     Ok(Ok((AcmeAccount { account, retry_after, observer, raw_requests: Default::default() }, (json, pem))))
+}
+
+/// The account just registered (or loaded from a key), once its credentials are saved.
+async fn keep_registered(
+    source: &AccountSource<'_>,
+    existing: Option<&Secret>,
+    registered: std::result::Result<Registered, Failure>,
+) -> Result<std::result::Result<AcmeAccount, Failure>> {
+    let (account, credentials) = match registered {
+        Ok(pair) => pair,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    Ok(save(source, existing, &credentials).await?.map(|()| account))
 }
 
 /// Saves the credentials: creates the Secret when there is none, updates it when certpilot
