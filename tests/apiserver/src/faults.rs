@@ -81,11 +81,24 @@ impl RequestRecord {
     }
 }
 
+/// How late watch events arrive: for every watch, and for the watches of some resources.
+#[derive(Clone, Debug, Default)]
+pub struct WatchLag {
+    all: Duration,
+    by_resource: std::collections::HashMap<String, Duration>,
+}
+
+impl WatchLag {
+    pub(crate) fn of(&self, plural: &str) -> Duration {
+        self.all + self.by_resource.get(plural).copied().unwrap_or_default()
+    }
+}
+
 /// Switches shared by the server and the test that drives it.
 pub struct Faults {
     plan: Mutex<Plan>,
     drop_epoch: watch::Sender<u64>,
-    watch_lag: watch::Sender<Duration>,
+    watch_lag: watch::Sender<WatchLag>,
     log: Mutex<Vec<RequestRecord>>,
 }
 
@@ -94,7 +107,7 @@ impl Default for Faults {
         Self {
             plan: Mutex::default(),
             drop_epoch: watch::channel(0).0,
-            watch_lag: watch::channel(Duration::ZERO).0,
+            watch_lag: watch::channel(WatchLag::default()).0,
             log: Mutex::default(),
         }
     }
@@ -148,10 +161,19 @@ impl Faults {
     /// that informers lag behind the writes, their own included. Zero switches it off; open
     /// watches pick a change up with the next event.
     pub fn set_watch_lag(&self, lag: Duration) {
-        self.watch_lag.send_replace(lag);
+        self.watch_lag.send_modify(|plan| plan.all = lag);
     }
 
-    pub(crate) fn lag_signal(&self) -> watch::Receiver<Duration> {
+    /// Delays the watch events of one resource (its plural, e.g. `secrets`) by `lag`, on top
+    /// of [`Faults::set_watch_lag`]: separate watches then see the same history at different
+    /// times, as separate connections to a busy API server do.
+    pub fn set_watch_lag_for(&self, plural: &str, lag: Duration) {
+        self.watch_lag.send_modify(|plan| {
+            plan.by_resource.insert(plural.to_string(), lag);
+        });
+    }
+
+    pub(crate) fn lag_signal(&self) -> watch::Receiver<WatchLag> {
         self.watch_lag.subscribe()
     }
 
@@ -163,7 +185,7 @@ impl Faults {
     /// Switches every fault off (latency, failures, write failures and watch lag).
     pub fn clear(&self) {
         *self.plan.lock().unwrap() = Plan::default();
-        self.set_watch_lag(Duration::ZERO);
+        self.watch_lag.send_replace(WatchLag::default());
     }
 
     pub(crate) fn drop_signal(&self) -> watch::Receiver<u64> {

@@ -175,7 +175,7 @@ fn stream_response(rx: mpsc::Receiver<Result<String, std::convert::Infallible>>)
 /// What a watch listens to besides its events.
 struct Signals {
     dropped: tokio::sync::watch::Receiver<u64>,
-    lag: tokio::sync::watch::Receiver<Duration>,
+    lag: tokio::sync::watch::Receiver<crate::faults::WatchLag>,
 }
 
 /// An event waiting for its time (under watch lag), with what the client sees of it, if anything.
@@ -224,7 +224,7 @@ async fn pump(
     // `seen`: the newest change this stream knows of; `delivered`: the newest the client has.
     let (mut seen, mut delivered) = (rv, rv);
     for event in &replay {
-        queue.push(&filter, event, *lag.borrow());
+        queue.push(&filter, event, lag.borrow().of(&filter.rt.plural));
     }
     if let Some(first) = replay.first() {
         delivered = first.rv - 1;
@@ -268,7 +268,7 @@ async fn pump(
                 Ok(event) if event.rv <= seen => {}
                 Ok(event) => {
                     seen = event.rv;
-                    let lag = *lag.borrow();
+                    let lag = lag.borrow().of(&filter.rt.plural);
                     if lag.is_zero() && queue.pending.is_empty() {
                         if let Some((kind, object)) = filter.translate(&event)
                             && tx.send(line(kind, object)).await.is_err() {

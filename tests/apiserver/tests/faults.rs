@@ -241,3 +241,31 @@ async fn write_failures_carry_the_reason_of_their_code() {
     server.faults().clear();
     api.create(&PostParams::default(), &config_map("x")).await.unwrap();
 }
+
+#[tokio::test]
+async fn watch_lag_for_one_resource_leaves_the_others_on_time() {
+    use k8s_openapi::api::core::v1::Secret;
+    let server = TestApiServer::start().await.unwrap();
+    let config_maps: Api<ConfigMap> = Api::default_namespaced(server.client());
+    let secrets: Api<Secret> = Api::default_namespaced(server.client());
+    let mut lagging = watcher(config_maps.clone(), watcher::Config::default()).applied_objects().boxed();
+    let mut on_time = watcher(secrets.clone(), watcher::Config::default()).applied_objects().boxed();
+    config_maps.create(&PostParams::default(), &config_map("zero")).await.unwrap();
+    assert_eq!(next_name(&mut lagging).await, "zero");
+    let lag = Duration::from_millis(800);
+    server.faults().set_watch_lag_for("configmaps", lag);
+    let written = Instant::now();
+    config_maps.create(&PostParams::default(), &config_map("first")).await.unwrap();
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("second".into());
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    // The later write is seen first: its watch is not held back.
+    let seen = tokio::time::timeout(Duration::from_secs(30), on_time.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(seen.name_any(), "second");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), lagging.next()).await.is_err(),
+        "the lagging watch has not told yet"
+    );
+    assert_eq!(next_name(&mut lagging).await, "first");
+    assert!(written.elapsed() >= lag, "the lagged event arrived after {:?}", written.elapsed());
+}
