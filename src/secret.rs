@@ -44,14 +44,23 @@ pub fn written_by_certpilot(meta: &ObjectMeta) -> bool {
 
 /// Whether certpilot may write this Secret for `certificate`: it wrote it for that
 /// Certificate, or the owner annotated it for adoption. Labels alone prove nothing.
-pub fn may_write(secret: &Secret, certificate: &str) -> bool {
-    let meta = &secret.metadata;
+pub fn may_write(meta: &ObjectMeta, certificate: &str) -> bool {
+    let adoptable = meta.annotations.as_ref().and_then(|a| a.get(ADOPT_ANNOTATION)).map(String::as_str) == Some("true");
+    written_for(meta, certificate) || adoptable
+}
+
+/// certpilot wrote this Secret for `certificate` (labels and certpilot's field manager).
+pub fn written_for(meta: &ObjectMeta, certificate: &str) -> bool {
     let labelled = meta.labels.as_ref().is_some_and(|l| {
         l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
             && l.get(CERTIFICATE_NAME_LABEL) == Some(&label_value(certificate))
     });
-    let adoptable = meta.annotations.as_ref().and_then(|a| a.get(ADOPT_ANNOTATION)).map(String::as_str) == Some("true");
-    (labelled && written_by_certpilot(meta)) || adoptable
+    labelled && written_by_certpilot(meta)
+}
+
+/// The Secret says attempt `attempt` wrote it.
+pub fn names_attempt(meta: &ObjectMeta, attempt: &str) -> bool {
+    meta.annotations.as_ref().and_then(|a| a.get(ATTEMPT_ANNOTATION)).map(String::as_str) == Some(attempt)
 }
 
 fn data<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
@@ -61,7 +70,7 @@ fn data<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
 /// What the Secret holds for `certificate`.
 pub fn classify(secret: Option<&Secret>, certificate: &str) -> SecretState {
     let Some(secret) = secret else { return SecretState::Missing };
-    if !may_write(secret, certificate) {
+    if !may_write(&secret.metadata, certificate) {
         return SecretState::NotOwned;
     }
     match stored_certificate(secret) {
@@ -179,24 +188,24 @@ mod tests {
     #[test]
     fn only_our_or_adopted_secrets_may_be_written() {
         let mut s = Secret::default();
-        assert!(!may_write(&s, "web"));
+        assert!(!may_write(&s.metadata, "web"));
         assert_eq!(classify(Some(&s), "web"), SecretState::NotOwned);
         s.metadata.labels = Some(BTreeMap::from([
             (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
             (CERTIFICATE_NAME_LABEL.to_string(), "other".to_string()),
         ]));
-        assert!(!may_write(&s, "web"), "another Certificate's Secret is not ours");
+        assert!(!may_write(&s.metadata, "web"), "another Certificate's Secret is not ours");
         s.metadata.labels.as_mut().unwrap().insert(CERTIFICATE_NAME_LABEL.to_string(), "web".to_string());
-        assert!(!may_write(&s, "web"), "labels anyone can set do not make a Secret certpilot's");
+        assert!(!may_write(&s.metadata, "web"), "labels anyone can set do not make a Secret certpilot's");
         s.metadata.managed_fields = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
             manager: Some(FIELD_MANAGER.into()),
             operation: Some("Apply".into()),
             ..Default::default()
         }]);
-        assert!(may_write(&s, "web"), "certpilot wrote it for this Certificate");
+        assert!(may_write(&s.metadata, "web"), "certpilot wrote it for this Certificate");
         s.metadata.managed_fields = None;
         s.metadata.annotations = Some(BTreeMap::from([(ADOPT_ANNOTATION.to_string(), "true".to_string())]));
-        assert!(may_write(&s, "web"));
+        assert!(may_write(&s.metadata, "web"));
         assert!(matches!(classify(Some(&s), "web"), SecretState::Invalid(why) if why.contains("tls.crt")));
         assert_eq!(classify(None, "web"), SecretState::Missing);
     }

@@ -307,3 +307,31 @@ async fn one_decision_makes_one_attempt_through_faults_and_restarts() {
         .collect();
     assert!(unfinished.is_empty(), "attempts that did not succeed: {unfinished:#?}");
 }
+
+/// certpilot's Secrets and its attempts are watched separately, and one watch may be far behind
+/// the other: a succeeded attempt beside a Secret not seen yet must not start a second attempt.
+#[tokio::test]
+async fn a_secret_watch_behind_the_attempt_watch_makes_no_second_attempt() {
+    const COUNT: usize = 20;
+    let env = Env::start("core-secret-lag", &[]).await;
+    if let Some(server) = env.cluster.server() {
+        server.faults().set_watch_lag_for("secrets", Duration::from_secs(3));
+    }
+    env.issuer().await;
+    for i in 0..COUNT {
+        env.certificate(&format!("c{i}"), spec(&format!("c{i}-tls"), &[&format!("c{i}.example.com")])).await;
+    }
+    for i in 0..COUNT {
+        env.ready(&format!("c{i}")).await;
+    }
+    let attempts: Api<CertificateAttempt> = env.api();
+    let all = attempts.list(&ListParams::default()).await.unwrap().items;
+    let names: Vec<_> = all.iter().map(|a| a.name_any()).collect();
+    assert_eq!(all.len(), COUNT, "one attempt per Certificate: {names:?}");
+    let secrets: Api<Secret> = env.api();
+    for i in 0..COUNT {
+        let secret = secrets.get(&format!("c{i}-tls")).await.unwrap();
+        let written_by = secret.annotations().get("certpilot.dev/attempt").cloned();
+        assert_eq!(written_by.as_deref(), Some(format!("c{i}-1").as_str()), "Secret c{i}-tls");
+    }
+}

@@ -6,10 +6,17 @@
 //! what proves a Secret is certpilot's), `kubectl`'s last-applied copy, and the step logs of
 //! finished attempts. Controllers subscribe to the same stores: an object lives once in memory.
 
-use crate::api::{
-    Certificate, CertificateAttempt, ClusterIssuer, FIELD_MANAGER, Issuer, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+use crate::{
+    api::{
+        Certificate, CertificateAttempt, ClusterIssuer, FIELD_MANAGER, Issuer, IssuerKind, IssuerRef, IssuerSpec,
+        IssuerStatus, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    },
+    policy::trigger::SecretState,
 };
-use futures::{FutureExt, StreamExt, future::BoxFuture};
+use futures::{
+    FutureExt, StreamExt,
+    future::{BoxFuture, Shared},
+};
 use futures::{Stream, channel::mpsc};
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{
@@ -17,14 +24,17 @@ use kube::{
     core::PartialObjectMeta,
     runtime::{
         WatchStreamExt,
-        reflector::{self, ReflectHandle, Store, store::Writer},
+        reflector::{self, ObjectRef, ReflectHandle, Store, store::Writer},
         watcher,
     },
 };
 use serde::de::DeserializeOwned;
 use std::{
+    collections::HashMap,
     fmt::Debug,
+    hash::{Hash, Hasher},
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 /// How many events a subscriber may fall behind before the watch waits for it.
@@ -41,19 +51,30 @@ pub struct Caches {
     pub cluster_issuers: Store<ClusterIssuer>,
     /// certpilot's Secrets (labelled `app.kubernetes.io/managed-by=certpilot`), metadata only.
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Resolves once every store is filled. One shared future: a store's own readiness wakes
+    /// only the last of several tasks waiting on it at once (its oneshot receiver keeps a single
+    /// waker), so concurrent reconciles must not each wait on the stores.
+    ready: Shared<BoxFuture<'static, ()>>,
 }
 
 impl Caches {
+    /// The issuer `issuer_ref` names (from a Certificate or attempt in `namespace`): its spec and status.
+    pub fn issuer(&self, issuer_ref: &IssuerRef, namespace: &str) -> Option<(IssuerSpec, Option<IssuerStatus>)> {
+        match issuer_ref.kind {
+            IssuerKind::Issuer => {
+                let issuer = self.issuers.get(&ObjectRef::new(&issuer_ref.name).within(namespace))?;
+                Some((issuer.spec.clone(), issuer.status.clone()))
+            }
+            IssuerKind::ClusterIssuer => {
+                let issuer = self.cluster_issuers.get(&ObjectRef::new(&issuer_ref.name))?;
+                Some((issuer.spec.issuer.clone(), issuer.status.clone()))
+            }
+        }
+    }
+
     /// Until every store holds its first full list, decisions from them would be wrong.
     pub async fn wait_until_ready(&self) {
-        // A store only fails to become ready when its writer is gone (shutdown).
-        let _ = futures::join!(
-            self.certificates.wait_until_ready(),
-            self.attempts.wait_until_ready(),
-            self.issuers.wait_until_ready(),
-            self.cluster_issuers.wait_until_ready(),
-            self.secrets.wait_until_ready(),
-        );
+        self.ready.clone().await
     }
 }
 
@@ -112,6 +133,28 @@ where
     }
 }
 
+/// One future, for any number of waiters, that resolves once every store is filled.
+fn all_ready(
+    certificates: Store<Certificate>,
+    attempts: Store<CertificateAttempt>,
+    issuers: Store<Issuer>,
+    cluster_issuers: Store<ClusterIssuer>,
+    secrets: Store<PartialObjectMeta<Secret>>,
+) -> Shared<BoxFuture<'static, ()>> {
+    async move {
+        // A store only fails to become ready when its writer is gone (shutdown).
+        let _ = futures::join!(
+            certificates.wait_until_ready(),
+            attempts.wait_until_ready(),
+            issuers.wait_until_ready(),
+            cluster_issuers.wait_until_ready(),
+            secrets.wait_until_ready()
+        );
+    }
+    .boxed()
+    .shared()
+}
+
 /// The watches behind the caches; subscribe the controllers, then `run` them all.
 pub struct Feeds {
     pub certificates: Feed<Certificate>,
@@ -141,7 +184,14 @@ impl Feeds {
         let (issuers, issuers_feed) = Feed::new(api(client, namespace), any(), trim_issuer);
         let (cluster_issuers, cluster_issuers_feed) = Feed::new(Api::all(client.clone()), any(), trim_cluster_issuer);
         let (secrets, secrets_feed) = Feed::new(api(client, namespace), managed(), trim_secret);
-        let caches = Caches { certificates, attempts, issuers, cluster_issuers, secrets };
+        let ready = all_ready(
+            certificates.clone(),
+            attempts.clone(),
+            issuers.clone(),
+            cluster_issuers.clone(),
+            secrets.clone(),
+        );
+        let caches = Caches { certificates, attempts, issuers, cluster_issuers, secrets, ready };
         let feeds = Feeds {
             certificates: certificates_feed,
             attempts: attempts_feed,
@@ -163,6 +213,76 @@ impl Feeds {
         ])
         .await;
     }
+}
+
+/// What certpilot learnt from reading a Secret's data, by the Secret's resourceVersion: the
+/// data is read again only when the Secret changed (or after a restart). A Secret found
+/// missing is remembered with no version.
+#[derive(Default)]
+pub struct VerifiedSecrets(Mutex<HashMap<SecretKey, (Option<String>, SecretState)>>);
+
+/// A Secret's namespace and name.
+type SecretKey = (String, String);
+
+impl VerifiedSecrets {
+    /// What Secret `namespace/name` held at `resource_version` (`None`: when it did not exist),
+    /// if it was read then.
+    pub fn get(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> Option<SecretState> {
+        let known = self.0.lock().expect("verified lock");
+        let (version, state) = known.get(&(namespace.to_string(), name.to_string()))?;
+        (version.as_deref() == resource_version).then(|| state.clone())
+    }
+
+    pub fn put(&self, namespace: &str, name: &str, resource_version: Option<String>, state: SecretState) {
+        let key = (namespace.to_string(), name.to_string());
+        self.0.lock().expect("verified lock").insert(key, (resource_version, state));
+    }
+
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.0.lock().expect("verified lock").remove(&(namespace.to_string(), name.to_string()));
+    }
+}
+
+/// How long a cached status may differ from certpilot's last write before it is believed
+/// (someone else wrote it since, e.g. a second replica during a leader change).
+const LAG_TOLERANCE: Duration = Duration::from_secs(10);
+
+/// The status certpilot last wrote per object (uid), as a digest. A cached object whose status
+/// differs from it is one whose watch event has not arrived yet: deciding from it would repeat
+/// work already done, and writing the same status again would be a wasted request.
+#[derive(Default)]
+pub struct LastWrites(Mutex<HashMap<String, (u64, Instant)>>);
+
+impl LastWrites {
+    pub fn record(&self, uid: &str, status: &impl serde::Serialize) {
+        let mut writes = self.0.lock().expect("writes lock");
+        writes.retain(|_, (_, at)| at.elapsed() < LAG_TOLERANCE);
+        writes.insert(uid.to_string(), (digest(status), Instant::now()));
+    }
+
+    /// Whether `status` (cached) is older than what certpilot wrote last, moments ago.
+    pub fn lags(&self, uid: &str, status: &impl serde::Serialize) -> bool {
+        self.recent(uid).is_some_and(|wrote| wrote != digest(status))
+    }
+
+    /// Whether certpilot wrote exactly `status` moments ago.
+    pub fn wrote(&self, uid: &str, status: &impl serde::Serialize) -> bool {
+        self.recent(uid) == Some(digest(status))
+    }
+
+    fn recent(&self, uid: &str) -> Option<u64> {
+        let writes = self.0.lock().expect("writes lock");
+        writes.get(uid).filter(|(_, at)| at.elapsed() < LAG_TOLERANCE).map(|(digest, _)| *digest)
+    }
+}
+
+/// A digest of `value` as JSON, the same for a typed status and its `serde_json::Value`
+/// (objects' keys are sorted in a `Value`).
+fn digest(value: &impl serde::Serialize) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let canonical = serde_json::to_value(value).and_then(|v| serde_json::to_vec(&v));
+    canonical.unwrap_or_default().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Strips what no decision reads from an object's metadata. certpilot's own managed-fields
@@ -233,6 +353,80 @@ mod tests {
         assert!(managed[0].fields_v1.is_none());
         assert!(crate::secret::written_by_certpilot(&meta));
         assert_eq!(meta.annotations.unwrap().keys().collect::<Vec<_>>(), ["keep"]);
+    }
+
+    /// Reconciles wait for the caches concurrently: every one of them must be woken.
+    #[tokio::test]
+    async fn every_waiter_learns_that_the_caches_are_ready() {
+        fn filled<K: Resource<DynamicType = ()> + Clone + 'static>(writer: &mut Writer<K>) {
+            writer.apply_watcher_event(&watcher::Event::Init);
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+        }
+        let (certificates, mut w1) = reflector::store_shared(1);
+        let (attempts, mut w2) = reflector::store_shared(1);
+        let (issuers, mut w3) = reflector::store_shared(1);
+        let (cluster_issuers, mut w4) = reflector::store_shared(1);
+        let (secrets, mut w5) = reflector::store_shared(1);
+        let caches = Caches {
+            ready: all_ready(
+                certificates.clone(),
+                attempts.clone(),
+                issuers.clone(),
+                cluster_issuers.clone(),
+                secrets.clone(),
+            ),
+            certificates,
+            attempts,
+            issuers,
+            cluster_issuers,
+            secrets,
+        };
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let caches = caches.clone();
+                tokio::spawn(async move { caches.wait_until_ready().await })
+            })
+            .collect();
+        // Every waiter is parked on the caches before they fill.
+        tokio::task::yield_now().await;
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        filled(&mut w1);
+        filled(&mut w2);
+        filled(&mut w3);
+        filled(&mut w4);
+        filled(&mut w5);
+        for waiter in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                .await
+                .expect("every waiter is woken")
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_status_that_differs_from_the_last_write_lags() {
+        let writes = LastWrites::default();
+        assert!(!writes.lags("u", &"old"), "nothing written yet: the cache is all there is");
+        assert!(!writes.wrote("u", &"old"));
+        writes.record("u", &"new");
+        assert!(writes.lags("u", &"old"));
+        assert!(!writes.lags("u", &"new"));
+        assert!(writes.wrote("u", &"new"));
+        assert!(!writes.wrote("other", &"new"));
+    }
+
+    #[test]
+    fn verified_secrets_are_known_by_resource_version() {
+        let verified = VerifiedSecrets::default();
+        verified.put("ns", "s", Some("7".into()), SecretState::Missing);
+        assert_eq!(verified.get("ns", "s", Some("7")), Some(SecretState::Missing));
+        assert_eq!(verified.get("ns", "s", Some("8")), None, "changed since: read it again");
+        assert_eq!(verified.get("ns", "s", None), None);
+        assert_eq!(verified.get("other", "s", Some("7")), None);
+        verified.put("ns", "gone", None, SecretState::Missing);
+        assert_eq!(verified.get("ns", "gone", None), Some(SecretState::Missing));
+        verified.forget("ns", "gone");
+        assert_eq!(verified.get("ns", "gone", None), None);
     }
 
     #[test]

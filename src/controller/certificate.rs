@@ -1,7 +1,9 @@
 //! The Certificate controller: dereference (issuer, Secret, attempts) → decide (pure) → create
 //! or cancel an attempt → summarise status (pure) → requeue at the next moment that matters.
 
-use super::{apply_status, cache::Feeds, context::Context, error_policy, issuer::issuer_state, run_controller};
+use super::{
+    apply_status, apply_status_at, cache::Feeds, context::Context, error_policy, issuer::issuer_state, run_controller,
+};
 use crate::{
     api::{
         CANCEL_ANNOTATION, CERTIFICATE_NAME_LABEL, CLEANUP_FINALIZER, Certificate, CertificateAttempt, ClusterIssuer,
@@ -28,7 +30,7 @@ use jiff::Timestamp;
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
     core::PartialObjectMeta,
     runtime::{Controller, controller::Action, reflector::ObjectRef},
 };
@@ -96,20 +98,40 @@ fn view(cert: &Certificate, attempt: &CertificateAttempt) -> Option<AttemptView>
     })
 }
 
-/// This Certificate's attempts (by owner uid, so a recreated Certificate starts afresh), oldest first.
-async fn list_attempts(api: &Api<CertificateAttempt>, cert: &Certificate) -> Result<Vec<CertificateAttempt>> {
-    let selector = format!("{CERTIFICATE_NAME_LABEL}={}", label_value(&cert.name_any()));
-    let uid = cert.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    let mut attempts: Vec<CertificateAttempt> = api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
+/// How many attempts below the recorded index are looked up at most (pruning keeps a handful,
+/// but the latest success may lie far below a run of failures).
+const HISTORY_LOOKUPS: u32 = 10_000;
+
+/// This Certificate's attempts in the cache, oldest first, and the highest index any attempt
+/// of its name holds (a deleted Certificate's leftovers included: their names are taken).
+/// Attempts are named `<certificate>-<index>`, so they are looked up by name around the index
+/// recorded in status instead of scanning every attempt.
+fn cached_attempts(ctx: &Context, cert: &Certificate, namespace: &str) -> (Vec<CertificateAttempt>, u32) {
+    let name = cert.name_any();
+    let uid = cert.uid().unwrap_or_default();
+    let lookup = |index: u32| ctx.caches.attempts.get(&ObjectRef::new(&attempt_name(&name, index)).within(namespace));
+    let recorded = cert.status.as_ref().and_then(|s| s.attempt_index).unwrap_or(0);
+    let mut found: Vec<Arc<CertificateAttempt>> = Vec::new();
+    // Newer than recorded: the cache may be ahead of the status.
+    let mut index = recorded + 1;
+    while let Some(attempt) = lookup(index) {
+        found.push(attempt);
+        index += 1;
+    }
+    found.extend((recorded.saturating_sub(HISTORY_LOOKUPS).max(1)..=recorded).filter_map(lookup));
+    if recorded == 0 && cert.status.as_ref().is_some_and(|s| s.last_attempt.is_some()) {
+        // Made before attempt indexes were recorded: look through every attempt.
+        found = ctx.caches.attempts.state();
+        found.retain(|a| a.namespace().as_deref() == Some(namespace) && attempt_index(&name, &a.name_any()).is_some());
+    }
+    let taken = found.iter().filter_map(|a| attempt_index(&name, &a.name_any())).max().unwrap_or(0);
+    let mut attempts: Vec<CertificateAttempt> = found
+        .iter()
         .filter(|a| a.owner_references().iter().any(|o| o.uid == uid))
-        .filter(|a| attempt_index(&cert.name_any(), &a.name_any()).is_some())
+        .map(|a| a.as_ref().clone())
         .collect();
-    attempts.sort_by_key(|a| attempt_index(&cert.name_any(), &a.name_any()));
-    Ok(attempts)
+    attempts.sort_by_key(|a| attempt_index(&name, &a.name_any()));
+    (attempts, taken)
 }
 
 struct Observation {
@@ -124,17 +146,17 @@ struct Observation {
 /// truth: an attempt it names that the cache does not show yet is looked up; one that was
 /// never created (the operator stopped between recording and creating) keeps its index.
 async fn attempts_and_next_index(
-    api: &Api<CertificateAttempt>,
+    ctx: &Context,
     cert: &Certificate,
+    namespace: &str,
 ) -> Result<(Vec<CertificateAttempt>, u32)> {
-    let mut attempts = list_attempts(api, cert).await?;
-    let name = cert.name_any();
-    let seen = attempts.iter().filter_map(|a| attempt_index(&name, &a.name_any())).max().unwrap_or(0);
+    let (mut attempts, taken) = cached_attempts(ctx, cert, namespace);
     let recorded = cert.status.as_ref().and_then(|s| s.attempt_index).unwrap_or(0);
-    if recorded <= seen {
-        return Ok((attempts, seen + 1));
+    if recorded <= taken {
+        return Ok((attempts, taken + 1));
     }
-    match api.get_opt(&attempt_name(&name, recorded)).await? {
+    let api: Api<CertificateAttempt> = ctx.namespaced(namespace);
+    match api.get_opt(&attempt_name(&cert.name_any(), recorded)).await? {
         Some(attempt) => {
             if attempt.owner_references().iter().any(|o| Some(&o.uid) == cert.uid().as_ref()) {
                 attempts.push(attempt);
@@ -145,15 +167,44 @@ async fn attempts_and_next_index(
     }
 }
 
+/// What the target Secret holds. Its metadata comes from the cache of certpilot's Secrets; its
+/// data is read (and verified) only when certpilot has not read that version yet, and when the
+/// cache may be behind: the latest attempt succeeded but the Secret does not name it (it is
+/// written before the attempt records success, but watched separately), or it failed because
+/// the Secret turned out to be someone else's (those are not in the cache).
+async fn target_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    certificate: &str,
+    latest: Option<&CertificateAttempt>,
+) -> Result<SecretState> {
+    let cached = ctx.caches.secrets.get(&ObjectRef::new(name).within(namespace));
+    let version = cached.as_ref().and_then(|meta| meta.metadata.resource_version.clone());
+    let latest_status = latest.and_then(|a| a.status.as_ref());
+    let behind = latest_status.is_some_and(|s| match s.phase {
+        AttemptPhase::Succeeded => {
+            let wrote = latest.map(|a| a.name_any());
+            cached.as_ref().is_none_or(|meta| !crate::secret::names_attempt(&meta.metadata, &wrote.unwrap_or_default()))
+        }
+        AttemptPhase::Failed => s.error_code.as_deref() == Some(crate::issuance::FailureCode::SecretNotOwned.as_str()),
+        _ => false,
+    });
+    if !behind && let Some(state) = ctx.verified.get(namespace, name, version.as_deref()) {
+        return Ok(state);
+    }
+    let secret = ctx.namespaced::<Secret>(namespace).get_opt(name).await?;
+    let state = classify(secret.as_ref(), certificate);
+    let version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
+    ctx.verified.put(namespace, name, version, state.clone());
+    Ok(state)
+}
+
 async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: Desired) -> Result<Observation> {
-    let (issuer, issuer_spec) = issuer_state(ctx, namespace, &desired.issuer).await?;
-    // Attempts before the Secret: an attempt writes the Secret before it records success, so
-    // a success seen here is in the Secret read next. The other order can see a finished
-    // attempt beside a Secret read before it was written, and start a second one.
-    let (attempts, next_index) = attempts_and_next_index(&ctx.namespaced(namespace), cert).await?;
-    let secret = ctx.namespaced::<Secret>(namespace).get_opt(&desired.secret_name).await?;
+    let (issuer, issuer_spec) = issuer_state(ctx, namespace, &desired.issuer);
+    let (attempts, next_index) = attempts_and_next_index(ctx, cert, namespace).await?;
     let name = cert.name_any();
-    let secret = classify(secret.as_ref(), &name);
+    let secret = target_secret(ctx, namespace, &desired.secret_name, &name, attempts.last()).await?;
     let previous = cert.status.as_ref().and_then(|s| s.renewal_info.clone());
     let renewal_info = match (&secret, issuer_spec.and_then(|s| s.acme)) {
         (SecretState::Present(stored), Some(acme)) if issuer == IssuerState::Ready => match &stored.ari_id {
@@ -252,6 +303,7 @@ fn new_attempt(
     replaces: Option<String>,
     type_: AttemptType,
     reason: &str,
+    cleanup: bool,
 ) -> Result<CertificateAttempt> {
     let name = cert.name_any();
     let mut spec = snapshot(cert, type_, reason);
@@ -266,26 +318,19 @@ fn new_attempt(
         ]
         .into(),
     );
-    attempt.metadata.finalizers = Some(vec![CLEANUP_FINALIZER.to_string()]);
+    // Only what an ACME attempt sets up (routes, records, a key Secret, an order slot) needs
+    // cleaning up before it goes; a local attempt keeps nothing outside itself.
+    if cleanup {
+        attempt.metadata.finalizers = Some(vec![CLEANUP_FINALIZER.to_string()]);
+    }
     attempt.metadata.owner_references =
         Some(vec![cert.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?]);
     Ok(attempt)
 }
 
-/// Records `index` as the Certificate's latest attempt, on the condition that the Certificate
-/// is still the version this decision was made from: a stale cache, a retry or a second
-/// replica acting on the same version gets a 409 here instead of making a second attempt.
-async fn fence(api: &Api<Certificate>, cert: &Certificate, index: u32) -> Result<bool> {
-    let patch = serde_json::json!({
-        "metadata": {"resourceVersion": cert.resource_version()},
-        "status": {"attemptIndex": index},
-    });
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    match api.patch_status(&cert.name_any(), &params, &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+/// Whether the Certificate's issuer is an ACME one (or unknown: then assume it is).
+fn observed_issuer_is_acme(ctx: &Context, cert: &Certificate, namespace: &str) -> bool {
+    ctx.caches.issuer(&cert.spec.issuer_ref, namespace).is_none_or(|(spec, _)| spec.acme.is_some())
 }
 
 /// Creates the attempt. AlreadyExists is success when the existing attempt is this one (a
@@ -379,10 +424,19 @@ fn invalid_spec_status(cert: &Certificate, message: String) -> CertificateStatus
     }
 }
 
+/// How soon to look again when the cache does not show certpilot's own last write yet (its
+/// watch event normally brings the Certificate back sooner).
+const CACHE_LAG_RETRY: Duration = Duration::from_secs(2);
+
 async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("certificate");
     if cert.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
+    }
+    // Decisions read every store: none may be half-filled (as at start-up).
+    ctx.caches.wait_until_ready().await;
+    if super::lags(&ctx, cert.as_ref()) {
+        return Ok(Action::requeue(CACHE_LAG_RETRY));
     }
     let namespace = cert.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Certificate> = ctx.namespaced(&namespace);
@@ -393,9 +447,7 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
         Err(message) => {
             let mut status = invalid_spec_status(&cert, message);
             conditions::stamp(&mut status.conditions, &previous.conditions, Timestamp::now());
-            if status != previous {
-                apply_status(&api, &cert.name_any(), &status).await?;
-            }
+            write_status(&ctx, &api, &cert, &previous, &status).await?;
             return Ok(Action::await_change());
         }
     };
@@ -403,35 +455,21 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
         observe(&cert, &ctx, &namespace, desired).await?;
     let mut decision = observed.decide();
     let mut latest_index = next_index - 1;
+    let mut started = None;
     match &decision {
         Decision::Start { type_, reason } => {
             let replaces = replaces_for(&observed, &renewal_info, *type_);
-            let attempt = new_attempt(&cert, &observed, next_index, replaces, *type_, reason)?;
-            if !fence(&api, &cert, next_index).await? {
-                // The Certificate changed since this decision was made: decide again from the new version.
-                return Ok(Action::requeue(Duration::from_millis(200)));
-            }
-            if !create_attempt(&attempts_api, &cert, &attempt).await? {
-                tracing::warn!(certificate = %cert.name_any(), attempt = %attempt.name_any(), "an attempt of that name exists and is not certpilot's; taking the next index");
-                return Ok(Action::requeue(Duration::ZERO));
-            }
-            let note = format!("attempt {} ({type_:?}): {reason}", attempt.name_any());
-            ctx.event(&cert.object_ref(&()), false, "AttemptStarted", "Issue", note).await;
-            tracing::info!(certificate = %cert.name_any(), attempt = %attempt.name_any(), ?type_, %reason, "started attempt");
+            let cleanup = observed_issuer_is_acme(&ctx, &cert, &namespace);
+            let attempt = new_attempt(&cert, &observed, next_index, replaces, *type_, reason, cleanup)?;
             observed.attempts.extend(view(&cert, &attempt));
             latest_index = next_index;
+            started = Some((attempt, *type_, reason.clone()));
             decision = Decision::InProgress;
         }
         Decision::Supersede { attempt, reason } => {
             request_cancel(&attempts_api, attempt, reason).await?;
-            ctx.event(
-                &cert.object_ref(&()),
-                false,
-                "AttemptCancelled",
-                "Cancel",
-                format!("attempt {attempt}: {reason}"),
-            )
-            .await;
+            let note = format!("attempt {attempt}: {reason}");
+            ctx.event(&cert.object_ref(&()), false, "AttemptCancelled", "Cancel", note).await;
         }
         _ => {}
     }
@@ -439,11 +477,64 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
     status.renewal_info = renewal_info;
     status.attempt_index = (latest_index > 0).then_some(latest_index);
     conditions::stamp(&mut status.conditions, &previous.conditions, observed.now);
-    if status != previous {
-        apply_status(&api, &cert.name_any(), &status).await?;
+    match started {
+        Some((attempt, type_, reason)) => {
+            if !record_and_create(&ctx, &api, &attempts_api, &cert, &status, &attempt).await? {
+                // The Certificate changed since this decision was made: decide again from the new version.
+                return Ok(Action::requeue(Duration::from_millis(200)));
+            }
+            let note = format!("attempt {} ({type_:?}): {reason}", attempt.name_any());
+            ctx.event(&cert.object_ref(&()), false, "AttemptStarted", "Issue", note).await;
+            tracing::info!(certificate = %cert.name_any(), attempt = %attempt.name_any(), ?type_, %reason, "started attempt");
+        }
+        None => write_status(&ctx, &api, &cert, &previous, &status).await?,
     }
     prune(&attempts_api, &attempts, cert.spec.history_limit()).await?;
     Ok(next_reconcile(&status, &decision, observed.now))
+}
+
+/// Writes `status` when it says something new: not what the cached Certificate shows, nor
+/// what certpilot wrote moments ago (the cache has not caught up with it yet).
+async fn write_status(
+    ctx: &Context,
+    api: &Api<Certificate>,
+    cert: &Certificate,
+    previous: &CertificateStatus,
+    status: &CertificateStatus,
+) -> Result<()> {
+    // Compared as written: times are kept to the second, and a computed renewal time need not be.
+    let as_written = |s: &CertificateStatus| serde_json::to_value(s).ok();
+    let known =
+        as_written(status) == as_written(previous) || cert.uid().is_some_and(|uid| ctx.last_writes.wrote(&uid, status));
+    if !known {
+        apply_status(ctx, api, &cert.name_any(), status).await?;
+    }
+    Ok(())
+}
+
+/// Starts an attempt: the status naming it is written first, on the condition that the
+/// Certificate is still the version this decision was made from (the fence: a stale cache,
+/// a retry or a second replica acting on the same version gets a 409 here instead of making a
+/// second attempt), then the attempt is created. False: decide again.
+async fn record_and_create(
+    ctx: &Context,
+    api: &Api<Certificate>,
+    attempts_api: &Api<CertificateAttempt>,
+    cert: &Certificate,
+    status: &CertificateStatus,
+    attempt: &CertificateAttempt,
+) -> Result<bool> {
+    let version = cert.resource_version();
+    match apply_status_at(ctx, api, &cert.name_any(), status, version.as_deref()).await {
+        Ok(_) => {}
+        Err(Error::Kube(kube::Error::Api(refused))) if refused.code == 409 => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    if !create_attempt(attempts_api, cert, attempt).await? {
+        tracing::warn!(certificate = %cert.name_any(), attempt = %attempt.name_any(), "an attempt of that name exists and is not certpilot's; taking the next index");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 fn certificates_for_issuer(

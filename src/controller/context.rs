@@ -1,7 +1,7 @@
 //! What every reconcile needs: the client, the operator's settings, its metrics and the state
 //! shared between controllers (ACME accounts, order slots, solver answers).
 
-use super::cache::Caches;
+use super::cache::{Caches, LastWrites, VerifiedSecrets};
 use crate::{
     issuance::acme::{account::AccountCache, slots::OrderSlots},
     metrics::Metrics,
@@ -54,6 +54,10 @@ pub struct Context {
     pub client: Client,
     /// The shared stores every decision reads (see `cache.rs`).
     pub caches: Caches,
+    /// What the target Secrets held when their data was last read.
+    pub verified: VerifiedSecrets,
+    /// The statuses certpilot wrote moments ago, to tell a lagging cache from news.
+    pub last_writes: LastWrites,
     /// Kubernetes Events on Certificates (what `kubectl describe` shows).
     pub recorder: kube::runtime::events::Recorder,
     pub settings: Settings,
@@ -89,6 +93,8 @@ impl Context {
         Arc::new(Self {
             client,
             caches,
+            verified: VerifiedSecrets::default(),
+            last_writes: LastWrites::default(),
             recorder,
             order_slots: OrderSlots::new(settings.max_orders_per_issuer),
             settings,

@@ -117,7 +117,7 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
         IssuerStatus { conditions: vec![ready], ca, account_uri, observed_generation: issuer.meta().generation };
     conditions::stamp(&mut status.conditions, &previous.conditions, jiff::Timestamp::now());
     if status != previous {
-        apply_status(&issuer.api_for(ctx.client.clone()), &issuer.name_any(), &status).await?;
+        apply_status(&ctx, &issuer.api_for(ctx.client.clone()), &issuer.name_any(), &status).await?;
     }
     // CA Secrets are not watched (that would mean watching every Secret): look again periodically.
     let ready = status.conditions[0].is_true();
@@ -140,24 +140,11 @@ fn controller_name<K: IssuerObject>() -> &'static str {
 }
 
 /// The issuer a Certificate names, as far as the Certificate controller needs to know, and its
-/// spec when it exists.
-pub async fn issuer_state(
-    ctx: &Context,
-    namespace: &str,
-    issuer_ref: &IssuerRef,
-) -> Result<(IssuerState, Option<IssuerSpec>)> {
-    let (spec, status) = match issuer_ref.kind {
-        IssuerKind::Issuer => {
-            let issuer = ctx.namespaced::<Issuer>(namespace).get_opt(&issuer_ref.name).await?;
-            (issuer.as_ref().map(|i| i.spec.clone()), issuer.and_then(|i| i.status))
-        }
-        IssuerKind::ClusterIssuer => {
-            let issuer = Api::<ClusterIssuer>::all(ctx.client.clone()).get_opt(&issuer_ref.name).await?;
-            (issuer.as_ref().map(|i| i.spec.issuer.clone()), issuer.and_then(|i| i.status))
-        }
-    };
+/// spec when it exists (from the shared cache: issuer changes wake the Certificates naming them).
+pub fn issuer_state(ctx: &Context, namespace: &str, issuer_ref: &IssuerRef) -> (IssuerState, Option<IssuerSpec>) {
+    let (spec, status) = ctx.caches.issuer(issuer_ref, namespace).unzip();
     let found = spec.is_some();
-    Ok((readiness(issuer_ref, namespace, found, status), spec))
+    (readiness(issuer_ref, namespace, found, status.flatten()), spec)
 }
 
 fn readiness(issuer_ref: &IssuerRef, namespace: &str, found: bool, status: Option<IssuerStatus>) -> IssuerState {

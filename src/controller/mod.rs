@@ -17,18 +17,51 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use std::{fmt::Debug, sync::Arc, time::Duration};
 
-/// Writes `status` with server-side apply under certpilot's field manager.
-pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> Result<K>
+/// Writes `status` with server-side apply under certpilot's field manager, and notes what
+/// was written (see `cache::LastWrites`).
+pub async fn apply_status<K>(ctx: &Context, api: &Api<K>, name: &str, status: &impl Serialize) -> Result<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
 {
-    let body = serde_json::json!({
+    apply_status_at(ctx, api, name, status, None).await
+}
+
+/// `apply_status`, on the condition that the object is still at `resource_version` (else a 409).
+pub async fn apply_status_at<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    name: &str,
+    status: &impl Serialize,
+    resource_version: Option<&str>,
+) -> Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let mut body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
+        "metadata": {"name": name},
         "status": status,
     });
+    if let Some(version) = resource_version {
+        body["metadata"]["resourceVersion"] = version.into();
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api.patch_status(name, &params, &Patch::Apply(&body)).await?)
+    let written = api.patch_status(name, &params, &Patch::Apply(&body)).await?;
+    if let Some(uid) = written.meta().uid.as_deref() {
+        ctx.last_writes.record(uid, &status_of(&written));
+    }
+    Ok(written)
+}
+
+/// An object's status as JSON (what `LastWrites` compares).
+pub fn status_of<K: Serialize>(object: &K) -> serde_json::Value {
+    serde_json::to_value(object).map(|mut v| v["status"].take()).unwrap_or_default()
+}
+
+/// Whether the cached `object` does not show certpilot's last status write yet.
+pub fn lags<K: Resource + Serialize>(ctx: &Context, object: &K) -> bool {
+    object.meta().uid.as_deref().is_some_and(|uid| ctx.last_writes.lags(uid, &status_of(object)))
 }
 
 /// After a failed reconcile: log, count, and retry in a little while.

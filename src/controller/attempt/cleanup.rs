@@ -4,7 +4,7 @@
 
 use super::super::context::Context;
 use crate::{
-    api::{CertificateAttempt, ClusterIssuer, Issuer, IssuerKind, IssuerSpec},
+    api::{CertificateAttempt, IssuerSpec},
     error::{Result, is_not_found},
     secret::shorten,
     solver::{self, dns01, http01},
@@ -66,16 +66,10 @@ async fn delete_key_secret(ctx: &Context, attempt: &CertificateAttempt) -> Resul
     }
 }
 
-/// The issuer's spec, for the solvers that published records.
-pub async fn issuer_spec(ctx: &Context, attempt: &CertificateAttempt) -> Result<Option<IssuerSpec>> {
-    let r = &attempt.spec.issuer_ref;
+/// The issuer's spec, for the solvers that published records (from the shared cache).
+pub fn issuer_spec(ctx: &Context, attempt: &CertificateAttempt) -> Option<IssuerSpec> {
     let namespace = attempt.namespace().unwrap_or_default();
-    Ok(match r.kind {
-        IssuerKind::Issuer => ctx.namespaced::<Issuer>(&namespace).get_opt(&r.name).await?.map(|i| i.spec),
-        IssuerKind::ClusterIssuer => {
-            Api::<ClusterIssuer>::all(ctx.client.clone()).get_opt(&r.name).await?.map(|i| i.spec.issuer)
-        }
-    })
+    ctx.caches.issuer(&attempt.spec.issuer_ref, &namespace).map(|(spec, _)| spec)
 }
 
 /// Deletes the DNS-01 TXT records the attempt published; a failure is logged, not fatal (the
@@ -89,7 +83,7 @@ async fn remove_dns_records(
     if published.is_empty() {
         return Ok(());
     }
-    let Some(acme) = issuer_spec(ctx, attempt).await?.and_then(|s| s.acme) else { return Ok(()) };
+    let Some(acme) = issuer_spec(ctx, attempt).and_then(|s| s.acme) else { return Ok(()) };
     let secrets: Api<Secret> =
         ctx.namespaced(&ctx.issuer_secret_namespace(attempt.spec.issuer_ref.kind, attempt.namespace().as_deref()));
     for record in published {

@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{Controller, controller::Action},
+    runtime::{Controller, controller::Action, reflector::ObjectRef},
 };
 use std::sync::Arc;
 
@@ -34,11 +34,17 @@ async fn reconcile(cached: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Result
     if is_settled(&cached) {
         return Ok(Action::await_change());
     }
+    ctx.caches.wait_until_ready().await;
     let namespace = cached.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<CertificateAttempt> = ctx.namespaced(&namespace);
-    // The cache may lag behind our own last status write: read the attempt afresh, so that a
-    // finished attempt is never run a second time.
-    let Some(attempt) = api.get_opt(&cached.name_any()).await? else { return Ok(Action::await_change()) };
+    // The cache may lag behind certpilot's own last status write: then read the attempt afresh,
+    // so that a finished attempt is never run a second time.
+    let attempt = if super::lags(&ctx, cached.as_ref()) {
+        let Some(fresh) = api.get_opt(&cached.name_any()).await? else { return Ok(Action::await_change()) };
+        fresh
+    } else {
+        cached.as_ref().clone()
+    };
     if is_settled(&attempt) {
         return Ok(Action::await_change());
     }
@@ -51,8 +57,7 @@ async fn reconcile(cached: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Result
         release(&api, &attempt).await?;
         return Ok(Action::await_change());
     }
-    let certificate = ctx.namespaced::<Certificate>(&namespace).get_opt(&attempt.spec.certificate_name).await?;
-    let ending = match verdict(&attempt, certificate.as_ref()) {
+    let ending = match owner_verdict(&ctx, &attempt, &namespace).await? {
         Verdict::Rejected(why) => Some((AttemptPhase::Rejected, Failure::new(FailureCode::InvalidSpec, why))),
         Verdict::Superseded(why) => Some((AttemptPhase::Cancelled, Failure::new(FailureCode::InvalidSpec, why))),
         Verdict::Trusted => cancellation(&attempt),
@@ -61,6 +66,19 @@ async fn reconcile(cached: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Result
         return end_without_running(&ctx, &api, &attempt, phase, failure).await;
     }
     phases::drive(&ctx, &api, &attempt).await
+}
+
+/// Whether the attempt is its Certificate's own. The cached Certificate decides when it trusts
+/// the attempt; anything else is checked against the Certificate as it is now (the cache may
+/// not show a new Certificate, or a spec change the attempt was made for, yet).
+async fn owner_verdict(ctx: &Context, attempt: &CertificateAttempt, namespace: &str) -> Result<Verdict> {
+    let name = &attempt.spec.certificate_name;
+    let cached = ctx.caches.certificates.get(&ObjectRef::new(name).within(namespace));
+    if cached.is_some_and(|certificate| verdict(attempt, Some(&certificate)) == Verdict::Trusted) {
+        return Ok(Verdict::Trusted);
+    }
+    let certificate = ctx.namespaced::<Certificate>(namespace).get_opt(name).await?;
+    Ok(verdict(attempt, certificate.as_ref()))
 }
 
 /// Nothing left to do: ended and cleaned up, or gone.
@@ -103,7 +121,7 @@ async fn end_without_running(
     status.error_message = Some(failure.message.clone());
     status.conditions = vec![stamped(Condition::new("Succeeded", false, word, failure.message))];
     if attempt.meta().deletion_timestamp.is_none() {
-        apply_status(api, &attempt.name_any(), &status).await?;
+        apply_status(ctx, api, &attempt.name_any(), &status).await?;
     }
     release(api, attempt).await?;
     Ok(Action::await_change())
@@ -112,6 +130,19 @@ async fn end_without_running(
 fn stamped(mut condition: Condition) -> Condition {
     condition.last_transition_time = Some(Time(jiff::Timestamp::now()));
     condition
+}
+
+/// Adds certpilot's finalizer when the attempt does not hold it yet, on the condition that the
+/// attempt is still the version read (never dropping a finalizer someone added meanwhile).
+async fn hold(api: &Api<CertificateAttempt>, attempt: &CertificateAttempt) -> Result<()> {
+    if attempt.finalizers().iter().any(|f| f == CLEANUP_FINALIZER) {
+        return Ok(());
+    }
+    let mut held: Vec<&str> = attempt.finalizers().iter().map(String::as_str).collect();
+    held.push(CLEANUP_FINALIZER);
+    let patch = serde_json::json!({"metadata": {"resourceVersion": attempt.resource_version(), "finalizers": held}});
+    api.patch(&attempt.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
 }
 
 /// Removes certpilot's finalizer once nothing is left to clean up.

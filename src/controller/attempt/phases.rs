@@ -39,7 +39,7 @@ use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::me
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams, PostParams},
-    runtime::controller::Action,
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -122,7 +122,7 @@ pub async fn drive(ctx: &Context, api: &Api<CertificateAttempt>, attempt: &Certi
             Transition::Wait(after) => {
                 let saved = pass.snapshot();
                 if saved != before {
-                    apply_status(api, &attempt.name_any(), &saved).await?;
+                    apply_status(ctx, api, &attempt.name_any(), &saved).await?;
                 }
                 return Ok(Action::requeue(after));
             }
@@ -166,6 +166,11 @@ impl Pass<'_> {
             Err(failure) => return Ok(Transition::Fail(failure)),
         };
         let acme = matches!(signer, Signer::Acme(_));
+        if acme {
+            // Made for a local issuer that has become an ACME one: what it will set up must be
+            // cleaned up, so it holds its finalizer from here on.
+            super::hold(&self.ctx.namespaced(&self.namespace), self.attempt).await?;
+        }
         self.log.begin(GENERATE_KEY_STEP);
         let (key, how) = match self.key_for(acme).await? {
             Ok(found) => found,
@@ -477,7 +482,7 @@ impl Pass<'_> {
             });
         }
         let name = self.attempt.name_any();
-        apply_status(api, &name, &status).await?;
+        apply_status(self.ctx, api, &name, &status).await?;
         self.status = status.clone();
         let mut ended = self.attempt.clone();
         ended.status = Some(status);
@@ -525,7 +530,7 @@ impl Pass<'_> {
     }
 
     async fn save(&self, api: &Api<CertificateAttempt>) -> Result<()> {
-        apply_status(api, &self.attempt.name_any(), &self.snapshot()).await.map(|_| ())
+        apply_status(self.ctx, api, &self.attempt.name_any(), &self.snapshot()).await.map(|_| ())
     }
 
     // --- what the phases share ---
@@ -544,7 +549,7 @@ impl Pass<'_> {
         if let Some(signer) = self.signer.take() {
             return Ok(Ok(signer));
         }
-        let Some(spec) = cleanup::issuer_spec(self.ctx, self.attempt).await? else {
+        let Some(spec) = cleanup::issuer_spec(self.ctx, self.attempt) else {
             return Ok(Err(Failure::new(
                 C::IssuerNotFound,
                 format!("{} does not exist", self.attempt.spec.issuer_ref),
@@ -736,7 +741,7 @@ impl Pass<'_> {
         if spec.rotation_policy == RotationPolicy::Never {
             let target = self.ctx.namespaced::<Secret>(&self.namespace).get_opt(&self.attempt.spec.secret_name).await?;
             let kept = target
-                .filter(|t| secret::may_write(t, &self.attempt.spec.certificate_name))
+                .filter(|t| secret::may_write(&t.metadata, &self.attempt.spec.certificate_name))
                 .and_then(|t| secret::stored_key(&t).ok())
                 .filter(|k| k.matches(spec));
             if let Some(key) = kept {
@@ -799,13 +804,34 @@ impl Pass<'_> {
         }
     }
 
-    /// Writes the target Secret in one server-side apply, after checking again that it may.
-    /// A Secret this very attempt already wrote (its status write was lost) is left as it is.
+    /// Writes the target Secret in one server-side apply, after checking again that it may:
+    /// - one the cache shows as certpilot's (for this Certificate, not yet written by this
+    ///   attempt) is written on the condition that it is still the version the cache shows;
+    /// - one the cache does not show is created by an apply that does not force: a Secret that
+    ///   someone else holds conflicts (its `tls.crt`, or its type, is theirs) instead of being
+    ///   overwritten;
+    /// - anything else, or when either write is refused, is read and checked first. A Secret
+    ///   this very attempt already wrote (its status write was lost) is left as it is.
     async fn write_target(&self, obtained: &Obtained) -> Result<std::result::Result<Stored, Failure>> {
         let spec = &self.attempt.spec;
+        let built = match self.target_contents(obtained) {
+            Ok(built) => built,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let unchecked = match self.cached_target() {
+            CachedTarget::Ours(version) => Some(self.apply_target(built.clone(), Some(version), true).await),
+            CachedTarget::Absent => Some(self.apply_target(built.clone(), None, false).await),
+            CachedTarget::Other => None,
+        };
+        match unchecked {
+            // Changed since the cache saw it, or someone else's: look at it before writing.
+            Some(Err(kube::Error::Api(status))) if status.code == 409 || status.code == 422 => {}
+            Some(written) => return self.stored(written),
+            None => {}
+        }
         let secrets: Api<Secret> = self.ctx.namespaced(&self.namespace);
         if let Some(existing) = secrets.get_opt(&spec.secret_name).await? {
-            if !secret::may_write(&existing, &spec.certificate_name) {
+            if !secret::may_write(&existing.metadata, &spec.certificate_name) {
                 return Ok(Err(not_owned(&spec.secret_name)));
             }
             if let Some(info) = secret::written_by_attempt(&existing, &self.attempt.name_any()) {
@@ -822,11 +848,33 @@ impl Pass<'_> {
                 )));
             }
         }
-        let key_pem = match obtained.key.to_pem(spec.private_key.encoding) {
-            Ok(pem) => pem,
-            Err(e) => return Ok(Err(Failure::new(C::KeyEncodingFailed, e.to_string()))),
+        let written = self.apply_target(built, None, true).await;
+        self.stored(written)
+    }
+
+    /// What the cache of certpilot's Secrets says of the target Secret.
+    fn cached_target(&self) -> CachedTarget {
+        let spec = &self.attempt.spec;
+        let Some(cached) = self.ctx.caches.secrets.get(&ObjectRef::new(&spec.secret_name).within(&self.namespace))
+        else {
+            return CachedTarget::Absent;
         };
-        let built = secret::build(&SecretContents {
+        let ours = secret::written_for(&cached.metadata, &spec.certificate_name)
+            && !secret::names_attempt(&cached.metadata, &self.attempt.name_any());
+        match cached.metadata.resource_version.clone() {
+            Some(version) if ours => CachedTarget::Ours(version),
+            _ => CachedTarget::Other,
+        }
+    }
+
+    /// What the target Secret is to hold.
+    fn target_contents(&self, obtained: &Obtained) -> std::result::Result<Secret, Failure> {
+        let spec = &self.attempt.spec;
+        let key_pem = obtained
+            .key
+            .to_pem(spec.private_key.encoding)
+            .map_err(|e| Failure::new(C::KeyEncodingFailed, e.to_string()))?;
+        Ok(secret::build(&SecretContents {
             name: &spec.secret_name,
             namespace: &self.namespace,
             certificate: &spec.certificate_name,
@@ -839,16 +887,44 @@ impl Pass<'_> {
             template: spec.secret_template.as_ref(),
             output_formats: &spec.additional_output_formats,
             info: &obtained.info,
-        });
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        match secrets.patch(&spec.secret_name, &params, &Patch::Apply(&built)).await {
-            Ok(_) => Ok(Ok(Stored::Written)),
+        }))
+    }
+
+    /// One server-side apply of the target Secret, at `version` when given, taking fields
+    /// other managers hold only when `force`.
+    async fn apply_target(&self, mut built: Secret, version: Option<String>, force: bool) -> kube::Result<Secret> {
+        built.metadata.resource_version = version;
+        let params = PatchParams { force, ..PatchParams::apply(FIELD_MANAGER) };
+        let secrets: Api<Secret> = self.ctx.namespaced(&self.namespace);
+        secrets.patch(&self.attempt.spec.secret_name, &params, &Patch::Apply(&built)).await
+    }
+
+    /// What a write of the target Secret came to. What was written is remembered as verified:
+    /// it is what the Certificate controller would otherwise read back.
+    fn stored(&self, written: kube::Result<Secret>) -> Result<std::result::Result<Stored, Failure>> {
+        let name = &self.attempt.spec.secret_name;
+        match written {
+            Ok(written) => {
+                let state = secret::classify(Some(&written), &self.attempt.spec.certificate_name);
+                self.ctx.verified.put(&self.namespace, name, written.metadata.resource_version.clone(), state);
+                Ok(Ok(Stored::Written))
+            }
             Err(e) => match is_refusal(&e) {
-                Some(status) => Ok(Err(Failure::refused(&format!("Secret {}", spec.secret_name), status))),
+                Some(status) => Ok(Err(Failure::refused(&format!("Secret {name}"), status))),
                 None => Err(e.into()),
             },
         }
     }
+}
+
+/// What the cache of certpilot's Secrets says of the target Secret.
+enum CachedTarget {
+    /// Not there: it does not exist, or it is not certpilot's.
+    Absent,
+    /// certpilot wrote it for this Certificate, at this resourceVersion.
+    Ours(String),
+    /// Another Certificate's, or written by this very attempt.
+    Other,
 }
 
 /// What storing found or did.
