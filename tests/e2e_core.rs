@@ -335,3 +335,21 @@ async fn a_secret_watch_behind_the_attempt_watch_makes_no_second_attempt() {
         assert_eq!(written_by.as_deref(), Some(format!("c{i}-1").as_str()), "Secret c{i}-tls");
     }
 }
+
+/// The controllers start on stores that fill at different times: a Certificate's reconcile may
+/// wait for the attempts' store while the attempt controller waits for it too. Both must go on.
+#[tokio::test]
+async fn controllers_start_when_one_watch_fills_late() {
+    let mut cluster = TestCluster::start("core-late-store").await.expect("cluster");
+    install_certpilot_crds(&cluster).await;
+    if let Some(server) = cluster.server() {
+        // The first lists of attempts fail: that store fills a retry later than the others.
+        server.faults().fail_requests(0, 3, 500, "certificateattempts");
+    }
+    let env = Env { operator: Some(Operator::start(&mut cluster)), cluster };
+    env.issuer().await;
+    env.certificate("late", spec("late-tls", &["late.example.com"])).await;
+    env.ready("late").await;
+    let attempt: CertificateAttempt = env.api().get("late-1").await.unwrap();
+    assert_eq!(attempt.status.map(|s| s.phase), Some(AttemptPhase::Succeeded));
+}

@@ -13,10 +13,7 @@ use crate::{
     },
     policy::trigger::SecretState,
 };
-use futures::{
-    FutureExt, StreamExt,
-    future::{BoxFuture, Shared},
-};
+use futures::{FutureExt, StreamExt, future::BoxFuture};
 use futures::{Stream, channel::mpsc};
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{
@@ -36,6 +33,7 @@ use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+use tokio::sync::watch;
 
 /// How many events a subscriber may fall behind before the watch waits for it.
 const SUBSCRIBER_BUFFER: usize = 1024;
@@ -51,10 +49,10 @@ pub struct Caches {
     pub cluster_issuers: Store<ClusterIssuer>,
     /// certpilot's Secrets (labelled `app.kubernetes.io/managed-by=certpilot`), metadata only.
     pub secrets: Store<PartialObjectMeta<Secret>>,
-    /// Resolves once every store is filled. One shared future: a store's own readiness wakes
-    /// only the last of several tasks waiting on it at once (its oneshot receiver keeps a single
-    /// waker), so concurrent reconciles must not each wait on the stores.
-    ready: Shared<BoxFuture<'static, ()>>,
+    /// Per kind, whether its store holds its first full list. Not `Store::wait_until_ready`:
+    /// that wakes only the last of several tasks waiting at once (a oneshot receiver keeps one
+    /// waker), and each controller's runner already waits on its own store that way.
+    filled: [watch::Receiver<bool>; 5],
 }
 
 impl Caches {
@@ -74,7 +72,10 @@ impl Caches {
 
     /// Until every store holds its first full list, decisions from them would be wrong.
     pub async fn wait_until_ready(&self) {
-        self.ready.clone().await
+        for filled in &self.filled {
+            // An error means the feed is gone (shutdown): nothing left to wait for.
+            let _ = filled.clone().wait_for(|filled| *filled).await;
+        }
     }
 }
 
@@ -86,6 +87,8 @@ pub struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
     trim: fn(&mut K),
     /// Where deleted objects go: subscribers of the store only see objects that exist.
     deletions: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
+    /// Set once the store has applied its first full list.
+    filled: watch::Sender<bool>,
 }
 
 impl<K> Feed<K>
@@ -94,7 +97,8 @@ where
 {
     fn new(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> (Store<K>, Self) {
         let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
-        (store, Self { api, config, writer, trim, deletions: Mutex::default() })
+        let filled = watch::Sender::new(false);
+        (store, Self { api, config, writer, trim, deletions: Mutex::default(), filled })
     }
 
     /// A stream of the objects as they change, for one controller.
@@ -112,6 +116,7 @@ where
     fn run(self) -> BoxFuture<'static, ()> {
         let trim = self.trim;
         let deletions = self.deletions.into_inner().expect("deletions lock");
+        let filled = self.filled;
         watcher(self.api, self.config)
             .default_backoff()
             .modify(trim)
@@ -124,6 +129,12 @@ where
                 }
             })
             .reflect_shared(self.writer)
+            .inspect(move |event| {
+                // After the store applied it: the list is in the store.
+                if let Ok(watcher::Event::InitDone) = event {
+                    filled.send_replace(true);
+                }
+            })
             .for_each(|event| async move {
                 if let Err(error) = event {
                     tracing::warn!(%error, kind = %K::kind(&()), "watch failed; retrying");
@@ -131,28 +142,6 @@ where
             })
             .boxed()
     }
-}
-
-/// One future, for any number of waiters, that resolves once every store is filled.
-fn all_ready(
-    certificates: Store<Certificate>,
-    attempts: Store<CertificateAttempt>,
-    issuers: Store<Issuer>,
-    cluster_issuers: Store<ClusterIssuer>,
-    secrets: Store<PartialObjectMeta<Secret>>,
-) -> Shared<BoxFuture<'static, ()>> {
-    async move {
-        // A store only fails to become ready when its writer is gone (shutdown).
-        let _ = futures::join!(
-            certificates.wait_until_ready(),
-            attempts.wait_until_ready(),
-            issuers.wait_until_ready(),
-            cluster_issuers.wait_until_ready(),
-            secrets.wait_until_ready()
-        );
-    }
-    .boxed()
-    .shared()
 }
 
 /// The watches behind the caches; subscribe the controllers, then `run` them all.
@@ -184,14 +173,14 @@ impl Feeds {
         let (issuers, issuers_feed) = Feed::new(api(client, namespace), any(), trim_issuer);
         let (cluster_issuers, cluster_issuers_feed) = Feed::new(Api::all(client.clone()), any(), trim_cluster_issuer);
         let (secrets, secrets_feed) = Feed::new(api(client, namespace), managed(), trim_secret);
-        let ready = all_ready(
-            certificates.clone(),
-            attempts.clone(),
-            issuers.clone(),
-            cluster_issuers.clone(),
-            secrets.clone(),
-        );
-        let caches = Caches { certificates, attempts, issuers, cluster_issuers, secrets, ready };
+        let filled = [
+            certificates_feed.filled.subscribe(),
+            attempts_feed.filled.subscribe(),
+            issuers_feed.filled.subscribe(),
+            cluster_issuers_feed.filled.subscribe(),
+            secrets_feed.filled.subscribe(),
+        ];
+        let caches = Caches { certificates, attempts, issuers, cluster_issuers, secrets, filled };
         let feeds = Feeds {
             certificates: certificates_feed,
             attempts: attempts_feed,
@@ -355,51 +344,41 @@ mod tests {
         assert_eq!(meta.annotations.unwrap().keys().collect::<Vec<_>>(), ["keep"]);
     }
 
-    /// Reconciles wait for the caches concurrently: every one of them must be woken.
+    /// Reconciles wait for the caches concurrently, and each controller's runner waits on its
+    /// own store meanwhile: every one of them must be woken.
     #[tokio::test]
     async fn every_waiter_learns_that_the_caches_are_ready() {
-        fn filled<K: Resource<DynamicType = ()> + Clone + 'static>(writer: &mut Writer<K>) {
-            writer.apply_watcher_event(&watcher::Event::Init);
-            writer.apply_watcher_event(&watcher::Event::InitDone);
-        }
-        let (certificates, mut w1) = reflector::store_shared(1);
-        let (attempts, mut w2) = reflector::store_shared(1);
-        let (issuers, mut w3) = reflector::store_shared(1);
-        let (cluster_issuers, mut w4) = reflector::store_shared(1);
-        let (secrets, mut w5) = reflector::store_shared(1);
+        let (certificates, mut writer) = reflector::store_shared::<Certificate>(1);
+        let senders: Vec<watch::Sender<bool>> = (0..5).map(|_| watch::Sender::new(false)).collect();
         let caches = Caches {
-            ready: all_ready(
-                certificates.clone(),
-                attempts.clone(),
-                issuers.clone(),
-                cluster_issuers.clone(),
-                secrets.clone(),
-            ),
-            certificates,
-            attempts,
-            issuers,
-            cluster_issuers,
-            secrets,
+            attempts: reflector::store_shared(1).0,
+            issuers: reflector::store_shared(1).0,
+            cluster_issuers: reflector::store_shared(1).0,
+            secrets: reflector::store_shared(1).0,
+            filled: std::array::from_fn(|i| senders[i].subscribe()),
+            certificates: certificates.clone(),
         };
+        let runner = tokio::spawn(async move { certificates.wait_until_ready().await });
         let waiters: Vec<_> = (0..8)
             .map(|_| {
                 let caches = caches.clone();
                 tokio::spawn(async move { caches.wait_until_ready().await })
             })
             .collect();
-        // Every waiter is parked on the caches before they fill.
+        // Every waiter is parked before the caches fill.
         tokio::task::yield_now().await;
-        assert!(waiters.iter().all(|w| !w.is_finished()));
-        filled(&mut w1);
-        filled(&mut w2);
-        filled(&mut w3);
-        filled(&mut w4);
-        filled(&mut w5);
+        assert!(!runner.is_finished() && waiters.iter().all(|w| !w.is_finished()));
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        for sender in &senders {
+            sender.send_replace(true);
+        }
+        async fn woken<T>(task: tokio::task::JoinHandle<T>) -> Result<Result<T, tokio::task::JoinError>, ()> {
+            tokio::time::timeout(std::time::Duration::from_secs(5), task).await.map_err(|_| ())
+        }
+        woken(runner).await.expect("the runner's wait is woken").unwrap().unwrap();
         for waiter in waiters {
-            tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
-                .await
-                .expect("every waiter is woken")
-                .unwrap();
+            woken(waiter).await.expect("every reconcile's wait is woken").unwrap();
         }
     }
 
