@@ -132,6 +132,15 @@ fn crdgen(out: Option<PathBuf>, bundle: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A client for the cluster the kubeconfig (or the Pod's service account) names, which tells
+/// the API server who it is: audit logs and request metrics then name certpilot.
+async fn client() -> anyhow::Result<kube::Client> {
+    let mut config = kube::Config::infer().await?;
+    let agent = concat!("certpilot/", env!("CARGO_PKG_VERSION"));
+    config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(agent)));
+    Ok(kube::Client::try_from(config)?)
+}
+
 async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     crate::telemetry::init(args.log_json);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -140,7 +149,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let backoff =
         BackoffPolicy { base: duration("retry-base", &args.retry_base)?, cap: duration("retry-max", &args.retry_max)? };
-    let client = kube::Client::try_default().await?;
+    let client = client().await?;
     let resource_namespace = args.cluster_resource_namespace.clone();
     let settings = Settings {
         watch_namespace: args.namespace,
