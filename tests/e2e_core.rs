@@ -353,3 +353,36 @@ async fn controllers_start_when_one_watch_fills_late() {
     let attempt: CertificateAttempt = env.api().get("late-1").await.unwrap();
     assert_eq!(attempt.status.map(|s| s.phase), Some(AttemptPhase::Succeeded));
 }
+
+/// A first issuance goes from issuing to Ready, however late the attempts' watch is behind the
+/// Secrets': a Secret written by the attempt under way is not reported as a Ready certificate
+/// being renewed while that attempt's end is still on its way.
+#[tokio::test]
+async fn a_first_issuance_is_never_reported_as_a_renewal() {
+    use certpilot::api::certificate::CertificatePhase;
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    const COUNT: usize = 10;
+    let env = Env::start("core-no-renewing", &[]).await;
+    if let Some(server) = env.cluster.server() {
+        server.faults().set_watch_lag_for("certificateattempts", Duration::from_secs(2));
+    }
+    env.issuer().await;
+    let certificates: Api<Certificate> = env.api();
+    let mut phases = watcher(certificates.clone(), watcher::Config::default()).applied_objects().boxed();
+    for i in 0..COUNT {
+        env.certificate(&format!("c{i}"), spec(&format!("c{i}-tls"), &[&format!("c{i}.example.com")])).await;
+    }
+    let mut ready = std::collections::BTreeSet::new();
+    let mut seen = Vec::new();
+    while ready.len() < COUNT {
+        let cert = tokio::time::timeout(WAIT, phases.next()).await.expect("a change in time").unwrap().unwrap();
+        let phase = cert.status.as_ref().map(|s| s.phase.clone());
+        seen.push((cert.name_any(), phase.clone()));
+        if is_ready(&cert) {
+            ready.insert(cert.name_any());
+        }
+    }
+    let renewing: Vec<_> = seen.iter().filter(|(_, p)| *p == Some(CertificatePhase::Renewing)).collect();
+    assert!(renewing.is_empty(), "first issuances reported as renewals: {renewing:?} (all: {seen:?})");
+}

@@ -265,6 +265,28 @@ impl LastWrites {
     }
 }
 
+/// How long an object this process created may be missing from its cache before it is read.
+const CREATE_LAG: Duration = Duration::from_secs(10);
+
+/// Objects this process created moments ago (`namespace/name`): their watch events are on the
+/// way (and bring their owners back to the reconciler), so not finding them in the cache yet is
+/// no reason to ask the API server.
+#[derive(Default)]
+pub struct RecentCreates(Mutex<HashMap<String, Instant>>);
+
+impl RecentCreates {
+    pub fn note(&self, namespace: &str, name: &str) {
+        let mut created = self.0.lock().expect("creates lock");
+        created.retain(|_, at| at.elapsed() < CREATE_LAG);
+        created.insert(format!("{namespace}/{name}"), Instant::now());
+    }
+
+    pub fn contains(&self, namespace: &str, name: &str) -> bool {
+        let created = self.0.lock().expect("creates lock");
+        created.get(&format!("{namespace}/{name}")).is_some_and(|at| at.elapsed() < CREATE_LAG)
+    }
+}
+
 /// A digest of `value` as JSON, the same for a typed status and its `serde_json::Value`
 /// (objects' keys are sorted in a `Value`).
 fn digest(value: &impl serde::Serialize) -> u64 {
@@ -392,6 +414,16 @@ mod tests {
         assert!(!writes.lags("u", &"new"));
         assert!(writes.wrote("u", &"new"));
         assert!(!writes.wrote("other", &"new"));
+    }
+
+    #[test]
+    fn recent_creates_are_known_by_namespace_and_name() {
+        let created = RecentCreates::default();
+        assert!(!created.contains("ns", "a-1"));
+        created.note("ns", "a-1");
+        assert!(created.contains("ns", "a-1"));
+        assert!(!created.contains("other", "a-1"));
+        assert!(!created.contains("ns", "a-2"));
     }
 
     #[test]

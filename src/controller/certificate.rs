@@ -142,29 +142,54 @@ struct Observation {
     next_index: u32,
 }
 
-/// The attempts of `cert` and the index of the next one. The index recorded in status is the
-/// truth: an attempt it names that the cache does not show yet is looked up; one that was
-/// never created (the operator stopped between recording and creating) keeps its index.
+/// The attempts of `cert` and the index of the next one; `None` while the latest attempt,
+/// created by this process moments ago, is not in the cache yet (its watch event brings the
+/// Certificate back). The index recorded in status is the truth: an attempt it names that the
+/// cache does not show is looked up; one that was never created (the operator stopped between
+/// recording and creating) keeps its index.
 async fn attempts_and_next_index(
     ctx: &Context,
     cert: &Certificate,
     namespace: &str,
-) -> Result<(Vec<CertificateAttempt>, u32)> {
+) -> Result<Option<(Vec<CertificateAttempt>, u32)>> {
     let (mut attempts, taken) = cached_attempts(ctx, cert, namespace);
     let recorded = cert.status.as_ref().and_then(|s| s.attempt_index).unwrap_or(0);
     if recorded <= taken {
-        return Ok((attempts, taken + 1));
+        return Ok(Some((attempts, taken + 1)));
+    }
+    let latest = attempt_name(&cert.name_any(), recorded);
+    if ctx.recent_creates.contains(namespace, &latest) {
+        return Ok(None);
     }
     let api: Api<CertificateAttempt> = ctx.namespaced(namespace);
-    match api.get_opt(&attempt_name(&cert.name_any(), recorded)).await? {
+    match api.get_opt(&latest).await? {
         Some(attempt) => {
             if attempt.owner_references().iter().any(|o| Some(&o.uid) == cert.uid().as_ref()) {
                 attempts.push(attempt);
             }
-            Ok((attempts, recorded + 1))
+            Ok(Some((attempts, recorded + 1)))
         }
-        None => Ok((attempts, recorded)),
+        None => Ok(Some((attempts, recorded))),
     }
+}
+
+/// How long after an attempt was made a Secret naming it may run ahead of its status.
+const STORED_AHEAD_LIMIT: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
+/// The attempt under way has written the Secret, but the attempts' cache does not show it
+/// ending yet: its success is on the way (the Secret is written before the attempt records
+/// it), and a status written now would say the attempt is still under way. Only for a recent
+/// attempt: one that cannot record its end must not silence the Certificate's status.
+fn stored_ahead_of_attempt(ctx: &Context, namespace: &str, secret: &str, latest: Option<&CertificateAttempt>) -> bool {
+    let recent = |a: &&CertificateAttempt| {
+        a.creation_timestamp().is_some_and(|t| Timestamp::now().duration_since(t.0) < STORED_AHEAD_LIMIT)
+    };
+    let under_way = |a: &&CertificateAttempt| a.status.as_ref().is_none_or(|s| !s.phase.is_terminal());
+    let Some(latest) = latest.filter(under_way).filter(recent) else {
+        return false;
+    };
+    let cached = ctx.caches.secrets.get(&ObjectRef::new(secret).within(namespace));
+    cached.is_some_and(|meta| crate::secret::names_attempt(&meta.metadata, &latest.name_any()))
 }
 
 /// What the target Secret holds. Its metadata comes from the cache of certpilot's Secrets; its
@@ -200,9 +225,16 @@ async fn target_secret(
     Ok(state)
 }
 
-async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: Desired) -> Result<Observation> {
+/// What the caches (and, where they may be behind, the API server) say about `cert`; `None`
+/// while they are catching up with what this process just did.
+async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: Desired) -> Result<Option<Observation>> {
     let (issuer, issuer_spec) = issuer_state(ctx, namespace, &desired.issuer);
-    let (attempts, next_index) = attempts_and_next_index(ctx, cert, namespace).await?;
+    let Some((attempts, next_index)) = attempts_and_next_index(ctx, cert, namespace).await? else {
+        return Ok(None);
+    };
+    if stored_ahead_of_attempt(ctx, namespace, &desired.secret_name, attempts.last()) {
+        return Ok(None);
+    }
     let name = cert.name_any();
     let secret = target_secret(ctx, namespace, &desired.secret_name, &name, attempts.last()).await?;
     let previous = cert.status.as_ref().and_then(|s| s.renewal_info.clone());
@@ -232,7 +264,7 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
         min_renewal_interval: ctx.settings.min_renewal_interval,
         desired,
     };
-    Ok(Observation { observed, attempts, renewal_info, next_index })
+    Ok(Some(Observation { observed, attempts, renewal_info, next_index }))
 }
 
 /// The CA's renewal window for the stored certificate: the one in status while it is fresh,
@@ -451,8 +483,10 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
             return Ok(Action::await_change());
         }
     };
-    let Observation { mut observed, attempts, renewal_info, next_index } =
-        observe(&cert, &ctx, &namespace, desired).await?;
+    let Some(observation) = observe(&cert, &ctx, &namespace, desired).await? else {
+        return Ok(Action::requeue(CACHE_LAG_RETRY));
+    };
+    let Observation { mut observed, attempts, renewal_info, next_index } = observation;
     let mut decision = observed.decide();
     let mut latest_index = next_index - 1;
     let mut started = None;
@@ -534,6 +568,7 @@ async fn record_and_create(
         tracing::warn!(certificate = %cert.name_any(), attempt = %attempt.name_any(), "an attempt of that name exists and is not certpilot's; taking the next index");
         return Ok(false);
     }
+    ctx.recent_creates.note(&cert.namespace().unwrap_or_default(), &attempt.name_any());
     Ok(true)
 }
 

@@ -1,7 +1,7 @@
 //! What every reconcile needs: the client, the operator's settings, its metrics and the state
 //! shared between controllers (ACME accounts, order slots, solver answers).
 
-use super::cache::{Caches, LastWrites, VerifiedSecrets};
+use super::cache::{Caches, LastWrites, RecentCreates, VerifiedSecrets};
 use crate::{
     issuance::acme::{account::AccountCache, slots::OrderSlots},
     metrics::Metrics,
@@ -58,6 +58,8 @@ pub struct Context {
     pub verified: VerifiedSecrets,
     /// The statuses certpilot wrote moments ago, to tell a lagging cache from news.
     pub last_writes: LastWrites,
+    /// Attempts this process created moments ago (their watch events may not have arrived).
+    pub recent_creates: RecentCreates,
     /// Kubernetes Events on Certificates (what `kubectl describe` shows).
     pub recorder: kube::runtime::events::Recorder,
     pub settings: Settings,
@@ -95,6 +97,7 @@ impl Context {
             caches,
             verified: VerifiedSecrets::default(),
             last_writes: LastWrites::default(),
+            recent_creates: RecentCreates::default(),
             recorder,
             order_slots: OrderSlots::new(settings.max_orders_per_issuer),
             settings,
