@@ -377,8 +377,8 @@ async fn a_first_issuance_is_never_reported_as_a_renewal() {
     let mut seen = Vec::new();
     while ready.len() < COUNT {
         let cert = tokio::time::timeout(WAIT, phases.next()).await.expect("a change in time").unwrap().unwrap();
-        let phase = cert.status.as_ref().map(|s| s.phase.clone());
-        seen.push((cert.name_any(), phase.clone()));
+        let phase = cert.status.as_ref().map(|s| s.phase);
+        seen.push((cert.name_any(), phase));
         if is_ready(&cert) {
             ready.insert(cert.name_any());
         }

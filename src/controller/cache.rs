@@ -206,25 +206,38 @@ impl Feeds {
 
 /// What certpilot learnt from reading a Secret's data, by the Secret's resourceVersion: the
 /// data is read again only when the Secret changed (or after a restart). A Secret found
-/// missing is remembered with no version.
+/// missing is remembered with no version; one an attempt wrote, with that attempt's name.
 #[derive(Default)]
-pub struct VerifiedSecrets(Mutex<HashMap<SecretKey, (Option<String>, SecretState)>>);
+pub struct VerifiedSecrets(Mutex<HashMap<SecretKey, Verified>>);
 
 /// A Secret's namespace and name.
 type SecretKey = (String, String);
 
+/// What one Secret held when certpilot last read or wrote it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verified {
+    /// Its resourceVersion then (`None`: it did not exist).
+    pub version: Option<String>,
+    /// The attempt whose write this was, if it was one.
+    pub written_by: Option<String>,
+    pub state: SecretState,
+}
+
 impl VerifiedSecrets {
     /// What Secret `namespace/name` held at `resource_version` (`None`: when it did not exist),
-    /// if it was read then.
+    /// if it was read or written then.
     pub fn get(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> Option<SecretState> {
-        let known = self.0.lock().expect("verified lock");
-        let (version, state) = known.get(&(namespace.to_string(), name.to_string()))?;
-        (version.as_deref() == resource_version).then(|| state.clone())
+        self.entry(namespace, name).filter(|v| v.version.as_deref() == resource_version).map(|v| v.state)
     }
 
-    pub fn put(&self, namespace: &str, name: &str, resource_version: Option<String>, state: SecretState) {
+    /// What certpilot last knew of Secret `namespace/name`, at whatever version.
+    pub fn entry(&self, namespace: &str, name: &str) -> Option<Verified> {
+        self.0.lock().expect("verified lock").get(&(namespace.to_string(), name.to_string())).cloned()
+    }
+
+    pub fn put(&self, namespace: &str, name: &str, verified: Verified) {
         let key = (namespace.to_string(), name.to_string());
-        self.0.lock().expect("verified lock").insert(key, (resource_version, state));
+        self.0.lock().expect("verified lock").insert(key, verified);
     }
 
     pub fn forget(&self, namespace: &str, name: &str) {
@@ -429,12 +442,18 @@ mod tests {
     #[test]
     fn verified_secrets_are_known_by_resource_version() {
         let verified = VerifiedSecrets::default();
-        verified.put("ns", "s", Some("7".into()), SecretState::Missing);
+        let read = |version: Option<&str>| Verified {
+            version: version.map(String::from),
+            written_by: None,
+            state: SecretState::Missing,
+        };
+        verified.put("ns", "s", read(Some("7")));
         assert_eq!(verified.get("ns", "s", Some("7")), Some(SecretState::Missing));
         assert_eq!(verified.get("ns", "s", Some("8")), None, "changed since: read it again");
         assert_eq!(verified.get("ns", "s", None), None);
         assert_eq!(verified.get("other", "s", Some("7")), None);
-        verified.put("ns", "gone", None, SecretState::Missing);
+        assert_eq!(verified.entry("ns", "s"), Some(read(Some("7"))));
+        verified.put("ns", "gone", read(None));
         assert_eq!(verified.get("ns", "gone", None), Some(SecretState::Missing));
         verified.forget("ns", "gone");
         assert_eq!(verified.get("ns", "gone", None), None);

@@ -2,7 +2,12 @@
 //! or cancel an attempt → summarise status (pure) → requeue at the next moment that matters.
 
 use super::{
-    apply_status, apply_status_at, cache::Feeds, context::Context, error_policy, issuer::issuer_state, run_controller,
+    apply_status, apply_status_at,
+    cache::{Feeds, Verified},
+    context::Context,
+    error_policy,
+    issuer::issuer_state,
+    run_controller,
 };
 use crate::{
     api::{
@@ -189,14 +194,17 @@ fn stored_ahead_of_attempt(ctx: &Context, namespace: &str, secret: &str, latest:
         return false;
     };
     let cached = ctx.caches.secrets.get(&ObjectRef::new(secret).within(namespace));
-    cached.is_some_and(|meta| crate::secret::names_attempt(&meta.metadata, &latest.name_any()))
+    let named = cached.is_some_and(|meta| crate::secret::names_attempt(&meta.metadata, &latest.name_any()));
+    let written = ctx.verified.entry(namespace, secret).and_then(|v| v.written_by) == Some(latest.name_any());
+    named || written
 }
 
 /// What the target Secret holds. Its metadata comes from the cache of certpilot's Secrets; its
-/// data is read (and verified) only when certpilot has not read that version yet, and when the
-/// cache may be behind: the latest attempt succeeded but the Secret does not name it (it is
-/// written before the attempt records success, but watched separately), or it failed because
-/// the Secret turned out to be someone else's (those are not in the cache).
+/// data is read (and verified) only when certpilot has neither read nor written that version,
+/// and when the cache may be behind: the latest attempt succeeded but the Secret does not name
+/// it (it is written before the attempt records success, but watched separately), or it failed
+/// because the Secret turned out to be someone else's (those are not in the cache). What the
+/// latest attempt wrote is known without reading it while the cache does not show the Secret.
 async fn target_secret(
     ctx: &Context,
     namespace: &str,
@@ -206,23 +214,33 @@ async fn target_secret(
 ) -> Result<SecretState> {
     let cached = ctx.caches.secrets.get(&ObjectRef::new(name).within(namespace));
     let version = cached.as_ref().and_then(|meta| meta.metadata.resource_version.clone());
-    let latest_status = latest.and_then(|a| a.status.as_ref());
-    let behind = latest_status.is_some_and(|s| match s.phase {
-        AttemptPhase::Succeeded => {
-            let wrote = latest.map(|a| a.name_any());
-            cached.as_ref().is_none_or(|meta| !crate::secret::names_attempt(&meta.metadata, &wrote.unwrap_or_default()))
+    if let Some(known) = ctx.verified.entry(namespace, name) {
+        let current = known.version == version;
+        let latest_wrote_it = known.written_by.is_some() && known.written_by == latest.map(|a| a.name_any());
+        if (latest_wrote_it && (cached.is_none() || current)) || (current && !cache_behind(cached.as_deref(), latest)) {
+            return Ok(known.state);
         }
-        AttemptPhase::Failed => s.error_code.as_deref() == Some(crate::issuance::FailureCode::SecretNotOwned.as_str()),
-        _ => false,
-    });
-    if !behind && let Some(state) = ctx.verified.get(namespace, name, version.as_deref()) {
-        return Ok(state);
     }
     let secret = ctx.namespaced::<Secret>(namespace).get_opt(name).await?;
     let state = classify(secret.as_ref(), certificate);
     let version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
-    ctx.verified.put(namespace, name, version, state.clone());
+    ctx.verified.put(namespace, name, Verified { version, written_by: None, state: state.clone() });
     Ok(state)
+}
+
+/// Whether the cached Secret may be older than what the latest attempt says: it succeeded,
+/// but the Secret does not name it; or it failed because the Secret is someone else's.
+fn cache_behind(cached: Option<&PartialObjectMeta<Secret>>, latest: Option<&CertificateAttempt>) -> bool {
+    let (Some(latest), Some(status)) = (latest, latest.and_then(|a| a.status.as_ref())) else { return false };
+    match status.phase {
+        AttemptPhase::Succeeded => {
+            cached.is_none_or(|meta| !crate::secret::names_attempt(&meta.metadata, &latest.name_any()))
+        }
+        AttemptPhase::Failed => {
+            status.error_code.as_deref() == Some(crate::issuance::FailureCode::SecretNotOwned.as_str())
+        }
+        _ => false,
+    }
 }
 
 /// What the caches (and, where they may be behind, the API server) say about `cert`; `None`
@@ -589,12 +607,15 @@ fn certificates_for_issuer(
 
 /// The Certificates to look at again when something they depend on is deleted: their
 /// attempts, their Secrets, their issuers.
-fn deleted_dependencies(ctx: &Context, feeds: &Feeds) -> impl Stream<Item = ObjectRef<Certificate>> + use<> {
+fn deleted_dependencies(ctx: &Arc<Context>, feeds: &Feeds) -> impl Stream<Item = ObjectRef<Certificate>> + use<> {
     let owner = |attempt: Arc<CertificateAttempt>| {
         let namespace = attempt.namespace();
         futures::stream::iter(namespace.map(|ns| ObjectRef::new(&attempt.spec.certificate_name).within(&ns)))
     };
-    let secret_owner = |secret: Arc<PartialObjectMeta<Secret>>| {
+    let verified = ctx.clone();
+    let secret_owner = move |secret: Arc<PartialObjectMeta<Secret>>| {
+        // What was known of it is void: it does not exist any more.
+        verified.verified.forget(&secret.namespace().unwrap_or_default(), &secret.name_any());
         let cert = secret.labels().get(CERTIFICATE_NAME_LABEL).cloned();
         futures::stream::iter(cert.zip(secret.namespace()).map(|(name, ns)| ObjectRef::new(&name).within(&ns)))
     };

@@ -16,7 +16,7 @@ use crate::{
         attempt::{AttemptPhase, CertificateAttemptStatus, StepPhase},
         certificate::{KeyEncoding, RotationPolicy},
     },
-    controller::{apply_status, context::Context},
+    controller::{apply_status, cache::Verified, context::Context},
     error::{Error, Result},
     issuance::{
         Failure, FailureCode as C, Obtained,
@@ -905,8 +905,12 @@ impl Pass<'_> {
         let name = &self.attempt.spec.secret_name;
         match written {
             Ok(written) => {
-                let state = secret::classify(Some(&written), &self.attempt.spec.certificate_name);
-                self.ctx.verified.put(&self.namespace, name, written.metadata.resource_version.clone(), state);
+                let verified = Verified {
+                    state: secret::classify(Some(&written), &self.attempt.spec.certificate_name),
+                    version: written.metadata.resource_version.clone(),
+                    written_by: Some(self.attempt.name_any()),
+                };
+                self.ctx.verified.put(&self.namespace, name, verified);
                 Ok(Ok(Stored::Written))
             }
             Err(e) => match is_refusal(&e) {
