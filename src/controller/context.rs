@@ -61,7 +61,7 @@ pub struct Context {
     /// Attempts this process created moments ago (their watch events may not have arrived).
     pub recent_creates: RecentCreates,
     /// Kubernetes Events on Certificates (what `kubectl describe` shows).
-    pub recorder: kube::runtime::events::Recorder,
+    pub events: super::events::Events,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub solvers: Arc<SolverState>,
@@ -84,8 +84,7 @@ impl Context {
         solvers: Arc<SolverState>,
     ) -> Arc<Self> {
         let instance = std::env::var("POD_NAME").ok();
-        let reporter = kube::runtime::events::Reporter { controller: "certpilot".into(), instance };
-        let recorder = kube::runtime::events::Recorder::new(client.clone(), reporter);
+        let events = super::events::Events::new(client.clone(), instance);
         let routes = RouteTarget {
             client: client.clone(),
             namespace: settings.cluster_resource_namespace.clone(),
@@ -98,7 +97,7 @@ impl Context {
             verified: VerifiedSecrets::default(),
             last_writes: LastWrites::default(),
             recent_creates: RecentCreates::default(),
-            recorder,
+            events,
             order_slots: OrderSlots::new(settings.max_orders_per_issuer),
             settings,
             metrics,
@@ -116,18 +115,10 @@ impl Context {
         warning: bool,
         reason: &str,
         action: &str,
-        note: String,
+        text: String,
     ) {
-        use kube::runtime::events::{Event, EventType};
-        let note: String = note.chars().take(1000).collect();
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, certificate).await {
+        let note = super::events::Note { warning, reason, action, text };
+        if let Err(error) = self.events.publish(certificate, note).await {
             tracing::warn!(%error, reason, "could not publish an event");
         }
     }

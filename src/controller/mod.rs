@@ -4,6 +4,7 @@ pub mod attempt;
 pub mod cache;
 pub mod certificate;
 pub mod context;
+pub mod events;
 pub mod issuer;
 
 use crate::error::{Error, Result};
