@@ -37,7 +37,7 @@ fn root() -> &'static Path {
 }
 
 fn yaml_documents(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text).map(|d| Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect()
+    yaml_serde::Deserializer::from_str(text).map(|d| Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect()
 }
 
 /// The policy and its binding from `deploy/04-admission-policy.yaml`.
@@ -263,7 +263,7 @@ fn chart_and_deploy_policies_agree() {
     assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
     assert!(template.contains("printf \"system:serviceaccount:%s:%s\" .Release.Namespace .Release.Name"));
     let values: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root().join("charts/certpilot/values.yaml")).unwrap()).unwrap();
+        yaml_serde::from_str(&std::fs::read_to_string(root().join("charts/certpilot/values.yaml")).unwrap()).unwrap();
     assert_eq!(values["admissionPolicy"]["enabled"], true, "on by default");
     // The policy names the ServiceAccount that deploy/02-rbac.yaml installs.
     let rbac = yaml_documents(&std::fs::read_to_string(root().join("deploy/02-rbac.yaml")).unwrap());

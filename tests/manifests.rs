@@ -23,7 +23,7 @@ fn root() -> &'static Path {
 
 fn documents(path: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(root().join(path)).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
+    yaml_serde::Deserializer::from_str(&text)
         .map(|doc| Value::deserialize(doc).unwrap())
         .filter(|v| !v.is_null())
         .collect()
@@ -130,7 +130,7 @@ fn deploy_manifests_fit_together_with_least_privilege() {
     let template = std::fs::read_to_string(root().join("charts/certpilot/templates/rbac.yaml")).unwrap();
     let role_doc = template.split("---").find(|d| d.contains("kind: ClusterRole\n")).unwrap();
     let rules_yaml = &role_doc[role_doc.find("rules:").unwrap()..];
-    let chart: Value = serde_yaml::from_str(rules_yaml).unwrap();
+    let chart: Value = yaml_serde::from_str(rules_yaml).unwrap();
     assert_eq!(chart["rules"], serde_json::to_value(&rules).unwrap());
 }
 

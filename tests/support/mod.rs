@@ -47,7 +47,7 @@ pub struct WidgetCondition {
 }
 
 pub fn widget_crd() -> CustomResourceDefinition {
-    serde_yaml::from_str(include_str!("../fixtures/widgets-crd.yaml")).expect("fixture CRD parses")
+    yaml_serde::from_str(include_str!("../fixtures/widgets-crd.yaml")).expect("fixture CRD parses")
 }
 
 /// A cluster with the widget CRD installed.

@@ -407,7 +407,7 @@ fn patch(shared: &Shared, rt: &ResourceType, target: &Target, name: &str, reques
             .filter(|m| !m.is_empty())
             .ok_or_else(|| ApiError::bad_request("PATCH /apply requires fieldManager to be set"))?;
         let applied: Value =
-            serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+            yaml_serde::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         check_applied(rt, &applied, name, live.as_ref())?;
         if live.is_none() && scope == Scope::Status {
             return Err(ApiError::not_found(&rt.qualified_name(), name));
