@@ -211,6 +211,45 @@ fn per_issuance(report: &mut Report, label: &str, records: &[RequestRecord], iss
     report.details.push(table);
 }
 
+/// The average JSON size of what the operator's caches hold per certificate, each object
+/// trimmed as the operator trims it: a lower bound of its memory per certificate, by kind.
+async fn cached_json_sizes(client: &Client, namespace: &str) -> String {
+    use certpilot::{api::CertificateAttempt, controller::cache};
+    async fn average<K>(api: Api<K>, params: &kube::api::ListParams, trim: fn(&mut K)) -> usize
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    {
+        let mut objects = api.list(params).await.expect("list").items;
+        let count = objects.len().max(1);
+        objects
+            .iter_mut()
+            .map(|o| {
+                trim(o);
+                serde_json::to_vec(o).map(|v| v.len()).unwrap_or_default()
+            })
+            .sum::<usize>()
+            / count
+    }
+    let all = kube::api::ListParams::default();
+    let certificates =
+        average::<Certificate>(Api::namespaced(client.clone(), namespace), &all, cache::trim_certificate).await;
+    let attempts =
+        average::<CertificateAttempt>(Api::namespaced(client.clone(), namespace), &all, cache::trim_attempt).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let managed = kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=certpilot");
+    let mut metas = secrets.list_metadata(&managed).await.expect("list").items;
+    let count = metas.len().max(1);
+    let secrets = metas
+        .iter_mut()
+        .map(|m| {
+            cache::trim_secret(m);
+            serde_json::to_vec(m).map(|v| v.len()).unwrap_or_default()
+        })
+        .sum::<usize>()
+        / count;
+    format!("Certificate {certificates} B, attempt {attempts} B, Secret metadata {secrets} B")
+}
+
 /// When the operator went quiet: no request but watches for [`QUIET`] while `settled` holds.
 struct Quiet {
     /// The last non-watch request of the operator seen, if any.
@@ -517,6 +556,11 @@ async fn self_signed(report: &mut Report, params: &Params) {
         "RSS per Ready certificate (minus baseline)",
         format!("{:.2} KiB", rss.saturating_sub(baseline) as f64 / ready.max(1) as f64),
         "≤ 6 KiB",
+    );
+    report.row(
+        "what the operator caches per certificate (JSON, trimmed as stored)",
+        cached_json_sizes(&bench_client(&cluster), cluster.namespace()).await,
+        "",
     );
 
     let mark = request_mark(&cluster);

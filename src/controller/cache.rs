@@ -323,11 +323,11 @@ pub fn trim_meta(meta: &mut ObjectMeta) {
     }
 }
 
-fn trim_secret(secret: &mut PartialObjectMeta<Secret>) {
+pub fn trim_secret(secret: &mut PartialObjectMeta<Secret>) {
     trim_meta(&mut secret.metadata);
 }
 
-fn trim_certificate(certificate: &mut Certificate) {
+pub fn trim_certificate(certificate: &mut Certificate) {
     trim_meta(&mut certificate.metadata);
 }
 
@@ -341,7 +341,7 @@ fn trim_cluster_issuer(issuer: &mut ClusterIssuer) {
 
 /// A finished attempt keeps what the Certificate's status summarises (phase, times, error,
 /// validation records, the issued certificate); its step log and conditions are dropped.
-fn trim_attempt(attempt: &mut CertificateAttempt) {
+pub fn trim_attempt(attempt: &mut CertificateAttempt) {
     trim_meta(&mut attempt.metadata);
     if let Some(status) = attempt.status.as_mut().filter(|s| s.phase.is_terminal()) {
         status.steps = Vec::new();
