@@ -63,6 +63,12 @@ impl Env {
         let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Certificate", "metadata": {"name": name}, "spec": spec});
         self.apply(doc).await
     }
+    /// Certificates `c0`…`c{count-1}`, each for `c{i}.example.com` into Secret `c{i}-tls`.
+    async fn numbered_certificates(&self, count: usize) {
+        for i in 0..count {
+            self.certificate(&format!("c{i}"), spec(&format!("c{i}-tls"), &[&format!("c{i}.example.com")])).await;
+        }
+    }
     async fn ready(&self, name: &str) -> Certificate {
         wait_for(&self.api(), name, &format!("Certificate {name} to be Ready"), WAIT, is_ready).await
     }
@@ -258,9 +264,7 @@ async fn one_decision_makes_one_attempt_through_faults_and_restarts() {
         server.faults().fail_writes_every(7, 409, "certpilot.dev");
     }
     env.issuer().await;
-    for i in 0..COUNT {
-        env.certificate(&format!("c{i}"), spec(&format!("c{i}-tls"), &[&format!("c{i}.example.com")])).await;
-    }
+    env.numbered_certificates(COUNT).await;
     let attempts: Api<CertificateAttempt> = env.api();
     for restart_after in [COUNT / 4, COUNT / 2] {
         eventually("attempts to be under way", WAIT, || {
@@ -318,9 +322,7 @@ async fn a_secret_watch_behind_the_attempt_watch_makes_no_second_attempt() {
         server.faults().set_watch_lag_for("secrets", Duration::from_secs(3));
     }
     env.issuer().await;
-    for i in 0..COUNT {
-        env.certificate(&format!("c{i}"), spec(&format!("c{i}-tls"), &[&format!("c{i}.example.com")])).await;
-    }
+    env.numbered_certificates(COUNT).await;
     for i in 0..COUNT {
         env.ready(&format!("c{i}")).await;
     }
@@ -370,9 +372,7 @@ async fn a_first_issuance_is_never_reported_as_a_renewal() {
     env.issuer().await;
     let certificates: Api<Certificate> = env.api();
     let mut phases = watcher(certificates.clone(), watcher::Config::default()).applied_objects().boxed();
-    for i in 0..COUNT {
-        env.certificate(&format!("c{i}"), spec(&format!("c{i}-tls"), &[&format!("c{i}.example.com")])).await;
-    }
+    env.numbered_certificates(COUNT).await;
     let mut ready = std::collections::BTreeSet::new();
     let mut seen = Vec::new();
     while ready.len() < COUNT {

@@ -224,12 +224,6 @@ pub struct Verified {
 }
 
 impl VerifiedSecrets {
-    /// What Secret `namespace/name` held at `resource_version` (`None`: when it did not exist),
-    /// if it was read or written then.
-    pub fn get(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> Option<SecretState> {
-        self.entry(namespace, name).filter(|v| v.version.as_deref() == resource_version).map(|v| v.state)
-    }
-
     /// What certpilot last knew of Secret `namespace/name`, at whatever version.
     pub fn entry(&self, namespace: &str, name: &str) -> Option<Verified> {
         self.0.lock().expect("verified lock").get(&(namespace.to_string(), name.to_string())).cloned()
@@ -245,6 +239,42 @@ impl VerifiedSecrets {
     }
 }
 
+/// Entries that count for a while after they were noted: what this process did moments ago.
+/// Expired entries are dropped once the map has doubled since it was last pruned, not on every
+/// insert (every status write notes one).
+struct Recent<V> {
+    ttl: Duration,
+    entries: Mutex<Entries<V>>,
+}
+
+struct Entries<V> {
+    /// Each value with when it was noted.
+    map: HashMap<String, (V, Instant)>,
+    /// How many entries were left the last time expired ones were dropped.
+    pruned_at: usize,
+}
+
+impl<V: Clone> Recent<V> {
+    fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: Mutex::new(Entries { map: HashMap::new(), pruned_at: 0 }) }
+    }
+
+    fn note(&self, key: String, value: V) {
+        let mut entries = self.entries.lock().expect("recent lock");
+        if entries.map.len() >= (entries.pruned_at * 2).max(64) {
+            entries.map.retain(|_, (_, at)| at.elapsed() < self.ttl);
+            entries.pruned_at = entries.map.len();
+        }
+        entries.map.insert(key, (value, Instant::now()));
+    }
+
+    /// The value noted under `key`, if that was less than the time to live ago.
+    fn get(&self, key: &str) -> Option<V> {
+        let entries = self.entries.lock().expect("recent lock");
+        entries.map.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(value, _)| value.clone())
+    }
+}
+
 /// How long a cached status may differ from certpilot's last write before it is believed
 /// (someone else wrote it since, e.g. a second replica during a leader change).
 const LAG_TOLERANCE: Duration = Duration::from_secs(10);
@@ -252,29 +282,27 @@ const LAG_TOLERANCE: Duration = Duration::from_secs(10);
 /// The status certpilot last wrote per object (uid), as a digest. A cached object whose status
 /// differs from it is one whose watch event has not arrived yet: deciding from it would repeat
 /// work already done, and writing the same status again would be a wasted request.
-#[derive(Default)]
-pub struct LastWrites(Mutex<HashMap<String, (u64, Instant)>>);
+pub struct LastWrites(Recent<u64>);
+
+impl Default for LastWrites {
+    fn default() -> Self {
+        Self(Recent::new(LAG_TOLERANCE))
+    }
+}
 
 impl LastWrites {
     pub fn record(&self, uid: &str, status: &impl serde::Serialize) {
-        let mut writes = self.0.lock().expect("writes lock");
-        writes.retain(|_, (_, at)| at.elapsed() < LAG_TOLERANCE);
-        writes.insert(uid.to_string(), (digest(status), Instant::now()));
+        self.0.note(uid.to_string(), digest(status));
     }
 
     /// Whether `status` (cached) is older than what certpilot wrote last, moments ago.
     pub fn lags(&self, uid: &str, status: &impl serde::Serialize) -> bool {
-        self.recent(uid).is_some_and(|wrote| wrote != digest(status))
+        self.0.get(uid).is_some_and(|wrote| wrote != digest(status))
     }
 
     /// Whether certpilot wrote exactly `status` moments ago.
     pub fn wrote(&self, uid: &str, status: &impl serde::Serialize) -> bool {
-        self.recent(uid) == Some(digest(status))
-    }
-
-    fn recent(&self, uid: &str) -> Option<u64> {
-        let writes = self.0.lock().expect("writes lock");
-        writes.get(uid).filter(|(_, at)| at.elapsed() < LAG_TOLERANCE).map(|(digest, _)| *digest)
+        self.0.get(uid) == Some(digest(status))
     }
 }
 
@@ -284,19 +312,21 @@ const CREATE_LAG: Duration = Duration::from_secs(10);
 /// Objects this process created moments ago (`namespace/name`): their watch events are on the
 /// way (and bring their owners back to the reconciler), so not finding them in the cache yet is
 /// no reason to ask the API server.
-#[derive(Default)]
-pub struct RecentCreates(Mutex<HashMap<String, Instant>>);
+pub struct RecentCreates(Recent<()>);
+
+impl Default for RecentCreates {
+    fn default() -> Self {
+        Self(Recent::new(CREATE_LAG))
+    }
+}
 
 impl RecentCreates {
     pub fn note(&self, namespace: &str, name: &str) {
-        let mut created = self.0.lock().expect("creates lock");
-        created.retain(|_, at| at.elapsed() < CREATE_LAG);
-        created.insert(format!("{namespace}/{name}"), Instant::now());
+        self.0.note(format!("{namespace}/{name}"), ());
     }
 
     pub fn contains(&self, namespace: &str, name: &str) -> bool {
-        let created = self.0.lock().expect("creates lock");
-        created.get(&format!("{namespace}/{name}")).is_some_and(|at| at.elapsed() < CREATE_LAG)
+        self.0.get(&format!("{namespace}/{name}")).is_some()
     }
 }
 
@@ -430,6 +460,23 @@ mod tests {
     }
 
     #[test]
+    fn recent_entries_expire_and_are_pruned() {
+        let lasting = Recent::new(Duration::from_secs(3600));
+        lasting.note("k".into(), 1);
+        assert_eq!(lasting.get("k"), Some(1));
+        // Nothing lives with no time to live: every entry is expired as soon as it is noted.
+        let fleeting = Recent::new(Duration::ZERO);
+        fleeting.note("old".into(), 1);
+        assert_eq!(fleeting.get("old"), None, "expired");
+        for i in 0..64 {
+            fleeting.note(format!("k{i}"), i);
+        }
+        let entries = fleeting.entries.lock().unwrap();
+        assert!(!entries.map.contains_key("old"), "pruned once the map grew");
+        assert_eq!(entries.map.len(), 1, "only the entry noted after pruning is left");
+    }
+
+    #[test]
     fn recent_creates_are_known_by_namespace_and_name() {
         let created = RecentCreates::default();
         assert!(!created.contains("ns", "a-1"));
@@ -440,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn verified_secrets_are_known_by_resource_version() {
+    fn verified_secrets_keep_the_latest_read_per_secret() {
         let verified = VerifiedSecrets::default();
         let read = |version: Option<&str>| Verified {
             version: version.map(String::from),
@@ -448,15 +495,14 @@ mod tests {
             state: SecretState::Missing,
         };
         verified.put("ns", "s", read(Some("7")));
-        assert_eq!(verified.get("ns", "s", Some("7")), Some(SecretState::Missing));
-        assert_eq!(verified.get("ns", "s", Some("8")), None, "changed since: read it again");
-        assert_eq!(verified.get("ns", "s", None), None);
-        assert_eq!(verified.get("other", "s", Some("7")), None);
         assert_eq!(verified.entry("ns", "s"), Some(read(Some("7"))));
+        assert_eq!(verified.entry("other", "s"), None);
+        verified.put("ns", "s", read(Some("8")));
+        assert_eq!(verified.entry("ns", "s"), Some(read(Some("8"))), "the latest read replaces the one before");
         verified.put("ns", "gone", read(None));
-        assert_eq!(verified.get("ns", "gone", None), Some(SecretState::Missing));
+        assert_eq!(verified.entry("ns", "gone").map(|v| v.state), Some(SecretState::Missing));
         verified.forget("ns", "gone");
-        assert_eq!(verified.get("ns", "gone", None), None);
+        assert_eq!(verified.entry("ns", "gone"), None);
     }
 
     #[test]

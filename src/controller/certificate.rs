@@ -143,6 +143,9 @@ struct Observation {
     observed: Observed,
     attempts: Vec<CertificateAttempt>,
     renewal_info: Option<RenewalInfoStatus>,
+    /// The issuer is an ACME one (or unknown: then it is taken to be), so an attempt it makes
+    /// sets up what must be cleaned up after it.
+    acme_issuer: bool,
     /// The index the next attempt takes.
     next_index: u32,
 }
@@ -256,6 +259,7 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
     let name = cert.name_any();
     let secret = target_secret(ctx, namespace, &desired.secret_name, &name, attempts.last()).await?;
     let previous = cert.status.as_ref().and_then(|s| s.renewal_info.clone());
+    let acme_issuer = issuer_spec.as_ref().is_none_or(|s| s.acme.is_some());
     let renewal_info = match (&secret, issuer_spec.and_then(|s| s.acme)) {
         (SecretState::Present(stored), Some(acme)) if issuer == IssuerState::Ready => match &stored.ari_id {
             Some(id) => Some(renewal_info(ctx, namespace, &desired.issuer, &acme, id, previous).await?),
@@ -282,7 +286,7 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
         min_renewal_interval: ctx.settings.min_renewal_interval,
         desired,
     };
-    Ok(Some(Observation { observed, attempts, renewal_info, next_index }))
+    Ok(Some(Observation { observed, attempts, renewal_info, acme_issuer, next_index }))
 }
 
 /// The CA's renewal window for the stored certificate: the one in status while it is fresh,
@@ -376,11 +380,6 @@ fn new_attempt(
     attempt.metadata.owner_references =
         Some(vec![cert.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?]);
     Ok(attempt)
-}
-
-/// Whether the Certificate's issuer is an ACME one (or unknown: then assume it is).
-fn observed_issuer_is_acme(ctx: &Context, cert: &Certificate, namespace: &str) -> bool {
-    ctx.caches.issuer(&cert.spec.issuer_ref, namespace).is_none_or(|(spec, _)| spec.acme.is_some())
 }
 
 /// Creates the attempt. AlreadyExists is success when the existing attempt is this one (a
@@ -504,15 +503,14 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
     let Some(observation) = observe(&cert, &ctx, &namespace, desired).await? else {
         return Ok(Action::requeue(CACHE_LAG_RETRY));
     };
-    let Observation { mut observed, attempts, renewal_info, next_index } = observation;
+    let Observation { mut observed, attempts, renewal_info, acme_issuer, next_index } = observation;
     let mut decision = observed.decide();
     let mut latest_index = next_index - 1;
     let mut started = None;
     match &decision {
         Decision::Start { type_, reason } => {
             let replaces = replaces_for(&observed, &renewal_info, *type_);
-            let cleanup = observed_issuer_is_acme(&ctx, &cert, &namespace);
-            let attempt = new_attempt(&cert, &observed, next_index, replaces, *type_, reason, cleanup)?;
+            let attempt = new_attempt(&cert, &observed, next_index, replaces, *type_, reason, acme_issuer)?;
             observed.attempts.extend(view(&cert, &attempt));
             latest_index = next_index;
             started = Some((attempt, *type_, reason.clone()));
