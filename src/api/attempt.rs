@@ -125,6 +125,15 @@ pub enum AttemptPhase {
     Rejected,
 }
 
+impl CertificateAttempt {
+    /// Nothing left to do: ended, and cleaned up behind (certpilot's finalizer is gone).
+    pub fn is_settled(&self) -> bool {
+        let ended = self.status.as_ref().is_some_and(|s| s.phase.is_terminal());
+        let held = self.metadata.finalizers.iter().flatten().any(|f| f == super::CLEANUP_FINALIZER);
+        ended && !held
+    }
+}
+
 impl AttemptPhase {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::Rejected)

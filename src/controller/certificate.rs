@@ -3,7 +3,7 @@
 
 use super::{
     apply_status, apply_status_at,
-    cache::{Feeds, Verified},
+    cache::{AttemptRecord, Feeds, Verified, WatchedSecret},
     context::Context,
     error_policy,
     issuer::issuer_state,
@@ -13,7 +13,7 @@ use crate::{
     api::{
         CANCEL_ANNOTATION, CERTIFICATE_NAME_LABEL, CLEANUP_FINALIZER, Certificate, CertificateAttempt, ClusterIssuer,
         FIELD_MANAGER, Issuer, IssuerKind, IssuerRef, MANAGED_BY_LABEL, MANAGED_BY_VALUE, RENEW_ANNOTATION,
-        attempt::{AttemptPhase, AttemptType, CertificateAttemptStatus},
+        attempt::{AttemptPhase, AttemptType},
         certificate::{CertificateStatus, RenewalInfoStatus},
         conditions::{self, Condition},
         issuer::AcmeIssuer,
@@ -26,7 +26,7 @@ use crate::{
         renewal::{RenewalSettings, SuggestedWindow},
         status::summarise,
         trigger::{AttemptView, Decision, Desired, IssuerState, Observed, SecretState},
-        trust::{Verdict, attempt_index, attempt_name, snapshot, verdict},
+        trust::{Verdict, attempt_index, attempt_name, snapshot, trusts, verdict},
     },
     secret::{classify, label_value},
 };
@@ -75,32 +75,10 @@ fn desired(cert: &Certificate) -> std::result::Result<Desired, String> {
     })
 }
 
-fn view(cert: &Certificate, attempt: &CertificateAttempt) -> Option<AttemptView> {
-    let index = attempt_index(&cert.name_any(), &attempt.name_any())?;
-    let status: CertificateAttemptStatus = attempt.status.clone().unwrap_or_default();
-    let spec = &attempt.spec;
-    Some(AttemptView {
-        name: attempt.name_any(),
-        index,
-        type_: spec.type_,
-        reason: spec.reason.clone(),
-        phase: status.phase,
-        generation: spec.certificate_generation,
-        renew_request: spec.renew_request.clone(),
-        names: NameRequest {
-            dns_names: spec.dns_names.clone(),
-            ip_addresses: spec.ip_addresses.iter().filter_map(|ip| ip.parse().ok()).collect(),
-            common_name: spec.common_name.clone(),
-        },
-        issuer: spec.issuer_ref.clone(),
-        key: spec.key_algorithm.clone(),
-        finished_at: status.finished_at.map(|t| t.0),
-        retry_after: status.retry_after.map(|t| t.0),
-        error_code: status.error_code,
-        error_message: status.error_message,
-        challenges: status.challenges,
-        matches_spec: verdict(attempt, Some(cert)) == Verdict::Trusted,
-    })
+/// The attempt's summary, for `cert` (`None` when its name is not one of `cert`'s).
+fn view(cert: &Certificate, attempt: &AttemptRecord) -> Option<AttemptView> {
+    let index = attempt_index(&cert.name_any(), attempt.name())?;
+    Some(AttemptView { index, matches_spec: trusts(&attempt.claim, cert), ..attempt.view.clone() })
 }
 
 /// How many attempts below the recorded index are looked up at most (pruning keeps a handful,
@@ -111,12 +89,12 @@ const HISTORY_LOOKUPS: u32 = 10_000;
 /// of its name holds (a deleted Certificate's leftovers included: their names are taken).
 /// Attempts are named `<certificate>-<index>`, so they are looked up by name around the index
 /// recorded in status instead of scanning every attempt.
-fn cached_attempts(ctx: &Context, cert: &Certificate, namespace: &str) -> (Vec<CertificateAttempt>, u32) {
+fn cached_attempts(ctx: &Context, cert: &Certificate, namespace: &str) -> (Vec<Arc<AttemptRecord>>, u32) {
     let name = cert.name_any();
     let uid = cert.uid().unwrap_or_default();
-    let lookup = |index: u32| ctx.caches.attempts.get(&ObjectRef::new(&attempt_name(&name, index)).within(namespace));
+    let lookup = |index: u32| ctx.caches.attempts.get(namespace, &attempt_name(&name, index));
     let recorded = cert.status.as_ref().and_then(|s| s.attempt_index).unwrap_or(0);
-    let mut found: Vec<Arc<CertificateAttempt>> = Vec::new();
+    let mut found: Vec<Arc<AttemptRecord>> = Vec::new();
     // Newer than recorded: the cache may be ahead of the status.
     let mut index = recorded + 1;
     while let Some(attempt) = lookup(index) {
@@ -126,22 +104,18 @@ fn cached_attempts(ctx: &Context, cert: &Certificate, namespace: &str) -> (Vec<C
     found.extend((recorded.saturating_sub(HISTORY_LOOKUPS).max(1)..=recorded).filter_map(lookup));
     if recorded == 0 && cert.status.as_ref().is_some_and(|s| s.last_attempt.is_some()) {
         // Made before attempt indexes were recorded: look through every attempt.
-        found = ctx.caches.attempts.state();
-        found.retain(|a| a.namespace().as_deref() == Some(namespace) && attempt_index(&name, &a.name_any()).is_some());
+        found = ctx.caches.attempts.in_namespace(namespace);
+        found.retain(|a| attempt_index(&name, a.name()).is_some());
     }
-    let taken = found.iter().filter_map(|a| attempt_index(&name, &a.name_any())).max().unwrap_or(0);
-    let mut attempts: Vec<CertificateAttempt> = found
-        .iter()
-        .filter(|a| a.owner_references().iter().any(|o| o.uid == uid))
-        .map(|a| a.as_ref().clone())
-        .collect();
-    attempts.sort_by_key(|a| attempt_index(&name, &a.name_any()));
-    (attempts, taken)
+    let taken = found.iter().filter_map(|a| attempt_index(&name, a.name())).max().unwrap_or(0);
+    found.retain(|a| a.owners.contains(&uid));
+    found.sort_by_key(|a| attempt_index(&name, a.name()));
+    (found, taken)
 }
 
 struct Observation {
     observed: Observed,
-    attempts: Vec<CertificateAttempt>,
+    attempts: Vec<Arc<AttemptRecord>>,
     renewal_info: Option<RenewalInfoStatus>,
     /// The issuer is an ACME one (or unknown: then it is taken to be), so an attempt it makes
     /// sets up what must be cleaned up after it.
@@ -159,7 +133,7 @@ async fn attempts_and_next_index(
     ctx: &Context,
     cert: &Certificate,
     namespace: &str,
-) -> Result<Option<(Vec<CertificateAttempt>, u32)>> {
+) -> Result<Option<(Vec<Arc<AttemptRecord>>, u32)>> {
     let (mut attempts, taken) = cached_attempts(ctx, cert, namespace);
     let recorded = cert.status.as_ref().and_then(|s| s.attempt_index).unwrap_or(0);
     if recorded <= taken {
@@ -173,7 +147,7 @@ async fn attempts_and_next_index(
     match api.get_opt(&latest).await? {
         Some(attempt) => {
             if attempt.owner_references().iter().any(|o| Some(&o.uid) == cert.uid().as_ref()) {
-                attempts.push(attempt);
+                attempts.push(Arc::new(AttemptRecord::of(&attempt)));
             }
             Ok(Some((attempts, recorded + 1)))
         }
@@ -188,17 +162,16 @@ const STORED_AHEAD_LIMIT: jiff::SignedDuration = jiff::SignedDuration::from_mins
 /// ending yet: its success is on the way (the Secret is written before the attempt records
 /// it), and a status written now would say the attempt is still under way. Only for a recent
 /// attempt: one that cannot record its end must not silence the Certificate's status.
-fn stored_ahead_of_attempt(ctx: &Context, namespace: &str, secret: &str, latest: Option<&CertificateAttempt>) -> bool {
-    let recent = |a: &&CertificateAttempt| {
-        a.creation_timestamp().is_some_and(|t| Timestamp::now().duration_since(t.0) < STORED_AHEAD_LIMIT)
-    };
-    let under_way = |a: &&CertificateAttempt| a.status.as_ref().is_none_or(|s| !s.phase.is_terminal());
+fn stored_ahead_of_attempt(ctx: &Context, namespace: &str, secret: &str, latest: Option<&AttemptRecord>) -> bool {
+    let recent =
+        |a: &&AttemptRecord| a.created.is_some_and(|t| Timestamp::now().duration_since(t) < STORED_AHEAD_LIMIT);
+    let under_way = |a: &&AttemptRecord| !a.view.phase.is_terminal();
     let Some(latest) = latest.filter(under_way).filter(recent) else {
         return false;
     };
-    let cached = ctx.caches.secrets.get(&ObjectRef::new(secret).within(namespace));
-    let named = cached.is_some_and(|meta| crate::secret::names_attempt(&meta.metadata, &latest.name_any()));
-    let written = ctx.verified.entry(namespace, secret).and_then(|v| v.written_by) == Some(latest.name_any());
+    let named = ctx.caches.secrets.watched(namespace, secret).is_some_and(|s| s.names_attempt(latest.name()));
+    let written =
+        ctx.caches.secrets.verified(namespace, secret).and_then(|v| v.written_by).as_deref() == Some(latest.name());
     named || written
 }
 
@@ -213,34 +186,32 @@ async fn target_secret(
     namespace: &str,
     name: &str,
     certificate: &str,
-    latest: Option<&CertificateAttempt>,
+    latest: Option<&AttemptRecord>,
 ) -> Result<SecretState> {
-    let cached = ctx.caches.secrets.get(&ObjectRef::new(name).within(namespace));
-    let version = cached.as_ref().and_then(|meta| meta.metadata.resource_version.clone());
-    if let Some(known) = ctx.verified.entry(namespace, name) {
+    let cached = ctx.caches.secrets.watched(namespace, name);
+    let version = cached.as_ref().map(|s| s.version.clone());
+    if let Some(known) = ctx.caches.secrets.verified(namespace, name) {
         let current = known.version == version;
-        let latest_wrote_it = known.written_by.is_some() && known.written_by == latest.map(|a| a.name_any());
-        if (latest_wrote_it && (cached.is_none() || current)) || (current && !cache_behind(cached.as_deref(), latest)) {
+        let latest_wrote_it = known.written_by.is_some() && known.written_by.as_deref() == latest.map(|a| a.name());
+        if (latest_wrote_it && (cached.is_none() || current)) || (current && !cache_behind(cached.as_ref(), latest)) {
             return Ok(known.state);
         }
     }
     let secret = ctx.namespaced::<Secret>(namespace).get_opt(name).await?;
     let state = classify(secret.as_ref(), certificate);
     let version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
-    ctx.verified.put(namespace, name, Verified { version, written_by: None, state: state.clone() });
+    ctx.caches.secrets.put_verified(namespace, name, Verified { version, written_by: None, state: state.clone() });
     Ok(state)
 }
 
 /// Whether the cached Secret may be older than what the latest attempt says: it succeeded,
 /// but the Secret does not name it; or it failed because the Secret is someone else's.
-fn cache_behind(cached: Option<&PartialObjectMeta<Secret>>, latest: Option<&CertificateAttempt>) -> bool {
-    let (Some(latest), Some(status)) = (latest, latest.and_then(|a| a.status.as_ref())) else { return false };
-    match status.phase {
-        AttemptPhase::Succeeded => {
-            cached.is_none_or(|meta| !crate::secret::names_attempt(&meta.metadata, &latest.name_any()))
-        }
+fn cache_behind(cached: Option<&WatchedSecret>, latest: Option<&AttemptRecord>) -> bool {
+    let Some(latest) = latest else { return false };
+    match latest.view.phase {
+        AttemptPhase::Succeeded => cached.is_none_or(|secret| !secret.names_attempt(latest.name())),
         AttemptPhase::Failed => {
-            status.error_code.as_deref() == Some(crate::issuance::FailureCode::SecretNotOwned.as_str())
+            latest.view.error_code.as_deref() == Some(crate::issuance::FailureCode::SecretNotOwned.as_str())
         }
         _ => false,
     }
@@ -253,11 +224,11 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
     let Some((attempts, next_index)) = attempts_and_next_index(ctx, cert, namespace).await? else {
         return Ok(None);
     };
-    if stored_ahead_of_attempt(ctx, namespace, &desired.secret_name, attempts.last()) {
+    if stored_ahead_of_attempt(ctx, namespace, &desired.secret_name, attempts.last().map(Arc::as_ref)) {
         return Ok(None);
     }
     let name = cert.name_any();
-    let secret = target_secret(ctx, namespace, &desired.secret_name, &name, attempts.last()).await?;
+    let secret = target_secret(ctx, namespace, &desired.secret_name, &name, attempts.last().map(Arc::as_ref)).await?;
     let previous = cert.status.as_ref().and_then(|s| s.renewal_info.clone());
     let acme_issuer = issuer_spec.as_ref().is_none_or(|s| s.acme.is_some());
     let renewal_info = match (&secret, issuer_spec.and_then(|s| s.acme)) {
@@ -277,7 +248,7 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
         secret,
         attempts: attempts
             .iter()
-            .filter(|a| a.status.as_ref().is_none_or(|s| s.phase != AttemptPhase::Rejected))
+            .filter(|a| a.view.phase != AttemptPhase::Rejected)
             .filter_map(|a| view(cert, a))
             .collect(),
         jitter_key: format!("{namespace}/{name}"),
@@ -412,19 +383,15 @@ async fn request_cancel(api: &Api<CertificateAttempt>, attempt: &str, reason: &s
 }
 
 /// Deletes the oldest finished attempts beyond the history limit, keeping the latest success.
-async fn prune(api: &Api<CertificateAttempt>, attempts: &[CertificateAttempt], limit: usize) -> Result<()> {
-    let finished: Vec<&CertificateAttempt> =
-        attempts.iter().filter(|a| a.status.as_ref().is_some_and(|s| s.phase.is_terminal())).collect();
-    let latest_success = finished
-        .iter()
-        .rev()
-        .find(|a| a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Succeeded))
-        .map(|a| a.name_any());
-    let latest = attempts.last().map(|a| a.name_any());
+async fn prune(api: &Api<CertificateAttempt>, attempts: &[Arc<AttemptRecord>], limit: usize) -> Result<()> {
+    let finished: Vec<&AttemptRecord> =
+        attempts.iter().map(Arc::as_ref).filter(|a| a.view.phase.is_terminal()).collect();
+    let latest_success = finished.iter().rev().find(|a| a.view.phase == AttemptPhase::Succeeded).map(|a| a.name());
+    let latest = attempts.last().map(|a| a.name());
     let excess = finished.len().saturating_sub(limit);
-    let prunable = finished.iter().filter(|a| Some(a.name_any()) != latest_success && Some(a.name_any()) != latest);
+    let prunable = finished.iter().filter(|a| Some(a.name()) != latest_success && Some(a.name()) != latest);
     for attempt in prunable.take(excess) {
-        match api.delete(&attempt.name_any(), &DeleteParams::background()).await {
+        match api.delete(attempt.name(), &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if crate::error::is_not_found(&e) => {}
             Err(e) => return Err(e.into()),
@@ -433,25 +400,66 @@ async fn prune(api: &Api<CertificateAttempt>, attempts: &[CertificateAttempt], l
     Ok(())
 }
 
-/// When to look again: the earliest of renewal, next attempt and expiry; soon when blocked.
+/// How often the Certificates are swept for moments coming within reach.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// How far ahead a reconcile schedules its next look itself. Further moments are left to the
+/// sweep: every wake-up the controller holds costs memory, and at rest nearly every Certificate
+/// would hold one for weeks. Twice the sweep's interval, so no moment falls between the two.
+const WAKE_HORIZON: Duration = Duration::from_secs(2 * SWEEP_INTERVAL.as_secs());
+const _: () = assert!(WAKE_HORIZON.as_secs() >= 2 * SWEEP_INTERVAL.as_secs(), "a moment could fall between sweeps");
+
+/// The next moment after `now` at which the Certificate needs a look: renewal, the next
+/// attempt, expiry or the next renewal-information check.
+fn next_moment(status: &CertificateStatus, now: Timestamp) -> Option<Timestamp> {
+    let ari_check = status.renewal_info.as_ref().map(|r| r.next_check.clone());
+    let moments = [&status.renewal_time, &status.next_attempt_time, &status.not_after, &ari_check];
+    moments.iter().filter_map(|t| t.as_ref().map(|t| t.0)).filter(|t| *t > now).min()
+}
+
+/// When to look again: the next moment, if within the horizon; soon when blocked.
 fn next_reconcile(status: &CertificateStatus, decision: &Decision, now: Timestamp) -> Action {
     if matches!(decision, Decision::Blocked { .. }) {
         let since =
             conditions::find(&status.conditions, "Ready").and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0);
         return Action::requeue(blocked_retry(since.map(|t| now.duration_since(t)).unwrap_or_default()));
     }
-    let ari_check = status.renewal_info.as_ref().map(|r| r.next_check.clone());
-    let moments = [&status.renewal_time, &status.next_attempt_time, &status.not_after, &ari_check];
-    match moments.iter().filter_map(|t| t.as_ref().map(|t| t.0)).filter(|t| *t > now).min() {
+    match next_moment(status, now) {
         Some(at) => {
             let wait = at.duration_since(now).unsigned_abs() + Duration::from_millis(500);
-            Action::requeue(wait.min(Duration::from_secs(24 * 3600)))
+            if wait <= WAKE_HORIZON { Action::requeue(wait) } else { Action::await_change() }
         }
         None if status.last_attempt.as_ref().is_some_and(|a| !a.phase.is_terminal()) => {
             Action::requeue(Duration::from_secs(300))
         }
         None => Action::await_change(),
     }
+}
+
+/// Certificates whose next moment comes within the horizon before the following sweep: their
+/// reconcile then schedules the exact moment.
+fn due_within_horizon(certificates: &[Arc<Certificate>], now: Timestamp) -> Vec<ObjectRef<Certificate>> {
+    let horizon = jiff::SignedDuration::try_from(WAKE_HORIZON).unwrap_or_default();
+    certificates
+        .iter()
+        .filter(|c| c.status.as_ref().and_then(|s| next_moment(s, now)).is_some_and(|at| at <= now + horizon))
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Every [`SWEEP_INTERVAL`], the Certificates due within the horizon.
+fn sweep(store: kube::runtime::reflector::Store<Certificate>) -> impl Stream<Item = ObjectRef<Certificate>> {
+    let start = tokio::time::Instant::now() + SWEEP_INTERVAL;
+    ticks(tokio::time::interval_at(start, SWEEP_INTERVAL))
+        .flat_map(move |_| futures::stream::iter(due_within_horizon(&store.state(), Timestamp::now())))
+}
+
+fn ticks(mut interval: tokio::time::Interval) -> impl Stream<Item = ()> {
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    futures::stream::unfold(interval, |mut interval| async move {
+        interval.tick().await;
+        Some(((), interval))
+    })
 }
 
 /// How soon to look again at a Certificate blocked by something the user must fix: half as
@@ -511,7 +519,7 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
         Decision::Start { type_, reason } => {
             let replaces = replaces_for(&observed, &renewal_info, *type_);
             let attempt = new_attempt(&cert, &observed, next_index, replaces, *type_, reason, acme_issuer)?;
-            observed.attempts.extend(view(&cert, &attempt));
+            observed.attempts.extend(view(&cert, &AttemptRecord::of(&attempt)));
             latest_index = next_index;
             started = Some((attempt, *type_, reason.clone()));
             decision = Decision::InProgress;
@@ -613,7 +621,7 @@ fn deleted_dependencies(ctx: &Arc<Context>, feeds: &Feeds) -> impl Stream<Item =
     let verified = ctx.clone();
     let secret_owner = move |secret: Arc<PartialObjectMeta<Secret>>| {
         // What was known of it is void: it does not exist any more.
-        verified.verified.forget(&secret.namespace().unwrap_or_default(), &secret.name_any());
+        verified.caches.secrets.forget_verified(&secret.namespace().unwrap_or_default(), &secret.name_any());
         let cert = secret.labels().get(CERTIFICATE_NAME_LABEL).cloned();
         futures::stream::iter(cert.zip(secret.namespace()).map(|(name, ns)| ObjectRef::new(&name).within(&ns)))
     };
@@ -652,7 +660,10 @@ pub fn run(ctx: Arc<Context>, feeds: &Feeds) -> impl std::future::Future<Output 
         .watches_shared_stream(feeds.cluster_issuers.subscribe(), move |issuer| {
             certificates_for_issuer(&cluster_issuer_store, IssuerKind::ClusterIssuer, None, issuer.name_any())
         })
-        .reconcile_on(deleted_dependencies(&ctx, feeds))
+        .reconcile_on(futures::stream::select(
+            deleted_dependencies(&ctx, feeds),
+            sweep(ctx.caches.certificates.clone()),
+        ))
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .shutdown_on_signal()
         .run(reconcile, error_policy("certificate"), ctx);
@@ -670,6 +681,45 @@ mod tests {
         assert_eq!(blocked_retry(s(60)), Duration::from_secs(30));
         assert_eq!(blocked_retry(s(600)), Duration::from_secs(300));
         assert_eq!(blocked_retry(s(86_400)), Duration::from_secs(600));
+    }
+
+    fn ready_until(renewal: Timestamp) -> CertificateStatus {
+        CertificateStatus {
+            renewal_time: Some(Time(renewal)),
+            not_after: Some(Time(renewal + jiff::SignedDuration::from_hours(24 * 30))),
+            ..Default::default()
+        }
+    }
+
+    /// Far moments are left to the sweep, so that a quiet operator holds no wake-up per
+    /// Certificate; near ones are scheduled exactly.
+    #[test]
+    fn only_moments_within_the_horizon_are_scheduled() {
+        let now = Timestamp::now();
+        let soon = ready_until(now + jiff::SignedDuration::from_mins(3));
+        assert_eq!(next_reconcile(&soon, &Decision::InProgress, now), Action::requeue(Duration::from_millis(180_500)));
+        let later = ready_until(now + jiff::SignedDuration::from_hours(24 * 20));
+        assert_eq!(next_reconcile(&later, &Decision::InProgress, now), Action::await_change());
+    }
+
+    #[test]
+    fn the_sweep_finds_what_comes_within_the_horizon_and_nothing_else() {
+        let now = Timestamp::now();
+        let with_status = |name: &str, status: Option<CertificateStatus>| {
+            let mut cert = Certificate::new(name, Default::default());
+            cert.metadata.namespace = Some("ns".into());
+            cert.status = status;
+            Arc::new(cert)
+        };
+        let horizon = jiff::SignedDuration::try_from(WAKE_HORIZON).unwrap();
+        let certificates = [
+            with_status("due", Some(ready_until(now + horizon - jiff::SignedDuration::from_secs(1)))),
+            with_status("later", Some(ready_until(now + horizon + jiff::SignedDuration::from_secs(1)))),
+            with_status("past", Some(ready_until(now - jiff::SignedDuration::from_hours(24 * 31)))),
+            with_status("new", None),
+        ];
+        let due: Vec<String> = due_within_horizon(&certificates, now).into_iter().map(|r| r.name).collect();
+        assert_eq!(due, ["due"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What every reconcile needs: the client, the operator's settings, its metrics and the state
 //! shared between controllers (ACME accounts, order slots, solver answers).
 
-use super::cache::{Caches, LastWrites, RecentCreates, VerifiedSecrets};
+use super::cache::{Caches, LastWrites, RecentCreates};
 use crate::{
     issuance::acme::{account::AccountCache, slots::OrderSlots},
     metrics::Metrics,
@@ -54,8 +54,6 @@ pub struct Context {
     pub client: Client,
     /// The shared stores every decision reads (see `cache.rs`).
     pub caches: Caches,
-    /// What the target Secrets held when their data was last read.
-    pub verified: VerifiedSecrets,
     /// The statuses certpilot wrote moments ago, to tell a lagging cache from news.
     pub last_writes: LastWrites,
     /// Attempts this process created moments ago (their watch events may not have arrived).
@@ -94,7 +92,6 @@ impl Context {
         Arc::new(Self {
             client,
             caches,
-            verified: VerifiedSecrets::default(),
             last_writes: LastWrites::default(),
             recent_creates: RecentCreates::default(),
             events,

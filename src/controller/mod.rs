@@ -95,13 +95,29 @@ pub async fn run_controller<T: Debug, E: std::fmt::Display>(
 
 /// Runs every controller until a shutdown signal; the shared watches run as long as they do.
 pub async fn run_all(ctx: Arc<Context>, feeds: cache::Feeds) {
+    let ctx_for_housekeeping = ctx.clone();
     let controllers = futures::future::join3(
         certificate::run(ctx.clone(), &feeds),
         attempt::run(ctx.clone(), &feeds),
         issuer::run(ctx, &feeds),
     );
     futures::pin_mut!(controllers);
-    let watches = feeds.run();
+    let watches = futures::future::join(feeds.run(), housekeeping(ctx_for_housekeeping));
     futures::pin_mut!(watches);
     futures::future::select(controllers, watches).await;
+}
+
+/// How often what expired is dropped from the notes of recent work.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Forgets what a burst of work noted once it no longer counts, so that a quiet operator holds
+/// its caches and little else.
+async fn housekeeping(ctx: Arc<Context>) {
+    let mut interval = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        ctx.last_writes.prune();
+        ctx.recent_creates.prune();
+    }
 }

@@ -7,6 +7,7 @@ use crate::api::{
     attempt::AttemptType,
     certificate::{CertificateSpec, OutputFormatType},
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use serde_json::Value;
 
@@ -91,21 +92,30 @@ fn difference(attempt: &CertificateAttemptSpec, wanted: &CertificateAttemptSpec)
         .map(|((field, a), (_, w))| format!("spec.{field} is {a}, but the Certificate asks for {w}"))
 }
 
-/// Judges `attempt` against `cert`, the Certificate of its name (`None` when there is none).
-pub fn verdict(attempt: &CertificateAttempt, cert: Option<&Certificate>) -> Verdict {
-    let spec = &attempt.spec;
-    let name = &spec.certificate_name;
+/// The Certificate the attempt names as its controller, if that reference is well formed: a
+/// Certificate of certpilot's group, named as `spec.certificateName`.
+fn controller_of(attempt: &CertificateAttempt) -> Result<&OwnerReference, String> {
+    let name = &attempt.spec.certificate_name;
     let Some(owner) = attempt.owner_references().iter().find(|o| o.controller == Some(true)) else {
-        return Verdict::Rejected(
-            "it has no controlling owner; attempts are made by certpilot for a Certificate".into(),
-        );
+        return Err("it has no controlling owner; attempts are made by certpilot for a Certificate".into());
     };
     if owner.kind != "Certificate" || !owner.api_version.starts_with(&format!("{GROUP}/")) || &owner.name != name {
-        return Verdict::Rejected(format!(
+        return Err(format!(
             "its controller is {} {}, not Certificate {name} named in spec.certificateName",
             owner.kind, owner.name
         ));
     }
+    Ok(owner)
+}
+
+/// Judges `attempt` against `cert`, the Certificate of its name (`None` when there is none).
+pub fn verdict(attempt: &CertificateAttempt, cert: Option<&Certificate>) -> Verdict {
+    let spec = &attempt.spec;
+    let name = &spec.certificate_name;
+    let owner = match controller_of(attempt) {
+        Ok(owner) => owner,
+        Err(why) => return Verdict::Rejected(why),
+    };
     let Some(cert) = cert else {
         return Verdict::Superseded(format!("superseded: Certificate {name} no longer exists"));
     };
@@ -135,6 +145,46 @@ pub fn verdict(attempt: &CertificateAttempt, cert: Option<&Certificate>) -> Verd
         )),
         Some(change) => Verdict::Rejected(format!("it does not ask for what its Certificate asks for: {change}")),
     }
+}
+
+/// What an attempt claims, reduced to what decides whether it is trusted: kept in the cache
+/// instead of the attempt, and judged against the Certificate as it stands by [`trusts`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// The uid of its controlling Certificate, when the reference and the attempt's name are
+    /// as certpilot makes them (`None`: it is never trusted).
+    owner_uid: Option<String>,
+    generation: i64,
+    /// A digest of the fields that must equal the Certificate's (see `requested`).
+    requested: u64,
+}
+
+pub fn claim(attempt: &CertificateAttempt) -> Claim {
+    let well_formed = is_indexed_name(&attempt.name_any(), &attempt.spec.certificate_name);
+    Claim {
+        owner_uid: controller_of(attempt).ok().filter(|_| well_formed).map(|owner| owner.uid.clone()),
+        generation: attempt.spec.certificate_generation,
+        requested: requested_digest(&attempt.spec),
+    }
+}
+
+/// Whether [`verdict`] would trust the attempt `claim` was made from, for `cert`.
+pub fn trusts(claim: &Claim, cert: &Certificate) -> bool {
+    let generation = cert.metadata.generation.unwrap_or(1);
+    claim.owner_uid.is_some()
+        && cert.uid() == claim.owner_uid
+        && claim.generation <= generation
+        && claim.requested == requested_digest(&snapshot(cert, AttemptType::Issue, ""))
+}
+
+fn requested_digest(spec: &CertificateAttemptSpec) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (field, value) in requested(spec) {
+        field.hash(&mut hasher);
+        serde_json::to_vec(&value).unwrap_or_default().hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// `<certificate>-<n>`: attempt names are deterministic, so a retried create finds its earlier
@@ -240,6 +290,44 @@ mod tests {
         past.spec.dns_names = vec!["old.example.com".into()];
         assert!(matches!(verdict(&past, Some(&cert)), Verdict::Superseded(why) if why.contains("generation 2 to 3")));
         assert!(matches!(verdict(&attempt_for(&cert, 1), None), Verdict::Superseded(_)));
+    }
+
+    /// The cache keeps a claim instead of the attempt: it must trust exactly what `verdict` trusts.
+    #[test]
+    fn a_claim_is_trusted_exactly_when_its_attempt_is() {
+        let cert = cert();
+        let mut other = cert.clone();
+        other.metadata.uid = Some("uid-other".into());
+        let mut changed = cert.clone();
+        changed.metadata.generation = Some(4);
+        changed.spec.dns_names = Some(vec!["new.example.com".into()]);
+        type Mutation = Box<dyn Fn(&mut CertificateAttempt)>;
+        let mutations: Vec<Mutation> = vec![
+            Box::new(|_| {}),
+            Box::new(|a| a.spec.dns_names = vec!["evil.example.com".into()]),
+            Box::new(|a| a.spec.is_ca = true),
+            Box::new(|a| a.spec.secret_name = "victim-tls".into()),
+            Box::new(|a| a.spec.issuer_ref.name = "other".into()),
+            Box::new(|a| a.spec.duration = Some("1h".into())),
+            Box::new(|a| a.spec.certificate_generation = 4),
+            Box::new(|a| a.spec.certificate_generation = 2),
+            Box::new(|a| a.spec.type_ = AttemptType::Renew),
+            Box::new(|a| a.spec.reason = "another reason".into()),
+            Box::new(|a| a.metadata.owner_references = None),
+            Box::new(|a| a.metadata.name = Some("web-tls-x".into())),
+            Box::new(|a| a.metadata.owner_references.as_mut().unwrap()[0].controller = Some(false)),
+            Box::new(|a| a.metadata.owner_references.as_mut().unwrap()[0].kind = "Issuer".into()),
+            Box::new(|a| a.metadata.owner_references.as_mut().unwrap()[0].uid = "uid-old".into()),
+        ];
+        for (i, mutate) in mutations.iter().enumerate() {
+            let mut attempt = attempt_for(&cert, 1);
+            mutate(&mut attempt);
+            for judge in [&cert, &other, &changed] {
+                let trusted = verdict(&attempt, Some(judge)) == Verdict::Trusted;
+                assert_eq!(trusts(&claim(&attempt), judge), trusted, "mutation {i}, judged by {:?}", judge.uid());
+            }
+        }
+        assert!(trusts(&claim(&attempt_for(&cert, 1)), &cert), "the unchanged attempt is trusted");
     }
 
     #[test]

@@ -119,7 +119,18 @@ impl Operator {
         // Tests renew within seconds; a test of the floor itself sets its own.
         let floor: &[&str] =
             if extra.contains(&"--min-renewal-interval") { &[] } else { &["--min-renewal-interval", "1s"] };
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_certpilot"))
+        // `CERTPILOT_OPERATOR_WRAP`, e.g. `heaptrack`: a command to run the operator under
+        // (for profiling a test or the scale bench).
+        let mut command = match std::env::var("CERTPILOT_OPERATOR_WRAP") {
+            Ok(wrap) => {
+                let mut words = wrap.split_whitespace();
+                let mut command = std::process::Command::new(words.next().expect("a command"));
+                command.args(words).arg(env!("CARGO_BIN_EXE_certpilot"));
+                command
+            }
+            Err(_) => std::process::Command::new(env!("CARGO_BIN_EXE_certpilot")),
+        };
+        let child = command
             .args(["controller", "--namespace", &namespace, "--cluster-resource-namespace", &namespace])
             .args(probe)
             .args(["--retry-base", "2s", "--retry-max", "10s"])

@@ -31,7 +31,7 @@ const CLEANUP_STEP: &str = "Cleanup";
 
 async fn reconcile(cached: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("attempt");
-    if is_settled(&cached) {
+    if cached.is_settled() {
         return Ok(Action::await_change());
     }
     ctx.caches.wait_until_ready().await;
@@ -45,7 +45,7 @@ async fn reconcile(cached: Arc<CertificateAttempt>, ctx: Arc<Context>) -> Result
     } else {
         cached.as_ref().clone()
     };
-    if is_settled(&attempt) {
+    if attempt.is_settled() {
         return Ok(Action::await_change());
     }
     let phase = attempt.status.as_ref().map(|s| s.phase).unwrap_or_default();
@@ -79,12 +79,6 @@ async fn owner_verdict(ctx: &Context, attempt: &CertificateAttempt, namespace: &
     }
     let certificate = ctx.namespaced::<Certificate>(namespace).get_opt(name).await?;
     Ok(verdict(attempt, certificate.as_ref()))
-}
-
-/// Nothing left to do: ended and cleaned up, or gone.
-fn is_settled(attempt: &CertificateAttempt) -> bool {
-    let ended = attempt.status.as_ref().is_some_and(|s| s.phase.is_terminal());
-    ended && !attempt.finalizers().iter().any(|f| f == CLEANUP_FINALIZER)
 }
 
 /// The cancellation the Certificate controller asked for, or deletion (which cancels too).
@@ -187,7 +181,7 @@ pub(crate) fn finish_status(status: &mut CertificateAttemptStatus, failure: Opti
 
 /// The attempt controller, subscribed to the shared watch now, running when awaited.
 pub fn run(ctx: Arc<Context>, feeds: &Feeds) -> impl std::future::Future<Output = ()> + use<> {
-    let stream = Controller::for_shared_stream(feeds.attempts.subscribe(), ctx.caches.attempts.clone())
+    let stream = Controller::for_shared_stream(feeds.attempts.subscribe_working(), ctx.caches.working_attempts.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .shutdown_on_signal()
         .run(reconcile, error_policy("attempt"), ctx);

@@ -39,7 +39,7 @@ use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::me
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams, PostParams},
-    runtime::{controller::Action, reflector::ObjectRef},
+    runtime::controller::Action,
 };
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -855,16 +855,12 @@ impl Pass<'_> {
     /// What the cache of certpilot's Secrets says of the target Secret.
     fn cached_target(&self) -> CachedTarget {
         let spec = &self.attempt.spec;
-        let Some(cached) = self.ctx.caches.secrets.get(&ObjectRef::new(&spec.secret_name).within(&self.namespace))
-        else {
+        let Some(cached) = self.ctx.caches.secrets.watched(&self.namespace, &spec.secret_name) else {
             return CachedTarget::Absent;
         };
-        let ours = secret::written_for(&cached.metadata, &spec.certificate_name)
-            && !secret::names_attempt(&cached.metadata, &self.attempt.name_any());
-        match cached.metadata.resource_version.clone() {
-            Some(version) if ours => CachedTarget::Ours(version),
-            _ => CachedTarget::Other,
-        }
+        let ours = cached.written_for == Some(secret::label_value(&spec.certificate_name))
+            && !cached.names_attempt(&self.attempt.name_any());
+        if ours { CachedTarget::Ours(cached.version) } else { CachedTarget::Other }
     }
 
     /// What the target Secret is to hold.
@@ -910,7 +906,7 @@ impl Pass<'_> {
                     version: written.metadata.resource_version.clone(),
                     written_by: Some(self.attempt.name_any()),
                 };
-                self.ctx.verified.put(&self.namespace, name, verified);
+                self.ctx.caches.secrets.put_verified(&self.namespace, name, verified);
                 Ok(Ok(Stored::Written))
             }
             Err(e) => match is_refusal(&e) {

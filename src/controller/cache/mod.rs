@@ -6,12 +6,15 @@
 //! what proves a Secret is certpilot's), `kubectl`'s last-applied copy, and the step logs of
 //! finished attempts. Controllers subscribe to the same stores: an object lives once in memory.
 
-use crate::{
-    api::{
-        Certificate, CertificateAttempt, ClusterIssuer, FIELD_MANAGER, Issuer, IssuerKind, IssuerRef, IssuerSpec,
-        IssuerStatus, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
-    },
-    policy::trigger::SecretState,
+mod attempts;
+mod secrets;
+
+pub use attempts::{AttemptFeed, AttemptIndex, AttemptRecord};
+pub use secrets::{SecretFeed, SecretIndex, Verified, WatchedSecret};
+
+use crate::api::{
+    Certificate, CertificateAttempt, ClusterIssuer, FIELD_MANAGER, Issuer, IssuerKind, IssuerRef, IssuerSpec,
+    IssuerStatus, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use futures::{Stream, channel::mpsc};
@@ -44,11 +47,15 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 #[derive(Clone)]
 pub struct Caches {
     pub certificates: Store<Certificate>,
-    pub attempts: Store<CertificateAttempt>,
+    /// Every attempt, as a record of what decisions read.
+    pub attempts: Arc<AttemptIndex>,
+    /// The attempts with work left, whole (the attempt controller's store).
+    pub working_attempts: Store<CertificateAttempt>,
     pub issuers: Store<Issuer>,
     pub cluster_issuers: Store<ClusterIssuer>,
-    /// certpilot's Secrets (labelled `app.kubernetes.io/managed-by=certpilot`), metadata only.
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// certpilot's Secrets (labelled `app.kubernetes.io/managed-by=certpilot`): what the watch
+    /// of their metadata says, and what certpilot learnt of their data.
+    pub secrets: Arc<SecretIndex>,
     /// Per kind, whether its store holds its first full list. Not `Store::wait_until_ready`:
     /// that wakes only the last of several tasks waiting at once (a oneshot receiver keeps one
     /// waker), and each controller's runner already waits on its own store that way.
@@ -88,7 +95,21 @@ pub struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
     /// Where deleted objects go: subscribers of the store only see objects that exist.
     deletions: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
     /// Set once the store has applied its first full list.
-    filled: watch::Sender<bool>,
+    filled: Fill,
+}
+
+/// Whether a cache holds its first full list yet, for whoever waits on it.
+#[derive(Default)]
+pub(crate) struct Fill(watch::Sender<bool>);
+
+impl Fill {
+    fn set(&self) {
+        self.0.send_replace(true);
+    }
+
+    fn subscribe(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
+    }
 }
 
 impl<K> Feed<K>
@@ -97,8 +118,7 @@ where
 {
     fn new(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> (Store<K>, Self) {
         let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
-        let filled = watch::Sender::new(false);
-        (store, Self { api, config, writer, trim, deletions: Mutex::default(), filled })
+        (store, Self { api, config, writer, trim, deletions: Mutex::default(), filled: Fill::default() })
     }
 
     /// A stream of the objects as they change, for one controller.
@@ -132,7 +152,7 @@ where
             .inspect(move |event| {
                 // After the store applied it: the list is in the store.
                 if let Ok(watcher::Event::InitDone) = event {
-                    filled.send_replace(true);
+                    filled.set();
                 }
             })
             .for_each(|event| async move {
@@ -147,10 +167,10 @@ where
 /// The watches behind the caches; subscribe the controllers, then `run` them all.
 pub struct Feeds {
     pub certificates: Feed<Certificate>,
-    pub attempts: Feed<CertificateAttempt>,
+    pub attempts: AttemptFeed,
     pub issuers: Feed<Issuer>,
     pub cluster_issuers: Feed<ClusterIssuer>,
-    pub secrets: Feed<PartialObjectMeta<Secret>>,
+    pub secrets: SecretFeed,
 }
 
 impl Feeds {
@@ -169,18 +189,18 @@ impl Feeds {
         let managed = || any().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
         let (certificates, certificates_feed) = Feed::new(api(client, namespace), any(), trim_certificate);
         // Every attempt, labelled or not: one certpilot did not make must still be seen (and rejected).
-        let (attempts, attempts_feed) = Feed::new(api(client, namespace), any(), trim_attempt);
+        let (attempts, working_attempts, attempts_feed) = AttemptFeed::new(api(client, namespace), any());
         let (issuers, issuers_feed) = Feed::new(api(client, namespace), any(), trim_issuer);
         let (cluster_issuers, cluster_issuers_feed) = Feed::new(Api::all(client.clone()), any(), trim_cluster_issuer);
-        let (secrets, secrets_feed) = Feed::new(api(client, namespace), managed(), trim_secret);
+        let (secrets, secrets_feed) = SecretFeed::new(api(client, namespace), managed());
         let filled = [
             certificates_feed.filled.subscribe(),
-            attempts_feed.filled.subscribe(),
+            attempts_feed.filled().subscribe(),
             issuers_feed.filled.subscribe(),
             cluster_issuers_feed.filled.subscribe(),
-            secrets_feed.filled.subscribe(),
+            secrets_feed.filled().subscribe(),
         ];
-        let caches = Caches { certificates, attempts, issuers, cluster_issuers, secrets, filled };
+        let caches = Caches { certificates, attempts, working_attempts, issuers, cluster_issuers, secrets, filled };
         let feeds = Feeds {
             certificates: certificates_feed,
             attempts: attempts_feed,
@@ -201,41 +221,6 @@ impl Feeds {
             self.secrets.run(),
         ])
         .await;
-    }
-}
-
-/// What certpilot learnt from reading a Secret's data, by the Secret's resourceVersion: the
-/// data is read again only when the Secret changed (or after a restart). A Secret found
-/// missing is remembered with no version; one an attempt wrote, with that attempt's name.
-#[derive(Default)]
-pub struct VerifiedSecrets(Mutex<HashMap<SecretKey, Verified>>);
-
-/// A Secret's namespace and name.
-type SecretKey = (String, String);
-
-/// What one Secret held when certpilot last read or wrote it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Verified {
-    /// Its resourceVersion then (`None`: it did not exist).
-    pub version: Option<String>,
-    /// The attempt whose write this was, if it was one.
-    pub written_by: Option<String>,
-    pub state: SecretState,
-}
-
-impl VerifiedSecrets {
-    /// What certpilot last knew of Secret `namespace/name`, at whatever version.
-    pub fn entry(&self, namespace: &str, name: &str) -> Option<Verified> {
-        self.0.lock().expect("verified lock").get(&(namespace.to_string(), name.to_string())).cloned()
-    }
-
-    pub fn put(&self, namespace: &str, name: &str, verified: Verified) {
-        let key = (namespace.to_string(), name.to_string());
-        self.0.lock().expect("verified lock").insert(key, verified);
-    }
-
-    pub fn forget(&self, namespace: &str, name: &str) {
-        self.0.lock().expect("verified lock").remove(&(namespace.to_string(), name.to_string()));
     }
 }
 
@@ -268,6 +253,14 @@ impl<V: Clone> Recent<V> {
         entries.map.insert(key, (value, Instant::now()));
     }
 
+    /// Drops what expired: a quiet operator must not keep what a burst of work noted.
+    fn prune(&self) {
+        let mut entries = self.entries.lock().expect("recent lock");
+        entries.map.retain(|_, (_, at)| at.elapsed() < self.ttl);
+        entries.map.shrink_to_fit();
+        entries.pruned_at = entries.map.len();
+    }
+
     /// The value noted under `key`, if that was less than the time to live ago.
     fn get(&self, key: &str) -> Option<V> {
         let entries = self.entries.lock().expect("recent lock");
@@ -293,6 +286,10 @@ impl Default for LastWrites {
 impl LastWrites {
     pub fn record(&self, uid: &str, status: &impl serde::Serialize) {
         self.0.note(uid.to_string(), digest(status));
+    }
+
+    pub fn prune(&self) {
+        self.0.prune();
     }
 
     /// Whether `status` (cached) is older than what certpilot wrote last, moments ago.
@@ -323,6 +320,10 @@ impl Default for RecentCreates {
 impl RecentCreates {
     pub fn note(&self, namespace: &str, name: &str) {
         self.0.note(format!("{namespace}/{name}"), ());
+    }
+
+    pub fn prune(&self) {
+        self.0.prune();
     }
 
     pub fn contains(&self, namespace: &str, name: &str) -> bool {
@@ -357,8 +358,11 @@ pub fn trim_secret(secret: &mut PartialObjectMeta<Secret>) {
     trim_meta(&mut secret.metadata);
 }
 
+/// No decision asks who wrote a Certificate or an attempt (attempts are judged by their
+/// owner and spec, see `policy::trust`): their managed fields go entirely.
 pub fn trim_certificate(certificate: &mut Certificate) {
     trim_meta(&mut certificate.metadata);
+    certificate.metadata.managed_fields = None;
 }
 
 fn trim_issuer(issuer: &mut Issuer) {
@@ -373,6 +377,7 @@ fn trim_cluster_issuer(issuer: &mut ClusterIssuer) {
 /// validation records, the issued certificate); its step log and conditions are dropped.
 pub fn trim_attempt(attempt: &mut CertificateAttempt) {
     trim_meta(&mut attempt.metadata);
+    attempt.metadata.managed_fields = None;
     if let Some(status) = attempt.status.as_mut().filter(|s| s.phase.is_terminal()) {
         status.steps = Vec::new();
         status.conditions = Vec::new();
@@ -416,10 +421,11 @@ mod tests {
         let (certificates, mut writer) = reflector::store_shared::<Certificate>(1);
         let senders: Vec<watch::Sender<bool>> = (0..5).map(|_| watch::Sender::new(false)).collect();
         let caches = Caches {
-            attempts: reflector::store_shared(1).0,
+            attempts: Default::default(),
+            working_attempts: reflector::store_shared(1).0,
             issuers: reflector::store_shared(1).0,
             cluster_issuers: reflector::store_shared(1).0,
-            secrets: reflector::store_shared(1).0,
+            secrets: Default::default(),
             filled: std::array::from_fn(|i| senders[i].subscribe()),
             certificates: certificates.clone(),
         };
@@ -484,25 +490,6 @@ mod tests {
         assert!(created.contains("ns", "a-1"));
         assert!(!created.contains("other", "a-1"));
         assert!(!created.contains("ns", "a-2"));
-    }
-
-    #[test]
-    fn verified_secrets_keep_the_latest_read_per_secret() {
-        let verified = VerifiedSecrets::default();
-        let read = |version: Option<&str>| Verified {
-            version: version.map(String::from),
-            written_by: None,
-            state: SecretState::Missing,
-        };
-        verified.put("ns", "s", read(Some("7")));
-        assert_eq!(verified.entry("ns", "s"), Some(read(Some("7"))));
-        assert_eq!(verified.entry("other", "s"), None);
-        verified.put("ns", "s", read(Some("8")));
-        assert_eq!(verified.entry("ns", "s"), Some(read(Some("8"))), "the latest read replaces the one before");
-        verified.put("ns", "gone", read(None));
-        assert_eq!(verified.entry("ns", "gone").map(|v| v.state), Some(SecretState::Missing));
-        verified.forget("ns", "gone");
-        assert_eq!(verified.entry("ns", "gone"), None);
     }
 
     #[test]

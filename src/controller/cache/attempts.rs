@@ -1,0 +1,320 @@
+//! CertificateAttempts, cached in two forms. Every attempt is kept as a small record of what the
+//! Certificate controller decides from (its summary and its trust claim). Only attempts with
+//! work left (under way, or ended but not yet cleaned up) are kept whole, in the store the
+//! attempt controller runs from: at rest that store is empty, however long the history.
+
+use super::Fill;
+use crate::{
+    api::{CertificateAttempt, attempt::CertificateAttemptStatus},
+    pki::NameRequest,
+    policy::{
+        trigger::AttemptView,
+        trust::{Claim, claim},
+    },
+};
+use futures::{FutureExt, Stream, StreamExt, channel::mpsc, future::BoxFuture};
+use jiff::Timestamp;
+use kube::{
+    Api, ResourceExt,
+    runtime::{
+        WatchStreamExt,
+        reflector::{Store, store::Writer},
+        watcher,
+    },
+};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+/// What the Certificate controller needs of one attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptRecord {
+    /// Its summary; `index` and `matches_spec` depend on the Certificate it is looked at for.
+    pub view: AttemptView,
+    pub created: Option<Timestamp>,
+    /// The uids of its owners.
+    pub owners: Vec<String>,
+    /// What decides whether it is trusted (see `policy::trust`).
+    pub claim: Claim,
+}
+
+impl AttemptRecord {
+    pub fn of(attempt: &CertificateAttempt) -> Self {
+        let status: CertificateAttemptStatus = attempt.status.clone().unwrap_or_default();
+        let spec = &attempt.spec;
+        let view = AttemptView {
+            name: attempt.name_any(),
+            index: 0,
+            type_: spec.type_,
+            reason: spec.reason.clone(),
+            phase: status.phase,
+            generation: spec.certificate_generation,
+            renew_request: spec.renew_request.clone(),
+            names: NameRequest {
+                dns_names: spec.dns_names.clone(),
+                ip_addresses: spec.ip_addresses.iter().filter_map(|ip| ip.parse().ok()).collect(),
+                common_name: spec.common_name.clone(),
+            },
+            issuer: spec.issuer_ref.clone(),
+            key: spec.key_algorithm.clone(),
+            finished_at: status.finished_at.map(|t| t.0),
+            retry_after: status.retry_after.map(|t| t.0),
+            error_code: status.error_code,
+            error_message: status.error_message,
+            challenges: status.challenges,
+            matches_spec: false,
+        };
+        Self {
+            view,
+            created: attempt.creation_timestamp().map(|t| t.0),
+            owners: attempt.owner_references().iter().map(|o| o.uid.clone()).collect(),
+            claim: claim(attempt),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.view.name
+    }
+}
+
+/// An attempt's namespace and name.
+type AttemptKey = (String, String);
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<AttemptKey, Arc<AttemptRecord>>,
+    /// While the watch lists anew: the attempts the new list has shown so far.
+    relisting: Option<HashSet<AttemptKey>>,
+}
+
+/// Every attempt's record, by namespace and name.
+#[derive(Default)]
+pub struct AttemptIndex(Mutex<Entries>);
+
+fn key_of(attempt: &CertificateAttempt) -> AttemptKey {
+    (attempt.namespace().unwrap_or_default(), attempt.name_any())
+}
+
+impl AttemptIndex {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<AttemptRecord>> {
+        self.entries().map.get(&(namespace.to_string(), name.to_string())).cloned()
+    }
+
+    /// Every attempt in `namespace`.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<AttemptRecord>> {
+        self.entries().map.iter().filter(|((ns, _), _)| ns == namespace).map(|(_, r)| r.clone()).collect()
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.0.lock().expect("attempt index lock")
+    }
+
+    fn apply(&self, event: &watcher::Event<CertificateAttempt>) {
+        let mut entries = self.entries();
+        match event {
+            watcher::Event::Init => entries.relisting = Some(HashSet::new()),
+            watcher::Event::InitApply(attempt) | watcher::Event::Apply(attempt) => {
+                let key = key_of(attempt);
+                if let Some(seen) = entries.relisting.as_mut() {
+                    seen.insert(key.clone());
+                }
+                entries.map.insert(key, Arc::new(AttemptRecord::of(attempt)));
+            }
+            watcher::Event::InitDone => {
+                // What the new list did not show is gone (deleted while the watch was down).
+                if let Some(seen) = entries.relisting.take() {
+                    entries.map.retain(|key, _| seen.contains(key));
+                }
+            }
+            watcher::Event::Delete(attempt) => {
+                entries.map.remove(&key_of(attempt));
+            }
+        }
+    }
+}
+
+/// How many changes a subscriber may fall behind before the watch waits for it.
+const SUBSCRIBER_BUFFER: usize = 1024;
+
+type Changes = async_broadcast::Sender<Arc<CertificateAttempt>>;
+
+/// The watch of attempts: it keeps the records and the store of attempts with work left, and
+/// hands each change to the controllers subscribed to it.
+pub struct AttemptFeed {
+    api: Api<CertificateAttempt>,
+    config: watcher::Config,
+    index: Arc<AttemptIndex>,
+    writer: Writer<CertificateAttempt>,
+    /// Every change, for the Certificate controller.
+    all: Changes,
+    /// Changes of attempts with work left, for the attempt controller.
+    working: Changes,
+    /// Kept so that the channels stay open until every controller has subscribed.
+    _open: [async_broadcast::InactiveReceiver<Arc<CertificateAttempt>>; 2],
+    deletions: Mutex<Vec<mpsc::UnboundedSender<Arc<CertificateAttempt>>>>,
+    filled: Fill,
+}
+
+fn channel() -> (Changes, async_broadcast::InactiveReceiver<Arc<CertificateAttempt>>) {
+    let (mut sender, receiver) = async_broadcast::broadcast(SUBSCRIBER_BUFFER);
+    sender.set_await_active(false);
+    (sender, receiver.deactivate())
+}
+
+impl AttemptFeed {
+    pub(super) fn new(
+        api: Api<CertificateAttempt>,
+        config: watcher::Config,
+    ) -> (Arc<AttemptIndex>, Store<CertificateAttempt>, Self) {
+        let index = Arc::new(AttemptIndex::default());
+        let writer = Writer::default();
+        let store = writer.as_reader();
+        let ((all, open_all), (working, open_working)) = (channel(), channel());
+        let feed = Self {
+            api,
+            config,
+            index: index.clone(),
+            writer,
+            all,
+            working,
+            _open: [open_all, open_working],
+            deletions: Mutex::default(),
+            filled: Fill::default(),
+        };
+        (index, store, feed)
+    }
+
+    pub(super) fn filled(&self) -> &Fill {
+        &self.filled
+    }
+
+    /// Every attempt as it changes (the Certificate controller's trigger).
+    pub fn subscribe(&self) -> impl Stream<Item = Arc<CertificateAttempt>> + Send + 'static {
+        self.all.new_receiver()
+    }
+
+    /// The attempts with work left, as they change (the attempt controller's trigger).
+    pub fn subscribe_working(&self) -> impl Stream<Item = Arc<CertificateAttempt>> + Send + 'static {
+        self.working.new_receiver()
+    }
+
+    /// A stream of the attempts as they are deleted, for one controller.
+    pub fn deletions(&self) -> impl Stream<Item = Arc<CertificateAttempt>> + Send + 'static {
+        let (sender, receiver) = mpsc::unbounded();
+        self.deletions.lock().expect("deletions lock").push(sender);
+        receiver
+    }
+
+    pub(super) fn run(self) -> BoxFuture<'static, ()> {
+        let Self { api, config, index, mut writer, all, working, _open, deletions, filled } = self;
+        let deletions = deletions.into_inner().expect("deletions lock");
+        let mut events = watcher(api, config).default_backoff().modify(super::trim_attempt).boxed();
+        async move {
+            let _open = _open;
+            while let Some(event) = events.next().await {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(error) => {
+                        tracing::warn!(%error, kind = "CertificateAttempt", "watch failed; retrying");
+                        continue;
+                    }
+                };
+                index.apply(&event);
+                match event {
+                    watcher::Event::Apply(attempt) => {
+                        let working_on = !attempt.is_settled();
+                        let attempt = Arc::new(attempt);
+                        // A settled attempt leaves the store of attempts with work left.
+                        let change = if working_on { watcher::Event::Apply } else { watcher::Event::Delete };
+                        writer.apply_watcher_event(&change(attempt.as_ref().clone()));
+                        dispatch(&all, &working, attempt, working_on).await;
+                    }
+                    watcher::Event::InitApply(attempt) => {
+                        let working_on = !attempt.is_settled();
+                        let attempt = Arc::new(attempt);
+                        if working_on {
+                            writer.apply_watcher_event(&watcher::Event::InitApply(attempt.as_ref().clone()));
+                        }
+                        dispatch(&all, &working, attempt, working_on).await;
+                    }
+                    watcher::Event::Delete(attempt) => {
+                        writer.apply_watcher_event(&watcher::Event::Delete(attempt.clone()));
+                        let attempt = Arc::new(attempt);
+                        for subscriber in &deletions {
+                            let _ = subscriber.unbounded_send(attempt.clone());
+                        }
+                    }
+                    event @ watcher::Event::Init => writer.apply_watcher_event(&event),
+                    event @ watcher::Event::InitDone => {
+                        writer.apply_watcher_event(&event);
+                        filled.set();
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+async fn dispatch(all: &Changes, working: &Changes, attempt: Arc<CertificateAttempt>, working_on: bool) {
+    // An error means nobody listens (shutdown).
+    if working_on {
+        let _ = working.broadcast_direct(attempt.clone()).await;
+    }
+    let _ = all.broadcast_direct(attempt).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        CLEANUP_FINALIZER,
+        attempt::{AttemptPhase, CertificateAttemptSpec},
+    };
+
+    fn attempt(name: &str, phase: AttemptPhase) -> CertificateAttempt {
+        let mut attempt = CertificateAttempt::new(
+            name,
+            CertificateAttemptSpec { certificate_name: "web".into(), reason: "new".into(), ..Default::default() },
+        );
+        attempt.metadata.namespace = Some("ns".into());
+        attempt.status = Some(CertificateAttemptStatus { phase, ..Default::default() });
+        attempt
+    }
+
+    #[test]
+    fn every_attempt_is_recorded_by_namespace_and_name() {
+        let index = AttemptIndex::default();
+        index.apply(&watcher::Event::Apply(attempt("web-1", AttemptPhase::Succeeded)));
+        let record = index.get("ns", "web-1").expect("recorded");
+        assert_eq!(record.view.phase, AttemptPhase::Succeeded);
+        assert_eq!(record.view.reason, "new");
+        assert_eq!(index.get("other", "web-1"), None);
+        assert_eq!(index.in_namespace("ns").len(), 1);
+        index.apply(&watcher::Event::Delete(attempt("web-1", AttemptPhase::Succeeded)));
+        assert_eq!(index.get("ns", "web-1"), None);
+    }
+
+    #[test]
+    fn a_relist_drops_what_it_no_longer_shows() {
+        let index = AttemptIndex::default();
+        index.apply(&watcher::Event::Apply(attempt("web-1", AttemptPhase::Succeeded)));
+        index.apply(&watcher::Event::Apply(attempt("web-2", AttemptPhase::Failed)));
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(attempt("web-2", AttemptPhase::Failed)));
+        assert!(index.get("ns", "web-1").is_some(), "until the list is complete, nothing is dropped");
+        index.apply(&watcher::Event::InitDone);
+        assert_eq!(index.get("ns", "web-1"), None);
+        assert!(index.get("ns", "web-2").is_some());
+    }
+
+    #[test]
+    fn only_attempts_with_work_left_are_unsettled() {
+        assert!(!attempt("web-1", AttemptPhase::Validating).is_settled());
+        assert!(attempt("web-1", AttemptPhase::Succeeded).is_settled());
+        let mut held = attempt("web-1", AttemptPhase::Failed);
+        held.metadata.finalizers = Some(vec![CLEANUP_FINALIZER.into()]);
+        assert!(!held.is_settled(), "ended, but not cleaned up yet");
+    }
+}

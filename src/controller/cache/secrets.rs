@@ -1,0 +1,324 @@
+//! certpilot's Secrets as decisions see them: one small entry per Secret, by namespace and
+//! name, holding what the watch of their metadata says (version, which attempt wrote them,
+//! whether certpilot wrote them and for which Certificate) and what certpilot learnt the last
+//! time it read or wrote their data. Not a store of objects: at 10,000 Certificates a cached
+//! `ObjectMeta` per Secret (maps of labels and annotations, managed fields) cost more than
+//! everything else certpilot keeps about them.
+
+use super::Fill;
+use crate::{
+    api::{CERTIFICATE_NAME_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE},
+    policy::trigger::SecretState,
+    secret::{ATTEMPT_ANNOTATION, written_by_certpilot},
+};
+use futures::{FutureExt, Stream, StreamExt, channel::mpsc, future::BoxFuture};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, ResourceExt,
+    core::PartialObjectMeta,
+    runtime::{WatchStreamExt, watcher},
+};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+/// A Secret's namespace and name.
+type SecretKey = (String, String);
+
+/// What the watch of certpilot's Secrets says of one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchedSecret {
+    pub version: String,
+    /// The attempt its `certpilot.dev/attempt` annotation names.
+    pub attempt: Option<String>,
+    /// The Certificate label's value, when certpilot wrote the Secret (its field manager is in
+    /// `managedFields`) and labelled it as its own: labels alone prove nothing.
+    pub written_for: Option<String>,
+}
+
+impl WatchedSecret {
+    fn of(meta: &PartialObjectMeta<Secret>) -> Self {
+        let labels = meta.labels();
+        let labelled = labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
+        let written_for = (labelled && written_by_certpilot(&meta.metadata))
+            .then(|| labels.get(CERTIFICATE_NAME_LABEL).cloned())
+            .flatten();
+        Self {
+            version: meta.resource_version().unwrap_or_default(),
+            attempt: meta.annotations().get(ATTEMPT_ANNOTATION).cloned(),
+            written_for,
+        }
+    }
+
+    /// Whether attempt `attempt` wrote this version.
+    pub fn names_attempt(&self, attempt: &str) -> bool {
+        self.attempt.as_deref() == Some(attempt)
+    }
+}
+
+/// What one Secret held when certpilot last read or wrote it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verified {
+    /// Its resourceVersion then (`None`: it did not exist).
+    pub version: Option<String>,
+    /// The attempt whose write this was, if it was one.
+    pub written_by: Option<String>,
+    pub state: SecretState,
+}
+
+#[derive(Default)]
+struct Entry {
+    watched: Option<WatchedSecret>,
+    verified: Option<Verified>,
+}
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<SecretKey, Entry>,
+    /// While the watch lists anew: the Secrets the new list has shown so far.
+    relisting: Option<HashSet<SecretKey>>,
+}
+
+/// The read side, shared by every controller.
+#[derive(Default)]
+pub struct SecretIndex(Mutex<Entries>);
+
+fn key(namespace: &str, name: &str) -> SecretKey {
+    (namespace.to_string(), name.to_string())
+}
+
+impl SecretIndex {
+    /// What the watch last said of Secret `namespace/name` (`None`: not one of certpilot's).
+    pub fn watched(&self, namespace: &str, name: &str) -> Option<WatchedSecret> {
+        self.entries().map.get(&key(namespace, name)).and_then(|e| e.watched.clone())
+    }
+
+    /// What certpilot last knew of the Secret's data, at whatever version.
+    pub fn verified(&self, namespace: &str, name: &str) -> Option<Verified> {
+        self.entries().map.get(&key(namespace, name)).and_then(|e| e.verified.clone())
+    }
+
+    /// Remembers what the Secret's data was found (or written) to be. Only what decisions read
+    /// of the certificate is kept: not its public key or subject.
+    pub fn put_verified(&self, namespace: &str, name: &str, mut verified: Verified) {
+        if let SecretState::Present(stored) = &mut verified.state {
+            stored.info.public_key_info = Vec::new();
+            stored.info.subject = String::new();
+        }
+        self.entries().map.entry(key(namespace, name)).or_default().verified = Some(verified);
+    }
+
+    /// Forgets what was known of the Secret's data (it was deleted).
+    pub fn forget_verified(&self, namespace: &str, name: &str) {
+        let mut entries = self.entries();
+        let key = key(namespace, name);
+        if let Some(entry) = entries.map.get_mut(&key) {
+            entry.verified = None;
+            if entry.watched.is_none() {
+                entries.map.remove(&key);
+            }
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.0.lock().expect("secret index lock")
+    }
+
+    fn apply(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
+        let mut entries = self.entries();
+        match event {
+            watcher::Event::Init => entries.relisting = Some(HashSet::new()),
+            watcher::Event::InitApply(meta) | watcher::Event::Apply(meta) => {
+                let key = key(&meta.namespace().unwrap_or_default(), &meta.name_any());
+                if let Some(seen) = entries.relisting.as_mut() {
+                    seen.insert(key.clone());
+                }
+                entries.map.entry(key).or_default().watched = Some(WatchedSecret::of(meta));
+            }
+            watcher::Event::InitDone => {
+                // What the new list did not show is gone (deleted while the watch was down).
+                if let Some(seen) = entries.relisting.take() {
+                    for (key, entry) in entries.map.iter_mut() {
+                        if !seen.contains(key) {
+                            entry.watched = None;
+                        }
+                    }
+                    entries.map.retain(|_, e| e.watched.is_some() || e.verified.is_some());
+                }
+            }
+            watcher::Event::Delete(meta) => {
+                let key = key(&meta.namespace().unwrap_or_default(), &meta.name_any());
+                if let Some(entry) = entries.map.get_mut(&key) {
+                    entry.watched = None;
+                    if entry.verified.is_none() {
+                        entries.map.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How many changes a subscriber may fall behind before the watch waits for it.
+const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// The watch of certpilot's Secrets (metadata only): it keeps the index and hands each change to
+/// the controllers subscribed to it, keeping no object once they have seen it.
+pub struct SecretFeed {
+    api: Api<PartialObjectMeta<Secret>>,
+    config: watcher::Config,
+    index: Arc<SecretIndex>,
+    changes: async_broadcast::Sender<Arc<PartialObjectMeta<Secret>>>,
+    /// Kept so that the channel stays open until every controller has subscribed.
+    _open: async_broadcast::InactiveReceiver<Arc<PartialObjectMeta<Secret>>>,
+    deletions: Mutex<Vec<mpsc::UnboundedSender<Arc<PartialObjectMeta<Secret>>>>>,
+    filled: Fill,
+}
+
+impl SecretFeed {
+    pub(super) fn new(api: Api<PartialObjectMeta<Secret>>, config: watcher::Config) -> (Arc<SecretIndex>, Self) {
+        let index = Arc::new(SecretIndex::default());
+        let (mut changes, receiver) = async_broadcast::broadcast(SUBSCRIBER_BUFFER);
+        changes.set_await_active(false);
+        let feed = Self {
+            api,
+            config,
+            index: index.clone(),
+            changes,
+            _open: receiver.deactivate(),
+            deletions: Mutex::default(),
+            filled: Fill::default(),
+        };
+        (index, feed)
+    }
+
+    pub(super) fn filled(&self) -> &Fill {
+        &self.filled
+    }
+
+    /// A stream of the Secrets as they change, for one controller.
+    pub fn subscribe(&self) -> impl Stream<Item = Arc<PartialObjectMeta<Secret>>> + Send + 'static {
+        self.changes.new_receiver()
+    }
+
+    /// A stream of the Secrets as they are deleted, for one controller.
+    pub fn deletions(&self) -> impl Stream<Item = Arc<PartialObjectMeta<Secret>>> + Send + 'static {
+        let (sender, receiver) = mpsc::unbounded();
+        self.deletions.lock().expect("deletions lock").push(sender);
+        receiver
+    }
+
+    pub(super) fn run(self) -> BoxFuture<'static, ()> {
+        let Self { api, config, index, changes, _open, deletions, filled } = self;
+        let deletions = deletions.into_inner().expect("deletions lock");
+        let mut events = watcher(api, config).default_backoff().modify(super::trim_secret).boxed();
+        async move {
+            let _open = _open;
+            while let Some(event) = events.next().await {
+                if let Ok(event) = &event {
+                    index.apply(event);
+                }
+                match event {
+                    Ok(watcher::Event::InitApply(meta) | watcher::Event::Apply(meta)) => {
+                        // An error means nobody listens (shutdown).
+                        let _ = changes.broadcast_direct(Arc::new(meta)).await;
+                    }
+                    Ok(watcher::Event::Delete(meta)) => {
+                        let meta = Arc::new(meta);
+                        for subscriber in &deletions {
+                            let _ = subscriber.unbounded_send(meta.clone());
+                        }
+                    }
+                    Ok(watcher::Event::InitDone) => filled.set(),
+                    Ok(watcher::Event::Init) => {}
+                    Err(error) => tracing::warn!(%error, kind = "Secret", "watch failed; retrying"),
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::FIELD_MANAGER;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+
+    fn secret(name: &str, version: &str, certpilot_wrote_it: bool) -> PartialObjectMeta<Secret> {
+        let metadata = ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ns".into()),
+            resource_version: Some(version.into()),
+            labels: Some(
+                [
+                    (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+                    (CERTIFICATE_NAME_LABEL.to_string(), "web".to_string()),
+                ]
+                .into(),
+            ),
+            annotations: Some([(ATTEMPT_ANNOTATION.to_string(), "web-3".to_string())].into()),
+            managed_fields: certpilot_wrote_it
+                .then(|| vec![ManagedFieldsEntry { manager: Some(FIELD_MANAGER.into()), ..Default::default() }]),
+            ..Default::default()
+        };
+        PartialObjectMeta { metadata, ..Default::default() }
+    }
+
+    #[test]
+    fn a_watched_secret_is_reduced_to_what_decisions_read() {
+        let index = SecretIndex::default();
+        index.apply(&watcher::Event::Apply(secret("web-tls", "7", true)));
+        let watched = index.watched("ns", "web-tls").expect("indexed");
+        assert_eq!(watched.version, "7");
+        assert!(watched.names_attempt("web-3") && !watched.names_attempt("web-2"));
+        assert_eq!(watched.written_for.as_deref(), Some("web"));
+        assert_eq!(index.watched("other", "web-tls"), None);
+    }
+
+    #[test]
+    fn labels_without_certpilots_field_manager_prove_nothing() {
+        let index = SecretIndex::default();
+        index.apply(&watcher::Event::Apply(secret("forged", "1", false)));
+        assert_eq!(index.watched("ns", "forged").unwrap().written_for, None);
+    }
+
+    #[test]
+    fn a_relist_drops_what_it_no_longer_shows_but_keeps_what_was_verified() {
+        let index = SecretIndex::default();
+        index.apply(&watcher::Event::Apply(secret("kept", "1", true)));
+        index.apply(&watcher::Event::Apply(secret("gone", "1", true)));
+        let missing = Verified { version: None, written_by: None, state: SecretState::Missing };
+        index.put_verified("ns", "gone", missing.clone());
+        index.apply(&watcher::Event::Init);
+        index.apply(&watcher::Event::InitApply(secret("kept", "2", true)));
+        assert!(index.watched("ns", "gone").is_some(), "until the list is complete, nothing is dropped");
+        index.apply(&watcher::Event::InitDone);
+        assert_eq!(index.watched("ns", "kept").unwrap().version, "2");
+        assert_eq!(index.watched("ns", "gone"), None);
+        assert_eq!(index.verified("ns", "gone"), Some(missing));
+        index.forget_verified("ns", "gone");
+        assert_eq!(index.verified("ns", "gone"), None);
+        assert!(index.entries().map.len() == 1, "an entry with nothing left in it is removed");
+    }
+
+    #[test]
+    fn a_deleted_secret_leaves_the_index() {
+        let index = SecretIndex::default();
+        index.apply(&watcher::Event::Apply(secret("web-tls", "7", true)));
+        index.apply(&watcher::Event::Delete(secret("web-tls", "7", true)));
+        assert_eq!(index.watched("ns", "web-tls"), None);
+    }
+
+    #[test]
+    fn the_latest_verification_replaces_the_one_before() {
+        let index = SecretIndex::default();
+        let read =
+            |version: &str| Verified { version: Some(version.into()), written_by: None, state: SecretState::Missing };
+        index.put_verified("ns", "s", read("7"));
+        index.put_verified("ns", "s", read("8"));
+        assert_eq!(index.verified("ns", "s"), Some(read("8")));
+        assert_eq!(index.verified("other", "s"), None);
+    }
+}
