@@ -174,6 +174,10 @@ async fn certificate_rules_reject_bad_input_with_clear_messages() {
             "PKCS1 is only for RSA",
         ),
         (json!({"dnsNames": ["a.example.com"], "duration": "ten days"}), "spec.duration"),
+        (json!({"commonName": "web.example.com\nX-Evil: 1"}), "commonName must not contain control characters"),
+        (json!({"dnsNames": ["a.example.com"], "commonName": "tab\there"}), "must not contain control characters"),
+        (json!({"commonName": "My Service"}), "a commonName without dnsNames or ipAddresses must be"),
+        (json!({"commonName": "Web.Example.com"}), "a commonName without dnsNames or ipAddresses must be"),
     ];
     for (spec, expected) in cases {
         let message = rejection(api.create(&pp, &certificate(spec.clone())).await, &spec.to_string());
@@ -189,6 +193,16 @@ async fn certificate_rules_reject_bad_input_with_clear_messages() {
         .await
         .unwrap();
     assert_eq!(ok.spec.private_key, None, "optional settings stay unset");
+    for (name, spec) in [
+        ("cn-only", json!({"commonName": "web.example.com"})),
+        ("cn-ip", json!({"commonName": "10.0.0.7"})),
+        ("cn-label", json!({"commonName": "My Service", "dnsNames": ["a.example.com"]})),
+        ("cn-ca", json!({"commonName": "Example Root CA", "isCA": true})),
+    ] {
+        let mut cert = certificate(spec.clone());
+        cert.metadata.name = Some(name.into());
+        api.create(&pp, &cert).await.unwrap_or_else(|e| panic!("{spec} is accepted: {e}"));
+    }
 }
 
 #[tokio::test]

@@ -38,6 +38,7 @@ pub const DNS_NAME_PATTERN: &str =
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.dnsNames) || has(self.ipAddresses) || has(self.commonName)").message("at least one of dnsNames, ipAddresses or commonName is required"))]
+#[x_kube(validation = Rule::new(r"(has(self.isCA) && self.isCA) || has(self.dnsNames) || has(self.ipAddresses) || !has(self.commonName) || isIP(self.commonName) || self.commonName.matches('^(\\*\\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')").message("a commonName without dnsNames or ipAddresses must be a lowercase DNS name or an IP address (unless isCA): certpilot copies it into the subjectAltName, the only name clients check"))]
 #[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.renewBeforePercentage)").message("set renewBefore or renewBeforePercentage, not both"))]
 #[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.duration) || duration(self.renewBefore) < duration(self.duration)").message("renewBefore must be shorter than duration"))]
 #[x_kube(validation = Rule::new("!has(self.duration) || duration(self.duration) >= duration('1m')").message("duration must be at least 1m"))]
@@ -57,9 +58,12 @@ pub struct CertificateSpec {
     #[schemars(length(min = 1, max = 100), inner(length(max = 45)), extend("x-kubernetes-list-type" = "set"))]
     #[x_kube(validation = Rule::new("self.all(ip, isIP(ip))").message("ipAddresses must be valid IPv4 or IPv6 addresses"))]
     pub ip_addresses: Option<Vec<String>>,
-    /// Subject common name (optional; clients use the DNS names). At most 64 characters.
+    /// Subject common name, at most 64 characters. When it is a DNS name or an IP address that
+    /// `dnsNames`/`ipAddresses` do not list, the certificate covers it too (clients check only the
+    /// subjectAltName).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("!self.matches('[\\x00-\\x1f\\x7f]')").message("commonName must not contain control characters (newlines, tabs, NUL)"))]
     pub common_name: Option<String>,
     /// The issuer that signs this certificate.
     pub issuer_ref: IssuerRef,
@@ -226,12 +230,45 @@ pub struct RenewalInfoStatus {
     pub next_check: Time,
 }
 
+/// A lowercase DNS name, as `dnsNames` accepts them (a wildcard only as the whole first label).
+pub fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_prefix("*.").unwrap_or(name);
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253 && name.split('.').all(label) && name.parse::<std::net::IpAddr>().is_err()
+}
+
 impl CertificateSpec {
     pub fn dns_names(&self) -> &[String] {
         self.dns_names.as_deref().unwrap_or_default()
     }
     pub fn ip_addresses(&self) -> &[String] {
         self.ip_addresses.as_deref().unwrap_or_default()
+    }
+    /// The DNS names the certificate covers: `dnsNames`, and the common name when it is a DNS
+    /// name they do not list (clients check only the subjectAltName, never the common name). A
+    /// CA's common name names the CA, not a server.
+    pub fn covered_dns_names(&self) -> Vec<String> {
+        let mut names = self.dns_names().to_vec();
+        let server_name = |cn: &&String| !self.is_ca() && is_dns_name(cn) && !names.contains(cn);
+        if let Some(cn) = self.common_name.as_ref().filter(server_name) {
+            names.push(cn.clone());
+        }
+        names
+    }
+    /// The IP addresses the certificate covers: `ipAddresses`, and the common name when it is
+    /// an address they do not list.
+    pub fn covered_ip_addresses(&self) -> Vec<String> {
+        let mut addresses = self.ip_addresses().to_vec();
+        let is_ip = |cn: &&String| !self.is_ca() && cn.parse::<std::net::IpAddr>().is_ok();
+        if let Some(cn) = self.common_name.as_ref().filter(is_ip).filter(|cn| !addresses.contains(cn)) {
+            addresses.push(cn.clone());
+        }
+        addresses
     }
     pub fn private_key(&self) -> PrivateKeySpec {
         self.private_key.clone().unwrap_or_default()
@@ -241,5 +278,47 @@ impl CertificateSpec {
     }
     pub fn history_limit(&self) -> usize {
         self.attempt_history_limit.unwrap_or(10).clamp(1, 100) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dns: &[&str], ips: &[&str], cn: Option<&str>) -> CertificateSpec {
+        let list = |v: &[&str]| (!v.is_empty()).then(|| v.iter().map(|s| s.to_string()).collect());
+        CertificateSpec {
+            dns_names: list(dns),
+            ip_addresses: list(ips),
+            common_name: cn.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_common_name_is_covered_when_it_is_a_name_or_an_address() {
+        assert_eq!(spec(&[], &[], Some("web.example.com")).covered_dns_names(), ["web.example.com"]);
+        assert_eq!(
+            spec(&["a.example.com"], &[], Some("web.example.com")).covered_dns_names(),
+            ["a.example.com", "web.example.com"]
+        );
+        assert_eq!(spec(&["web.example.com"], &[], Some("web.example.com")).covered_dns_names(), ["web.example.com"]);
+        assert_eq!(spec(&["a.example.com"], &[], Some("My Service")).covered_dns_names(), ["a.example.com"]);
+        let by_address = spec(&[], &["10.0.0.1"], Some("10.0.0.7"));
+        assert_eq!(by_address.covered_ip_addresses(), ["10.0.0.1", "10.0.0.7"]);
+        assert!(by_address.covered_dns_names().is_empty(), "an address is not a DNS name");
+        let ca = CertificateSpec { is_ca: Some(true), ..spec(&[], &[], Some("ca.example.com")) };
+        assert!(ca.covered_dns_names().is_empty(), "a CA's common name names the CA");
+    }
+
+    #[test]
+    fn dns_names_are_told_apart_from_everything_else() {
+        for good in ["example.com", "*.example.com", "a-b.c1.example", "localhost"] {
+            assert!(is_dns_name(good), "{good}");
+        }
+        for bad in ["Example.com", "a..b", "-a.example.com", "a_b.example.com", "My Service", "a.*.example.com", ""] {
+            assert!(!is_dns_name(bad), "{bad}");
+        }
+        assert!(!is_dns_name(&format!("{}.com", "a".repeat(64))));
     }
 }

@@ -45,7 +45,7 @@ use std::{sync::Arc, time::Duration};
 fn desired(cert: &Certificate) -> std::result::Result<Desired, String> {
     let spec = &cert.spec;
     let ip_addresses = spec
-        .ip_addresses()
+        .covered_ip_addresses()
         .iter()
         .map(|ip| ip.parse().map_err(|_| format!("spec.ipAddresses: {ip:?} is not an IP address")))
         .collect::<std::result::Result<_, _>>()?;
@@ -61,11 +61,7 @@ fn desired(cert: &Certificate) -> std::result::Result<Desired, String> {
     let key_spec = spec.private_key();
     Ok(Desired {
         secret_name: spec.secret_name.clone(),
-        names: NameRequest {
-            dns_names: spec.dns_names().to_vec(),
-            ip_addresses,
-            common_name: spec.common_name.clone(),
-        },
+        names: NameRequest { dns_names: spec.covered_dns_names(), ip_addresses, common_name: spec.common_name.clone() },
         issuer: spec.issuer_ref.clone(),
         key: describe_spec(&key_spec),
         renewal: RenewalSettings { renew_before, renew_before_percentage: spec.renew_before_percentage },

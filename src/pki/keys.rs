@@ -82,15 +82,18 @@ impl PrivateKey {
         self.pair.subject_public_key_info()
     }
 
-    /// PKCS#8 DER.
+    /// PKCS#8 DER, version 1 (RFC 5208). Ed25519 keys come from the crypto library as version 2
+    /// (RFC 5958, the public key inside too), which OpenSSL 3.0 and Python's `cryptography`
+    /// refuse to read; every common TLS stack reads version 1.
     pub fn pkcs8_der(&self) -> Vec<u8> {
-        self.pair.serialize_der()
+        let der = self.pair.serialize_der();
+        without_public_key(&der).unwrap_or(der)
     }
 
     /// PEM in the requested encoding (PKCS#1 only applies to RSA; other keys stay PKCS#8).
     pub fn to_pem(&self, encoding: KeyEncoding) -> Result<String, PkiError> {
         if encoding == KeyEncoding::Pkcs8 || !self.is_rsa() {
-            return Ok(self.pair.serialize_pem());
+            return Ok(pem::encode(&pem::Pem::new("PRIVATE KEY", self.pkcs8_der())));
         }
         let der = self.pkcs8_der();
         let info = <pkcs8::PrivateKeyInfo as pkcs8::der::Decode>::from_der(&der)
@@ -120,6 +123,14 @@ impl PrivateKey {
     pub fn matches(&self, spec: &PrivateKeySpec) -> bool {
         self.describe() == describe_spec(spec)
     }
+}
+
+/// A PKCS#8 version 2 key as version 1 (`None` when it already is, or cannot be read).
+fn without_public_key(der: &[u8]) -> Option<Vec<u8>> {
+    use pkcs8::der::{Decode, Encode};
+    let mut info = pkcs8::PrivateKeyInfo::from_der(der).ok()?;
+    info.public_key.take()?;
+    info.to_der().ok()
 }
 
 /// Modulus size of an RSA SubjectPublicKeyInfo.
@@ -160,6 +171,20 @@ mod tests {
                 .unwrap()
                 .matches(&spec(KeyAlgorithm::Ecdsa, Some(384)))
         );
+    }
+
+    #[test]
+    fn keys_are_written_as_pkcs8_version_1() {
+        use pkcs8::der::Decode;
+        for (alg, size) in [(KeyAlgorithm::Ed25519, None), (KeyAlgorithm::Ecdsa, None), (KeyAlgorithm::Rsa, Some(2048))]
+        {
+            let key = PrivateKey::generate(&spec(alg, size)).unwrap();
+            let der = key.pkcs8_der();
+            let info = pkcs8::PrivateKeyInfo::from_der(&der).unwrap();
+            assert_eq!(info.version(), pkcs8::Version::V1, "{alg:?}");
+            let reread = PrivateKey::from_pem(&key.to_pem(KeyEncoding::Pkcs8).unwrap()).unwrap();
+            assert_eq!(reread.public_key_info(), key.public_key_info(), "{alg:?} reads back");
+        }
     }
 
     #[test]
