@@ -223,6 +223,32 @@ async fn issuer_rules_reject_bad_input() {
     assert!(message.contains("exactly one of acme, selfSigned or ca"), "{message}");
     rejection(issuers.create(&pp, &issuer(json!({}))).await, "no kind");
     let acme = |solver: Value| issuer(json!({"acme": {"server": "https://acme.example/dir", "solvers": [solver]}}));
+    let acme_spec = |extra: Value| {
+        let mut spec = json!({"server": "https://acme.example/dir", "solvers": [{"http01": {}}]});
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        issuer(json!({ "acme": spec }))
+    };
+    let rfc2136 = |extra: Value| {
+        let mut solver = json!({"nameserver": "127.0.0.1:53"});
+        solver.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        acme(json!({"dns01": {"rfc2136": solver}}))
+    };
+    let cases = [
+        (acme_spec(json!({"server": "http://acme.example/dir"})), "server must be an https:// URL"),
+        (acme_spec(json!({"email": "not-an-email"})), "email must be an address"),
+        (acme_spec(json!({"email": "mailto:ops@example.com"})), "email must be an address"),
+        (acme_spec(json!({"email": "ops@example"})), "email must be an address"),
+        (acme(json!({"dns01": {}})), "dns01 needs a provider"),
+        (rfc2136(json!({"tsigAlgorithm": "hmac-md5"})), "tsigAlgorithm must be hmac-sha256"),
+        (acme(json!({"http01": {}, "selector": {"dnsZones": ["Example.com"]}})), "dnsZones must be lowercase"),
+        (acme(json!({"http01": {}, "selector": {"dnsZones": ["*.example.com"]}})), "dnsZones must be lowercase"),
+        (acme(json!({"http01": {}, "selector": {"dnsNames": ["WWW.example.com"]}})), "dnsNames must be lowercase"),
+    ];
+    for (bad, expected) in cases {
+        let what = serde_json::to_string(&bad.spec).unwrap();
+        let message = rejection(issuers.create(&pp, &bad).await, &what);
+        assert!(message.contains(expected), "{what}: {message}");
+    }
     let message = rejection(issuers.create(&pp, &acme(json!({"http01": {}, "dns01": {}}))).await, "two solver kinds");
     assert!(message.contains("exactly one of http01, dns01 or tlsAlpn01"), "{message}");
     let message = rejection(
@@ -234,8 +260,14 @@ async fn issuer_rules_reject_bad_input() {
         issuers.create(&pp, &issuer(json!({"acme": {"server": "ftp://x", "solvers": []}}))).await,
         "bad server",
     );
-    assert!(message.contains("server must be an http(s) URL"), "{message}");
+    assert!(message.contains("server must be an https:// URL"), "{message}");
     issuers.create(&pp, &issuer(json!({"selfSigned": {}}))).await.unwrap();
+    let mut good = rfc2136(json!({"tsigAlgorithm": "hmac-sha512"}));
+    good.metadata.name = Some("good-acme".into());
+    if let Some(acme) = good.spec.acme.as_mut() {
+        acme.email = Some("ops@example.com".into());
+    }
+    issuers.create(&pp, &good).await.expect("a correct ACME issuer is accepted");
     let cluster_issuers: Api<ClusterIssuer> = Api::all(c.client());
     let name = certpilot_test_apiserver::cluster::unique_name("cel-ci");
     let bad: ClusterIssuer = serde_json::from_value(json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "ClusterIssuer", "metadata": {"name": name}, "spec": {}})).unwrap();

@@ -376,7 +376,7 @@ async fn a2c_env(test: &str, retry_after: u32) -> (Env, support::a2c::A2c) {
     let a2c = support::a2c::A2c::start(retry_after);
     let env = Env::start(test, |_| {}).await;
     let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "a2c"},
-        "spec": {"acme": {"server": a2c.directory, "email": "ops@example.com", "profile": "shortlived", "solvers": [{"http01": {}}]}}});
+        "spec": {"acme": {"server": a2c.directory, "caBundle": a2c.ca_pem, "email": "ops@example.com", "profile": "shortlived", "solvers": [{"http01": {}}]}}});
     env.apply::<Issuer>(doc).await;
     (env, a2c)
 }

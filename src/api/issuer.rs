@@ -86,10 +86,12 @@ pub struct CaIssuer {
 pub struct AcmeIssuer {
     /// The CA's ACME directory URL, e.g. `https://acme-v02.api.letsencrypt.org/directory`.
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("server must be an http(s) URL of an ACME directory"))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://')").message("server must be an https:// URL of an ACME directory (RFC 8555 requires HTTPS; for a private CA, trust its certificate with caBundle)"))]
     pub server: String,
     /// Contact email registered with the account (the CA sends expiry notices there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 254))]
+    #[x_kube(validation = Rule::new(r"self.matches('^[^@\\s:/]+@[^@\\s:/]+\\.[^@\\s:/]+$')").message("email must be an address such as ops@example.com (without mailto:)"))]
     pub email: Option<String>,
     /// Certificate profile to request (e.g. `shortlived`, `tlsserver`), when the CA offers profiles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,10 +151,12 @@ pub struct SolverSelector {
     /// Exact names this solver answers for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 100), inner(length(max = 253)))]
+    #[x_kube(validation = Rule::new(r"self.all(n, n.matches('^(\\*\\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))").message("selector.dnsNames must be lowercase DNS names, as Certificates name them"))]
     pub dns_names: Option<Vec<String>>,
     /// Zones: a name matches when it is the zone or below it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 100), inner(length(max = 253)))]
+    #[x_kube(validation = Rule::new(r"self.all(z, z.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))").message("selector.dnsZones must be lowercase zone names such as example.com (no wildcard, no trailing dot)"))]
     pub dns_zones: Option<Vec<String>>,
 }
 
@@ -174,6 +178,7 @@ pub struct Http01Solver {
 /// How TXT records are published.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.rfc2136)").message("dns01 needs a provider that publishes the TXT records: set rfc2136"))]
 pub struct Dns01Solver {
     /// RFC 2136 dynamic updates (BIND, Knot, PowerDNS…), signed with TSIG.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,6 +196,7 @@ pub struct Rfc2136Solver {
     pub tsig_key_name: Option<String>,
     /// TSIG algorithm: `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in ['hmac-sha256', 'hmac-sha384', 'hmac-sha512']").message("tsigAlgorithm must be hmac-sha256, hmac-sha384 or hmac-sha512 (the algorithms certpilot signs with)"))]
     pub tsig_algorithm: Option<String>,
     /// The base64 TSIG secret, in a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,8 @@ pub struct A2c {
     child: Child,
     dir: PathBuf,
     pub directory: String,
+    /// PEM of the CA behind the server's TLS certificate (the issuer's `caBundle`).
+    pub ca_pem: String,
 }
 
 /// The Python that has acme2certifier installed: `CERTPILOT_A2C_PYTHON`, else `python3`.
@@ -21,12 +23,32 @@ fn python() -> String {
     std::env::var("CERTPILOT_A2C_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
+/// Serves acme2certifier over HTTPS (RFC 8555 requires it, and certpilot does too): the
+/// certificate and key in argv[2] and argv[3].
 const RUNNER: &str = r#"
-import os, runpy, sys
-from wsgiref.simple_server import make_server
+import os
+# Read by wsgiref when it is imported: the WSGI scheme (and so the server's links) is https.
+os.environ["HTTPS"] = "on"
+import runpy, ssl, sys
+from wsgiref.simple_server import WSGIServer, make_server
 import acme2certifier
+
+class TLSServer(WSGIServer):
+    def shutdown_request(self, request):
+        # Ends TLS with close_notify: a response delimited by the connection's end is only
+        # complete to a TLS client that receives it.
+        try:
+            request.unwrap()
+        except (OSError, ValueError):
+            pass
+        super().shutdown_request(request)
+
 app = runpy.run_path(os.path.join(os.path.dirname(acme2certifier.__file__), "share", "acme2certifier_wsgi.py"))
-make_server("127.0.0.1", int(sys.argv[1]), app["application"], handler_class=app["get_handler_cls"]()).serve_forever()
+server = make_server("127.0.0.1", int(sys.argv[1]), app["application"], server_class=TLSServer, handler_class=app["get_handler_cls"]())
+tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+tls.load_cert_chain(sys.argv[2], sys.argv[3])
+server.socket = tls.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
 "#;
 
 impl A2c {
@@ -42,6 +64,14 @@ impl A2c {
         params.use_authority_key_identifier_extension = true;
         let ca = params.self_signed(&ca_key).unwrap();
         std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+        // The server's own TLS certificate, for 127.0.0.1, signed by the same CA.
+        let tls_key = rcgen::KeyPair::generate().unwrap();
+        let mut tls_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        tls_params.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
+        let issuer = rcgen::Issuer::from_params(&params, &ca_key);
+        let tls = tls_params.signed_by(&tls_key, &issuer).unwrap();
+        std::fs::write(dir.join("tls.crt"), tls.pem()).unwrap();
+        std::fs::write(dir.join("tls.key"), tls_key.serialize_pem()).unwrap();
         std::fs::write(dir.join("ca.key"), ca_key.serialize_pem()).unwrap();
         // The openssl CA handler wants a CRL of its CA; an empty one will do.
         let now = time::OffsetDateTime::now_utc();
@@ -65,6 +95,8 @@ impl A2c {
         let log = std::fs::File::create(dir.join("a2c.log")).unwrap();
         let mut child = Command::new(python())
             .args(["-c", RUNNER, &port.to_string()])
+            .arg(dir.join("tls.crt"))
+            .arg(dir.join("tls.key"))
             .env("ACME_SRV_CONFIGFILE", dir.join("acme_srv.cfg"))
             .env("ACME2CERTIFIER_I_KNOW_THE_RISK", "1")
             .stdout(Stdio::null())
@@ -85,7 +117,7 @@ impl A2c {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Self { child, dir, directory: format!("http://127.0.0.1:{port}/directory") }
+        Self { child, dir, directory: format!("https://127.0.0.1:{port}/directory"), ca_pem: ca.pem() }
     }
 }
 
