@@ -637,10 +637,41 @@ async fn core_kinds_round_trip() {
     );
     let event: Event = serde_json::from_value(json!({"metadata": {"name": "e1"}, "involvedObject": {"kind": "Secret", "name": "x", "namespace": c.namespace()}, "reason": "Test", "message": "hello", "type": "Normal"})).unwrap();
     Api::<Event>::namespaced(c.client(), c.namespace()).create(&pp, &event).await.unwrap();
-    let event_v1: EventV1 = serde_json::from_value(json!({"metadata": {"name": "e2"}, "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "certpilot.dev/test", "reportingInstance": "test", "action": "Test", "reason": "Test", "type": "Normal", "note": "hello"})).unwrap();
+    let event_v1: EventV1 = serde_json::from_value(json!({"metadata": {"name": "e2"}, "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "certpilot.dev/test", "reportingInstance": "test", "action": "Test", "reason": "Test", "type": "Normal", "note": "hello", "regarding": {"kind": "Secret", "name": "x", "namespace": c.namespace()}})).unwrap();
     let events: Api<EventV1> = Api::namespaced(c.client(), c.namespace());
     events.create(&pp, &event_v1).await.unwrap();
     assert_eq!(events.get("e2").await.unwrap().note.as_deref(), Some("hello"));
+}
+
+/// An `events.k8s.io/v1` Event must be about an object of its own namespace (the API server
+/// rejects one without `regarding`), and carry what the API server requires of it.
+#[tokio::test]
+async fn events_are_validated_as_the_api_server_does() {
+    use k8s_openapi::api::events::v1::Event;
+    let c = cluster("events").await;
+    let events: Api<Event> = Api::namespaced(c.client(), c.namespace());
+    let pp = PostParams::default();
+    let event = |name: &str, extra: serde_json::Value| -> Event {
+        let mut doc = json!({"metadata": {"name": name}, "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "certpilot.dev/test", "reportingInstance": "test", "action": "Test", "reason": "Test", "type": "Normal", "note": "hello"});
+        doc.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(doc).unwrap()
+    };
+    let err = api_error(events.create(&pp, &event("unregarding", json!({}))).await, "an Event without regarding");
+    assert_eq!(err.code, 422, "{}", err.message);
+    assert!(
+        err.message.contains("involvedObject.namespace") && err.message.contains("does not match event.namespace"),
+        "{}",
+        err.message
+    );
+    let elsewhere = json!({"regarding": {"kind": "Secret", "name": "x", "namespace": "another-namespace"}});
+    let err = api_error(events.create(&pp, &event("elsewhere", elsewhere)).await, "an Event about another namespace");
+    assert!(err.message.contains("does not match event.namespace"), "{}", err.message);
+    let here = json!({"regarding": {"kind": "Secret", "name": "x", "namespace": c.namespace()}});
+    let unknown_type = json!({"type": "Loud", "regarding": here["regarding"].clone()});
+    let err = api_error(events.create(&pp, &event("typeless", unknown_type)).await, "an Event of an unknown type");
+    assert_eq!(err.code, 422, "{}", err.message);
+    assert!(err.message.contains("type"), "{}", err.message);
+    events.create(&pp, &event("fine", here)).await.expect("an Event about an object of its namespace");
 }
 
 /// A 422 refusal of a Secret's metadata, as the API server words it.

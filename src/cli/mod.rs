@@ -135,10 +135,25 @@ fn crdgen(out: Option<PathBuf>, bundle: Option<PathBuf>) -> anyhow::Result<()> {
 /// A client for the cluster the kubeconfig (or the Pod's service account) names, which tells
 /// the API server who it is: audit logs and request metrics then name certpilot.
 async fn client() -> anyhow::Result<kube::Client> {
-    let mut config = kube::Config::infer().await?;
+    let mut config = kube::Config::infer().await.map_err(|_| no_cluster())?;
     let agent = concat!("certpilot/", env!("CARGO_PKG_VERSION"));
     config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(agent)));
     Ok(kube::Client::try_from(config)?)
+}
+
+/// What a newcomer without a cluster reads, in one line: which kubeconfig was tried and what to do.
+fn no_cluster() -> anyhow::Error {
+    let kubeconfig = match std::env::var_os("KUBECONFIG") {
+        Some(path) => format!("KUBECONFIG={}", path.to_string_lossy()),
+        None => {
+            let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default();
+            home.join(".kube").join("config").display().to_string()
+        }
+    };
+    anyhow::anyhow!(
+        "no Kubernetes cluster found: not running in a cluster, and no usable kubeconfig at {kubeconfig}; \
+         set KUBECONFIG to a cluster's kubeconfig (or run certpilot in the cluster)"
+    )
 }
 
 async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
