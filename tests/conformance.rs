@@ -944,3 +944,67 @@ async fn admission_policies_deny_with_their_message() {
         serde_json::from_value(json!({"metadata": {"name": "ok"}, "data": {"fine": "x"}})).unwrap();
     cms.create(&PostParams::default(), &allowed).await.unwrap();
 }
+
+/// `kubectl get` asks for a `Table`: the API server renders a custom resource's printer columns,
+/// strings as they are and dates as ages, a time to come as `<invalid>` (why certpilot's
+/// Expires and Renews columns are strings).
+#[tokio::test]
+async fn printer_columns_are_rendered_as_tables() {
+    use certpilot::api::{Certificate, CertificateAttempt};
+    let c = cluster("tables").await;
+    install_certpilot_crds(&c).await;
+    let pp = PostParams::default();
+    let certificate: Certificate = serde_json::from_value(json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Certificate", "metadata": {"name": "web"}, "spec": {"secretName": "web-tls", "dnsNames": ["web.example.com"], "issuerRef": {"name": "local"}}})).unwrap();
+    let certificates: Api<Certificate> = Api::namespaced(c.client(), c.namespace());
+    certificates.create(&pp, &certificate).await.unwrap();
+    let status = json!({"status": {"phase": "Ready", "notAfter": "2099-01-01T00:00:00Z", "renewalTime": "2098-12-01T00:00:00Z", "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "ok", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    certificates.patch_status("web", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    let attempt: CertificateAttempt = serde_json::from_value(json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "CertificateAttempt", "metadata": {"name": "web-1"}, "spec": {"certificateName": "web", "type": "Issue", "reason": "new", "secretName": "web-tls", "dnsNames": ["web.example.com"], "issuerRef": {"name": "local"}, "privateKey": {"algorithm": "ECDSA"}, "keyAlgorithm": "ECDSA-256", "certificateGeneration": 1}})).unwrap();
+    let attempts: Api<CertificateAttempt> = Api::namespaced(c.client(), c.namespace());
+    attempts.create(&pp, &attempt).await.unwrap();
+    let started = json!({"status": {"phase": "Pending", "startedAt": "2099-01-01T00:00:00Z"}});
+    attempts.patch_status("web-1", &PatchParams::default(), &Patch::Merge(&started)).await.unwrap();
+
+    let table = |path: String| {
+        let client = c.client();
+        async move {
+            let request = http::Request::get(path)
+                .header(http::header::ACCEPT, "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+                .body(Vec::new())
+                .unwrap();
+            client.request::<serde_json::Value>(request).await.expect("a Table")
+        }
+    };
+    let listed = table(format!("/apis/certpilot.dev/v1alpha1/namespaces/{}/certificates", c.namespace())).await;
+    assert_eq!(listed["kind"], "Table", "{listed}");
+    let names: Vec<&str> =
+        listed["columnDefinitions"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Name", "Ready", "Phase", "Secret", "Expires", "Renews", "Age"]);
+    let cells = listed["rows"][0]["cells"].as_array().unwrap();
+    assert_eq!(
+        cells[..6],
+        [
+            json!("web"),
+            json!("True"),
+            json!("Ready"),
+            json!("web-tls"),
+            json!("2099-01-01T00:00:00Z"),
+            json!("2098-12-01T00:00:00Z")
+        ]
+    );
+    let age = cells[6].as_str().unwrap();
+    assert!(
+        age.ends_with('s') && age[..age.len() - 1].parse::<u32>().is_ok(),
+        "a fresh object's age in seconds: {age}"
+    );
+    assert_eq!(listed["rows"][0]["object"]["metadata"]["name"], "web");
+
+    let one =
+        table(format!("/apis/certpilot.dev/v1alpha1/namespaces/{}/certificateattempts/web-1", c.namespace())).await;
+    let definitions = one["columnDefinitions"].as_array().unwrap();
+    let started_at = definitions.iter().position(|d| d["name"] == "Started").expect("a Started column");
+    assert_eq!(definitions[started_at]["type"], "date");
+    assert_eq!(one["rows"][0]["cells"][started_at], "<invalid>", "a date to come is <invalid>: {one}");
+    let finished_at = definitions.iter().position(|d| d["name"] == "Finished").unwrap();
+    assert!(one["rows"][0]["cells"][finished_at].is_null(), "a missing value is null: {one}");
+}

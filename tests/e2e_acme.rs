@@ -444,6 +444,10 @@ async fn ensure_http_route_crd(cluster: &TestCluster) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
     if crds.get_opt("httproutes.gateway.networking.k8s.io").await.unwrap().is_some() {
+        // Installed already, perhaps a moment ago by another test: used once established.
+        let established = kube::runtime::conditions::is_crd_established();
+        let wait = kube::runtime::wait::await_condition(crds, "httproutes.gateway.networking.k8s.io", established);
+        tokio::time::timeout(Duration::from_secs(30), wait).await.expect("established in time").unwrap();
         return;
     }
     let crd: CustomResourceDefinition = serde_json::from_value(json!({

@@ -32,8 +32,10 @@ pub const DNS_NAME_PATTERN: &str =
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretName"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.notAfter"),
-    printcolumn(name = "Renews", type_ = "date", json_path = ".status.renewalTime"),
+    // Future times as strings: the API server renders `date` columns as ages, and a time to
+    // come as `<invalid>`.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.notAfter"),
+    printcolumn(name = "Renews", type_ = "string", json_path = ".status.renewalTime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

@@ -95,6 +95,44 @@ pub fn api_error<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str)
     }
 }
 
+/// The resourceVersion of `api`'s collection now: changes after it can be watched for.
+pub async fn collection_version<K>(api: &Api<K>) -> String
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let list = api.list_metadata(&kube::api::ListParams::default().limit(1)).await.expect("list");
+    list.metadata.resource_version.expect("a list has a resourceVersion")
+}
+
+/// The changes (added, modified, deleted) of `api`'s objects matching `fields` since
+/// resourceVersion `since`, watching for `window` at most. How a test on any API server tells
+/// what was written: a write that changes nothing makes no event, as on a real API server.
+pub async fn changes_since<K>(
+    api: &Api<K>,
+    since: &str,
+    fields: &str,
+    window: Duration,
+) -> Vec<kube::api::WatchEvent<K>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use futures::TryStreamExt;
+    let params = kube::api::WatchParams::default().fields(fields).timeout(window.as_secs().max(1) as u32);
+    let stream = api.watch(&params, since).await.expect("watch");
+    let events: Vec<_> = stream.try_collect().await.expect("watch events");
+    events
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                kube::api::WatchEvent::Added(_)
+                    | kube::api::WatchEvent::Modified(_)
+                    | kube::api::WatchEvent::Deleted(_)
+            )
+        })
+        .collect()
+}
+
 /// Installs certpilot's CRDs (as generated from the code) into the cluster.
 pub async fn install_certpilot_crds(cluster: &TestCluster) {
     for crd in certpilot::api::crds() {

@@ -200,13 +200,27 @@ async fn route(
     let query = parse_query(uri);
     let scope = scope_for(&rt, &target)?;
     let metadata_only = wants_metadata(headers);
+    // Tables of custom resources' printer columns (built-in kinds answer with plain JSON,
+    // which kubectl's Accept header also takes).
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let as_table = rt.custom && crate::table::wanted(accept);
     let user = requester(headers);
     let json_response = |v: Value| Ok(axum::Json(if metadata_only { metadata_view(&v) } else { v }).into_response());
     match (method.clone(), target.name.as_deref()) {
         (Method::GET, None) if flag(&query, "watch") => {
             Ok(watch::serve(shared.clone(), rt, target, query, metadata_only)?)
         }
+        (Method::GET, None) if as_table => {
+            let listed = list(shared, &rt, &target, &query, false)?;
+            let items = listed["items"].as_array().cloned().unwrap_or_default();
+            let version = listed["metadata"]["resourceVersion"].as_str().map(String::from);
+            Ok(axum::Json(crate::table::render(&rt, &items, version)).into_response())
+        }
         (Method::GET, None) => Ok(axum::Json(list(shared, &rt, &target, &query, metadata_only)?).into_response()),
+        (Method::GET, Some(name)) if as_table => {
+            let object = shared.store.lock().get(&rt, ns(&target), name)?;
+            Ok(axum::Json(crate::table::render(&rt, &[object], None)).into_response())
+        }
         (Method::GET, Some(name)) => json_response(shared.store.lock().get(&rt, ns(&target), name)?),
         (Method::POST, None) => {
             let obj = parse_object(body)?;

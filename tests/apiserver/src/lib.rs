@@ -21,6 +21,7 @@ mod resource;
 mod schema;
 mod selector;
 mod store;
+mod table;
 mod watch;
 
 pub mod cluster;

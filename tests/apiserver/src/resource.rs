@@ -32,6 +32,9 @@ pub struct ResourceType {
     pub schema: Option<Value>,
     /// Whether DELETE answers with the object (custom resources, namespaces) or a `Status`.
     pub returns_deleted_object: bool,
+    /// A custom resource's `additionalPrinterColumns` (of its storage version): what `kubectl get`
+    /// shows, rendered by the server as a `Table`.
+    pub printer_columns: Vec<Value>,
 }
 
 impl ResourceType {
@@ -46,6 +49,7 @@ impl ResourceType {
             custom: false,
             tracks_generation: group == "admissionregistration.k8s.io",
             schema: None,
+            printer_columns: Vec::new(),
             returns_deleted_object: plural == "namespaces",
         }
     }
@@ -223,6 +227,7 @@ impl Registry {
             tracks_generation: true,
             schema: storage["schema"]["openAPIV3Schema"].as_object().map(|o| Value::Object(o.clone())),
             returns_deleted_object: true,
+            printer_columns: storage["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
         })
     }
 }
