@@ -567,17 +567,22 @@ async fn namespace_deletion_removes_its_content() {
     ns.metadata.name = Some(name.clone());
     namespaces.create(&PostParams::default(), &ns).await.unwrap();
     let inner: Api<Secret> = Api::namespaced(c.client(), &name);
-    inner.create(&PostParams::default(), &secret("inside", &[])).await.unwrap();
+    // A finalizer on its content holds the namespace in Terminating until the test lets it go.
+    let mut held = secret("inside", &[]);
+    held.metadata.finalizers = Some(vec!["certpilot.dev/test-hold".into()]);
+    inner.create(&PostParams::default(), &held).await.unwrap();
     namespaces.delete(&name, &DeleteParams::default()).await.unwrap();
-    let terminating = namespaces.get(&name).await.map(|n| n.status.and_then(|s| s.phase));
-    if let Ok(phase) = terminating {
-        assert_eq!(phase.as_deref(), Some("Terminating"));
-        let err = api_error(
-            inner.create(&PostParams::default(), &secret("late", &[])).await,
-            "create in terminating namespace",
-        );
-        assert!(matches!(err.code, 403 | 404), "{err:?}");
-    }
+    let phase = namespaces.get(&name).await.unwrap().status.and_then(|s| s.phase);
+    assert_eq!(phase.as_deref(), Some("Terminating"));
+    let err =
+        api_error(inner.create(&PostParams::default(), &secret("late", &[])).await, "create in terminating namespace");
+    assert!(matches!(err.code, 403 | 404), "{err:?}");
+    eventually("the content to be marked for deletion", Duration::from_secs(60), || async {
+        inner.get("inside").await.unwrap().metadata.deletion_timestamp.map(|_| ())
+    })
+    .await;
+    let release = json!({"metadata": {"finalizers": null}});
+    inner.patch("inside", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
     eventually("namespace to be gone", Duration::from_secs(120), || async {
         namespaces.get_opt(&name).await.unwrap().is_none().then_some(())
     })

@@ -368,7 +368,10 @@ impl State {
                 return new;
             }
         }
-        if old.is_some() && meta::is_deleting(&new) && meta::finalizers(&new).is_empty() {
+        // A namespace is held by its `spec.finalizers` until its content is gone (see
+        // `finalize_namespaces`), not by metadata finalizers.
+        let namespace = key.group.is_empty() && key.plural == "namespaces";
+        if old.is_some() && meta::is_deleting(&new) && meta::finalizers(&new).is_empty() && !namespace {
             return self.remove(key, new);
         }
         self.rv += 1;
