@@ -51,11 +51,7 @@ pub fn may_write(meta: &ObjectMeta, certificate: &str) -> bool {
 
 /// certpilot wrote this Secret for `certificate` (labels and certpilot's field manager).
 pub fn written_for(meta: &ObjectMeta, certificate: &str) -> bool {
-    let labelled = meta.labels.as_ref().is_some_and(|l| {
-        l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
-            && l.get(CERTIFICATE_NAME_LABEL) == Some(&label_value(certificate))
-    });
-    labelled && written_by_certpilot(meta)
+    holder(meta) == Some(label_value(certificate))
 }
 
 /// The Secret says attempt `attempt` wrote it.
@@ -67,11 +63,18 @@ fn data<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
     secret.data.as_ref()?.get(key).map(|b| b.0.as_slice())
 }
 
+/// The Certificate (its label value) certpilot wrote this Secret for, if it did.
+pub fn holder(meta: &ObjectMeta) -> Option<String> {
+    let labels = meta.labels.as_ref()?;
+    let labelled = labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
+    (labelled && written_by_certpilot(meta)).then(|| labels.get(CERTIFICATE_NAME_LABEL).cloned()).flatten()
+}
+
 /// What the Secret holds for `certificate`.
 pub fn classify(secret: Option<&Secret>, certificate: &str) -> SecretState {
     let Some(secret) = secret else { return SecretState::Missing };
     if !may_write(&secret.metadata, certificate) {
-        return SecretState::NotOwned;
+        return SecretState::NotOwned { holder: holder(&secret.metadata) };
     }
     match stored_certificate(secret) {
         Ok(stored) => SecretState::Present(Box::new(stored)),
@@ -189,7 +192,7 @@ mod tests {
     fn only_our_or_adopted_secrets_may_be_written() {
         let mut s = Secret::default();
         assert!(!may_write(&s.metadata, "web"));
-        assert_eq!(classify(Some(&s), "web"), SecretState::NotOwned);
+        assert_eq!(classify(Some(&s), "web"), SecretState::NotOwned { holder: None });
         s.metadata.labels = Some(BTreeMap::from([
             (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
             (CERTIFICATE_NAME_LABEL.to_string(), "other".to_string()),

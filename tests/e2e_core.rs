@@ -159,6 +159,28 @@ async fn forged_attempts_are_rejected_and_touch_nothing() {
     assert_eq!(squatter.status.unwrap().phase, AttemptPhase::Rejected, "the squatter never ran");
 }
 
+/// Two Certificates naming one Secret: the second is told which Certificate the Secret belongs
+/// to (not that certpilot did not create it), and the Secret stays the first one's.
+#[tokio::test]
+async fn a_secret_another_certificate_holds_is_named_as_its() {
+    let env = Env::start("core-shared-secret", &[]).await;
+    env.issuer().await;
+    env.certificate("first", spec("shared-tls", &["first.example.com"])).await;
+    wait_for(&env.api(), "first", "the first Certificate to be Ready", WAIT, is_ready).await;
+    let written = env.api::<Secret>().get("shared-tls").await.unwrap();
+    env.certificate("second", spec("shared-tls", &["second.example.com"])).await;
+    let blocked =
+        wait_for(&env.api(), "second", "the second Certificate to refuse the Secret", WAIT, |c: &Certificate| {
+            c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == "SecretNotOwned"))
+        })
+        .await;
+    let ready = blocked.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("belongs to Certificate first"), "{}", ready.message);
+    assert!(ready.message.contains("another spec.secretName"), "says what to do: {}", ready.message);
+    let after = env.api::<Secret>().get("shared-tls").await.unwrap();
+    assert_eq!(after.resource_version(), written.resource_version(), "the first Certificate's Secret is untouched");
+}
+
 #[tokio::test]
 async fn a_secret_with_forged_labels_is_never_written() {
     let env = Env::start("core-forged-labels", &[]).await;

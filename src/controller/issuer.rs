@@ -143,21 +143,37 @@ fn controller_name<K: IssuerObject>() -> &'static str {
 /// spec when it exists (from the shared cache: issuer changes wake the Certificates naming them).
 pub fn issuer_state(ctx: &Context, namespace: &str, issuer_ref: &IssuerRef) -> (IssuerState, Option<IssuerSpec>) {
     let (spec, status) = ctx.caches.issuer(issuer_ref, namespace).unzip();
-    let found = spec.is_some();
-    (readiness(issuer_ref, namespace, found, status.flatten()), spec)
+    if spec.is_none() {
+        let other_kind = match issuer_ref.kind {
+            IssuerKind::Issuer => IssuerKind::ClusterIssuer,
+            IssuerKind::ClusterIssuer => IssuerKind::Issuer,
+        };
+        let other = IssuerRef { kind: other_kind, name: issuer_ref.name.clone() };
+        let exists_as_other = ctx.caches.issuer(&other, namespace).is_some();
+        return (IssuerState::NotFound(not_found(issuer_ref, namespace, exists_as_other)), None);
+    }
+    (readiness(issuer_ref, status.flatten()), spec)
 }
 
-fn readiness(issuer_ref: &IssuerRef, namespace: &str, found: bool, status: Option<IssuerStatus>) -> IssuerState {
-    if !found {
-        let place = match issuer_ref.kind {
-            IssuerKind::Issuer => format!(" in namespace {namespace}"),
-            IssuerKind::ClusterIssuer => String::new(),
-        };
-        return IssuerState::NotFound(format!(
-            "{:?} {}{place} does not exist; create it, or point spec.issuerRef at an existing Issuer or ClusterIssuer",
-            issuer_ref.kind, issuer_ref.name
-        ));
+/// Why the issuer a Certificate names is not there, and what to do; `exists_as_other`: there
+/// is one of that name of the other kind (the commonest slip: `kind` left out or wrong).
+fn not_found(issuer_ref: &IssuerRef, namespace: &str, exists_as_other: bool) -> String {
+    let name = &issuer_ref.name;
+    let missing = match issuer_ref.kind {
+        IssuerKind::Issuer => format!("Issuer {name} in namespace {namespace} does not exist"),
+        IssuerKind::ClusterIssuer => format!("ClusterIssuer {name} does not exist"),
+    };
+    if !exists_as_other {
+        return format!("{missing}; create it, or point spec.issuerRef at an existing Issuer or ClusterIssuer");
     }
+    let (other, fix) = match issuer_ref.kind {
+        IssuerKind::Issuer => ("a ClusterIssuer".to_string(), "ClusterIssuer"),
+        IssuerKind::ClusterIssuer => (format!("an Issuer in namespace {namespace}"), "Issuer"),
+    };
+    format!("{missing}, but {other} of that name does; set spec.issuerRef.kind to {fix}")
+}
+
+fn readiness(issuer_ref: &IssuerRef, status: Option<IssuerStatus>) -> IssuerState {
     let ready = status.as_ref().and_then(|s| conditions::find(&s.conditions, "Ready")).cloned();
     match ready {
         Some(c) if c.is_true() => IssuerState::Ready,
@@ -235,5 +251,27 @@ pub fn run(ctx: Arc<Context>, feeds: &Feeds) -> impl std::future::Future<Output 
     .run(reconcile::<ClusterIssuer>, error_policy("clusterissuer"), ctx);
     async move {
         futures::join!(run_controller("issuer", namespaced.boxed()), run_controller("clusterissuer", cluster.boxed()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(kind: IssuerKind) -> IssuerRef {
+        IssuerRef { kind, name: "letsencrypt".into() }
+    }
+
+    #[test]
+    fn a_missing_issuer_of_the_other_kind_is_named_with_the_fix() {
+        let wrong_kind = not_found(&named(IssuerKind::Issuer), "shop", true);
+        assert_eq!(
+            wrong_kind,
+            "Issuer letsencrypt in namespace shop does not exist, but a ClusterIssuer of that name does; set spec.issuerRef.kind to ClusterIssuer"
+        );
+        let other_way = not_found(&named(IssuerKind::ClusterIssuer), "shop", true);
+        assert!(other_way.contains("an Issuer in namespace shop of that name does; set spec.issuerRef.kind to Issuer"));
+        let absent = not_found(&named(IssuerKind::ClusterIssuer), "shop", false);
+        assert!(absent.starts_with("ClusterIssuer letsencrypt does not exist; create it"), "{absent}");
     }
 }

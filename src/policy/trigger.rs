@@ -37,8 +37,11 @@ pub struct StoredCertificate {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SecretState {
     Missing,
-    /// It exists, certpilot did not create it, and it was not annotated for adoption.
-    NotOwned,
+    /// It exists, certpilot did not create it for this Certificate, and it was not annotated
+    /// for adoption. `holder`: the Certificate certpilot wrote it for, if it did.
+    NotOwned {
+        holder: Option<String>,
+    },
     /// certpilot's, but unusable (no certificate, unreadable, key does not match).
     Invalid(String),
     Present(Box<StoredCertificate>),
@@ -169,9 +172,12 @@ impl Observed {
                 let need = (AttemptType::Issue, format!("Secret {secret_name} does not exist"));
                 return Assessment { usable: false, need: Some(need), renewal: None, expired: false };
             }
-            SecretState::NotOwned => {
-                let need =
-                    (AttemptType::Issue, format!("Secret {secret_name} exists but was not created by certpilot"));
+            SecretState::NotOwned { holder } => {
+                let why = match holder {
+                    Some(holder) => format!("Secret {secret_name} exists and belongs to Certificate {holder}"),
+                    None => format!("Secret {secret_name} exists but was not created by certpilot"),
+                };
+                let need = (AttemptType::Issue, why);
                 return Assessment { usable: false, need: Some(need), renewal: None, expired: false };
             }
             SecretState::Invalid(why) => {
@@ -283,14 +289,18 @@ impl Observed {
             }
             IssuerState::Ready => {}
         }
-        (self.secret == SecretState::NotOwned).then(|| Decision::Blocked {
-            reason: "SecretNotOwned",
-            message: format!(
+        let SecretState::NotOwned { holder } = &self.secret else { return None };
+        let name = &self.desired.secret_name;
+        let message = match holder {
+            Some(holder) => format!(
+                "Secret {name} belongs to Certificate {holder} (certpilot writes it for that Certificate), so it is left untouched. Give this Certificate another spec.secretName, or delete Certificate {holder} and the Secret"
+            ),
+            None => format!(
                 "Secret {name} already exists and was not created by certpilot, so it is left untouched. Delete it, or annotate it with {annotation}=true to let certpilot replace its contents",
-                name = self.desired.secret_name,
                 annotation = crate::api::ADOPT_ANNOTATION,
             ),
-        })
+        };
+        Some(Decision::Blocked { reason: "SecretNotOwned", message })
     }
 
     /// After a failure, the next attempt waits for the backoff, or exactly for the CA's
@@ -510,7 +520,7 @@ pub(crate) mod tests {
         let mut o = observed(fresh(), vec![]);
         o.issuer = IssuerState::NotFound("no issuer".into());
         assert_eq!(o.decide(), Decision::UpToDate);
-        let o = observed(SecretState::NotOwned, vec![]);
+        let o = observed(SecretState::NotOwned { holder: None }, vec![]);
         match o.decide() {
             Decision::Blocked { reason, message } => {
                 assert_eq!(reason, "SecretNotOwned");

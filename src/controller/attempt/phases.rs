@@ -832,7 +832,14 @@ impl Pass<'_> {
         let secrets: Api<Secret> = self.ctx.namespaced(&self.namespace);
         if let Some(existing) = secrets.get_opt(&spec.secret_name).await? {
             if !secret::may_write(&existing.metadata, &spec.certificate_name) {
-                return Ok(Err(not_owned(&spec.secret_name)));
+                let failure = match secret::holder(&existing.metadata) {
+                    Some(holder) => Failure::new(
+                        C::SecretNotOwned,
+                        format!("Secret {} belongs to Certificate {holder}; it was left untouched", spec.secret_name),
+                    ),
+                    None => not_owned(&spec.secret_name),
+                };
+                return Ok(Err(failure));
             }
             if let Some(info) = secret::written_by_attempt(&existing, &self.attempt.name_any()) {
                 return Ok(Ok(Stored::Already(Box::new(info))));

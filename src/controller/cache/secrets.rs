@@ -7,9 +7,8 @@
 
 use super::Fill;
 use crate::{
-    api::{CERTIFICATE_NAME_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE},
     policy::trigger::SecretState,
-    secret::{ATTEMPT_ANNOTATION, written_by_certpilot},
+    secret::{ATTEMPT_ANNOTATION, holder},
 };
 use futures::{FutureExt, Stream, StreamExt, channel::mpsc, future::BoxFuture};
 use k8s_openapi::api::core::v1::Secret;
@@ -39,15 +38,10 @@ pub struct WatchedSecret {
 
 impl WatchedSecret {
     fn of(meta: &PartialObjectMeta<Secret>) -> Self {
-        let labels = meta.labels();
-        let labelled = labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
-        let written_for = (labelled && written_by_certpilot(&meta.metadata))
-            .then(|| labels.get(CERTIFICATE_NAME_LABEL).cloned())
-            .flatten();
         Self {
             version: meta.resource_version().unwrap_or_default(),
             attempt: meta.annotations().get(ATTEMPT_ANNOTATION).cloned(),
-            written_for,
+            written_for: holder(&meta.metadata),
         }
     }
 
@@ -243,7 +237,7 @@ impl SecretFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::FIELD_MANAGER;
+    use crate::api::{CERTIFICATE_NAME_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 
     fn secret(name: &str, version: &str, certpilot_wrote_it: bool) -> PartialObjectMeta<Secret> {
