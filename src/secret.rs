@@ -76,6 +76,11 @@ pub fn classify(secret: Option<&Secret>, certificate: &str) -> SecretState {
     if !may_write(&secret.metadata, certificate) {
         return SecretState::NotOwned { holder: holder(&secret.metadata) };
     }
+    if let Some(other) = secret.type_.as_deref().filter(|t| *t != "kubernetes.io/tls") {
+        // What reads it (Ingress controllers, Gateways) expects a TLS Secret; the type cannot
+        // change in place, so the Storing step says to delete it.
+        return SecretState::Invalid(format!("its type is {other}, not kubernetes.io/tls"));
+    }
     match stored_certificate(secret) {
         Ok(stored) => SecretState::Present(Box::new(stored)),
         Err(why) => SecretState::Invalid(why),
@@ -210,6 +215,9 @@ mod tests {
         s.metadata.annotations = Some(BTreeMap::from([(ADOPT_ANNOTATION.to_string(), "true".to_string())]));
         assert!(may_write(&s.metadata, "web"));
         assert!(matches!(classify(Some(&s), "web"), SecretState::Invalid(why) if why.contains("tls.crt")));
+        s.type_ = Some("Opaque".into());
+        let opaque = classify(Some(&s), "web");
+        assert!(matches!(&opaque, SecretState::Invalid(why) if why.contains("type is Opaque")), "{opaque:?}");
         assert_eq!(classify(None, "web"), SecretState::Missing);
     }
 }

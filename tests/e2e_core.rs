@@ -181,6 +181,40 @@ async fn a_secret_another_certificate_holds_is_named_as_its() {
     assert_eq!(after.resource_version(), written.resource_version(), "the first Certificate's Secret is untouched");
 }
 
+/// A Secret replaced by an Opaque one (adopted, with the same certificate) is not reported
+/// Ready: whatever reads it expects a TLS Secret. The condition says what to do, and the
+/// Opaque Secret is left as it is.
+#[tokio::test]
+async fn a_secret_recreated_with_another_type_is_not_ready() {
+    let env = Env::start("core-opaque", &[]).await;
+    env.issuer().await;
+    env.certificate("app", spec("app-tls", &["app.example.com"])).await;
+    wait_for(&env.api(), "app", "the Certificate to be Ready", WAIT, is_ready).await;
+    let secrets = env.api::<Secret>();
+    let original = secrets.get("app-tls").await.unwrap();
+    secrets.delete("app-tls", &Default::default()).await.unwrap();
+    let mut opaque: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "app-tls", "annotations": {"certpilot.dev/adopt": "true"}},
+        "type": "Opaque",
+    }))
+    .unwrap();
+    opaque.data = original.data.clone();
+    let opaque = secrets.create(&PostParams::default(), &opaque).await.unwrap();
+    let refused =
+        wait_for(&env.api(), "app", "the Certificate to refuse the Opaque Secret", WAIT, |c: &Certificate| {
+            c.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "False" && c.message.contains("delete the Secret"))
+            })
+        })
+        .await;
+    let ready = refused.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("kubernetes.io/tls"), "says what is wrong: {}", ready.message);
+    let after = secrets.get("app-tls").await.unwrap();
+    assert_eq!((after.type_.as_deref(), &after.data), (Some("Opaque"), &opaque.data), "nothing is lost");
+}
+
 #[tokio::test]
 async fn a_secret_with_forged_labels_is_never_written() {
     let env = Env::start("core-forged-labels", &[]).await;
