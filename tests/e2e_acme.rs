@@ -819,3 +819,30 @@ async fn one_order_per_certificate_through_faults_and_restarts() {
     assert_eq!((all.len(), issues), (CERTIFICATES, CERTIFICATES), "exactly one Issue attempt per Certificate");
     assert_eq!(env.pebble.new_orders(), CERTIFICATES, "exactly one order per attempt");
 }
+
+/// Why an ACME server cannot be reached is told apart: an untrusted TLS certificate (a wrong
+/// caBundle), a name that does not resolve, a refused connection. Each says what to check.
+#[tokio::test]
+async fn unreachable_acme_servers_say_why() {
+    let env = Env::start("acme-unreachable", |_| {}).await;
+    let other_ca = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "not the CA behind Pebble");
+        params.self_signed(&key).unwrap().pem()
+    };
+    env.acme_issuer("untrusted", json!({"caBundle": other_ca})).await;
+    env.acme_issuer("unresolved", json!({"server": "https://acme.certpilot.invalid/dir"})).await;
+    env.acme_issuer("refused", json!({"server": "https://127.0.0.1:1/dir"})).await;
+    let cases = [
+        ("untrusted", "CATLSUntrusted", "set caBundle"),
+        ("unresolved", "CANameUnresolved", "could not be resolved"),
+        ("refused", "CAUnreachable", "refused the connection"),
+    ];
+    for (issuer, reason, says) in cases {
+        let found = env.issuer_condition(issuer, |r| r == reason).await;
+        let ready = found.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+        assert!(ready.message.contains(says), "{issuer}: {}", ready.message);
+    }
+}

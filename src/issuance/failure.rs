@@ -63,6 +63,10 @@ failure_codes! {
     ReplacesNotReflected => "ReplacesNotReflected", transient: false;
     /// The ACME server could not be reached (network, TLS): not the CA's verdict on anything.
     CaUnreachable => "CAUnreachable", transient: true;
+    /// The ACME server's TLS certificate is not trusted (caBundle missing or wrong).
+    CaTlsUntrusted => "CATLSUntrusted", transient: false;
+    /// The ACME server's host name does not resolve.
+    CaNameUnresolved => "CANameUnresolved", transient: true;
     /// The CA did not answer in time, or the order did not complete within the attempt's time.
     Timeout => "Timeout", transient: true;
     Unsupported => "Unsupported", transient: false;

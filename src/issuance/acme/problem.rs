@@ -66,9 +66,9 @@ pub fn code(problem: &Problem) -> C {
 pub fn failure(error: &Error) -> Failure {
     match error {
         Error::Api(problem) => Failure::new(code(problem), describe(problem)),
-        Error::Hyper(e) => Failure::new(C::CaUnreachable, format!("the ACME server could not be reached: {e}")),
+        Error::Hyper(e) => transport_failure(e),
         Error::Other(e) if e.downcast_ref::<hyper_util::client::legacy::Error>().is_some() => {
-            Failure::new(C::CaUnreachable, format!("the ACME server could not be reached: {e}"))
+            transport_failure(e.as_ref())
         }
         Error::Other(e) if e.to_string().starts_with("replaces field mismatch") => Failure::new(
             C::ReplacesNotReflected,
@@ -83,9 +83,97 @@ pub fn failure(error: &Error) -> Failure {
     }
 }
 
+/// Why the ACME server could not be reached, told apart by what failed under the request: TLS
+/// trust (a missing or wrong caBundle), name resolution, a refused connection, a timeout.
+pub fn transport_failure(error: &(dyn std::error::Error + 'static)) -> Failure {
+    let chain = std::iter::successors(Some(error), |e| e.source());
+    let mut texts = Vec::new();
+    for cause in chain {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>().or_else(|| io_inner::<rustls::Error>(cause)) {
+            return tls_failure(tls);
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::TimedOut => {
+                    return Failure::new(
+                        C::Timeout,
+                        "connecting to the ACME server timed out: check network policies, proxies and firewalls between certpilot and spec.acme.server",
+                    );
+                }
+                std::io::ErrorKind::ConnectionRefused => {
+                    return Failure::new(
+                        C::CaUnreachable,
+                        "the ACME server refused the connection: check the host and port of spec.acme.server",
+                    );
+                }
+                _ => {}
+            }
+        }
+        texts.push(cause.to_string());
+    }
+    if texts.iter().any(|t| t == "dns error" || t.contains("failed to lookup address")) {
+        return Failure::new(
+            C::CaNameUnresolved,
+            format!(
+                "the ACME server's host name could not be resolved ({}): check spec.acme.server and the cluster's DNS",
+                texts.join(": ")
+            ),
+        );
+    }
+    Failure::new(C::CaUnreachable, format!("the ACME server could not be reached: {}", texts.join(": ")))
+}
+
+/// An `E` wrapped in I/O errors (TLS errors come wrapped twice), which `source()` skips.
+fn io_inner<'a, E: std::error::Error + 'static>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
+    let mut current: &(dyn std::error::Error + 'static) = cause;
+    loop {
+        let inner: &(dyn std::error::Error + 'static) = current.downcast_ref::<std::io::Error>()?.get_ref()?;
+        if let Some(found) = inner.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = inner;
+    }
+}
+
+fn tls_failure(error: &rustls::Error) -> Failure {
+    use rustls::{CertificateError, Error as Tls};
+    let message = match error {
+        Tls::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => format!(
+            "the ACME server's TLS certificate is not trusted ({error}): for a private ACME server, set caBundle to the PEM of the CA that signed its certificate (and check that the one set is that CA)"
+        ),
+        Tls::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => format!(
+            "the ACME server's TLS certificate is not valid for the host in spec.acme.server ({error}): use the name (or address) its certificate covers"
+        ),
+        Tls::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+            format!("the ACME server's TLS certificate has expired ({error})")
+        }
+        other => format!("TLS with the ACME server failed: {other}"),
+    };
+    Failure::new(C::CaTlsUntrusted, message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_failures_are_told_apart() {
+        use std::io::{Error as Io, ErrorKind};
+        let untrusted = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = Io::other(Io::new(ErrorKind::InvalidData, untrusted));
+        let tls = transport_failure(&wrapped);
+        assert_eq!(tls.code, C::CaTlsUntrusted);
+        assert!(tls.message.contains("caBundle"), "{}", tls.message);
+        let wrong_name = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
+        assert!(transport_failure(&wrong_name).message.contains("not valid for the host"));
+        assert_eq!(transport_failure(&Io::from(ErrorKind::ConnectionRefused)).code, C::CaUnreachable);
+        assert_eq!(transport_failure(&Io::from(ErrorKind::TimedOut)).code, C::Timeout);
+        let other = transport_failure(&Io::other("something else"));
+        assert_eq!(other.code, C::CaUnreachable);
+        assert!(other.message.contains("something else"));
+    }
 
     fn problem(t: &str, detail: &str) -> Problem {
         serde_json::from_value(serde_json::json!({"type": t, "detail": detail, "status": 400})).unwrap()
