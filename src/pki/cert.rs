@@ -47,6 +47,16 @@ pub fn parse_chain(pem: &[u8]) -> Result<CertInfo, PkiError> {
     info(&ders[0])
 }
 
+/// Whether the certificate may sign certificates: it has no keyUsage, or one with keyCertSign.
+pub fn may_sign_certificates(der: &[u8]) -> bool {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else { return false };
+    match cert.key_usage() {
+        Ok(Some(usage)) => usage.value.key_cert_sign(),
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
 pub fn info(der: &[u8]) -> Result<CertInfo, PkiError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::CertificateParse(e.to_string()))?;
     let mut dns_names = Vec::new();

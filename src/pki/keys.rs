@@ -134,7 +134,7 @@ fn without_public_key(der: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Modulus size of an RSA SubjectPublicKeyInfo.
-fn rsa_bits(spki: &[u8]) -> Option<usize> {
+pub(crate) fn rsa_bits(spki: &[u8]) -> Option<usize> {
     use x509_parser::prelude::FromDer;
     let (_, info) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki).ok()?;
     match info.parsed().ok()? {

@@ -80,8 +80,13 @@ pub struct CertificateAuthority {
 impl CertificateAuthority {
     /// Loads and checks a CA from the PEM of its certificate and key.
     pub fn load(cert_pem: &str, key_pem: &str, now: Timestamp) -> Result<Self, PkiError> {
-        let key = PrivateKey::from_pem(key_pem)?;
         let info = super::parse_chain(cert_pem.as_bytes())?;
+        let key = PrivateKey::from_pem(key_pem).map_err(|e| match super::keys::rsa_bits(&info.public_key_info) {
+            Some(bits) if bits < 2048 => PkiError::Mismatch(format!(
+                "the CA's key is RSA-{bits}: certpilot signs only with RSA keys of at least 2048 bits (or ECDSA, Ed25519); give the CA a stronger key"
+            )),
+            _ => e,
+        })?;
         if info.public_key_info != key.public_key_info() {
             return Err(PkiError::Mismatch("tls.key is not the private key of the certificate in tls.crt".into()));
         }
@@ -97,7 +102,19 @@ impl CertificateAuthority {
                 info.subject, info.not_after
             )));
         }
+        if now < info.not_before {
+            return Err(PkiError::Mismatch(format!(
+                "the CA certificate {} is not valid before {}: certificates it signed now would not verify",
+                info.subject, info.not_before
+            )));
+        }
         let first = super::cert::pem_certificates(cert_pem.as_bytes())?.remove(0);
+        if !super::cert::may_sign_certificates(&first) {
+            return Err(PkiError::Mismatch(format!(
+                "{} may not sign certificates: its keyUsage lacks keyCertSign",
+                info.subject
+            )));
+        }
         let cert_pem = pem::encode(&pem::Pem::new("CERTIFICATE", first));
         Ok(Self { cert_pem, key, info })
     }
@@ -211,5 +228,32 @@ mod tests {
         })
         .unwrap();
         assert!(CertificateAuthority::load(&not_ca, &key.to_pem(Default::default()).unwrap(), now).is_err());
+        let not_yet = self_signed(&SignRequest {
+            names: &ca_names,
+            key: &ca_key,
+            not_before: now + SignedDuration::from_hours(1),
+            not_after: now + SignedDuration::from_hours(10),
+            is_ca: true,
+        })
+        .unwrap();
+        let early = CertificateAuthority::load(&not_yet, &ca_key.to_pem(Default::default()).unwrap(), now);
+        assert!(matches!(early, Err(PkiError::Mismatch(why)) if why.contains("is not valid before")));
+    }
+
+    /// CAs made with openssl (`tests/fixtures/ca`): what is wrong with each is said exactly.
+    #[test]
+    fn unusable_cas_say_what_is_wrong() {
+        let fixture = |name: &str| {
+            std::fs::read_to_string(format!("{}/tests/fixtures/ca/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        };
+        let now = Timestamp::now();
+        let weak = CertificateAuthority::load(&fixture("rsa1024.crt"), &fixture("rsa1024.key"), now);
+        assert!(
+            matches!(&weak, Err(PkiError::Mismatch(why)) if why.contains("RSA-1024") && why.contains("2048")),
+            "{:?}",
+            weak.err()
+        );
+        let no_sign = CertificateAuthority::load(&fixture("nosign.crt"), &fixture("nosign.key"), now);
+        assert!(matches!(&no_sign, Err(PkiError::Mismatch(why)) if why.contains("keyCertSign")), "{:?}", no_sign.err());
     }
 }
