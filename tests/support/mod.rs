@@ -186,6 +186,11 @@ impl Operator {
         self.child.id()
     }
 
+    /// Whether the operator is still running (it did not exit or crash).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+
     /// Kills the operator at once, as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
