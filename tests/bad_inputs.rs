@@ -233,6 +233,10 @@ async fn every_bad_input_gets_a_clear_answer_and_nothing_is_lost() {
     let weak_ca: Secret = serde_json::from_value(json!({"metadata": {"name": "weak-ca"}, "type": "kubernetes.io/tls",
         "stringData": {"tls.crt": std::fs::read_to_string(fixture("rsa1024.crt")).unwrap(), "tls.key": std::fs::read_to_string(fixture("rsa1024.key")).unwrap()}})).unwrap();
     secrets.create(&pp, &weak_ca).await.unwrap();
+    let constrained: Secret = serde_json::from_value(json!({"metadata": {"name": "constrained-ca"}, "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": std::fs::read_to_string(fixture("constrained.crt")).unwrap(), "tls.key": std::fs::read_to_string(fixture("constrained.key")).unwrap()}})).unwrap();
+    secrets.create(&pp, &constrained).await.unwrap();
+    create(&cluster, &issuer("constrained-ca", json!({"ca": {"secretName": "constrained-ca"}}))).await.unwrap();
     create(&cluster, &issuer("no-sign-ca", json!({"ca": {"secretName": "not-a-ca"}}))).await.unwrap();
     create(&cluster, &issuer("weak-ca", json!({"ca": {"secretName": "weak-ca"}}))).await.unwrap();
     create(&cluster, &issuer("missing-ca", json!({"ca": {"secretName": "no-such-secret"}}))).await.unwrap();
@@ -250,6 +254,12 @@ async fn every_bad_input_gets_a_clear_answer_and_nothing_is_lost() {
         ("weak-ca", json!({"issuerRef": {"name": "weak-ca"}}), "IssuerNotReady", "RSA-1024"),
         ("missing-ca", json!({"issuerRef": {"name": "missing-ca"}}), "IssuerNotReady", "no-such-secret"),
         ("closed-port", json!({"issuerRef": {"name": "closed-port"}}), "IssuerNotReady", "refused the connection"),
+        (
+            "outside-constraints",
+            json!({"dnsNames": ["evil.com"], "issuerRef": {"name": "constrained-ca"}}),
+            "NamesNotPermitted",
+            "may not issue for these names: evil.com is outside",
+        ),
     ];
     for (name, spec, _, _) in &accepted {
         create(&cluster, &certificate(name, spec)).await.unwrap_or_else(|e| panic!("{name} is accepted: {e}"));

@@ -234,4 +234,10 @@ pub struct CaStatus {
     pub subject: String,
     /// When the CA certificate expires (certificates it signs never outlive it).
     pub not_after: String,
+    /// The names and address ranges the CA may issue for (its name constraints; none: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permitted_names: Vec<String>,
+    /// The names and address ranges the CA may not issue for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_names: Vec<String>,
 }

@@ -216,7 +216,7 @@ fn cache_behind(cached: Option<&WatchedSecret>, latest: Option<&AttemptRecord>) 
 /// What the caches (and, where they may be behind, the API server) say about `cert`; `None`
 /// while they are catching up with what this process just did.
 async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: Desired) -> Result<Option<Observation>> {
-    let (issuer, issuer_spec) = issuer_state(ctx, namespace, &desired.issuer);
+    let (issuer, issuer_spec) = issuer_state(ctx, namespace, &desired.issuer, &desired.names);
     let Some((attempts, next_index)) = attempts_and_next_index(ctx, cert, namespace).await? else {
         return Ok(None);
     };

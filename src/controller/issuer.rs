@@ -95,7 +95,13 @@ async fn evaluate(
         }
         Ok(Signer::Ca(ca)) => {
             let message = format!("signing with CA {}, valid until {}", ca.info.subject, ca.info.not_after);
-            let status = CaStatus { subject: ca.info.subject.clone(), not_after: ca.info.not_after.to_string() };
+            let (permitted_names, excluded_names) = ca.constraints.describe();
+            let status = CaStatus {
+                subject: ca.info.subject.clone(),
+                not_after: ca.info.not_after.to_string(),
+                permitted_names,
+                excluded_names,
+            };
             (Condition::new("Ready", true, "CAReady", message), Some(status))
         }
         Ok(Signer::Acme(_)) => unreachable!("ACME issuers are evaluated above"),
@@ -141,8 +147,25 @@ fn controller_name<K: IssuerObject>() -> &'static str {
 
 /// The issuer a Certificate names, as far as the Certificate controller needs to know, and its
 /// spec when it exists (from the shared cache: issuer changes wake the Certificates naming them).
-pub fn issuer_state(ctx: &Context, namespace: &str, issuer_ref: &IssuerRef) -> (IssuerState, Option<IssuerSpec>) {
+/// The issuer's readiness for a Certificate asking for `names`, and its spec.
+pub fn issuer_state(
+    ctx: &Context,
+    namespace: &str,
+    issuer_ref: &IssuerRef,
+    names: &crate::pki::NameRequest,
+) -> (IssuerState, Option<IssuerSpec>) {
     let (spec, status) = ctx.caches.issuer(issuer_ref, namespace).unzip();
+    let ca = status.as_ref().and_then(|s| s.as_ref()).and_then(|s| s.ca.as_ref());
+    if let Some(ca) = ca.filter(|_| spec.is_some()) {
+        let constraints = crate::pki::cert::NameConstraints::from_described(&ca.permitted_names, &ca.excluded_names);
+        if let Some(why) = constraints.violation(names) {
+            let message = format!(
+                "the CA of {:?} {} ({}) may not issue for these names: {why}; ask only for names it permits, or use another issuer",
+                issuer_ref.kind, issuer_ref.name, ca.subject
+            );
+            return (IssuerState::CannotIssue(message), spec);
+        }
+    }
     if spec.is_none() {
         let other_kind = match issuer_ref.kind {
             IssuerKind::Issuer => IssuerKind::ClusterIssuer,

@@ -47,6 +47,135 @@ pub fn parse_chain(pem: &[u8]) -> Result<CertInfo, PkiError> {
     info(&ders[0])
 }
 
+/// The names a CA certificate may issue for (RFC 5280 name constraints), DNS and IP subtrees.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NameConstraints {
+    pub permitted_dns: Vec<String>,
+    pub excluded_dns: Vec<String>,
+    /// Address and mask, as the certificate holds them.
+    pub permitted_ip: Vec<(Vec<u8>, Vec<u8>)>,
+    pub excluded_ip: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl NameConstraints {
+    /// As status shows them: DNS zones as they are, address ranges as CIDR (`10.0.0.0/8`).
+    pub fn describe(&self) -> (Vec<String>, Vec<String>) {
+        let describe = |dns: &[String], ip: &[(Vec<u8>, Vec<u8>)]| {
+            let ranges = ip.iter().filter_map(|(net, mask)| cidr(net, mask));
+            dns.iter().cloned().chain(ranges).collect::<Vec<_>>()
+        };
+        (describe(&self.permitted_dns, &self.permitted_ip), describe(&self.excluded_dns, &self.excluded_ip))
+    }
+
+    /// Back from what [`describe`](Self::describe) wrote.
+    pub fn from_described(permitted: &[String], excluded: &[String]) -> Self {
+        let split = |names: &[String]| {
+            let (ranges, zones): (Vec<&String>, Vec<&String>) = names.iter().partition(|n| n.contains('/'));
+            let ranges = ranges.into_iter().filter_map(|r| from_cidr(r)).collect::<Vec<_>>();
+            (zones.into_iter().cloned().collect::<Vec<_>>(), ranges)
+        };
+        let ((permitted_dns, permitted_ip), (excluded_dns, excluded_ip)) = (split(permitted), split(excluded));
+        Self { permitted_dns, excluded_dns, permitted_ip, excluded_ip }
+    }
+
+    /// The first requested name the constraints do not allow, with why.
+    pub fn violation(&self, names: &NameRequest) -> Option<String> {
+        for name in &names.dns_names {
+            let name = name.strip_prefix("*.").unwrap_or(name);
+            if let Some(zone) = self.excluded_dns.iter().find(|zone| dns_within(name, zone)) {
+                return Some(format!("{name} is under {zone}, which the CA's name constraints exclude"));
+            }
+            if !self.permitted_dns.is_empty() && !self.permitted_dns.iter().any(|zone| dns_within(name, zone)) {
+                return Some(format!(
+                    "{name} is outside the names the CA may issue for ({})",
+                    self.permitted_dns.join(", ")
+                ));
+            }
+        }
+        for ip in &names.ip_addresses {
+            let bytes = match ip {
+                std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+                std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            if self.excluded_ip.iter().any(|(net, mask)| ip_within(&bytes, net, mask)) {
+                return Some(format!("{ip} is in a range the CA's name constraints exclude"));
+            }
+            if !self.permitted_ip.is_empty()
+                && !self.permitted_ip.iter().any(|(net, mask)| ip_within(&bytes, net, mask))
+            {
+                return Some(format!("{ip} is outside the addresses the CA may issue for"));
+            }
+        }
+        None
+    }
+}
+
+/// RFC 5280: `zone` covers itself and every name below it (`.zone`: only the names below).
+fn dns_within(name: &str, zone: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let zone = zone.to_ascii_lowercase();
+    match zone.strip_prefix('.') {
+        Some(below) => name.ends_with(&format!(".{below}")),
+        None => zone.is_empty() || name == zone || name.ends_with(&format!(".{zone}")),
+    }
+}
+
+fn cidr(network: &[u8], mask: &[u8]) -> Option<String> {
+    let bits: u32 = mask.iter().map(|b| b.count_ones()).sum();
+    let address: std::net::IpAddr = match network.len() {
+        4 => <[u8; 4]>::try_from(network).ok()?.into(),
+        16 => <[u8; 16]>::try_from(network).ok()?.into(),
+        _ => return None,
+    };
+    Some(format!("{address}/{bits}"))
+}
+
+fn from_cidr(range: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (address, bits) = range.split_once('/')?;
+    let bits: usize = bits.parse().ok()?;
+    let network = match address.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let mask = (0..network.len())
+        .map(|i| {
+            let set = bits.saturating_sub(i * 8).min(8);
+            (0xffu16 << (8 - set)) as u8
+        })
+        .collect();
+    Some((network, mask))
+}
+
+fn ip_within(address: &[u8], network: &[u8], mask: &[u8]) -> bool {
+    address.len() == network.len()
+        && network.len() == mask.len()
+        && address.iter().zip(network).zip(mask).all(|((a, n), m)| a & m == n & m)
+}
+
+/// The name constraints of a CA certificate (none when it has no such extension).
+pub fn name_constraints(der: &[u8]) -> NameConstraints {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else { return NameConstraints::default() };
+    let Ok(Some(extension)) = cert.name_constraints() else { return NameConstraints::default() };
+    let mut constraints = NameConstraints::default();
+    let mut collect = |subtrees: &Option<Vec<x509_parser::extensions::GeneralSubtree>>, permitted: bool| {
+        for subtree in subtrees.iter().flatten() {
+            match &subtree.base {
+                GeneralName::DNSName(zone) if permitted => constraints.permitted_dns.push(zone.to_string()),
+                GeneralName::DNSName(zone) => constraints.excluded_dns.push(zone.to_string()),
+                GeneralName::IPAddress(bytes) if bytes.len() % 2 == 0 => {
+                    let (network, mask) = bytes.split_at(bytes.len() / 2);
+                    let range = (network.to_vec(), mask.to_vec());
+                    if permitted { constraints.permitted_ip.push(range) } else { constraints.excluded_ip.push(range) }
+                }
+                _ => {}
+            }
+        }
+    };
+    collect(&extension.value.permitted_subtrees, true);
+    collect(&extension.value.excluded_subtrees, false);
+    constraints
+}
+
 /// Whether the certificate may sign certificates: it has no keyUsage, or one with keyCertSign.
 pub fn may_sign_certificates(der: &[u8]) -> bool {
     let Ok((_, cert)) = X509Certificate::from_der(der) else { return false };

@@ -75,6 +75,8 @@ pub struct CertificateAuthority {
     pub cert_pem: String,
     pub key: PrivateKey,
     pub info: super::CertInfo,
+    /// What names the CA may issue for: a certificate outside them would not verify.
+    pub constraints: super::cert::NameConstraints,
 }
 
 impl CertificateAuthority {
@@ -115,12 +117,19 @@ impl CertificateAuthority {
                 info.subject
             )));
         }
+        let constraints = super::cert::name_constraints(&first);
         let cert_pem = pem::encode(&pem::Pem::new("CERTIFICATE", first));
-        Ok(Self { cert_pem, key, info })
+        Ok(Self { cert_pem, key, info, constraints })
     }
 
     /// Signs `req`; the certificate never outlives the CA. Returns the PEM certificate.
     pub fn sign(&self, req: &SignRequest) -> Result<String, PkiError> {
+        if let Some(why) = self.constraints.violation(req.names) {
+            return Err(PkiError::Mismatch(format!(
+                "the CA {} may not issue this certificate: {why}; ask for names it permits, or use another issuer",
+                self.info.subject
+            )));
+        }
         let mut params = params(req)?;
         let ca_end = offset(self.info.not_after)?;
         if params.not_after > ca_end {
@@ -252,6 +261,42 @@ mod tests {
             matches!(&weak, Err(PkiError::Mismatch(why)) if why.contains("RSA-1024") && why.contains("2048")),
             "{:?}",
             weak.err()
+        );
+        let constrained =
+            CertificateAuthority::load(&fixture("constrained.crt"), &fixture("constrained.key"), now).unwrap();
+        let key = PrivateKey::generate(&PrivateKeySpec::default()).unwrap();
+        let sign = |dns: &[&str], ips: &[&str]| {
+            let names = NameRequest {
+                dns_names: dns.iter().map(|n| n.to_string()).collect(),
+                ip_addresses: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+                common_name: None,
+            };
+            let until = now + SignedDuration::from_hours(1);
+            constrained.sign(&SignRequest { names: &names, key: &key, not_before: now, not_after: until, is_ca: false })
+        };
+        assert!(sign(&["example.com", "www.example.com", "*.example.com"], &["10.1.2.3"]).is_ok());
+        let (permitted, excluded) = constrained.constraints.describe();
+        assert_eq!(
+            (permitted.as_slice(), excluded.as_slice()),
+            (["example.com", "10.0.0.0/8"].map(String::from).as_slice(), ["secret.example.com".to_string()].as_slice())
+        );
+        assert_eq!(
+            super::super::cert::NameConstraints::from_described(&permitted, &excluded),
+            constrained.constraints,
+            "status round-trips"
+        );
+        let outside = sign(&["evil.com"], &[]);
+        assert!(
+            matches!(&outside, Err(PkiError::Mismatch(why)) if why.contains("evil.com is outside") && why.contains("example.com")),
+            "{:?}",
+            outside.err()
+        );
+        assert!(matches!(sign(&["notexample.com"], &[]), Err(PkiError::Mismatch(_))), "a suffix is not a zone");
+        assert!(
+            matches!(sign(&["a.secret.example.com"], &[]), Err(PkiError::Mismatch(why)) if why.contains("exclude"))
+        );
+        assert!(
+            matches!(sign(&["www.example.com"], &["192.168.1.1"]), Err(PkiError::Mismatch(why)) if why.contains("192.168.1.1"))
         );
         let no_sign = CertificateAuthority::load(&fixture("nosign.crt"), &fixture("nosign.key"), now);
         assert!(matches!(&no_sign, Err(PkiError::Mismatch(why)) if why.contains("keyCertSign")), "{:?}", no_sign.err());

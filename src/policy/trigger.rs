@@ -19,6 +19,8 @@ pub enum IssuerState {
     Ready,
     NotFound(String),
     NotReady(String),
+    /// Ready, but it may not issue for the names asked for (a CA's name constraints).
+    CannotIssue(String),
 }
 
 /// The certificate currently stored in the target Secret.
@@ -286,6 +288,9 @@ impl Observed {
             }
             IssuerState::NotReady(message) => {
                 return Some(Decision::Blocked { reason: "IssuerNotReady", message: message.clone() });
+            }
+            IssuerState::CannotIssue(message) => {
+                return Some(Decision::Blocked { reason: "NamesNotPermitted", message: message.clone() });
             }
             IssuerState::Ready => {}
         }
