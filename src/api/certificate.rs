@@ -42,9 +42,9 @@ pub const DNS_NAME_PATTERN: &str =
 #[x_kube(validation = Rule::new("has(self.dnsNames) || has(self.ipAddresses) || has(self.commonName)").message("at least one of dnsNames, ipAddresses or commonName is required"))]
 #[x_kube(validation = Rule::new(r"(has(self.isCA) && self.isCA) || has(self.dnsNames) || has(self.ipAddresses) || !has(self.commonName) || isIP(self.commonName) || self.commonName.matches('^(\\*\\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')").message("a commonName without dnsNames or ipAddresses must be a lowercase DNS name or an IP address (unless isCA): certpilot copies it into the subjectAltName, the only name clients check"))]
 #[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.renewBeforePercentage)").message("set renewBefore or renewBeforePercentage, not both"))]
-#[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.duration) || duration(self.renewBefore) < duration(self.duration)").message("renewBefore must be shorter than duration"))]
-#[x_kube(validation = Rule::new("!has(self.duration) || duration(self.duration) >= duration('1m')").message("duration must be at least 1m"))]
-#[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.duration) || duration(self.duration) - duration(self.renewBefore) >= duration('30s')").message("renewBefore must leave at least 30s between issuance and renewal (certpilot renews a Certificate at most once per --min-renewal-interval, 5m by default)"))]
+#[x_kube(validation = Rule::new(r"!has(self.renewBefore) || !has(self.duration) || !self.renewBefore.matches('^([0-9]{1,5}(\\.[0-9]{1,9})?h)?([0-9]{1,6}(\\.[0-9]{1,9})?m)?([0-9]{1,6}(\\.[0-9]{1,9})?s)?([0-9]{1,6}(ms|us|ns))?$') || !self.duration.matches('^([0-9]{1,5}(\\.[0-9]{1,9})?h)?([0-9]{1,6}(\\.[0-9]{1,9})?m)?([0-9]{1,6}(\\.[0-9]{1,9})?s)?([0-9]{1,6}(ms|us|ns))?$') || duration(self.renewBefore) < duration(self.duration)").message("renewBefore must be shorter than duration"))]
+#[x_kube(validation = Rule::new(r"!has(self.duration) || !self.duration.matches('^([0-9]{1,5}(\\.[0-9]{1,9})?h)?([0-9]{1,6}(\\.[0-9]{1,9})?m)?([0-9]{1,6}(\\.[0-9]{1,9})?s)?([0-9]{1,6}(ms|us|ns))?$') || duration(self.duration) >= duration('1m')").message("duration must be at least 1m"))]
+#[x_kube(validation = Rule::new(r"!has(self.renewBefore) || !has(self.duration) || !self.renewBefore.matches('^([0-9]{1,5}(\\.[0-9]{1,9})?h)?([0-9]{1,6}(\\.[0-9]{1,9})?m)?([0-9]{1,6}(\\.[0-9]{1,9})?s)?([0-9]{1,6}(ms|us|ns))?$') || !self.duration.matches('^([0-9]{1,5}(\\.[0-9]{1,9})?h)?([0-9]{1,6}(\\.[0-9]{1,9})?m)?([0-9]{1,6}(\\.[0-9]{1,9})?s)?([0-9]{1,6}(ms|us|ns))?$') || duration(self.duration) - duration(self.renewBefore) >= duration('30s')").message("renewBefore must leave at least 30s between issuance and renewal (certpilot renews a Certificate at most once per --min-renewal-interval, 5m by default)"))]
 pub struct CertificateSpec {
     /// Name of the Secret (type `kubernetes.io/tls`) that receives `tls.crt`, `tls.key` and `ca.crt`.
     #[schemars(length(min = 1, max = 253))]
@@ -72,10 +72,12 @@ pub struct CertificateSpec {
     /// Requested lifetime as a Go duration (e.g. `2160h`); CAs may cap it. Default 2160h for local issuers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new(r"self.size() > 1 && self.matches('^([0-9]{1,5}(\\.[0-9]{1,9})?h)?([0-9]{1,6}(\\.[0-9]{1,9})?m)?([0-9]{1,6}(\\.[0-9]{1,9})?s)?([0-9]{1,6}(ms|us|ns))?$')").message("duration must be hours, minutes and seconds in that order, at most 99999h (about 11 years), e.g. 2160h or 1h30m"))]
     pub duration: Option<String>,
     /// Renew this long before expiry (Go duration). Default: when a third of the lifetime is left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new(r"self.size() > 1 && self.matches('^([0-9]{1,5}(\\.[0-9]{1,9})?h)?([0-9]{1,6}(\\.[0-9]{1,9})?m)?([0-9]{1,6}(\\.[0-9]{1,9})?s)?([0-9]{1,6}(ms|us|ns))?$')").message("renewBefore must be hours, minutes and seconds in that order, at most 99999h (about 11 years), e.g. 2160h or 1h30m"))]
     pub renew_before: Option<String>,
     /// Renew when this percentage of the lifetime is left (1–99), instead of `renewBefore`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
