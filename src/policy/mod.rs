@@ -16,6 +16,16 @@ pub fn unit_jitter(key: &str) -> f64 {
     (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// A digest of `value` as JSON, the same for a typed value and its `serde_json::Value`
+/// (objects' keys are sorted in a `Value`). Compared only within one process.
+pub fn json_digest(value: &impl serde::Serialize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let canonical = serde_json::to_value(value).and_then(|v| serde_json::to_vec(&v));
+    canonical.unwrap_or_default().hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Parses a Go duration (`2160h`, `1h30m`, `90s`, `1.5h`), the format the CRDs use.
 pub fn parse_duration(text: &str) -> Option<jiff::SignedDuration> {
     let mut total = 0f64;

@@ -178,13 +178,7 @@ pub fn trusts(claim: &Claim, cert: &Certificate) -> bool {
 }
 
 fn requested_digest(spec: &CertificateAttemptSpec) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for (field, value) in requested(spec) {
-        field.hash(&mut hasher);
-        serde_json::to_vec(&value).unwrap_or_default().hash(&mut hasher);
-    }
-    hasher.finish()
+    super::json_digest(&requested(spec))
 }
 
 /// `<certificate>-<n>`: attempt names are deterministic, so a retried create finds its earlier

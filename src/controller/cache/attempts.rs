@@ -3,7 +3,7 @@
 //! work left (under way, or ended but not yet cleaned up) are kept whole, in the store the
 //! attempt controller runs from: at rest that store is empty, however long the history.
 
-use super::Fill;
+use super::{Changes, Deletions, Fill};
 use crate::{
     api::{CertificateAttempt, attempt::CertificateAttemptStatus},
     pki::NameRequest,
@@ -12,7 +12,7 @@ use crate::{
         trust::{Claim, claim},
     },
 };
-use futures::{FutureExt, Stream, StreamExt, channel::mpsc, future::BoxFuture};
+use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
 use jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
@@ -134,11 +134,6 @@ impl AttemptIndex {
     }
 }
 
-/// How many changes a subscriber may fall behind before the watch waits for it.
-const SUBSCRIBER_BUFFER: usize = 1024;
-
-type Changes = async_broadcast::Sender<Arc<CertificateAttempt>>;
-
 /// The watch of attempts: it keeps the records and the store of attempts with work left, and
 /// hands each change to the controllers subscribed to it.
 pub struct AttemptFeed {
@@ -147,19 +142,11 @@ pub struct AttemptFeed {
     index: Arc<AttemptIndex>,
     writer: Writer<CertificateAttempt>,
     /// Every change, for the Certificate controller.
-    all: Changes,
+    all: Changes<CertificateAttempt>,
     /// Changes of attempts with work left, for the attempt controller.
-    working: Changes,
-    /// Kept so that the channels stay open until every controller has subscribed.
-    _open: [async_broadcast::InactiveReceiver<Arc<CertificateAttempt>>; 2],
-    deletions: Mutex<Vec<mpsc::UnboundedSender<Arc<CertificateAttempt>>>>,
+    working: Changes<CertificateAttempt>,
+    deletions: Deletions<CertificateAttempt>,
     filled: Fill,
-}
-
-fn channel() -> (Changes, async_broadcast::InactiveReceiver<Arc<CertificateAttempt>>) {
-    let (mut sender, receiver) = async_broadcast::broadcast(SUBSCRIBER_BUFFER);
-    sender.set_await_active(false);
-    (sender, receiver.deactivate())
 }
 
 impl AttemptFeed {
@@ -170,16 +157,14 @@ impl AttemptFeed {
         let index = Arc::new(AttemptIndex::default());
         let writer = Writer::default();
         let store = writer.as_reader();
-        let ((all, open_all), (working, open_working)) = (channel(), channel());
         let feed = Self {
             api,
             config,
             index: index.clone(),
             writer,
-            all,
-            working,
-            _open: [open_all, open_working],
-            deletions: Mutex::default(),
+            all: Changes::new(),
+            working: Changes::new(),
+            deletions: Deletions::default(),
             filled: Fill::default(),
         };
         (index, store, feed)
@@ -191,27 +176,23 @@ impl AttemptFeed {
 
     /// Every attempt as it changes (the Certificate controller's trigger).
     pub fn subscribe(&self) -> impl Stream<Item = Arc<CertificateAttempt>> + Send + 'static {
-        self.all.new_receiver()
+        self.all.subscribe()
     }
 
     /// The attempts with work left, as they change (the attempt controller's trigger).
     pub fn subscribe_working(&self) -> impl Stream<Item = Arc<CertificateAttempt>> + Send + 'static {
-        self.working.new_receiver()
+        self.working.subscribe()
     }
 
     /// A stream of the attempts as they are deleted, for one controller.
     pub fn deletions(&self) -> impl Stream<Item = Arc<CertificateAttempt>> + Send + 'static {
-        let (sender, receiver) = mpsc::unbounded();
-        self.deletions.lock().expect("deletions lock").push(sender);
-        receiver
+        self.deletions.subscribe()
     }
 
     pub(super) fn run(self) -> BoxFuture<'static, ()> {
-        let Self { api, config, index, mut writer, all, working, _open, deletions, filled } = self;
-        let deletions = deletions.into_inner().expect("deletions lock");
+        let Self { api, config, index, mut writer, all, working, deletions, filled } = self;
         let mut events = watcher(api, config).default_backoff().modify(super::trim_attempt).boxed();
         async move {
-            let _open = _open;
             while let Some(event) = events.next().await {
                 let event = match event {
                     Ok(event) => event,
@@ -240,10 +221,7 @@ impl AttemptFeed {
                     }
                     watcher::Event::Delete(attempt) => {
                         writer.apply_watcher_event(&watcher::Event::Delete(attempt.clone()));
-                        let attempt = Arc::new(attempt);
-                        for subscriber in &deletions {
-                            let _ = subscriber.unbounded_send(attempt.clone());
-                        }
+                        deletions.send(Arc::new(attempt));
                     }
                     event @ watcher::Event::Init => writer.apply_watcher_event(&event),
                     event @ watcher::Event::InitDone => {
@@ -257,12 +235,16 @@ impl AttemptFeed {
     }
 }
 
-async fn dispatch(all: &Changes, working: &Changes, attempt: Arc<CertificateAttempt>, working_on: bool) {
-    // An error means nobody listens (shutdown).
+async fn dispatch(
+    all: &Changes<CertificateAttempt>,
+    working: &Changes<CertificateAttempt>,
+    attempt: Arc<CertificateAttempt>,
+    working_on: bool,
+) {
     if working_on {
-        let _ = working.broadcast_direct(attempt.clone()).await;
+        working.send(attempt.clone()).await;
     }
-    let _ = all.broadcast_direct(attempt).await;
+    all.send(attempt).await;
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
-//! One watch and one store per kind, shared by every controller that needs it.
+//! One watch per kind, shared by every controller that needs it.
 //!
 //! Certificates, CertificateAttempts, Issuers, ClusterIssuers and the metadata of certpilot's
-//! Secrets are each watched once. What the decisions never read is stripped before an object
-//! is stored (`trim_*`): managed fields (except the note that certpilot is a manager, which is
-//! what proves a Secret is certpilot's), `kubectl`'s last-applied copy, and the step logs of
-//! finished attempts. Controllers subscribe to the same stores: an object lives once in memory.
+//! Secrets are each watched once. Certificates and issuers are kept whole in reflector stores,
+//! stripped of what no decision reads (`trim_*`: managed fields, `kubectl`'s last-applied copy).
+//! Attempts and Secrets are kept as small records (`attempts.rs`, `secrets.rs`): whole attempts
+//! only while they have work left. Controllers subscribe to the same feeds: an object lives once
+//! in memory.
 
 mod attempts;
 mod secrets;
@@ -16,6 +17,7 @@ use crate::api::{
     Certificate, CertificateAttempt, ClusterIssuer, FIELD_MANAGER, Issuer, IssuerKind, IssuerRef, IssuerSpec,
     IssuerStatus, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
+use crate::policy::json_digest;
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use futures::{Stream, channel::mpsc};
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
@@ -32,7 +34,6 @@ use serde::de::DeserializeOwned;
 use std::{
     collections::HashMap,
     fmt::Debug,
-    hash::{Hash, Hasher},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -93,9 +94,58 @@ pub struct Feed<K: Resource<DynamicType = ()> + Clone + 'static> {
     writer: Writer<K>,
     trim: fn(&mut K),
     /// Where deleted objects go: subscribers of the store only see objects that exist.
-    deletions: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
+    deletions: Deletions<K>,
     /// Set once the store has applied its first full list.
     filled: Fill,
+}
+
+/// The controllers subscribed to one kind's deletions.
+pub(crate) struct Deletions<K>(Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>);
+
+impl<K> Default for Deletions<K> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<K: Send + Sync + 'static> Deletions<K> {
+    /// A stream of the objects as they are deleted, for one controller.
+    fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        let (sender, receiver) = mpsc::unbounded();
+        self.0.lock().expect("deletions lock").push(sender);
+        receiver
+    }
+
+    fn send(&self, object: Arc<K>) {
+        for subscriber in self.0.lock().expect("deletions lock").iter() {
+            let _ = subscriber.unbounded_send(object.clone());
+        }
+    }
+}
+
+/// Changes of one kind, broadcast to the controllers subscribed to them. The watch waits for
+/// the slowest subscriber once it is [`SUBSCRIBER_BUFFER`] behind.
+pub(crate) struct Changes<K> {
+    sender: async_broadcast::Sender<Arc<K>>,
+    /// Keeps the channel open until every controller has subscribed.
+    _open: async_broadcast::InactiveReceiver<Arc<K>>,
+}
+
+impl<K: Send + Sync + 'static> Changes<K> {
+    fn new() -> Self {
+        let (mut sender, receiver) = async_broadcast::broadcast(SUBSCRIBER_BUFFER);
+        sender.set_await_active(false);
+        Self { sender, _open: receiver.deactivate() }
+    }
+
+    fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        self.sender.new_receiver()
+    }
+
+    async fn send(&self, object: Arc<K>) {
+        // An error means nobody listens (shutdown).
+        let _ = self.sender.broadcast_direct(object).await;
+    }
 }
 
 /// Whether a cache holds its first full list yet, for whoever waits on it.
@@ -118,7 +168,7 @@ where
 {
     fn new(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> (Store<K>, Self) {
         let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
-        (store, Self { api, config, writer, trim, deletions: Mutex::default(), filled: Fill::default() })
+        (store, Self { api, config, writer, trim, deletions: Deletions::default(), filled: Fill::default() })
     }
 
     /// A stream of the objects as they change, for one controller.
@@ -128,24 +178,19 @@ where
 
     /// A stream of the objects as they are deleted, for one controller.
     pub fn deletions(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        let (sender, receiver) = mpsc::unbounded();
-        self.deletions.lock().expect("deletions lock").push(sender);
-        receiver
+        self.deletions.subscribe()
     }
 
     fn run(self) -> BoxFuture<'static, ()> {
         let trim = self.trim;
-        let deletions = self.deletions.into_inner().expect("deletions lock");
+        let deletions = self.deletions;
         let filled = self.filled;
         watcher(self.api, self.config)
             .default_backoff()
             .modify(trim)
             .inspect(move |event| {
                 if let Ok(watcher::Event::Delete(object)) = event {
-                    let object = Arc::new(object.clone());
-                    for subscriber in &deletions {
-                        let _ = subscriber.unbounded_send(object.clone());
-                    }
+                    deletions.send(Arc::new(object.clone()));
                 }
             })
             .reflect_shared(self.writer)
@@ -285,7 +330,7 @@ impl Default for LastWrites {
 
 impl LastWrites {
     pub fn record(&self, uid: &str, status: &impl serde::Serialize) {
-        self.0.note(uid.to_string(), digest(status));
+        self.0.note(uid.to_string(), json_digest(status));
     }
 
     pub fn prune(&self) {
@@ -294,12 +339,12 @@ impl LastWrites {
 
     /// Whether `status` (cached) is older than what certpilot wrote last, moments ago.
     pub fn lags(&self, uid: &str, status: &impl serde::Serialize) -> bool {
-        self.0.get(uid).is_some_and(|wrote| wrote != digest(status))
+        self.0.get(uid).is_some_and(|wrote| wrote != json_digest(status))
     }
 
     /// Whether certpilot wrote exactly `status` moments ago.
     pub fn wrote(&self, uid: &str, status: &impl serde::Serialize) -> bool {
-        self.0.get(uid) == Some(digest(status))
+        self.0.get(uid) == Some(json_digest(status))
     }
 }
 
@@ -329,15 +374,6 @@ impl RecentCreates {
     pub fn contains(&self, namespace: &str, name: &str) -> bool {
         self.0.get(&format!("{namespace}/{name}")).is_some()
     }
-}
-
-/// A digest of `value` as JSON, the same for a typed status and its `serde_json::Value`
-/// (objects' keys are sorted in a `Value`).
-fn digest(value: &impl serde::Serialize) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let canonical = serde_json::to_value(value).and_then(|v| serde_json::to_vec(&v));
-    canonical.unwrap_or_default().hash(&mut hasher);
-    hasher.finish()
 }
 
 /// Strips what no decision reads from an object's metadata. certpilot's own managed-fields

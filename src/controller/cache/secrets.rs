@@ -5,12 +5,12 @@
 //! `ObjectMeta` per Secret (maps of labels and annotations, managed fields) cost more than
 //! everything else certpilot keeps about them.
 
-use super::Fill;
+use super::{Changes, Deletions, Fill};
 use crate::{
     policy::trigger::SecretState,
     secret::{ATTEMPT_ANNOTATION, holder},
 };
-use futures::{FutureExt, Stream, StreamExt, channel::mpsc, future::BoxFuture};
+use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
@@ -154,34 +154,26 @@ impl SecretIndex {
     }
 }
 
-/// How many changes a subscriber may fall behind before the watch waits for it.
-const SUBSCRIBER_BUFFER: usize = 1024;
-
 /// The watch of certpilot's Secrets (metadata only): it keeps the index and hands each change to
 /// the controllers subscribed to it, keeping no object once they have seen it.
 pub struct SecretFeed {
     api: Api<PartialObjectMeta<Secret>>,
     config: watcher::Config,
     index: Arc<SecretIndex>,
-    changes: async_broadcast::Sender<Arc<PartialObjectMeta<Secret>>>,
-    /// Kept so that the channel stays open until every controller has subscribed.
-    _open: async_broadcast::InactiveReceiver<Arc<PartialObjectMeta<Secret>>>,
-    deletions: Mutex<Vec<mpsc::UnboundedSender<Arc<PartialObjectMeta<Secret>>>>>,
+    changes: Changes<PartialObjectMeta<Secret>>,
+    deletions: Deletions<PartialObjectMeta<Secret>>,
     filled: Fill,
 }
 
 impl SecretFeed {
     pub(super) fn new(api: Api<PartialObjectMeta<Secret>>, config: watcher::Config) -> (Arc<SecretIndex>, Self) {
         let index = Arc::new(SecretIndex::default());
-        let (mut changes, receiver) = async_broadcast::broadcast(SUBSCRIBER_BUFFER);
-        changes.set_await_active(false);
         let feed = Self {
             api,
             config,
             index: index.clone(),
-            changes,
-            _open: receiver.deactivate(),
-            deletions: Mutex::default(),
+            changes: Changes::new(),
+            deletions: Deletions::default(),
             filled: Fill::default(),
         };
         (index, feed)
@@ -193,37 +185,27 @@ impl SecretFeed {
 
     /// A stream of the Secrets as they change, for one controller.
     pub fn subscribe(&self) -> impl Stream<Item = Arc<PartialObjectMeta<Secret>>> + Send + 'static {
-        self.changes.new_receiver()
+        self.changes.subscribe()
     }
 
     /// A stream of the Secrets as they are deleted, for one controller.
     pub fn deletions(&self) -> impl Stream<Item = Arc<PartialObjectMeta<Secret>>> + Send + 'static {
-        let (sender, receiver) = mpsc::unbounded();
-        self.deletions.lock().expect("deletions lock").push(sender);
-        receiver
+        self.deletions.subscribe()
     }
 
     pub(super) fn run(self) -> BoxFuture<'static, ()> {
-        let Self { api, config, index, changes, _open, deletions, filled } = self;
-        let deletions = deletions.into_inner().expect("deletions lock");
+        let Self { api, config, index, changes, deletions, filled } = self;
         let mut events = watcher(api, config).default_backoff().modify(super::trim_secret).boxed();
         async move {
-            let _open = _open;
             while let Some(event) = events.next().await {
                 if let Ok(event) = &event {
                     index.apply(event);
                 }
                 match event {
                     Ok(watcher::Event::InitApply(meta) | watcher::Event::Apply(meta)) => {
-                        // An error means nobody listens (shutdown).
-                        let _ = changes.broadcast_direct(Arc::new(meta)).await;
+                        changes.send(Arc::new(meta)).await;
                     }
-                    Ok(watcher::Event::Delete(meta)) => {
-                        let meta = Arc::new(meta);
-                        for subscriber in &deletions {
-                            let _ = subscriber.unbounded_send(meta.clone());
-                        }
-                    }
+                    Ok(watcher::Event::Delete(meta)) => deletions.send(Arc::new(meta)),
                     Ok(watcher::Event::InitDone) => filled.set(),
                     Ok(watcher::Event::Init) => {}
                     Err(error) => tracing::warn!(%error, kind = "Secret", "watch failed; retrying"),
