@@ -230,15 +230,9 @@ async fn every_bad_input_gets_a_clear_answer_and_nothing_is_lost() {
         serde_json::from_value(json!({"metadata": {"name": "foreign-tls"}, "stringData": {"config": "precious"}}))
             .unwrap();
     let foreign = secrets.create(&pp, &foreign).await.unwrap();
-    let not_a_ca: Secret = serde_json::from_value(json!({"metadata": {"name": "not-a-ca"}, "type": "kubernetes.io/tls",
-        "stringData": {"tls.crt": std::fs::read_to_string(fixture("nosign.crt")).unwrap(), "tls.key": std::fs::read_to_string(fixture("nosign.key")).unwrap()}})).unwrap();
-    secrets.create(&pp, &not_a_ca).await.unwrap();
-    let weak_ca: Secret = serde_json::from_value(json!({"metadata": {"name": "weak-ca"}, "type": "kubernetes.io/tls",
-        "stringData": {"tls.crt": std::fs::read_to_string(fixture("rsa1024.crt")).unwrap(), "tls.key": std::fs::read_to_string(fixture("rsa1024.key")).unwrap()}})).unwrap();
-    secrets.create(&pp, &weak_ca).await.unwrap();
-    let constrained: Secret = serde_json::from_value(json!({"metadata": {"name": "constrained-ca"}, "type": "kubernetes.io/tls",
-        "stringData": {"tls.crt": std::fs::read_to_string(fixture("constrained.crt")).unwrap(), "tls.key": std::fs::read_to_string(fixture("constrained.key")).unwrap()}})).unwrap();
-    secrets.create(&pp, &constrained).await.unwrap();
+    secrets.create(&pp, &ca_secret("not-a-ca", "nosign")).await.unwrap();
+    secrets.create(&pp, &ca_secret("weak-ca", "rsa1024")).await.unwrap();
+    secrets.create(&pp, &ca_secret("constrained-ca", "constrained")).await.unwrap();
     create(&cluster, &issuer("constrained-ca", json!({"ca": {"secretName": "constrained-ca"}}))).await.unwrap();
     create(&cluster, &issuer("no-sign-ca", json!({"ca": {"secretName": "not-a-ca"}}))).await.unwrap();
     create(&cluster, &issuer("weak-ca", json!({"ca": {"secretName": "weak-ca"}}))).await.unwrap();
@@ -301,6 +295,14 @@ async fn every_bad_input_gets_a_clear_answer_and_nothing_is_lost() {
         "no rejected Issuer was stored"
     );
     assert!(operator.is_running(), "the operator is alive");
+}
+
+/// A TLS Secret holding the CA `tests/fixtures/ca/<stem>.crt` and its key.
+fn ca_secret(name: &str, stem: &str) -> Secret {
+    let read = |extension: &str| std::fs::read_to_string(fixture(&format!("{stem}.{extension}"))).unwrap();
+    serde_json::from_value(json!({"metadata": {"name": name}, "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": read("crt"), "tls.key": read("key")}}))
+    .unwrap()
 }
 
 fn fixture(name: &str) -> String {

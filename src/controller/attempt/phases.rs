@@ -771,7 +771,7 @@ impl Pass<'_> {
             return Ok(Err(Failure::new(C::Internal, format!("the attempt's key Secret {name} is gone"))));
         };
         if !saved.owner_references().iter().any(|o| Some(&o.uid) == self.attempt.uid().as_ref()) {
-            return Ok(Err(not_owned(&name)));
+            return Ok(Err(not_owned(&name, None)));
         }
         Ok(secret::stored_key(&saved).map_err(|e| Failure::new(C::Internal, format!("Secret {name}: {e}"))))
     }
@@ -796,7 +796,7 @@ impl Pass<'_> {
         match self.ctx.namespaced::<Secret>(&self.namespace).create(&params, &saved).await {
             Ok(_) => Ok(Ok(())),
             // Someone else's Secret of that name: never overwritten.
-            Err(e) if crate::error::is_already_exists(&e) => Ok(Err(not_owned(&name))),
+            Err(e) if crate::error::is_already_exists(&e) => Ok(Err(not_owned(&name, None))),
             Err(e) => match is_refusal(&e) {
                 Some(status) => Ok(Err(Failure::refused(&format!("the key Secret {name}"), status))),
                 None => Err(e.into()),
@@ -832,14 +832,7 @@ impl Pass<'_> {
         let secrets: Api<Secret> = self.ctx.namespaced(&self.namespace);
         if let Some(existing) = secrets.get_opt(&spec.secret_name).await? {
             if !secret::may_write(&existing.metadata, &spec.certificate_name) {
-                let failure = match secret::holder(&existing.metadata) {
-                    Some(holder) => Failure::new(
-                        C::SecretNotOwned,
-                        format!("Secret {} belongs to Certificate {holder}; it was left untouched", spec.secret_name),
-                    ),
-                    None => not_owned(&spec.secret_name),
-                };
-                return Ok(Err(failure));
+                return Ok(Err(not_owned(&spec.secret_name, secret::holder(&existing.metadata))));
             }
             if let Some(info) = secret::written_by_attempt(&existing, &self.attempt.name_any()) {
                 return Ok(Ok(Stored::Already(Box::new(info))));
@@ -949,11 +942,15 @@ async fn generate(spec: crate::api::certificate::PrivateKeySpec) -> std::result:
         .map_err(|e| Failure::new(C::KeyGenerationFailed, e.to_string()))
 }
 
-fn not_owned(secret: &str) -> Failure {
-    Failure::new(
-        C::SecretNotOwned,
-        format!("Secret {secret} exists and was not created by certpilot for this Certificate; it was left untouched"),
-    )
+/// A Secret certpilot may not write; `holder`: the Certificate certpilot wrote it for, if any.
+fn not_owned(secret: &str, holder: Option<String>) -> Failure {
+    let message = match holder {
+        Some(holder) => format!("Secret {secret} belongs to Certificate {holder}; it was left untouched"),
+        None => format!(
+            "Secret {secret} exists and was not created by certpilot for this Certificate; it was left untouched"
+        ),
+    };
+    Failure::new(C::SecretNotOwned, message)
 }
 
 /// Polls the CA often at first, then less: a slow validation does not cost a request a second.
