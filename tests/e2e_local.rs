@@ -14,7 +14,10 @@ use certpilot::{
     },
 };
 use certpilot_test_apiserver::cluster::{TestCluster, unique_name};
-use k8s_openapi::{ByteString, api::core::v1::Secret};
+use k8s_openapi::{
+    ByteString,
+    api::{coordination::v1::Lease, core::v1::Secret},
+};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
@@ -456,10 +459,7 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
         .iter()
         .map(|port| {
             let probe = format!("127.0.0.1:{port}");
-            Some(Operator::start_with(
-                &mut cluster,
-                &["--leader-elect", "--leader-lease-seconds", "4", "--probe-address", &probe],
-            ))
+            Some(Operator::start_with(&mut cluster, &["--leader-elect", "--probe-address", &probe]))
         })
         .collect();
     let leader = eventually("one ready leader", WAIT, || async {
@@ -481,11 +481,17 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
     wait_for(&certificates, "first", "the leader to issue", WAIT, is_ready).await;
     // The standby did nothing meanwhile and stays not ready.
     assert_eq!(http_status(ports[1 - leader], "/readyz").await, 503);
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let holder = |lease: Lease| lease.spec.and_then(|s| s.holder_identity);
+    let first_holder = holder(leases.get("certpilot-leader").await.unwrap()).expect("the leader holds the Lease");
+    // SIGKILL: the Lease is not released, so the standby takes over only once it expires.
     operators[leader].take().unwrap().kill();
     eventually("the standby to take over", WAIT, || async {
         (http_status(ports[1 - leader], "/readyz").await == 200).then_some(())
     })
     .await;
+    let second_holder = holder(leases.get("certpilot-leader").await.unwrap()).expect("the new leader holds the Lease");
+    assert_ne!(first_holder, second_holder, "the Lease changed hands");
     certificates.patch("second", &params, &Patch::Apply(api("Certificate", "second", spec("second")))).await.unwrap();
     wait_for(&certificates, "second", "the new leader to issue", WAIT, is_ready).await;
 }
