@@ -6,7 +6,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY .cargo .cargo
 COPY src src
 COPY tests/apiserver tests/apiserver
-RUN cargo build --release --locked --bin certpilot
+# The image runs in a cluster: it leaves out `certpilot sandbox` and its API server.
+RUN cargo build --release --locked --no-default-features --bin certpilot
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/certpilot /usr/local/bin/certpilot

@@ -13,3 +13,14 @@ pub fn init(json: bool) {
         let _ = registry.with(fmt::layer().with_target(false).with_ansi(ansi).with_writer(std::io::stderr)).try_init();
     }
 }
+
+/// Warnings and errors only (unless `RUST_LOG` says otherwise), as text: for commands whose
+/// output is for a person at a terminal.
+pub fn init_quiet() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,kube=error"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_target(false).with_ansi(ansi).with_writer(std::io::stderr))
+        .try_init();
+}

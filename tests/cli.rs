@@ -31,4 +31,5 @@ fn without_a_cluster_the_controller_says_so_in_one_line() {
         "names the kubeconfig tried: {line}"
     );
     assert!(line.contains("set KUBECONFIG"), "says what to do: {line}");
+    assert!(line.contains("certpilot sandbox"), "points at the sandbox: {line}");
 }

@@ -1013,3 +1013,90 @@ async fn printer_columns_are_rendered_as_tables() {
     let finished_at = definitions.iter().position(|d| d["name"] == "Finished").unwrap();
     assert!(one["rows"][0]["cells"][finished_at].is_null(), "a missing value is null: {one}");
 }
+
+/// GETs `path` and decodes the JSON answer.
+async fn get_json(c: &TestCluster, path: &str) -> serde_json::Value {
+    let request = http::Request::get(path).body(Vec::new()).unwrap();
+    c.client().request(request).await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// What kubectl reads of `/openapi/v3`: `explain` renders a custom resource's schema from its
+/// group-version document, and `apply` validates on the server when the kind's PATCH operation
+/// takes `fieldValidation`.
+#[tokio::test]
+async fn openapi_v3_describes_custom_resources_as_kubectl_reads_them() {
+    let c = cluster("openapi").await;
+    install_certpilot_crds(&c).await;
+    // The real server publishes a new CRD's document shortly after it is established.
+    let url = eventually("certpilot.dev in the OpenAPI v3 index", WAIT, || async {
+        let index = get_json(&c, "/openapi/v3").await;
+        index["paths"]["apis/certpilot.dev/v1alpha1"]["serverRelativeURL"].as_str().map(String::from)
+    })
+    .await;
+    let doc = get_json(&c, &url).await;
+    let schema = &doc["components"]["schemas"]["dev.certpilot.v1alpha1.Certificate"];
+    let gvk = json!({"group": "certpilot.dev", "version": "v1alpha1", "kind": "Certificate"});
+    assert!(schema["x-kubernetes-group-version-kind"].as_array().is_some_and(|k| k.contains(&gvk)), "{schema}");
+    assert_eq!(schema["properties"]["spec"]["properties"]["secretName"]["type"], "string");
+    let item = "/apis/certpilot.dev/v1alpha1/namespaces/{namespace}/certificates/{name}";
+    let patch = &doc["paths"][item]["patch"];
+    assert_eq!(patch["x-kubernetes-group-version-kind"], gvk, "{patch}");
+    let parameter = |p: &serde_json::Value| match p["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.trim_start_matches("#/components/parameters/");
+            doc["components"]["parameters"][name].clone()
+        }
+        None => p.clone(),
+    };
+    let strict = patch["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(parameter)
+        .any(|p| p["name"] == "fieldValidation" && p["in"] == "query");
+    assert!(strict, "PATCH takes fieldValidation: {patch}");
+}
+
+/// `fieldValidation=Strict` (what `kubectl apply` asks for) refuses a field the schema does not
+/// declare; without it the field is pruned.
+#[tokio::test]
+async fn strict_field_validation_refuses_undeclared_fields() {
+    let c = cluster_with_widgets("strict").await;
+    let path = format!("/apis/conformance.certpilot.dev/v1/namespaces/{}/widgets", c.namespace());
+    let widget = |name: &str| json!({"apiVersion": "conformance.certpilot.dev/v1", "kind": "Widget", "metadata": {"name": name}, "spec": {"size": 1, "colour": "red"}});
+    let post = |query: &str, body: serde_json::Value| {
+        http::Request::post(format!("{path}{query}"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap()
+    };
+    let refused = c.client().request::<serde_json::Value>(post("?fieldValidation=Strict", widget("strict"))).await;
+    let err = api_error(refused, "a Widget with an undeclared field, strictly");
+    assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"), "{}", err.message);
+    assert!(err.message.contains("unknown field \"spec.colour\""), "{}", err.message);
+    let created: serde_json::Value = c.client().request(post("", widget("lenient"))).await.unwrap();
+    assert_eq!(created["spec"]["size"], 1);
+    assert!(created["spec"].get("colour").is_none(), "pruned: {created}");
+}
+
+/// Events are one resource: one written through `events.k8s.io/v1` (as certpilot writes them)
+/// is read through `core/v1` (as `kubectl describe` reads them), found by its involved object.
+#[tokio::test]
+async fn events_k8s_io_events_are_read_as_core_events() {
+    use k8s_openapi::api::{core::v1::Event, events::v1::Event as EventV1};
+    let c = cluster("event-faces").await;
+    let event: EventV1 = serde_json::from_value(json!({"metadata": {"name": "faces"}, "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "certpilot.dev/test", "reportingInstance": "test", "action": "Test", "reason": "Issued", "type": "Normal", "note": "hello", "regarding": {"kind": "Secret", "name": "x", "namespace": c.namespace()}})).unwrap();
+    Api::<EventV1>::namespaced(c.client(), c.namespace()).create(&PostParams::default(), &event).await.unwrap();
+    let core: Api<Event> = Api::namespaced(c.client(), c.namespace());
+    let by_object = ListParams::default().fields("involvedObject.name=x,involvedObject.kind=Secret");
+    let found = core.list(&by_object).await.unwrap().items;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let seen = &found[0];
+    assert_eq!(seen.message.as_deref(), Some("hello"));
+    assert_eq!(seen.reason.as_deref(), Some("Issued"));
+    assert_eq!(seen.reporting_component.as_deref(), Some("certpilot.dev/test"));
+    assert_eq!(seen.involved_object.namespace.as_deref(), Some(c.namespace()));
+    let other = ListParams::default().fields("involvedObject.name=y");
+    assert!(core.list(&other).await.unwrap().items.is_empty());
+    assert_eq!(core.get("faces").await.unwrap().message.as_deref(), Some("hello"));
+}

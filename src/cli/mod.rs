@@ -1,17 +1,13 @@
-//! Command line: `certpilot controller` runs the operator, `certpilot crdgen` writes the CRDs.
+//! Command line: `certpilot controller` runs the operator, `certpilot sandbox` tries it without a
+//! cluster, `certpilot crdgen` writes the CRDs.
 
-use crate::{
-    controller::{
-        self,
-        context::{Context, Settings},
-    },
-    leader::{Election, Leadership, run_as_leader},
-    metrics::Metrics,
-    policy::{backoff::BackoffPolicy, parse_duration},
-    solver::SolverState,
-};
+mod controller;
+#[cfg(feature = "sandbox")]
+mod sandbox;
+
 use clap::{Parser, Subcommand};
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+pub use controller::ControllerArgs;
+use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(name = "certpilot", version, about = "Issues and renews TLS certificates declared as Kubernetes resources")]
@@ -33,65 +29,18 @@ pub enum Command {
         #[arg(long)]
         bundle: Option<PathBuf>,
     },
-}
-
-#[derive(clap::Args, Debug)]
-pub struct ControllerArgs {
-    /// Only manage Certificates, Issuers and Secrets in this namespace (default: all namespaces).
-    #[arg(long, env = "CERTPILOT_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Namespace of the Secrets that ClusterIssuers name (normally the operator's own).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "certpilot")]
-    pub cluster_resource_namespace: String,
-    /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    pub probe_address: SocketAddr,
-    /// How many objects each controller reconciles at once.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: u16,
-    /// Delay after a first failed attempt (doubling up to --retry-max), as a Go duration.
-    #[arg(long, default_value = "1m")]
-    pub retry_base: String,
-    /// Longest delay between failed attempts, as a Go duration.
-    #[arg(long, default_value = "6h")]
-    pub retry_max: String,
-    /// Log JSON lines instead of text.
-    #[arg(long)]
-    pub log_json: bool,
-    /// Address where the operator answers HTTP-01 challenges.
-    #[arg(long, default_value = "0.0.0.0:8089")]
-    pub solver_http_address: SocketAddr,
-    /// Address where the operator answers TLS-ALPN-01 challenges.
-    #[arg(long, default_value = "0.0.0.0:8443")]
-    pub solver_tls_address: SocketAddr,
-    /// Service in the operator's namespace that HTTP-01 Ingress rules point at.
-    #[arg(long, default_value = "certpilot-solver")]
-    pub solver_service: String,
-    /// Port of that Service.
-    #[arg(long, default_value_t = 8089)]
-    pub solver_service_port: u16,
-    /// How many ACME orders one issuer may have in flight at once.
-    #[arg(long, default_value_t = 10)]
-    pub max_orders_per_issuer: usize,
-    /// A Certificate is never renewed more often than this (Go duration), whatever its spec
-    /// says: a guard against renewal loops that would burn through a CA's rate limits.
-    #[arg(long, default_value = "5m")]
-    pub min_renewal_interval: String,
-    /// Run only while holding a Lease in the operator's namespace, so replicas can stand by.
-    #[arg(long)]
-    pub leader_elect: bool,
-    /// Name of that Lease.
-    #[arg(long, default_value = "certpilot-leader")]
-    pub leader_lease: String,
-    /// Seconds a leader holds the Lease without renewing it.
-    #[arg(long, default_value_t = 15)]
-    pub leader_lease_seconds: u64,
+    /// Try certpilot with no cluster: an in-memory API server on loopback, the operator, and
+    /// the self-signed quickstart, until Ctrl-C.
+    #[cfg(feature = "sandbox")]
+    Sandbox(sandbox::SandboxArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crdgen { out, bundle } => crdgen(out, bundle),
-        Command::Controller(args) => run_controller(*args).await,
+        Command::Controller(args) => controller::run(*args).await,
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox(args) => sandbox::run(args).await,
     }
 }
 
@@ -129,92 +78,5 @@ fn crdgen(out: Option<PathBuf>, bundle: Option<PathBuf>) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
-}
-
-/// A client for the cluster the kubeconfig (or the Pod's service account) names, which tells
-/// the API server who it is: audit logs and request metrics then name certpilot.
-async fn client() -> anyhow::Result<kube::Client> {
-    let mut config = kube::Config::infer().await.map_err(|_| no_cluster())?;
-    let agent = concat!("certpilot/", env!("CARGO_PKG_VERSION"));
-    config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(agent)));
-    Ok(kube::Client::try_from(config)?)
-}
-
-/// What a newcomer without a cluster reads, in one line: which kubeconfig was tried and what to do.
-fn no_cluster() -> anyhow::Error {
-    let kubeconfig = match std::env::var_os("KUBECONFIG") {
-        Some(path) => format!("KUBECONFIG={}", path.to_string_lossy()),
-        None => {
-            let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default();
-            home.join(".kube").join("config").display().to_string()
-        }
-    };
-    anyhow::anyhow!(
-        "no Kubernetes cluster found: not running in a cluster, and no usable kubeconfig at {kubeconfig}; \
-         set KUBECONFIG to a cluster's kubeconfig (or run certpilot in the cluster)"
-    )
-}
-
-async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
-    crate::telemetry::init(args.log_json);
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let duration = |flag: &str, text: &str| {
-        parse_duration(text).ok_or_else(|| anyhow::anyhow!("--{flag}: {text:?} is not a duration such as 1m"))
-    };
-    let backoff =
-        BackoffPolicy { base: duration("retry-base", &args.retry_base)?, cap: duration("retry-max", &args.retry_max)? };
-    let client = client().await?;
-    let resource_namespace = args.cluster_resource_namespace.clone();
-    let settings = Settings {
-        watch_namespace: args.namespace,
-        cluster_resource_namespace: args.cluster_resource_namespace,
-        backoff,
-        concurrency: args.concurrency.max(1),
-        solver_service: args.solver_service,
-        solver_service_port: args.solver_service_port,
-        max_orders_per_issuer: args.max_orders_per_issuer.max(1),
-        min_renewal_interval: duration("min-renewal-interval", &args.min_renewal_interval)?,
-    };
-    tracing::info!(namespace = ?settings.watch_namespace, "starting certpilot");
-    let metrics = Arc::new(Metrics::default());
-    let solvers = Arc::new(SolverState::default());
-    let (caches, feeds) = controller::cache::Feeds::new(&client, settings.watch_namespace.as_deref());
-    let ctx = Context::new(client.clone(), caches, settings, metrics.clone(), solvers.clone());
-    let leadership = if args.leader_elect { Leadership::default() } else { Leadership::leading() };
-    let probe = args.probe_address;
-    let ready = leadership.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::server::serve(probe, metrics, ready).await {
-            tracing::error!(error = %e, "probe server stopped");
-        }
-    });
-    let http01 = args.solver_http_address;
-    let http_state = solvers.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::solver::http01::serve(http01, http_state).await {
-            tracing::error!(error = %e, "HTTP-01 solver stopped");
-        }
-    });
-    let tls = args.solver_tls_address;
-    tokio::spawn(async move {
-        if let Err(e) = crate::solver::tls_alpn01::serve(tls, solvers).await {
-            tracing::error!(error = %e, "TLS-ALPN-01 solver stopped");
-        }
-    });
-    if args.leader_elect {
-        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("certpilot-{}", std::process::id()));
-        let election = Election {
-            client,
-            namespace: resource_namespace,
-            lease: args.leader_lease,
-            identity,
-            duration_seconds: args.leader_lease_seconds.max(2),
-        };
-        run_as_leader(election, leadership, controller::run_all(ctx, feeds)).await?;
-    } else {
-        controller::run_all(ctx, feeds).await;
-    }
-    tracing::info!("certpilot stopped");
     Ok(())
 }

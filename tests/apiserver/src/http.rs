@@ -187,6 +187,9 @@ async fn route(
     if let Some(response) = crate::discovery::serve(shared, uri.path()) {
         return Ok(response);
     }
+    if let Some(response) = crate::openapi::serve(shared, uri.path()) {
+        return Ok(response);
+    }
     let target = parse_target(uri.path())
         .ok_or_else(|| ApiError::not_found_plain("the server could not find the requested resource"))?;
     let rt = shared.store.lock().registry.get(&target.group, &target.version, &target.plural)?;
@@ -198,6 +201,9 @@ async fn route(
         )));
     }
     let query = parse_query(uri);
+    if crate::events::is_core(&target.group, &target.plural) && !flag(&query, "watch") {
+        return core_events(shared, method, &target, &query, body, headers);
+    }
     let scope = scope_for(&rt, &target)?;
     let metadata_only = wants_metadata(headers);
     // Tables of custom resources' printer columns (built-in kinds answer with plain JSON,
@@ -225,6 +231,7 @@ async fn route(
         (Method::POST, None) => {
             let obj = parse_object(body)?;
             check_body_namespace(&obj, &target)?;
+            check_declared_fields(&rt, &query, &obj)?;
             let manager = field_manager(&query, headers);
             let created = shared.store.lock().create(&rt, ns(&target), obj, &manager, &user)?;
             Ok((axum::http::StatusCode::CREATED, axum::Json(created)).into_response())
@@ -233,6 +240,7 @@ async fn route(
             let obj = parse_object(body)?;
             check_body_name(&obj, name)?;
             check_body_namespace(&obj, &target)?;
+            check_declared_fields(&rt, &query, &obj)?;
             let manager = field_manager(&query, headers);
             let key = Key::new(&rt, ns(&target), name);
             json_response(shared.store.lock().update(&rt, key, obj, scope, &manager, &user)?)
@@ -264,6 +272,80 @@ async fn route(
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method})"
         ))),
+    }
+}
+
+/// `core/v1` Events: the stored `events.k8s.io/v1` Events, converted (see `crate::events`).
+fn core_events(
+    shared: &Arc<Shared>,
+    method: &Method,
+    target: &Target,
+    query: &Query,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let core_rt = shared.store.lock().registry.get("", "v1", "events")?;
+    let stored_rt = shared.store.lock().registry.get("events.k8s.io", "v1", "events")?;
+    let stored_target = Target { group: stored_rt.group.clone(), version: "v1".into(), ..target.clone() };
+    let user = requester(headers);
+    match (method.clone(), target.name.as_deref()) {
+        (Method::GET, None) => {
+            let fields = FieldSelector::parse(
+                query.get("fieldSelector").map(String::as_str).unwrap_or(""),
+                core_rt.field_selectors(),
+            )?;
+            let mut unfiltered = query.clone();
+            unfiltered.retain(|k, _| k == "labelSelector");
+            let mut listed = list(shared, &stored_rt, &stored_target, &unfiltered, false)?;
+            let items: Vec<Value> = listed["items"]
+                .as_array()
+                .map(|items| items.iter().map(crate::events::to_core).filter(|e| fields.matches(e)).collect())
+                .unwrap_or_default();
+            listed["items"] = json!(items);
+            listed["apiVersion"] = json!("v1");
+            Ok(axum::Json(listed).into_response())
+        }
+        (Method::GET, Some(name)) => {
+            let stored = shared.store.lock().get(&stored_rt, ns(target), name)?;
+            Ok(axum::Json(crate::events::to_core(&stored)).into_response())
+        }
+        (Method::POST, None) => {
+            let obj = parse_object(body)?;
+            check_body_namespace(&obj, target)?;
+            let manager = field_manager(query, headers);
+            let stored = crate::events::from_core(&obj);
+            let face = ResourceType { core_face: true, ..(*stored_rt).clone() };
+            let created = shared.store.lock().create(&face, ns(target), stored, &manager, &user)?;
+            Ok((axum::http::StatusCode::CREATED, axum::Json(crate::events::to_core(&created))).into_response())
+        }
+        (Method::DELETE, Some(name)) => {
+            let opts = delete_options(body, query)?;
+            let key = Key::new(&stored_rt, ns(target), name);
+            let (obj, _) = shared.store.lock().delete(&stored_rt, key, &opts, &user)?;
+            Ok(axum::Json(success_status(&core_rt, &obj)).into_response())
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on core/v1 events here ({method})"
+        ))),
+    }
+}
+
+/// `fieldValidation=Strict` (what `kubectl apply` asks for): a custom resource with fields its
+/// schema does not declare is refused instead of pruned, naming the first such field.
+fn check_declared_fields(rt: &ResourceType, query: &Query, object: &Value) -> ApiResult<()> {
+    let (Some(schema), Some("Strict")) = (&rt.schema, query.get("fieldValidation").map(String::as_str)) else {
+        return Ok(());
+    };
+    let unknown = crate::schema::unknown_fields(schema, object);
+    match unknown.first() {
+        None => Ok(()),
+        Some(field) => {
+            let version = rt.versions.first().map(String::as_str).unwrap_or_default();
+            Err(ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: unknown field \"{field}\"",
+                kind = rt.kind
+            )))
+        }
     }
 }
 
@@ -423,6 +505,7 @@ fn patch(shared: &Shared, rt: &ResourceType, target: &Target, name: &str, reques
         let applied: Value =
             yaml_serde::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         check_applied(rt, &applied, name, live.as_ref())?;
+        check_declared_fields(rt, query, &applied)?;
         if live.is_none() && scope == Scope::Status {
             return Err(ApiError::not_found(&rt.qualified_name(), name));
         }
@@ -461,6 +544,7 @@ fn patch(shared: &Shared, rt: &ResourceType, target: &Target, name: &str, reques
     if !patched.is_object() {
         return Err(ApiError::bad_request("the patch did not produce an object"));
     }
+    check_declared_fields(rt, query, &patched)?;
     let manager = field_manager(query, headers);
     let author = PatchAuthor { ownership: Ownership::Update(&manager), user };
     state.write_patched(rt, key, Some(live), patched, scope, author)

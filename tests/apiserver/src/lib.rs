@@ -11,11 +11,13 @@
 
 mod discovery;
 mod error;
+mod events;
 mod faults;
 mod fields;
 mod http;
 mod managed;
 mod meta;
+mod openapi;
 mod policy;
 mod resource;
 mod schema;
@@ -52,11 +54,17 @@ pub struct Options {
     pub history_limit: usize,
     /// How often an idle watch that allows bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// Where to listen: loopback on a free port unless told otherwise.
+    pub address: SocketAddr,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { history_limit: 50_000, bookmark_interval: Duration::from_secs(5) }
+        Self {
+            history_limit: 50_000,
+            bookmark_interval: Duration::from_secs(5),
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
     }
 }
 
@@ -78,7 +86,7 @@ impl TestApiServer {
             faults: Faults::default(),
             bookmark_interval: options.bookmark_interval,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(options.address).await?;
         let addr = listener.local_addr()?;
         let app = axum::Router::new().fallback(http::handle).with_state(shared.clone());
         let serve = tokio::spawn(async move {

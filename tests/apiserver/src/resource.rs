@@ -16,7 +16,7 @@ pub enum ListType {
 }
 
 /// One served resource (a group + plural), with the behaviour its strategy gives it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ResourceType {
     pub group: String,
     pub versions: Vec<String>,
@@ -35,6 +35,9 @@ pub struct ResourceType {
     /// A custom resource's `additionalPrinterColumns` (of its storage version): what `kubectl get`
     /// shows, rendered by the server as a `Table`.
     pub printer_columns: Vec<Value>,
+    /// Written through the `core/v1` face of a kind stored in another form (Events): the
+    /// validation of that face applies.
+    pub core_face: bool,
 }
 
 impl ResourceType {
@@ -50,6 +53,7 @@ impl ResourceType {
             tracks_generation: group == "admissionregistration.k8s.io",
             schema: None,
             printer_columns: Vec::new(),
+            core_face: false,
             returns_deleted_object: plural == "namespaces",
         }
     }
@@ -82,6 +86,21 @@ impl ResourceType {
     pub fn field_selectors(&self) -> &'static [&'static str] {
         match (self.group.as_str(), self.plural.as_str()) {
             ("", "secrets") => &["metadata.name", "metadata.namespace", "type"],
+            ("", "events") => &[
+                "metadata.name",
+                "metadata.namespace",
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ],
             _ => &["metadata.name", "metadata.namespace"],
         }
     }
@@ -228,6 +247,7 @@ impl Registry {
             schema: storage["schema"]["openAPIV3Schema"].as_object().map(|o| Value::Object(o.clone())),
             returns_deleted_object: true,
             printer_columns: storage["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
+            core_face: false,
         })
     }
 }

@@ -41,6 +41,48 @@ fn prune_root(schema: &Value, object: &mut Value) {
     map.retain(|key, value| !value.is_null() || ROOT_FIELDS.contains(&key.as_str()));
 }
 
+/// The fields of `object` that `schema` does not declare (which pruning would drop), as the
+/// paths a strict decoder names: `spec.foo`, `spec.items[0].bar`.
+pub fn unknown_fields(schema: &Value, object: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some(map) = object.as_object() {
+        let props = schema.get("properties").and_then(Value::as_object);
+        for (key, value) in map.iter().filter(|(k, _)| !ROOT_FIELDS.contains(&k.as_str())) {
+            match props.and_then(|p| p.get(key)) {
+                Some(child) => collect_unknown(child, value, key, &mut found),
+                None => found.push(key.clone()),
+            }
+        }
+    }
+    found
+}
+
+fn collect_unknown(schema: &Value, value: &Value, path: &str, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            let keeps_unknown = preserves_unknown(schema) && props.is_none() && additional.is_none();
+            for (key, child) in map {
+                let child_path = format!("{path}.{key}");
+                match props.and_then(|p| p.get(key)).or(additional) {
+                    Some(s) => collect_unknown(s, child, &child_path, found),
+                    None if keeps_unknown || preserves_unknown(schema) => {}
+                    None => found.push(child_path),
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    collect_unknown(item_schema, item, &format!("{path}[{i}]"), found);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn preserves_unknown(schema: &Value) -> bool {
     schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
         || schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true)
@@ -321,6 +363,23 @@ mod tests {
                 }
             }
         })
+    }
+
+    #[test]
+    fn names_the_fields_a_schema_does_not_declare() {
+        let schema = json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {
+                "items": {"type": "array", "items": {"type": "object", "properties": {"a": {"type": "string"}}}},
+                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}}
+            }}
+        }});
+        let object = json!({
+            "apiVersion": "x/v1", "kind": "K", "metadata": {"name": "n"},
+            "spec": {"items": [{"a": "1", "b": 2}], "free": {"anything": 1}, "labels": {"k": "v"}, "typo": 1},
+            "extra": true
+        });
+        assert_eq!(unknown_fields(&schema, &object), ["extra", "spec.items[0].b", "spec.typo"]);
     }
 
     #[test]

@@ -832,6 +832,7 @@ fn kind_rules(rt: &ResourceType, old: Option<&Value>, new: &mut Value) -> ApiRes
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => Ok(crd_rules(new)),
         ("", "events") => Ok(event_namespace_rule(new, &new["involvedObject"])),
+        ("events.k8s.io", "events") if rt.core_face => Ok(event_namespace_rule(new, &new["regarding"])),
         ("events.k8s.io", "events") => Ok(event_v1_rules(new)),
         (policy::GROUP, policy::POLICIES) => Ok(policy::admit_policy(new)),
         (policy::GROUP, policy::BINDINGS) => Ok(policy::admit_binding(new)),
