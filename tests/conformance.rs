@@ -1100,3 +1100,52 @@ async fn events_k8s_io_events_are_read_as_core_events() {
     assert!(core.list(&other).await.unwrap().items.is_empty());
     assert_eq!(core.get("faces").await.unwrap().message.as_deref(), Some("hello"));
 }
+
+/// A custom resource's `selectableFields` are field-selector labels (`kubectl get certificates
+/// --field-selector status.phase=Failed`); other fields are refused by name.
+#[tokio::test]
+async fn selectable_fields_filter_custom_resources() {
+    use certpilot::api::Certificate;
+    let c = cluster("selectable").await;
+    install_certpilot_crds(&c).await;
+    let certificates: Api<Certificate> = Api::namespaced(c.client(), c.namespace());
+    for (name, issuer, phase) in [("good", "local", "Ready"), ("bad", "remote", "Failed")] {
+        let certificate: Certificate = serde_json::from_value(json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Certificate", "metadata": {"name": name}, "spec": {"secretName": format!("{name}-tls"), "dnsNames": [format!("{name}.example.com")], "issuerRef": {"name": issuer}}})).unwrap();
+        certificates.create(&PostParams::default(), &certificate).await.unwrap();
+        let status = json!({"status": {"phase": phase}});
+        certificates.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    }
+    let names = |fields: &'static str| {
+        let certificates = certificates.clone();
+        async move {
+            let listed = certificates.list(&ListParams::default().fields(fields)).await.unwrap();
+            listed.items.iter().map(ResourceExt::name_any).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(names("status.phase=Failed").await, ["bad"]);
+    assert_eq!(names("status.phase!=Failed").await, ["good"]);
+    assert_eq!(names("spec.issuerRef.name=local").await, ["good"]);
+    assert_eq!(names("spec.secretName=bad-tls,status.phase=Failed").await, ["bad"]);
+    let refused = certificates.list(&ListParams::default().fields("spec.dnsNames=good.example.com")).await;
+    let err = api_error(refused, "a field that is not selectable");
+    assert_eq!(err.code, 400, "{}", err.message);
+    assert!(err.message.contains("spec.dnsNames"), "{}", err.message);
+}
+
+/// Discovery lists a CRD's short names and categories (`kubectl get cpcert`, `kubectl get
+/// certpilot`) and the built-in short names kubectl users type (`kubectl get crd`).
+#[tokio::test]
+async fn discovery_lists_short_names_and_categories() {
+    let c = cluster("discovery-names").await;
+    install_certpilot_crds(&c).await;
+    let resource = |list: &serde_json::Value, name: &str| {
+        let found = list["resources"].as_array().and_then(|r| r.iter().find(|r| r["name"] == name)).cloned();
+        found.unwrap_or_else(|| panic!("{name} in {list}"))
+    };
+    let certpilot = get_json(&c, "/apis/certpilot.dev/v1alpha1").await;
+    let certificates = resource(&certpilot, "certificates");
+    assert_eq!(certificates["shortNames"], json!(["cpcert"]));
+    assert_eq!(certificates["categories"], json!(["certpilot"]));
+    let extensions = get_json(&c, "/apis/apiextensions.k8s.io/v1").await;
+    assert_eq!(resource(&extensions, "customresourcedefinitions")["shortNames"], json!(["crd", "crds"]));
+}

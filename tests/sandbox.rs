@@ -112,6 +112,18 @@ fn a_newcomer_tries_certpilot_with_kubectl_and_no_cluster() {
     let web = listed.lines().find(|l| l.starts_with("web ")).unwrap_or_else(|| panic!("{listed}"));
     assert!(web.split_whitespace().collect::<Vec<_>>()[1..4] == ["True", "Ready", "web-tls"], "{listed}");
 
+    // Short name, category and field selector, as on a real cluster.
+    let ready = sandbox.kubectl_ok(&["get", "cpcert", "--field-selector", "status.phase=Ready", "-o", "name"]);
+    assert_eq!(ready.trim(), "certificate.certpilot.dev/web");
+    let everything = sandbox.kubectl_ok(&["get", "certpilot", "-o", "name"]);
+    for kind in [
+        "certificate.certpilot.dev/web",
+        "certificateattempt.certpilot.dev/web-1",
+        "clusterissuer.certpilot.dev/selfsigned",
+    ] {
+        assert!(everything.lines().any(|l| l == kind), "{kind} in {everything}");
+    }
+
     let applied = sandbox.kubectl_ok(&["apply", "-f", "examples/"]);
     assert!(applied.contains("certificate.certpilot.dev/api created"), "{applied}");
     let applied = sandbox.kubectl_ok(&["apply", "--server-side", "-f", "examples/"]);

@@ -27,7 +27,12 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Started", type_ = "date", json_path = ".status.startedAt"),
     printcolumn(name = "Finished", type_ = "date", json_path = ".status.finishedAt"),
-    printcolumn(name = "Error", type_ = "string", json_path = ".status.errorCode")
+    printcolumn(name = "Error", type_ = "string", json_path = ".status.errorCode"),
+    // `kubectl get certificateattempts --field-selector spec.certificateName=web`
+    selectable = ".spec.certificateName",
+    selectable = ".spec.type",
+    selectable = ".spec.issuerRef.name",
+    selectable = ".status.phase"
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: a CertificateAttempt records one attempt as it was made"))]

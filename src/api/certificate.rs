@@ -36,7 +36,12 @@ pub const DNS_NAME_PATTERN: &str =
     // come as `<invalid>`.
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.notAfter"),
     printcolumn(name = "Renews", type_ = "string", json_path = ".status.renewalTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // `kubectl get certificates --field-selector status.phase=Failed`
+    selectable = ".status.phase",
+    selectable = ".spec.issuerRef.name",
+    selectable = ".spec.issuerRef.kind",
+    selectable = ".spec.secretName"
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.dnsNames) || has(self.ipAddresses) || has(self.commonName)").message("at least one of dnsNames, ipAddresses or commonName is required"))]

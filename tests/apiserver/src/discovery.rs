@@ -49,7 +49,14 @@ fn resource_list(shared: &Shared, group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
     for rt in state.registry.all().filter(|rt| rt.group == group && rt.versions.iter().any(|v| v == version)) {
         let verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-        resources.push(json!({"name": rt.plural, "singularName": rt.kind.to_lowercase(), "namespaced": rt.namespaced, "kind": rt.kind, "verbs": verbs}));
+        let mut resource = json!({"name": rt.plural, "singularName": rt.kind.to_lowercase(), "namespaced": rt.namespaced, "kind": rt.kind, "verbs": verbs});
+        if !rt.short_names.is_empty() {
+            resource["shortNames"] = json!(rt.short_names);
+        }
+        if !rt.categories.is_empty() {
+            resource["categories"] = json!(rt.categories);
+        }
+        resources.push(resource);
         if rt.status_subresource {
             resources.push(json!({"name": format!("{}/status", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": rt.kind, "verbs": ["get", "patch", "update"]}));
         }

@@ -292,7 +292,7 @@ fn core_events(
         (Method::GET, None) => {
             let fields = FieldSelector::parse(
                 query.get("fieldSelector").map(String::as_str).unwrap_or(""),
-                core_rt.field_selectors(),
+                &core_rt.field_selectors(),
             )?;
             let mut unfiltered = query.clone();
             unfiltered.retain(|k, _| k == "labelSelector");
@@ -409,7 +409,7 @@ fn field_manager(query: &Query, headers: &HeaderMap) -> String {
 fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, metadata_only: bool) -> ApiResult<Value> {
     let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
     let fields =
-        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), rt.field_selectors())?;
+        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), &rt.field_selectors())?;
     let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
     let state = shared.store.lock();
     let current = state.resource_version();
@@ -630,7 +630,7 @@ fn delete_collection(
 ) -> ApiResult<Value> {
     let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
     let fields =
-        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), rt.field_selectors())?;
+        FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), &rt.field_selectors())?;
     let mut state = shared.store.lock();
     let keys: Vec<Key> = state
         .list(rt, target.namespace.as_deref())

@@ -38,6 +38,12 @@ pub struct ResourceType {
     /// Written through the `core/v1` face of a kind stored in another form (Events): the
     /// validation of that face applies.
     pub core_face: bool,
+    /// A custom resource's `selectableFields` (of its storage version), as field-selector
+    /// labels: `status.phase` for the JSON path `.status.phase`.
+    pub selectable_fields: Vec<String>,
+    /// What discovery lists for kubectl: `kubectl get cpcert`, `kubectl get certpilot`.
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
 }
 
 impl ResourceType {
@@ -54,6 +60,9 @@ impl ResourceType {
             schema: None,
             printer_columns: Vec::new(),
             core_face: false,
+            selectable_fields: Vec::new(),
+            short_names: builtin_short_names(plural).iter().map(|s| s.to_string()).collect(),
+            categories: Vec::new(),
             returns_deleted_object: plural == "namespaces",
         }
     }
@@ -83,8 +92,8 @@ impl ResourceType {
     }
 
     /// Field selectors this kind accepts.
-    pub fn field_selectors(&self) -> &'static [&'static str] {
-        match (self.group.as_str(), self.plural.as_str()) {
+    pub fn field_selectors(&self) -> Vec<&str> {
+        let fixed: &[&str] = match (self.group.as_str(), self.plural.as_str()) {
             ("", "secrets") => &["metadata.name", "metadata.namespace", "type"],
             ("", "events") => &[
                 "metadata.name",
@@ -102,7 +111,8 @@ impl ResourceType {
                 "type",
             ],
             _ => &["metadata.name", "metadata.namespace"],
-        }
+        };
+        fixed.iter().copied().chain(self.selectable_fields.iter().map(String::as_str)).collect()
     }
 
     /// The schema node for `path` (object keys; list items are entered with `"[]"`).
@@ -248,7 +258,35 @@ impl Registry {
             returns_deleted_object: true,
             printer_columns: storage["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
             core_face: false,
+            selectable_fields: storage["selectableFields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f["jsonPath"].as_str().map(|p| p.trim_start_matches('.').to_string()))
+                .collect(),
+            short_names: strings(&spec["names"]["shortNames"]),
+            categories: strings(&spec["names"]["categories"]),
         })
+    }
+}
+
+fn strings(list: &Value) -> Vec<String> {
+    list.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect()
+}
+
+/// The short names the real API server's discovery gives built-in kinds.
+fn builtin_short_names(plural: &str) -> &'static [&'static str] {
+    match plural {
+        "customresourcedefinitions" => &["crd", "crds"],
+        "namespaces" => &["ns"],
+        "configmaps" => &["cm"],
+        "services" => &["svc"],
+        "events" => &["ev"],
+        "ingresses" => &["ing"],
+        "serviceaccounts" => &["sa"],
+        "pods" => &["po"],
+        "deployments" => &["deploy"],
+        _ => &[],
     }
 }
 

@@ -119,7 +119,8 @@ fn valid_key(key: &str) -> Option<String> {
     ok.then(|| key.to_string())
 }
 
-/// A parsed `fieldSelector`: `metadata.name`, `metadata.namespace` and, for Secrets, `type`.
+/// A parsed `fieldSelector` over the labels a resource supports (`metadata.name`,
+/// `metadata.namespace`, a kind's own, a custom resource's `selectableFields`).
 #[derive(Debug, Clone, Default)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
@@ -147,8 +148,12 @@ impl FieldSelector {
 
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, negate, value)| {
-            let actual = field.split('.').try_fold(object, |v, part| v.get(part)).and_then(Value::as_str).unwrap_or("");
-            (actual == value) != *negate
+            let actual = match field.split('.').try_fold(object, |v, part| v.get(part)) {
+                Some(Value::String(text)) => text.clone(),
+                Some(scalar @ (Value::Bool(_) | Value::Number(_))) => scalar.to_string(),
+                _ => String::new(),
+            };
+            (actual == *value) != *negate
         })
     }
 }

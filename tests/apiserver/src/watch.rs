@@ -103,7 +103,7 @@ pub fn serve(
         labels: LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?,
         fields: FieldSelector::parse(
             query.get("fieldSelector").map(String::as_str).unwrap_or(""),
-            rt.field_selectors(),
+            &rt.field_selectors(),
         )?,
         rt,
         version: target.version,
