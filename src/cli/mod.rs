@@ -33,6 +33,13 @@ pub enum Command {
         #[arg(long)]
         bundle: Option<PathBuf>,
     },
+    /// Rewrite cert-manager Certificates, Issuers and ClusterIssuers as certpilot ones (stdout),
+    /// reporting on stderr what could not be converted; exits 2 if something could not.
+    Convert {
+        /// The cert-manager manifests (YAML, `---`-separated or a List); `-` for stdin.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crdgen { out, bundle } => crdgen(out, bundle),
         Command::Controller(args) => run_controller(*args).await,
+        Command::Convert { file } => std::process::exit(crate::convert::command(&file)),
     }
 }
 
