@@ -8,14 +8,19 @@ use std::collections::BTreeMap;
 /// Fields a shape does not name, by their YAML key.
 pub type Rest = BTreeMap<String, Value>;
 
+/// An empty YAML value (`dnsNames:` with nothing after it) reads as an empty list or map.
+fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateSpec {
     pub secret_name: Option<String>,
     pub common_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub dns_names: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub ip_addresses: Vec<String>,
     pub duration: Option<String>,
     pub renew_before: Option<String>,
@@ -24,10 +29,10 @@ pub struct CertificateSpec {
     pub private_key: Option<PrivateKey>,
     #[serde(rename = "isCA")]
     pub is_ca: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub usages: Vec<String>,
     pub secret_template: Option<SecretTemplate>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub additional_output_formats: Vec<OutputFormat>,
     pub revision_history_limit: Option<i32>,
     pub keystores: Option<Keystores>,
@@ -55,9 +60,9 @@ pub struct PrivateKey {
 
 #[derive(Deserialize, Debug, Default)]
 pub struct SecretTemplate {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub labels: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -111,7 +116,7 @@ pub struct Acme {
     pub preferred_chain: Option<String>,
     pub external_account_binding: Option<ExternalAccountBinding>,
     pub profile: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub solvers: Vec<Solver>,
     #[serde(flatten)]
     pub rest: Rest,
@@ -149,11 +154,11 @@ pub struct Solver {
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Selector {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub dns_names: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub dns_zones: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub match_labels: BTreeMap<String, String>,
     #[serde(flatten)]
     pub rest: Rest,
@@ -182,7 +187,7 @@ pub struct Http01Ingress {
 #[derive(Deserialize, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Http01Gateway {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub parent_refs: Vec<ParentRef>,
     #[serde(flatten)]
     pub rest: Rest,
