@@ -15,10 +15,10 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::Value;
 use std::io::{Read, Write};
 
-/// A converted resource.
+/// A converted resource (a Certificate is boxed: it is the largest by far).
 #[derive(Debug, Clone)]
 pub enum Resource {
-    Certificate(Certificate),
+    Certificate(Box<Certificate>),
     Issuer(Issuer),
     ClusterIssuer(ClusterIssuer),
 }
@@ -241,7 +241,7 @@ fn spec<T: DeserializeOwned>(document: &Value, findings: &mut Findings) -> Optio
 fn convert_certificate(document: &Value, meta: ObjectMeta, findings: &mut Findings) -> Option<Resource> {
     let spec = certificate::convert(spec(document, findings)?, findings)?;
     let metadata = metadata(meta, true, findings);
-    Some(Resource::Certificate(Certificate { metadata, spec, status: None }))
+    Some(Resource::Certificate(Box::new(Certificate { metadata, spec, status: None })))
 }
 
 fn convert_issuer(document: &Value, meta: ObjectMeta, findings: &mut Findings, cluster: bool) -> Option<Resource> {
