@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod convert;
 pub mod error;
 pub mod issuance;
 pub mod leader;

@@ -33,6 +33,13 @@ pub enum Command {
     /// the self-signed quickstart, until Ctrl-C.
     #[cfg(feature = "sandbox")]
     Sandbox(sandbox::SandboxArgs),
+    /// Rewrite cert-manager Certificates, Issuers and ClusterIssuers as certpilot ones (stdout),
+    /// reporting on stderr what could not be converted; exits 2 if something could not.
+    Convert {
+        /// The cert-manager manifests (YAML, `---`-separated or a List); `-` for stdin.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -41,6 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(args) => controller::run(*args).await,
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox::run(args).await,
+        Command::Convert { file } => std::process::exit(crate::convert::command(&file)),
     }
 }
 
