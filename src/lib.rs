@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod error;
 pub mod issuance;
+pub mod keystore;
 pub mod leader;
 pub mod metrics;
 pub mod pki;
