@@ -200,7 +200,12 @@ mod tests {
     }
 
     fn self_signed() -> (Vec<u8>, String) {
-        let key = crate::pki::PrivateKey::generate(&Default::default()).unwrap();
+        self_signed_with(Default::default())
+    }
+
+    fn self_signed_with(algorithm: crate::api::certificate::KeyAlgorithm) -> (Vec<u8>, String) {
+        let spec = crate::api::certificate::PrivateKeySpec { algorithm, ..Default::default() };
+        let key = crate::pki::PrivateKey::generate(&spec).unwrap();
         let names = crate::pki::NameRequest { dns_names: vec!["web.example.com".into()], ..Default::default() };
         let now = jiff::Timestamp::now();
         let request = crate::pki::sign::SignRequest {
@@ -282,6 +287,19 @@ mod tests {
         let entry = read.get_private_key_entry("web", b"changeit").unwrap();
         assert_eq!(entry.private_key, key);
         assert_eq!(entry.certificate_chain.len(), 1);
+    }
+
+    #[test]
+    fn every_key_algorithm_goes_into_both_keystores() {
+        use crate::api::certificate::KeyAlgorithm;
+        for algorithm in [KeyAlgorithm::Ecdsa, KeyAlgorithm::Rsa, KeyAlgorithm::Ed25519] {
+            let (key, pem) = self_signed_with(algorithm);
+            let pkcs12 = Keystore::Pkcs12 { profile: Pkcs12Profile::Modern2023, password: "s3cret".into() };
+            let jks = Keystore::Jks { password: "changeit".into() };
+            for store in [pkcs12, jks] {
+                assert!(store.encode(&material_for(&key, &pem)).is_ok(), "{algorithm:?} in {store:?}");
+            }
+        }
     }
 
     #[test]
