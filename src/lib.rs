@@ -7,6 +7,7 @@ pub mod controller;
 pub mod convert;
 pub mod error;
 pub mod issuance;
+pub mod keystore;
 pub mod leader;
 pub mod metrics;
 pub mod pki;

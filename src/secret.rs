@@ -7,6 +7,7 @@ use crate::{
         MANAGED_BY_VALUE,
         certificate::{OutputFormatType, SecretTemplate},
     },
+    keystore::{Keystore, KeystoreError, Material},
     pki::{CertInfo, PrivateKey, cert::parse_chain},
     policy::trigger::{SecretState, StoredCertificate},
 };
@@ -95,7 +96,15 @@ fn stored_certificate(secret: &Secret) -> Result<StoredCertificate, String> {
         return Err("tls.key is not the private key of the certificate in tls.crt".into());
     }
     let ari_id = crate::pki::cert::pem_certificates(chain).ok().and_then(|ders| ari_identifier(&ders[0]));
-    Ok(StoredCertificate { info, issuer: stored_issuer(secret), key: key.describe(), ari_id })
+    Ok(StoredCertificate { info, issuer: stored_issuer(secret), key: key.describe(), ari_id, outputs: outputs(secret) })
+}
+
+/// The additional output formats whose keys the Secret holds. Only their presence is looked
+/// at: keystores are encrypted anew (random salts) on every write, so their bytes never match
+/// a fresh encoding, and comparing them would rewrite the Secret forever.
+fn outputs(secret: &Secret) -> Vec<OutputFormatType> {
+    let all = [OutputFormatType::CombinedPEM, OutputFormatType::DER, OutputFormatType::PKCS12, OutputFormatType::JKS];
+    all.into_iter().filter(|format| data(secret, format.data_key()).is_some()).collect()
 }
 
 /// The certificate in the Secret, when attempt `attempt` wrote it and it is intact.
@@ -141,12 +150,14 @@ pub struct SecretContents<'a> {
     pub ca_pem: &'a str,
     pub template: Option<&'a SecretTemplate>,
     pub output_formats: &'a [OutputFormatType],
+    /// The keystores among the output formats, with their passwords.
+    pub keystores: &'a [Keystore],
     pub info: &'a CertInfo,
 }
 
 /// The Secret to apply: `kubernetes.io/tls` with the chain, key and CA, the template's labels
 /// and annotations, and certpilot's own labels (which the template cannot override).
-pub fn build(c: &SecretContents) -> Secret {
+pub fn build(c: &SecretContents) -> Result<Secret, KeystoreError> {
     let mut labels: BTreeMap<String, String> = c.template.map(|t| t.labels.clone()).unwrap_or_default();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     labels.insert(CERTIFICATE_NAME_LABEL.into(), label_value(c.certificate));
@@ -165,19 +176,25 @@ pub fn build(c: &SecretContents) -> Secret {
         match format {
             OutputFormatType::CombinedPEM => {
                 let combined = format!("{}\n{}", c.key_pem.trim_end(), c.chain_pem);
-                data.insert("tls-combined.pem".into(), ByteString(combined.into_bytes()));
+                data.insert(format.data_key().into(), ByteString(combined.into_bytes()));
             }
             OutputFormatType::DER => {
-                data.insert("key.der".into(), ByteString(c.key_der.to_vec()));
+                data.insert(format.data_key().into(), ByteString(c.key_der.to_vec()));
             }
+            // Encoded below, with the passwords read for them.
+            OutputFormatType::PKCS12 | OutputFormatType::JKS => {}
         }
+    }
+    let material = Material { alias: c.certificate, key_der: c.key_der, chain_pem: c.chain_pem, ca_pem: c.ca_pem };
+    for keystore in c.keystores {
+        data.insert(keystore.data_key().into(), ByteString(keystore.encode(&material)?));
     }
     let mut secret = Secret { type_: Some("kubernetes.io/tls".into()), data: Some(data), ..Default::default() };
     secret.metadata.name = Some(c.name.into());
     secret.metadata.namespace = Some(c.namespace.into());
     secret.metadata.labels = Some(labels);
     secret.metadata.annotations = Some(annotations);
-    secret
+    Ok(secret)
 }
 
 #[cfg(test)]
@@ -219,5 +236,52 @@ mod tests {
         let opaque = classify(Some(&s), "web");
         assert!(matches!(&opaque, SecretState::Invalid(why) if why.contains("type is Opaque")), "{opaque:?}");
         assert_eq!(classify(None, "web"), SecretState::Missing);
+    }
+
+    #[test]
+    fn keystores_are_written_under_their_keys() {
+        let key = PrivateKey::generate(&Default::default()).unwrap();
+        let names = crate::pki::NameRequest { dns_names: vec!["web.example.com".into()], ..Default::default() };
+        let now = jiff::Timestamp::now();
+        let request = crate::pki::sign::SignRequest {
+            names: &names,
+            key: &key,
+            not_before: now,
+            not_after: now + jiff::SignedDuration::from_hours(1),
+            is_ca: false,
+        };
+        let pem = crate::pki::sign::self_signed(&request).unwrap();
+        let key_pem = key.to_pem(Default::default()).unwrap();
+        let info = parse_chain(pem.as_bytes()).unwrap();
+        let issuer = IssuerRef { kind: IssuerKind::Issuer, name: "self".into() };
+        let keystores = [
+            Keystore::Pkcs12 { profile: Default::default(), password: "s3cret".into() },
+            Keystore::Jks { password: "changeit".into() },
+        ];
+        let formats = [OutputFormatType::PKCS12, OutputFormatType::JKS, OutputFormatType::DER];
+        let built = build(&SecretContents {
+            name: "web-tls",
+            namespace: "shop",
+            certificate: "web",
+            attempt: "web-1",
+            issuer: &issuer,
+            chain_pem: &pem,
+            key_pem: &key_pem,
+            key_der: &key.pkcs8_der(),
+            ca_pem: &pem,
+            template: None,
+            output_formats: &formats,
+            keystores: &keystores,
+            info: &info,
+        })
+        .unwrap();
+        let data = built.data.as_ref().unwrap();
+        for key in ["keystore.p12", "keystore.jks", "key.der", TLS_CERT, TLS_KEY, CA_CERT] {
+            assert!(data.get(key).is_some_and(|v| !v.0.is_empty()), "{key}");
+        }
+        let mut written = built.clone();
+        written.metadata.annotations.as_mut().unwrap().insert(ADOPT_ANNOTATION.into(), "true".into());
+        let SecretState::Present(stored) = classify(Some(&written), "web") else { panic!("a whole Secret") };
+        assert_eq!(stored.outputs, [OutputFormatType::DER, OutputFormatType::PKCS12, OutputFormatType::JKS]);
     }
 }

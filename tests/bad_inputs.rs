@@ -50,6 +50,7 @@ fn rejected_certificates() -> Vec<(Value, &'static str)> {
     let names = |n: &[&str]| json!({"dnsNames": n});
     let long_label = format!("{}.example.com", "a".repeat(64));
     let long_name = format!("{}.com", "a.".repeat(126));
+    let pass = json!({"name": "store-pass", "key": "password"});
     let mut cases = vec![
         (json!({"dnsNames": null}), "at least one of dnsNames, ipAddresses or commonName"),
         (names(&["Bad_Name.example.com"]), "dnsNames"),
@@ -125,6 +126,21 @@ fn rejected_certificates() -> Vec<(Value, &'static str)> {
         (json!({"secretName": null}), "secretName"),
         (json!({"isCA": "yes"}), "isCA"),
         (json!({"additionalOutputFormats": [{"type": "PFX"}]}), "additionalOutputFormats"),
+        (json!({"additionalOutputFormats": [{"type": "PKCS12"}]}), "passwordSecretRef"),
+        (json!({"additionalOutputFormats": [{"type": "JKS"}]}), "passwordSecretRef"),
+        (json!({"additionalOutputFormats": [{"type": "DER", "passwordSecretRef": pass}]}), "passwordSecretRef"),
+        (
+            json!({"additionalOutputFormats": [{"type": "JKS", "passwordSecretRef": {"name": "p", "key": ""}}]}),
+            "passwordSecretRef",
+        ),
+        (
+            json!({"additionalOutputFormats": [{"type": "JKS", "passwordSecretRef": pass, "profile": "LegacyRC2"}]}),
+            "profile",
+        ),
+        (
+            json!({"additionalOutputFormats": [{"type": "PKCS12", "passwordSecretRef": pass, "profile": "RC4"}]}),
+            "profile",
+        ),
         (json!({"attemptHistoryLimit": 0}), "attemptHistoryLimit"),
         (json!({"attemptHistoryLimit": 1000}), "attemptHistoryLimit"),
     ];

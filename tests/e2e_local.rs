@@ -495,3 +495,169 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
     certificates.patch("second", &params, &Patch::Apply(api("Certificate", "second", spec("second")))).await.unwrap();
     wait_for(&certificates, "second", "the new leader to issue", WAIT, is_ready).await;
 }
+
+/// Creates the Secret `name` holding a keystore password under key `password`.
+async fn password_secret(env: &Env, name: &str, password: &str) {
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(name.into());
+    secret.string_data = Some(BTreeMap::from([("password".to_string(), password.to_string())]));
+    env.secrets().create(&PostParams::default(), &secret).await.unwrap();
+}
+
+/// Runs `program` with `args`; it must be installed and succeed. Returns what it printed.
+fn run(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} must be installed to read the keystores back: {e}"));
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{program} {args:?} failed: {printed}");
+    printed
+}
+
+/// The key and the certificates OpenSSL finds in a PKCS#12 file, and what it says of it.
+struct OpensslView {
+    key: PrivateKey,
+    certificates: Vec<Vec<u8>>,
+    info: String,
+}
+
+fn openssl_pkcs12(path: &std::path::Path, password: &str, legacy: bool) -> OpensslView {
+    let pass = format!("pass:{password}");
+    let mut args = vec!["pkcs12", "-in", path.to_str().unwrap(), "-passin", &pass, "-info", "-nodes"];
+    if legacy {
+        args.push("-legacy");
+    }
+    let info = run("openssl", &args);
+    let blocks = ::pem::parse_many(info.as_bytes()).expect("PEM blocks in the openssl output");
+    let key_block = blocks.iter().find(|b| b.tag() == "PRIVATE KEY").expect("the private key");
+    let key = PrivateKey::from_pem(&::pem::encode(key_block)).expect("the private key parses");
+    let certificates = blocks.iter().filter(|b| b.tag() == "CERTIFICATE").map(|b| b.contents().to_vec()).collect();
+    OpensslView { key, certificates, info }
+}
+
+/// The keystore holds the Secret's key and its whole chain, under the Certificate's name.
+fn assert_keystore_holds(view: &OpensslView, data: &BTreeMap<String, ByteString>, alias: &str) {
+    let chain = pem_certificates(&data["tls.crt"].0).unwrap();
+    let tls_key = PrivateKey::from_pem(&text(data, "tls.key")).unwrap();
+    assert_eq!(view.key.public_key_info(), tls_key.public_key_info(), "the keystore holds tls.key");
+    let leaf = parse_chain(&data["tls.crt"].0).unwrap();
+    assert_eq!(view.key.public_key_info(), leaf.public_key_info, "the key matches the certificate");
+    assert_eq!(view.certificates.len(), chain.len(), "leaf and CA: {}", view.info);
+    for der in &chain {
+        assert!(view.certificates.contains(der), "every certificate of tls.crt is in the keystore");
+    }
+    assert!(view.info.contains(&format!("friendlyName: {alias}")), "{}", view.info);
+}
+
+#[tokio::test]
+async fn writes_pkcs12_and_jks_keystores_that_openssl_and_keytool_read() {
+    let env = Env::start("e2e-keystores").await;
+    env.self_signed_issuer("bootstrap").await;
+    env.certificate("root", json!({"secretName": "root-ca", "commonName": "certpilot keystore root", "isCA": true, "issuerRef": {"name": "bootstrap"}})).await;
+    env.ready("root").await;
+    let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "ca"}, "spec": {"ca": {"secretName": "root-ca"}}});
+    env.apply(&env.issuers(), doc).await;
+    password_secret(&env, "store-pass", "s3cret-pass").await;
+    let pass = json!({"name": "store-pass", "key": "password"});
+    let keystores = |pkcs12: Value| {
+        json!({"secretName": format!("{}-tls", pkcs12["name"].as_str().unwrap()), "dnsNames": ["app.example.com"], "issuerRef": {"name": "ca"},
+            "additionalOutputFormats": [pkcs12["format"].clone(), {"type": "JKS", "passwordSecretRef": pass}]})
+    };
+    let modern = json!({"name": "modern", "format": {"type": "PKCS12", "passwordSecretRef": pass}});
+    let rc2 = json!({"name": "rc2", "format": {"type": "PKCS12", "passwordSecretRef": pass, "profile": "LegacyRC2"}});
+    let des = json!({"name": "des", "format": {"type": "PKCS12", "passwordSecretRef": pass, "profile": "LegacyDES"}});
+    for variant in [&modern, &rc2, &des] {
+        env.certificate(variant["name"].as_str().unwrap(), keystores(variant.clone())).await;
+    }
+    let dir = std::env::temp_dir().join(unique_name("certpilot-keystores"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, legacy, scheme) in [
+        ("modern", false, "PBES2, PBKDF2, AES-256-CBC"),
+        ("rc2", true, "pbeWithSHA1And40BitRC2-CBC"),
+        ("des", false, "pbeWithSHA1And3-KeyTripleDES-CBC"),
+    ] {
+        env.ready(name).await;
+        let data = env.secret_data(&format!("{name}-tls")).await;
+        let p12 = dir.join(format!("{name}.p12"));
+        std::fs::write(&p12, &data["keystore.p12"].0).unwrap();
+        let view = openssl_pkcs12(&p12, "s3cret-pass", legacy);
+        assert_keystore_holds(&view, &data, name);
+        assert!(view.info.contains(scheme), "{name}: {}", view.info);
+        let mac = if name == "modern" { "MAC: sha256" } else { "MAC: sha1" };
+        assert!(view.info.contains(mac), "{name}: {}", view.info);
+    }
+    // keytool lists the JKS entry and, converting it, proves it can decrypt the key.
+    let data = env.secret_data("modern-tls").await;
+    let jks = dir.join("modern.jks");
+    std::fs::write(&jks, &data["keystore.jks"].0).unwrap();
+    let jks_path = jks.to_str().unwrap();
+    let listing =
+        run("keytool", &["-list", "-v", "-keystore", jks_path, "-storepass", "s3cret-pass", "-storetype", "JKS"]);
+    assert!(listing.contains("Alias name: modern"), "{listing}");
+    assert!(listing.contains("Entry type: PrivateKeyEntry"), "{listing}");
+    assert!(listing.contains("Certificate chain length: 2"), "{listing}");
+    let converted = dir.join("from-jks.p12");
+    let converted_path = converted.to_str().unwrap();
+    run(
+        "keytool",
+        &[
+            "-importkeystore",
+            "-noprompt",
+            "-srckeystore",
+            jks_path,
+            "-srcstoretype",
+            "JKS",
+            "-srcstorepass",
+            "s3cret-pass",
+            "-destkeystore",
+            converted_path,
+            "-deststoretype",
+            "PKCS12",
+            "-deststorepass",
+            "s3cret-pass",
+        ],
+    );
+    assert_keystore_holds(&openssl_pkcs12(&converted, "s3cret-pass", false), &data, "modern");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn a_missing_keystore_password_blocks_and_leaves_the_secret_alone() {
+    let env = Env::start("e2e-keystore-password").await;
+    env.self_signed_issuer("local").await;
+    let spec = |formats: Value| json!({"secretName": "app-tls", "dnsNames": ["a.example.com"], "issuerRef": {"name": "local"}, "additionalOutputFormats": formats});
+    env.certificate("app", spec(json!([{"type": "DER"}]))).await;
+    let ready = env.ready("app").await.status.unwrap();
+    let before = env.secrets().get("app-tls").await.unwrap();
+    let pkcs12 = json!([{"type": "DER"}, {"type": "PKCS12", "passwordSecretRef": {"name": "app-store-pass", "key": "password"}}]);
+    env.certificate("app", spec(pkcs12)).await;
+    let blocked = wait_for(&env.certificates(), "app", "KeystorePasswordMissing", WAIT, |c: &Certificate| {
+        let current = c.status.as_ref().and_then(|s| s.observed_generation) == c.metadata.generation;
+        current && condition(c, "Ready").is_some_and(|r| r.reason == "KeystorePasswordMissing")
+    })
+    .await;
+    let message = condition(&blocked, "Ready").unwrap().message.clone();
+    assert!(message.contains("Secret app-store-pass") && message.contains("\"password\""), "{message}");
+    assert!(message.contains("kubectl create secret generic app-store-pass"), "says how to fix it: {message}");
+    let status = blocked.status.unwrap();
+    assert_eq!(status.last_attempt.unwrap().name, ready.last_attempt.unwrap().name, "no attempt was made");
+    let after = env.secrets().get("app-tls").await.unwrap();
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "the Secret is untouched");
+    // With the password in place, the keystore appears.
+    password_secret(&env, "app-store-pass", "s3cret-pass").await;
+    let issued = wait_for(&env.certificates(), "app", "the keystore to be written", WAIT, |c: &Certificate| {
+        is_ready(c) && c.status.as_ref().unwrap().serial_number != ready.serial_number
+    })
+    .await;
+    assert_eq!(issued.status.unwrap().last_attempt.unwrap().type_, AttemptType::Reissue);
+    let data = env.secret_data("app-tls").await;
+    let p12 = std::env::temp_dir().join(format!("{}.p12", unique_name("certpilot-added")));
+    std::fs::write(&p12, &data["keystore.p12"].0).unwrap();
+    assert_keystore_holds(&openssl_pkcs12(&p12, "s3cret-pass", false), &data, "app");
+    std::fs::remove_file(&p12).ok();
+    // Keystores are encrypted anew on every write, but a written one is not written again.
+    let since = collection_version(&env.secrets()).await;
+    let writes = changes_since(&env.secrets(), &since, "metadata.name=app-tls", Duration::from_secs(6)).await;
+    assert!(writes.is_empty(), "Secret writes at rest: {writes:#?}");
+}

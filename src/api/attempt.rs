@@ -3,7 +3,7 @@
 use super::{
     IssuerRef,
     conditions::Condition,
-    request::{OutputFormatType, PrivateKeySpec, SecretTemplate},
+    request::{OutputFormat, PrivateKeySpec, SecretTemplate},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
@@ -83,8 +83,27 @@ pub struct CertificateAttemptSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
     /// Extra keys written into the Secret.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub additional_output_formats: Vec<OutputFormatType>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "formats_or_types")]
+    pub additional_output_formats: Vec<OutputFormat>,
+}
+
+/// Output formats, as attempts list them now or, made before keystores, as bare type names:
+/// such attempts must still be read (an unreadable one would stall the watch of every attempt).
+fn formats_or_types<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<OutputFormat>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Listed {
+        Format(OutputFormat),
+        Type(super::request::OutputFormatType),
+    }
+    let listed = Vec::<Listed>::deserialize(d)?;
+    Ok(listed
+        .into_iter()
+        .map(|l| match l {
+            Listed::Format(format) => format,
+            Listed::Type(type_) => OutputFormat::of(type_),
+        })
+        .collect())
 }
 
 /// Why an attempt was made.
@@ -270,4 +289,27 @@ pub struct CertificateAttemptStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(transform = super::conditions::list_map_by_type)]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::certificate::OutputFormatType;
+
+    #[test]
+    fn attempts_made_before_keystores_still_read() {
+        let spec = |formats: serde_json::Value| {
+            let json = serde_json::json!({
+                "certificateName": "web", "type": "Issue", "secretName": "web-tls",
+                "issuerRef": {"name": "ca"}, "privateKey": {}, "keyAlgorithm": "ECDSA-256",
+                "certificateGeneration": 1, "additionalOutputFormats": formats,
+            });
+            serde_json::from_value::<CertificateAttemptSpec>(json).unwrap().additional_output_formats
+        };
+        assert_eq!(spec(serde_json::json!(["DER"])), [OutputFormat::of(OutputFormatType::DER)]);
+        let keystore = serde_json::json!([{"type": "PKCS12", "passwordSecretRef": {"name": "p", "key": "k"}}]);
+        let read = spec(keystore);
+        assert_eq!(read[0].type_, OutputFormatType::PKCS12);
+        assert_eq!(read[0].password_secret_ref.as_ref().map(|r| r.name.as_str()), Some("p"));
+    }
 }

@@ -1,7 +1,8 @@
 //! `Certificate`: what the user wants, and a status that says what is happening to it.
 
 pub use super::request::{
-    KeyAlgorithm, KeyEncoding, OutputFormat, OutputFormatType, PrivateKeySpec, RotationPolicy, SecretTemplate,
+    KeyAlgorithm, KeyEncoding, OutputFormat, OutputFormatType, Pkcs12Profile, PrivateKeySpec, RotationPolicy,
+    SecretTemplate,
 };
 use super::{
     IssuerRef,
@@ -101,9 +102,10 @@ pub struct CertificateSpec {
     /// Labels and annotations copied onto the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
-    /// Extra keys written into the Secret besides `tls.crt`/`tls.key`/`ca.crt`.
+    /// Extra keys written into the Secret besides `tls.crt`/`tls.key`/`ca.crt`: `tls-combined.pem`,
+    /// `key.der`, `keystore.p12`, `keystore.jks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 3), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(length(max = 4), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub additional_output_formats: Option<Vec<OutputFormat>>,
     /// How many finished CertificateAttempts to keep (1–100, default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]

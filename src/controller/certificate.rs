@@ -68,6 +68,7 @@ fn desired(cert: &Certificate) -> std::result::Result<Desired, String> {
         is_ca: spec.is_ca(),
         generation: cert.metadata.generation.unwrap_or(1),
         renew_request: cert.annotations().get(RENEW_ANNOTATION).cloned(),
+        outputs: spec.additional_output_formats.iter().flatten().map(|f| f.type_).collect(),
     })
 }
 
@@ -238,7 +239,7 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
         (Some(start), Some(end)) => Some(SuggestedWindow { start: start.0, end: end.0 }),
         _ => None,
     });
-    let observed = Observed {
+    let mut observed = Observed {
         now: Timestamp::now(),
         issuer,
         secret,
@@ -252,8 +253,32 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
         backoff: ctx.settings.backoff,
         min_renewal_interval: ctx.settings.min_renewal_interval,
         desired,
+        keystore_password: None,
     };
+    if observed.in_progress().is_none() && observed.assess().need.is_some() {
+        observed.keystore_password = keystore_password_problem(ctx, namespace, cert).await?;
+    }
     Ok(Some(Observation { observed, attempts, renewal_info, acme_issuer, next_index }))
+}
+
+/// Why a keystore the Certificate asks for cannot get its password, if one cannot. Read only
+/// when an attempt is needed: password Secrets are the user's, not watched, and not read at rest.
+async fn keystore_password_problem(
+    ctx: &Context,
+    namespace: &str,
+    cert: &Certificate,
+) -> Result<Option<crate::keystore::PasswordProblem>> {
+    let secrets: Api<Secret> = ctx.namespaced(namespace);
+    for format in cert.spec.additional_output_formats.iter().flatten().filter(|f| f.type_.is_keystore()) {
+        let secret = match &format.password_secret_ref {
+            Some(reference) => secrets.get_opt(&reference.name).await?,
+            None => None,
+        };
+        if let Some(Err(problem)) = crate::keystore::keystore(format, secret.as_ref()) {
+            return Ok(Some(problem));
+        }
+    }
+    Ok(None)
 }
 
 /// The CA's renewal window for the stored certificate: the one in status while it is fresh,

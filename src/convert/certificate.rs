@@ -305,7 +305,7 @@ fn output_formats(formats: &[source::OutputFormat], f: &mut Findings) -> Option<
             }
         };
         if !out.iter().any(|o| o.type_ == type_) {
-            out.push(OutputFormat { type_ });
+            out.push(OutputFormat::of(type_));
         }
     }
     (!out.is_empty()).then_some(out)

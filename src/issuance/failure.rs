@@ -83,6 +83,8 @@ failure_codes! {
     // Secrets.
     SecretNotOwned => "SecretNotOwned", transient: false;
     SecretTypeMismatch => "SecretTypeMismatch", transient: false;
+    /// A keystore's password Secret, or its key, is missing or unusable.
+    KeystorePasswordMissing => "KeystorePasswordMissing", transient: false;
     /// The API server refused a write (validation, admission, quota).
     ApiServerRefused => "APIServerRefused", transient: false;
     // Keys and signing.

@@ -8,7 +8,10 @@ use crate::{
     api::{
         IssuerRef,
         attempt::{AttemptPhase, AttemptType, ValidationRecord},
+        certificate::OutputFormatType,
     },
+    issuance::FailureCode,
+    keystore::PasswordProblem,
     pki::{CertInfo, NameRequest, cert::check_names},
 };
 use jiff::Timestamp;
@@ -33,6 +36,8 @@ pub struct StoredCertificate {
     pub key: String,
     /// Its ACME Renewal Information identifier (`<aki>.<serial>`), when it has an AKI.
     pub ari_id: Option<String>,
+    /// The additional output formats the Secret holds.
+    pub outputs: Vec<OutputFormatType>,
 }
 
 /// The target Secret.
@@ -83,6 +88,8 @@ pub struct Desired {
     pub generation: i64,
     /// The current value of the `certpilot.dev/renew` annotation.
     pub renew_request: Option<String>,
+    /// The additional output formats the Secret must hold.
+    pub outputs: Vec<OutputFormatType>,
 }
 
 /// Everything the decision looks at.
@@ -100,6 +107,8 @@ pub struct Observed {
     pub backoff: BackoffPolicy,
     /// A Certificate is not renewed more often than this, whatever its spec says.
     pub min_renewal_interval: jiff::SignedDuration,
+    /// Why a keystore's password cannot be had, when an attempt is needed (only then is it read).
+    pub keystore_password: Option<PasswordProblem>,
 }
 
 /// What to do.
@@ -233,6 +242,12 @@ impl Observed {
         if stored.info.is_ca != self.desired.is_ca {
             return Some(format!("isCA changed to {}", self.desired.is_ca));
         }
+        if let Some(missing) = self.desired.outputs.iter().find(|format| !stored.outputs.contains(format)) {
+            return Some(format!(
+                "additionalOutputFormats asks for {missing:?}, but the Secret has no {}",
+                missing.data_key()
+            ));
+        }
         (stored.key != self.desired.key)
             .then(|| format!("the private key changed from {} to {}", stored.key, self.desired.key))
     }
@@ -293,6 +308,11 @@ impl Observed {
                 return Some(Decision::Blocked { reason: "NamesNotPermitted", message: message.clone() });
             }
             IssuerState::Ready => {}
+        }
+        if let Some(problem) = &self.keystore_password {
+            // Issuing would end in a Secret without its keystore: wait for the user instead.
+            let reason = FailureCode::KeystorePasswordMissing.as_str();
+            return Some(Decision::Blocked { reason, message: problem.to_string() });
         }
         let SecretState::NotOwned { holder } = &self.secret else { return None };
         let name = &self.desired.secret_name;
@@ -361,6 +381,7 @@ pub(crate) mod tests {
             issuer: Some(issuer()),
             key: "ECDSA-256".into(),
             ari_id: None,
+            outputs: Vec::new(),
         }
     }
 
@@ -376,6 +397,7 @@ pub(crate) mod tests {
                 is_ca: false,
                 generation: 1,
                 renew_request: None,
+                outputs: Vec::new(),
             },
             issuer: IssuerState::Ready,
             secret,
@@ -384,6 +406,7 @@ pub(crate) mod tests {
             ari_window: None,
             backoff: BackoffPolicy::default(),
             min_renewal_interval: SignedDuration::from_mins(5),
+            keystore_password: None,
         }
     }
 
@@ -456,6 +479,20 @@ pub(crate) mod tests {
         assert_eq!(start_type(o.decide()), AttemptType::Reissue);
         let o = observed(SecretState::Invalid("no tls.crt".into()), vec![]);
         assert_eq!(start_type(o.decide()), AttemptType::Reissue);
+    }
+
+    /// An output format added later appears by a reissue; one the Secret holds (its bytes are
+    /// never compared: keystores are encrypted anew on every write) needs nothing.
+    #[test]
+    fn an_output_format_the_secret_lacks_reissues() {
+        let mut o = observed(fresh(), vec![attempt(1, AttemptPhase::Succeeded)]);
+        o.desired.outputs = vec![OutputFormatType::PKCS12];
+        let Decision::Start { type_, reason } = o.decide() else { panic!("a missing keystore must be written") };
+        assert_eq!(type_, AttemptType::Reissue);
+        assert!(reason.contains("keystore.p12"), "{reason}");
+        let SecretState::Present(stored) = &mut o.secret else { unreachable!() };
+        stored.outputs = vec![OutputFormatType::DER, OutputFormatType::PKCS12];
+        assert_eq!(o.decide(), Decision::UpToDate, "extra keys do no harm; present ones are not rewritten");
     }
 
     #[test]
@@ -533,6 +570,24 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_missing_keystore_password_blocks_instead_of_failing_attempts() {
+        let problem = PasswordProblem::SecretMissing {
+            format: OutputFormatType::PKCS12,
+            secret: "store-pass".into(),
+            key: "password".into(),
+        };
+        let mut o = observed(SecretState::Missing, vec![]);
+        o.keystore_password = Some(problem.clone());
+        let Decision::Blocked { reason, message } = o.decide() else { panic!("must block") };
+        assert_eq!(reason, "KeystorePasswordMissing");
+        assert!(message.contains("Secret store-pass") && message.contains("password"), "{message}");
+        let mut failed = attempt(1, AttemptPhase::Failed);
+        failed.finished_at = Some(now() - SignedDuration::from_secs(1));
+        o.attempts.push(failed);
+        assert!(matches!(o.decide(), Decision::Blocked { .. }), "blocked, not backing off into another attempt");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::api::{
     Certificate, CertificateAttempt, CertificateAttemptSpec, GROUP,
     attempt::AttemptType,
-    certificate::{CertificateSpec, OutputFormatType},
+    certificate::{CertificateSpec, OutputFormat},
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
@@ -48,8 +48,8 @@ pub fn snapshot(cert: &Certificate, type_: AttemptType, reason: &str) -> Certifi
     }
 }
 
-fn output_formats(spec: &CertificateSpec) -> Vec<OutputFormatType> {
-    spec.additional_output_formats.iter().flatten().map(|f| f.type_).collect()
+fn output_formats(spec: &CertificateSpec) -> Vec<OutputFormat> {
+    spec.additional_output_formats.clone().unwrap_or_default()
 }
 
 /// The fields of a snapshot that must equal the Certificate's, by name.

@@ -29,6 +29,7 @@ use crate::{
         signer::{Signer, load_signer},
         steps::StepLog,
     },
+    keystore::{self, Keystore},
     pki::PrivateKey,
     secret::{self, SecretContents},
     solver::{self, ChallengeKind, dns01, http01},
@@ -814,7 +815,11 @@ impl Pass<'_> {
     ///   this very attempt already wrote (its status write was lost) is left as it is.
     async fn write_target(&self, obtained: &Obtained) -> Result<std::result::Result<Stored, Failure>> {
         let spec = &self.attempt.spec;
-        let built = match self.target_contents(obtained) {
+        let keystores = match self.keystores().await? {
+            Ok(keystores) => keystores,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let built = match self.target_contents(obtained, &keystores) {
             Ok(built) => built,
             Err(failure) => return Ok(Err(failure)),
         };
@@ -863,14 +868,34 @@ impl Pass<'_> {
         if ours { CachedTarget::Ours(cached.version) } else { CachedTarget::Other }
     }
 
+    /// The keystores the attempt asks for, with their passwords read from their Secrets now:
+    /// without one, nothing is written (the Secret in place stays whole).
+    async fn keystores(&self) -> Result<std::result::Result<Vec<Keystore>, Failure>> {
+        let secrets: Api<Secret> = self.ctx.namespaced(&self.namespace);
+        let mut keystores = Vec::new();
+        for format in &self.attempt.spec.additional_output_formats {
+            let secret = match format.password_secret_ref.as_ref().filter(|_| format.type_.is_keystore()) {
+                Some(reference) => secrets.get_opt(&reference.name).await?,
+                None => None,
+            };
+            match keystore::keystore(format, secret.as_ref()) {
+                Some(Ok(keystore)) => keystores.push(keystore),
+                Some(Err(problem)) => return Ok(Err(Failure::new(C::KeystorePasswordMissing, problem.to_string()))),
+                None => {}
+            }
+        }
+        Ok(Ok(keystores))
+    }
+
     /// What the target Secret is to hold.
-    fn target_contents(&self, obtained: &Obtained) -> std::result::Result<Secret, Failure> {
+    fn target_contents(&self, obtained: &Obtained, keystores: &[Keystore]) -> std::result::Result<Secret, Failure> {
         let spec = &self.attempt.spec;
         let key_pem = obtained
             .key
             .to_pem(spec.private_key.encoding)
             .map_err(|e| Failure::new(C::KeyEncodingFailed, e.to_string()))?;
-        Ok(secret::build(&SecretContents {
+        let formats: Vec<_> = spec.additional_output_formats.iter().map(|f| f.type_).collect();
+        secret::build(&SecretContents {
             name: &spec.secret_name,
             namespace: &self.namespace,
             certificate: &spec.certificate_name,
@@ -881,9 +906,11 @@ impl Pass<'_> {
             key_der: &obtained.key.pkcs8_der(),
             ca_pem: &obtained.ca_pem,
             template: spec.secret_template.as_ref(),
-            output_formats: &spec.additional_output_formats,
+            output_formats: &formats,
+            keystores,
             info: &obtained.info,
-        }))
+        })
+        .map_err(|e| Failure::new(C::KeyEncodingFailed, e.to_string()))
     }
 
     /// One server-side apply of the target Secret, at `version` when given, taking fields
