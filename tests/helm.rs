@@ -384,16 +384,21 @@ fn the_admission_policy_can_be_left_out() {
 }
 
 /// prometheus-operator's CRDs, installed where the cluster lacks them (a real cluster with
-/// prometheus-operator keeps its own, whose schemas then check the chart's objects).
-async fn ensure_prometheus_operator_crds(cluster: &TestCluster) {
+/// prometheus-operator keeps its own, whose schemas then check the chart's objects). Returns
+/// the names of those it installed, for removal.
+async fn ensure_prometheus_operator_crds(cluster: &TestCluster) -> Vec<String> {
     let text = include_str!("fixtures/prometheus-operator-crds.yaml");
     let api = Api::<CustomResourceDefinition>::all(cluster.client());
+    let mut installed = Vec::new();
     for doc in yaml_serde::Deserializer::from_str(text) {
         let crd = CustomResourceDefinition::deserialize(doc).unwrap();
-        if api.get_opt(crd.metadata.name.as_deref().unwrap()).await.unwrap().is_none() {
+        let name = crd.metadata.name.clone().unwrap();
+        if api.get_opt(&name).await.unwrap().is_none() {
             cluster.install_crd(&crd).await.unwrap();
+            installed.push(name);
         }
     }
+    installed
 }
 
 /// Server-side applies `object` as a dry run, through discovery (as `kubectl apply` finds kinds).
@@ -419,7 +424,7 @@ async fn apply(cluster: &TestCluster, object: &Value) -> kube::Result<DynamicObj
 #[tokio::test]
 async fn rendered_objects_apply_to_a_cluster() {
     let cluster = TestCluster::start("helm").await.unwrap();
-    ensure_prometheus_operator_crds(&cluster).await;
+    let installed = ensure_prometheus_operator_crds(&cluster).await;
     // Cluster-scoped objects are named after the release: unique, on a shared cluster.
     let name = unique_name("certpilot");
     let release = Release { name: &name, namespace: cluster.namespace() };
@@ -432,5 +437,9 @@ async fn rendered_objects_apply_to_a_cluster() {
             assert_eq!(applied.metadata.name.as_ref(), object_name.as_str().map(String::from).as_ref());
             assert_eq!(json!(applied.types.unwrap().kind), *kind);
         }
+    }
+    let crds = Api::<CustomResourceDefinition>::all(cluster.client());
+    for name in installed {
+        crds.delete(&name, &Default::default()).await.unwrap();
     }
 }
