@@ -1,8 +1,12 @@
-//! Prometheus metrics: reconciles, their errors and durations, per controller.
+//! Prometheus metrics: reconciles, their errors and durations, per controller; finished and
+//! failed attempts; and each Certificate's expiry and readiness, read from the watch cache.
 
+use crate::api::Certificate;
+use kube::{ResourceExt, runtime::reflector::Store};
 use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{MetricType, counter::Counter, family::Family, gauge::ConstGauge, histogram::Histogram},
     registry::Registry,
 };
 use std::time::Instant;
@@ -24,12 +28,21 @@ pub struct AttemptLabels {
     pub outcome: &'static str,
 }
 
+/// A failed attempt's issuer kind and `errorCode` (a fixed set: `FailureCode`), so that alerts
+/// can tell a CA's rate limit from a broken solver.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub issuer_kind: &'static str,
+    pub error_code: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     reconciles: Family<ControllerLabel, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: Family<ControllerLabel, Histogram>,
     attempts: Family<AttemptLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -41,6 +54,7 @@ impl Default for Metrics {
             Histogram::new([0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0])
         });
         let attempts = Family::<AttemptLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
         registry.register("reconcile", "Reconciles by controller", reconciles.clone());
         registry.register("reconcile_errors", "Failed reconciles by controller and error", errors.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration by controller", durations.clone());
@@ -49,7 +63,12 @@ impl Default for Metrics {
             "Finished certificate attempts by issuer kind and outcome",
             attempts.clone(),
         );
-        Self { registry, reconciles, errors, durations, attempts }
+        registry.register(
+            "attempt_failures",
+            "Failed certificate attempts by issuer kind and error code",
+            failures.clone(),
+        );
+        Self { registry, reconciles, errors, durations, attempts, failures }
     }
 }
 
@@ -81,9 +100,127 @@ impl Metrics {
         self.attempts.get_or_create(&AttemptLabels { issuer_kind, outcome }).inc();
     }
 
+    pub fn attempt_failed(&self, issuer_kind: &'static str, error_code: &'static str) {
+        self.failures.get_or_create(&FailureLabels { issuer_kind, error_code }).inc();
+    }
+
+    /// Exports each Certificate's expiry and readiness from the watch cache `certificates`.
+    pub fn watch_certificates(&mut self, certificates: Store<Certificate>) {
+        self.registry.register_collector(Box::new(CertificateCollector(certificates)));
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    namespace: String,
+    name: String,
+}
+
+/// Per-Certificate gauges, computed at each scrape from the watch cache: a deleted
+/// Certificate's series goes with it, which a gauge set during reconciles would not do.
+#[derive(Debug)]
+struct CertificateCollector(Store<Certificate>);
+
+impl Collector for CertificateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let certificates = self.0.state();
+        let labels =
+            |c: &Certificate| CertificateLabels { namespace: c.namespace().unwrap_or_default(), name: c.name_any() };
+        let expiry = certificates.iter().filter_map(|c| {
+            let not_after = c.status.as_ref()?.not_after.as_ref()?;
+            Some((labels(c), not_after.0.as_second()))
+        });
+        gauges(
+            &mut encoder,
+            "certificate_expiration_timestamp_seconds",
+            "When the certificate in each Certificate's Secret expires (Unix seconds)",
+            expiry,
+        )?;
+        let ready = certificates.iter().map(|c| (labels(c), i64::from(is_ready(c))));
+        gauges(
+            &mut encoder,
+            "certificate_ready",
+            "Whether each Certificate's Ready condition is True (1) or not (0)",
+            ready,
+        )
+    }
+}
+
+fn is_ready(certificate: &Certificate) -> bool {
+    let conditions = certificate.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// One gauge family, written series by series.
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = (CertificateLabels, i64)>,
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in series {
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Condition;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::runtime::{reflector, watcher};
+
+    fn certificate(name: &str, ready: bool, not_after: Option<i64>) -> Certificate {
+        let mut certificate: Certificate = serde_json::from_value(serde_json::json!({
+            "apiVersion": "certpilot.dev/v1alpha1",
+            "kind": "Certificate",
+            "metadata": {"name": name, "namespace": "apps"},
+            "spec": {"secretName": name, "dnsNames": ["a.example.com"], "issuerRef": {"name": "ca"}},
+        }))
+        .unwrap();
+        let status = certificate.status.get_or_insert_default();
+        status.conditions = vec![Condition::new("Ready", ready, "Test", String::new())];
+        status.not_after = not_after.map(|s| Time(jiff::Timestamp::from_second(s).unwrap()));
+        certificate
+    }
+
+    #[test]
+    fn certificates_are_exported_from_the_cache_and_leave_with_it() {
+        let (store, mut writer) = reflector::store();
+        let web = certificate("web", true, Some(1_900_000_000));
+        writer.apply_watcher_event(&watcher::Event::Apply(web.clone()));
+        writer.apply_watcher_event(&watcher::Event::Apply(certificate("new", false, None)));
+        let mut metrics = Metrics::default();
+        metrics.watch_certificates(store);
+        let text = metrics.encode();
+        assert!(text.contains(
+            "certpilot_certificate_expiration_timestamp_seconds{namespace=\"apps\",name=\"web\"} 1900000000"
+        ));
+        assert!(!text.contains("expiration_timestamp_seconds{namespace=\"apps\",name=\"new\"}"), "no certificate yet");
+        assert!(text.contains("certpilot_certificate_ready{namespace=\"apps\",name=\"web\"} 1"));
+        assert!(text.contains("certpilot_certificate_ready{namespace=\"apps\",name=\"new\"} 0"));
+        writer.apply_watcher_event(&watcher::Event::Delete(web));
+        assert!(!metrics.encode().contains("name=\"web\""), "a deleted Certificate's series goes");
+    }
+
+    #[test]
+    fn failures_are_counted_by_error_code() {
+        let metrics = Metrics::default();
+        metrics.attempt_failed("ClusterIssuer", "RateLimited");
+        metrics.attempt_failed("ClusterIssuer", "RateLimited");
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "certpilot_attempt_failures_total{issuer_kind=\"ClusterIssuer\",error_code=\"RateLimited\"} 2"
+            )
+        );
     }
 }

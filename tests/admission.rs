@@ -21,7 +21,7 @@ use kube::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::{future::Future, path::Path, time::Duration};
-use support::*;
+use support::{helm, *};
 
 /// certpilot's ServiceAccount, as the deploy manifests install it.
 const OPERATOR: &str = "system:serviceaccount:certpilot:certpilot";
@@ -244,24 +244,22 @@ async fn only_certpilot_writes_attempts_and_status() {
 /// The chart renders the same policy as `deploy/`, for certpilot's own ServiceAccount.
 #[test]
 fn chart_and_deploy_policies_agree() {
-    let template = std::fs::read_to_string(root().join("charts/certpilot/templates/admission-policy.yaml")).unwrap();
-    let rendered: String = template
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("{{-") && !l.contains("include \"certpilot.labels\""))
-        .map(|l| {
-            l.replace("{{ .Release.Name }}", "certpilot")
-                .replace("{{ $operator }}", "system:serviceaccount:certpilot:certpilot")
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let chart = yaml_documents(&rendered);
+    let render = |name, namespace| {
+        let objects = helm::objects(&helm::Release { name, namespace }, &helm::values(&json!({})));
+        objects.into_iter().filter(|o| o["apiVersion"] == "admissionregistration.k8s.io/v1").collect::<Vec<_>>()
+    };
+    let chart = render("certpilot", "certpilot");
     let (policy, binding) = deploy_policy();
     assert_eq!(chart.len(), 2);
     assert_eq!(chart[0]["spec"], policy["spec"]);
     assert_eq!(chart[1]["spec"], binding["spec"]);
     assert_eq!(chart[0]["metadata"]["name"], policy["metadata"]["name"]);
     assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
-    assert!(template.contains("printf \"system:serviceaccount:%s:%s\" .Release.Namespace .Release.Name"));
+    // Another release allows its own ServiceAccount.
+    let other = render("tls", "tools");
+    let expression = other[0]["spec"]["validations"][0]["expression"].as_str().unwrap();
+    assert!(expression.contains("'system:serviceaccount:tools:tls'"), "{expression}");
+    assert_eq!(other[1]["spec"]["policyName"], "tls-owned-objects");
     let values: Value =
         yaml_serde::from_str(&std::fs::read_to_string(root().join("charts/certpilot/values.yaml")).unwrap()).unwrap();
     assert_eq!(values["admissionPolicy"]["enabled"], true, "on by default");

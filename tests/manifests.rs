@@ -15,7 +15,7 @@ use kube::{
 };
 use serde_json::Value;
 use std::{path::Path, time::Duration};
-use support::*;
+use support::{helm, *};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -127,11 +127,10 @@ fn deploy_manifests_fit_together_with_least_privilege() {
         assert!(grants(&rules, group, resource, verb), "leader election needs {verb} on {resource}");
     }
     // The Helm chart grants exactly the same rules.
-    let template = std::fs::read_to_string(root().join("charts/certpilot/templates/rbac.yaml")).unwrap();
-    let role_doc = template.split("---").find(|d| d.contains("kind: ClusterRole\n")).unwrap();
-    let rules_yaml = &role_doc[role_doc.find("rules:").unwrap()..];
-    let chart: Value = yaml_serde::from_str(rules_yaml).unwrap();
-    assert_eq!(chart["rules"], serde_json::to_value(&rules).unwrap());
+    let release = helm::Release { name: "certpilot", namespace: "certpilot" };
+    let chart = helm::objects(&release, &helm::values(&serde_json::json!({})));
+    let chart_role: ClusterRole = of_kind(&chart, "ClusterRole").remove(0);
+    assert_eq!(chart_role.rules.unwrap(), rules);
 }
 
 /// The README quickstart: the examples apply and, with the operator running, become Ready.

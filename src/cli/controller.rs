@@ -116,9 +116,11 @@ pub async fn operate(client: kube::Client, args: ControllerArgs) -> anyhow::Resu
         min_renewal_interval: duration("min-renewal-interval", &args.min_renewal_interval)?,
     };
     tracing::info!(namespace = ?settings.watch_namespace, "starting certpilot");
-    let metrics = Arc::new(Metrics::default());
     let solvers = Arc::new(SolverState::default());
     let (caches, feeds) = controller::cache::Feeds::new(&client, settings.watch_namespace.as_deref());
+    let mut metrics = Metrics::default();
+    metrics.watch_certificates(caches.certificates.clone());
+    let metrics = Arc::new(metrics);
     let ctx = Context::new(client.clone(), caches, settings, metrics.clone(), solvers.clone());
     let leadership = if args.leader_elect { Leadership::default() } else { Leadership::leading() };
     let probe = args.probe_address;

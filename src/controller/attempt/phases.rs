@@ -495,6 +495,9 @@ impl Pass<'_> {
             IssuerKind::ClusterIssuer => "ClusterIssuer",
         };
         self.ctx.metrics.attempt_finished(kind, if failure.is_none() { "succeeded" } else { "failed" });
+        if let Some(failure) = &failure {
+            self.ctx.metrics.attempt_failed(kind, failure.code.as_str());
+        }
         Ok(Action::await_change())
     }
 

@@ -183,6 +183,19 @@ impl Registry {
             // Stored for tests that run on real clusters too; the test server does not authorize.
             ResourceType::builtin("rbac.authorization.k8s.io", "v1", "roles", "Role", true, false),
             ResourceType::builtin("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, false),
+            ResourceType::builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, false),
+            ResourceType::builtin(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "clusterrolebindings",
+                "ClusterRoleBinding",
+                false,
+                false,
+            ),
+            // Stored, never acted on, for the Helm chart's objects (tests/helm.rs).
+            ResourceType::builtin("apps", "v1", "deployments", "Deployment", true, true),
+            ResourceType::builtin("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", true, true),
+            ResourceType::builtin("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", true, false),
             ResourceType::builtin(
                 "admissionregistration.k8s.io",
                 "v1",
