@@ -1,7 +1,5 @@
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-
 /// jemalloc, because the operator's memory is long-lived caches built up in bursts of work
 /// (a wave of issuances, a restart's first list): glibc's allocator keeps the holes those bursts
 /// leave between cached objects, and its per-thread arenas multiply them. Settings in
@@ -11,5 +9,5 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    certpilot::cli::run(certpilot::cli::Cli::parse()).await
+    certpilot::cli::run(certpilot::cli::parse()).await
 }

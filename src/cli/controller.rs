@@ -76,7 +76,7 @@ async fn client() -> anyhow::Result<kube::Client> {
 }
 
 /// What a newcomer without a cluster reads, in one line: which kubeconfig was tried and what to do.
-fn no_cluster() -> anyhow::Error {
+pub fn no_cluster() -> anyhow::Error {
     let kubeconfig = match std::env::var_os("KUBECONFIG") {
         Some(path) => format!("KUBECONFIG={}", path.to_string_lossy()),
         None => {

@@ -1,9 +1,16 @@
-//! Command line: `certpilot controller` runs the operator, `certpilot sandbox` tries it without a
-//! cluster, `certpilot crdgen` writes the CRDs.
+//! Command line: `certpilot status|renew|attempts|inspect` for people (also as the kubectl
+//! plugin `kubectl certpilot …`), `certpilot controller` runs the operator, `certpilot sandbox`
+//! tries it without a cluster, `certpilot convert` reads cert-manager's manifests, `certpilot
+//! crdgen` writes the CRDs.
 
+mod attempts;
 mod controller;
+mod inspect;
+mod output;
+mod renew;
 #[cfg(feature = "sandbox")]
 mod sandbox;
+mod status;
 
 use clap::{Parser, Subcommand};
 pub use controller::ControllerArgs;
@@ -18,6 +25,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Why a Certificate is (not) ready and what happens next; a table of many without a name.
+    Status(status::StatusArgs),
+    /// Renew a Certificate now, then show the attempt (unless --no-wait).
+    Renew(renew::RenewArgs),
+    /// A Certificate's attempts: type, phase, step timings, the CA's error.
+    Attempts(attempts::AttemptsArgs),
+    /// Decode the certificate, chain and key stored in a Secret.
+    Inspect(inspect::InspectArgs),
     /// Run the operator against the current kubeconfig context (or in-cluster config).
     Controller(Box<ControllerArgs>),
     /// Write the CRD manifests (one file per CRD) into a directory, or print them.
@@ -42,8 +57,25 @@ pub enum Command {
     },
 }
 
+/// The command line as given; named `kubectl certpilot` in help when run as the kubectl plugin
+/// (the binary installed as `kubectl-certpilot` on the PATH).
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let program = std::env::args_os().next().map(std::path::PathBuf::from);
+    let as_plugin = program.as_deref().and_then(|p| p.file_stem()).is_some_and(|stem| stem == "kubectl-certpilot");
+    let mut command = Cli::command();
+    if as_plugin {
+        command = command.bin_name("kubectl certpilot").name("kubectl certpilot");
+    }
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Status(args) => status::run(args).await,
+        Command::Renew(args) => renew::run(args).await,
+        Command::Attempts(args) => attempts::run(args).await,
+        Command::Inspect(args) => inspect::run(args).await,
         Command::Crdgen { out, bundle } => crdgen(out, bundle),
         Command::Controller(args) => controller::run(*args).await,
         #[cfg(feature = "sandbox")]

@@ -143,9 +143,37 @@ pub(crate) fn rsa_bits(spki: &[u8]) -> Option<usize> {
     }
 }
 
+/// `ECDSA-256`, `RSA-2048`, `Ed25519`… of a SubjectPublicKeyInfo (a certificate's key), in
+/// the words [`PrivateKey::describe`] uses.
+pub fn describe_public_key(spki: &[u8]) -> String {
+    use x509_parser::{prelude::FromDer, public_key::PublicKey};
+    let Ok((_, info)) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki) else {
+        return "unreadable".into();
+    };
+    match info.parsed() {
+        Ok(PublicKey::RSA(rsa)) => format!("RSA-{}", rsa.key_size()),
+        Ok(PublicKey::EC(point)) => format!("ECDSA-{}", point.key_size()),
+        _ if info.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519 => "Ed25519".into(),
+        _ => info.algorithm.algorithm.to_id_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_keys_are_described_as_private_keys_are() {
+        for (alg, size) in [
+            (KeyAlgorithm::Ecdsa, None),
+            (KeyAlgorithm::Ecdsa, Some(384)),
+            (KeyAlgorithm::Ed25519, None),
+            (KeyAlgorithm::Rsa, Some(2048)),
+        ] {
+            let key = PrivateKey::generate(&spec(alg, size)).unwrap();
+            assert_eq!(describe_public_key(&key.public_key_info()), key.describe());
+        }
+    }
 
     fn spec(algorithm: KeyAlgorithm, size: Option<i32>) -> PrivateKeySpec {
         PrivateKeySpec { algorithm, size, ..Default::default() }

@@ -1,0 +1,84 @@
+//! `certpilot renew CERT`: asks for a renewal now (the `certpilot.dev/renew` annotation), then
+//! waits for the attempt it starts and shows it, unless `--no-wait`.
+
+use super::attempts::{report, screen};
+use super::output::{Cluster, Palette, Scope, print};
+use crate::api::{AttemptType, Certificate, CertificateAttempt, RENEW_ANNOTATION};
+use jiff::Timestamp;
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+    runtime::wait::await_condition,
+};
+
+/// The field manager of the annotation, so `kubectl get -o yaml --show-managed-fields` shows
+/// who asked.
+const FIELD_MANAGER: &str = "certpilot-cli";
+
+#[derive(clap::Args, Debug)]
+pub struct RenewArgs {
+    /// The Certificate to renew.
+    pub certificate: String,
+    /// Ask and return at once, without waiting for the attempt.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the attempt to end (a Go duration).
+    #[arg(long, default_value = "5m")]
+    pub timeout: String,
+    #[command(flatten)]
+    pub scope: Scope,
+}
+
+pub async fn run(args: RenewArgs) -> anyhow::Result<()> {
+    let timeout = crate::policy::parse_duration(&args.timeout)
+        .ok_or_else(|| anyhow::anyhow!("--timeout: {:?} is not a duration such as 5m", args.timeout))?
+        .unsigned_abs();
+    let cluster = Cluster::connect(&args.scope).await?;
+    let namespace = cluster.one_namespace()?.to_string();
+    let certificates: Api<Certificate> = cluster.api();
+    let name = &args.certificate;
+    let before = certificates
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no Certificate {name} in namespace {namespace}"))?;
+    let previous = last_attempt(Some(&before));
+    let requested = Timestamp::now().to_string();
+    let annotation = serde_json::json!({"metadata": {"annotations": {RENEW_ANNOTATION: requested}}});
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    certificates.patch(name, &params, &Patch::Merge(&annotation)).await?;
+    if args.no_wait {
+        println!("renewal of Certificate {namespace}/{name} requested ({RENEW_ANNOTATION}={requested})");
+        return Ok(());
+    }
+    let started = |c: Option<&Certificate>| {
+        c.and_then(|c| c.status.as_ref()?.last_attempt.as_ref())
+            .is_some_and(|a| a.type_ == AttemptType::Manual && Some(&a.name) != previous.as_ref())
+    };
+    let limit = args.timeout.clone();
+    let within = |what: &'static str| {
+        let limit = limit.clone();
+        move |_| anyhow::anyhow!("{what} within {limit}")
+    };
+    let certificate = tokio::time::timeout(timeout, await_condition(certificates, name, started))
+        .await
+        .map_err(within("no renewal attempt started"))??;
+    let attempt_name = last_attempt(certificate.as_ref()).expect("a Manual attempt started");
+    let attempts: Api<CertificateAttempt> = cluster.api();
+    let ended =
+        |a: Option<&CertificateAttempt>| a.and_then(|a| a.status.as_ref()).is_some_and(|s| s.phase.is_terminal());
+    let attempt = tokio::time::timeout(timeout, await_condition(attempts, &attempt_name, ended))
+        .await
+        .map_err(within("the renewal attempt did not end"))??
+        .ok_or_else(|| anyhow::anyhow!("CertificateAttempt {attempt_name} was deleted"))?;
+    let shown = report(&attempt);
+    let palette = Palette::for_stdout();
+    print(args.scope.output, &shown, || screen(&shown, &palette, Timestamp::now()))?;
+    match attempt.status.map(|s| s.phase) {
+        Some(crate::api::AttemptPhase::Succeeded) => Ok(()),
+        phase => anyhow::bail!("the renewal attempt {attempt_name} ended {phase:?}"),
+    }
+}
+
+fn last_attempt(certificate: Option<&Certificate>) -> Option<String> {
+    certificate.and_then(|c| c.status.as_ref()?.last_attempt.as_ref()).map(|a| a.name.clone())
+}
