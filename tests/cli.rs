@@ -68,7 +68,9 @@ fn run(program: &[&str], kubeconfig: &Path, path: Option<&Path>, args: &[&str]) 
 
 /// `status`, `attempts`, `inspect` and `renew` against a running operator, for people and for
 /// scripts, and the same binary as the kubectl plugin `kubectl certpilot`.
-#[tokio::test]
+// Multi-threaded: the commands run as blocking child processes while the in-process API server
+// (on this runtime) answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_attempts_inspect_and_renew_explain_a_certificate() {
     let mut cluster = TestCluster::start("cli").await.expect("cluster");
     install_certpilot_crds(&cluster).await;

@@ -2,9 +2,10 @@
 
 use super::{Findings, Problem, report::DurationProblem, source, values};
 use crate::api::{
-    CertificateSpec, IssuerKind, IssuerRef,
+    CertificateSpec, IssuerKind, IssuerRef, SecretKeySelector,
     certificate::{
-        KeyAlgorithm, KeyEncoding, OutputFormat, OutputFormatType, PrivateKeySpec, RotationPolicy, SecretTemplate,
+        KeyAlgorithm, KeyEncoding, OutputFormat, OutputFormatType, Pkcs12Profile, PrivateKeySpec, RotationPolicy,
+        SecretTemplate,
     },
 };
 use jiff::SignedDuration;
@@ -35,7 +36,6 @@ pub fn convert(spec: source::CertificateSpec, f: &mut Findings) -> Option<Certif
     }
     let (duration, renew_before) = lifetime(spec.duration, spec.renew_before, f);
     usages(&spec.usages, is_ca, f);
-    keystores(spec.keystores, f);
     Some(CertificateSpec {
         secret_name,
         dns_names: non_empty(dns_names),
@@ -49,7 +49,7 @@ pub fn convert(spec: source::CertificateSpec, f: &mut Findings) -> Option<Certif
         profile: None,
         private_key: Some(private_key(spec.private_key.unwrap_or_default(), f)),
         secret_template: spec.secret_template.and_then(secret_template),
-        additional_output_formats: output_formats(&spec.additional_output_formats, f),
+        additional_output_formats: output_formats(&spec.additional_output_formats, spec.keystores, f),
         attempt_history_limit: spec.revision_history_limit.map(|limit| history_limit(limit, f)),
     })
 }
@@ -211,15 +211,60 @@ fn usages(requested: &[String], is_ca: bool, f: &mut Findings) {
     }
 }
 
-fn keystores(keystores: Option<source::Keystores>, f: &mut Findings) {
-    let Some(keystores) = keystores else { return };
-    // `create: false` asks for nothing.
-    let wanted = |store: &Option<serde_json::Value>| store.as_ref().is_some_and(|s| s["create"] != false);
-    if wanted(&keystores.jks) {
-        f.add("spec.keystores.jks", Problem::Keystore { format: "JKS".into() });
+/// cert-manager's `keystores` are certpilot's PKCS12 and JKS output formats, written under the
+/// same Secret keys (`keystore.p12`, `keystore.jks`).
+fn keystores(keystores: Option<source::Keystores>, f: &mut Findings) -> Vec<OutputFormat> {
+    let Some(keystores) = keystores else { return Vec::new() };
+    let mut formats = Vec::new();
+    let stores = [(OutputFormatType::PKCS12, keystores.pkcs12), (OutputFormatType::JKS, keystores.jks)];
+    for (type_, store) in stores {
+        // `create: false` asks for nothing.
+        let Some(store) = store.filter(|s| s.create != Some(false)) else { continue };
+        formats.extend(keystore(type_, store, f));
     }
-    if wanted(&keystores.pkcs12) {
-        f.add("spec.keystores.pkcs12", Problem::Keystore { format: "PKCS#12".into() });
+    formats
+}
+
+fn keystore(type_: OutputFormatType, store: source::Keystore, f: &mut Findings) -> Option<OutputFormat> {
+    let format = match type_ {
+        OutputFormatType::JKS => "jks",
+        _ => "pkcs12",
+    };
+    let path = format!("spec.keystores.{format}");
+    f.unmapped(&path, &store.rest);
+    if store.alias.is_some() {
+        f.add(format!("{path}.alias"), Problem::KeystoreAlias);
+    }
+    let reference = store.password_secret_ref.filter(|r| !r.name.is_empty());
+    let Some(source::SecretRef { name, key: Some(key) }) = reference else {
+        let problem =
+            if store.password.is_some() { Problem::KeystoreLiteralPassword } else { Problem::KeystoreNoPassword };
+        f.add(path, problem);
+        return None;
+    };
+    f.add(
+        path.clone(),
+        Problem::NoTruststore { file: format!("truststore.{}", if format == "jks" { "jks" } else { "p12" }) },
+    );
+    let profile = (type_ == OutputFormatType::PKCS12).then(|| pkcs12_profile(store.profile, &path, f));
+    Some(OutputFormat { type_, password_secret_ref: Some(SecretKeySelector { name, key }), profile })
+}
+
+/// cert-manager encrypts PKCS#12 with 40-bit RC2 unless told otherwise; the conversion keeps
+/// that, so old Java readers go on working, and says how to move to AES.
+fn pkcs12_profile(profile: Option<String>, path: &str, f: &mut Findings) -> Pkcs12Profile {
+    match profile.as_deref() {
+        Some("Modern2023") => Pkcs12Profile::Modern2023,
+        Some("LegacyDES") => Pkcs12Profile::LegacyDES,
+        Some("LegacyRC2") => Pkcs12Profile::LegacyRC2,
+        None => {
+            f.add(format!("{path}.profile"), Problem::Pkcs12LegacyDefault);
+            Pkcs12Profile::LegacyRC2
+        }
+        Some(other) => {
+            f.add(format!("{path}.profile"), Problem::Pkcs12Profile { value: other.into() });
+            Pkcs12Profile::LegacyRC2
+        }
     }
 }
 
@@ -293,8 +338,12 @@ fn secret_template(template: source::SecretTemplate) -> Option<SecretTemplate> {
     (!empty).then_some(SecretTemplate { labels: template.labels, annotations: template.annotations })
 }
 
-fn output_formats(formats: &[source::OutputFormat], f: &mut Findings) -> Option<Vec<OutputFormat>> {
-    let mut out: Vec<OutputFormat> = Vec::new();
+fn output_formats(
+    formats: &[source::OutputFormat],
+    keystores: Option<source::Keystores>,
+    f: &mut Findings,
+) -> Option<Vec<OutputFormat>> {
+    let mut out: Vec<OutputFormat> = self::keystores(keystores, f);
     for (i, format) in formats.iter().enumerate() {
         let type_ = match format.type_.as_str() {
             "CombinedPEM" => OutputFormatType::CombinedPEM,

@@ -66,7 +66,12 @@ pub enum Problem {
     NoUriOrEmailSans,
     NoSubject,
     Usages { unsupported: Vec<String> },
-    Keystore { format: String },
+    KeystoreNoPassword,
+    KeystoreLiteralPassword,
+    KeystoreAlias,
+    NoTruststore { file: String },
+    Pkcs12LegacyDefault,
+    Pkcs12Profile { value: String },
     OutputFormat { format: String },
     InvalidDnsName { name: String },
     InvalidIpAddress { address: String },
@@ -151,6 +156,9 @@ impl Problem {
                 | Self::UsagesWidened { .. }
                 | Self::Pkcs1NotRsa
                 | Self::NoSolvers
+                | Self::KeystoreAlias
+                | Self::NoTruststore { .. }
+                | Self::Pkcs12LegacyDefault
         )
     }
 }
@@ -212,9 +220,29 @@ impl fmt::Display for Problem {
                 "certpilot sets fixed key usages (digital signature, key encipherment, server auth, client auth; a CA: cert sign, crl sign, digital signature) and cannot add {}; left out",
                 unsupported.join(", ")
             ),
-            Self::Keystore { format } => write!(
+            Self::KeystoreNoPassword => write!(
                 f,
-                "certpilot writes no {format} keystore; left out: build it from tls.crt/tls.key (e.g. an init container running openssl or keytool)"
+                "the keystore names no password Secret and key; left out: set passwordSecretRef (name and key) and convert again"
+            ),
+            Self::KeystoreLiteralPassword => write!(
+                f,
+                "certpilot reads keystore passwords only from a Secret; left out: put the password in a Secret, name it in passwordSecretRef and convert again"
+            ),
+            Self::KeystoreAlias => write!(
+                f,
+                "certpilot names the keystore entry after the Certificate; readers that look the entry up by this alias must use the Certificate's name"
+            ),
+            Self::NoTruststore { file } => write!(
+                f,
+                "certpilot writes the keystore but no {file}: a reader that needs the CA alone in a truststore must build it from ca.crt"
+            ),
+            Self::Pkcs12LegacyDefault => write!(
+                f,
+                "unset, which cert-manager encrypts with 40-bit RC2; written as profile LegacyRC2 so old readers keep working: set Modern2023 (AES-256) when they allow"
+            ),
+            Self::Pkcs12Profile { value } => write!(
+                f,
+                "{value:?} is not a PKCS#12 profile certpilot knows (Modern2023, LegacyRC2, LegacyDES); LegacyRC2, cert-manager's default, is used"
             ),
             Self::OutputFormat { format } => {
                 write!(f, "certpilot has no output format {format:?} (only CombinedPEM and DER); left out")

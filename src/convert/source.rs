@@ -74,8 +74,24 @@ pub struct OutputFormat {
 
 #[derive(Deserialize, Debug, Default)]
 pub struct Keystores {
-    pub jks: Option<Value>,
-    pub pkcs12: Option<Value>,
+    pub jks: Option<Keystore>,
+    pub pkcs12: Option<Keystore>,
+}
+
+/// One of `spec.keystores`: `jks` or `pkcs12`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Keystore {
+    pub create: Option<bool>,
+    pub password_secret_ref: Option<SecretRef>,
+    /// A literal password (cert-manager 1.16 and later).
+    pub password: Option<String>,
+    /// PKCS#12 only: `LegacyRC2` (cert-manager's default), `LegacyDES` or `Modern2023`.
+    pub profile: Option<String>,
+    /// JKS only: the entry's alias.
+    pub alias: Option<String>,
+    #[serde(flatten)]
+    pub rest: Rest,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -1,7 +1,7 @@
 use super::{report::DurationProblem, *};
 use crate::api::{
-    CertificateSpec, IssuerKind, IssuerSpec,
-    certificate::{KeyAlgorithm, KeyEncoding, OutputFormatType, RotationPolicy},
+    CertificateSpec, IssuerKind, IssuerSpec, SecretKeySelector,
+    certificate::{KeyAlgorithm, KeyEncoding, OutputFormat, OutputFormatType, Pkcs12Profile, RotationPolicy},
     issuer::{AcmeIssuer, AcmeSolver},
 };
 use base64::Engine;
@@ -251,19 +251,80 @@ fn secret_template_output_formats_and_history_limit() {
 }
 
 #[test]
-fn keystores_subject_uris_and_unknown_fields_are_reported() {
+fn subject_uris_and_unknown_fields_are_reported() {
     let (spec, findings) = certificate(json!({
-        "keystores": {"jks": {"create": true}, "pkcs12": {"create": false}},
         "subject": {"organizations": ["Example"]},
         "uris": ["spiffe://cluster.local/ns/apps/sa/web"],
         "nameConstraints": {"critical": true},
     }));
     assert!(spec.is_some(), "the rest converts");
-    assert!(has(&findings, "spec.keystores.jks", &Problem::Keystore { format: "JKS".into() }));
-    assert!(!findings.iter().any(|(p, _)| p == "spec.keystores.pkcs12"), "create: false asks for nothing");
     assert!(has(&findings, "spec.subject", &Problem::NoSubject));
     assert!(has(&findings, "spec.uris", &Problem::NoUriOrEmailSans));
     assert!(has(&findings, "spec.nameConstraints", &Problem::NoCounterpartField));
+}
+
+fn password(name: &str) -> Value {
+    json!({"name": name, "key": "password"})
+}
+
+#[test]
+fn keystores_become_output_formats_with_their_password_secret() {
+    let (spec, findings) = certificate(json!({
+        "keystores": {
+            "pkcs12": {"create": true, "passwordSecretRef": password("p12"), "profile": "Modern2023"},
+            "jks": {"create": true, "passwordSecretRef": password("jks"), "alias": "server"},
+        },
+        "additionalOutputFormats": [{"type": "DER"}],
+    }));
+    let formats = spec.unwrap().additional_output_formats.unwrap();
+    let reference = |name: &str| Some(SecretKeySelector { name: name.into(), key: "password".into() });
+    assert_eq!(
+        formats,
+        [
+            OutputFormat {
+                type_: OutputFormatType::PKCS12,
+                password_secret_ref: reference("p12"),
+                profile: Some(Pkcs12Profile::Modern2023)
+            },
+            OutputFormat { type_: OutputFormatType::JKS, password_secret_ref: reference("jks"), profile: None },
+            OutputFormat::of(OutputFormatType::DER),
+        ]
+    );
+    assert!(has(&findings, "spec.keystores.jks.alias", &Problem::KeystoreAlias));
+    assert!(has(&findings, "spec.keystores.jks", &Problem::NoTruststore { file: "truststore.jks".into() }));
+    assert!(has(&findings, "spec.keystores.pkcs12", &Problem::NoTruststore { file: "truststore.p12".into() }));
+    assert!(findings.iter().all(|(_, p)| p.is_note()), "{findings:?}");
+}
+
+#[test]
+fn an_unset_pkcs12_profile_keeps_cert_managers_legacy_default() {
+    let profile_of = |store: Value| {
+        let (spec, findings) = certificate(json!({"keystores": {"pkcs12": store}}));
+        (spec.unwrap().additional_output_formats.unwrap()[0].profile, findings)
+    };
+    let (profile, findings) = profile_of(json!({"create": true, "passwordSecretRef": password("p")}));
+    assert_eq!(profile, Some(Pkcs12Profile::LegacyRC2));
+    assert!(has(&findings, "spec.keystores.pkcs12.profile", &Problem::Pkcs12LegacyDefault));
+    let (profile, _) = profile_of(json!({"create": true, "passwordSecretRef": password("p"), "profile": "LegacyDES"}));
+    assert_eq!(profile, Some(Pkcs12Profile::LegacyDES));
+    let (profile, findings) =
+        profile_of(json!({"create": true, "passwordSecretRef": password("p"), "profile": "Weird"}));
+    assert_eq!(profile, Some(Pkcs12Profile::LegacyRC2));
+    assert!(has(&findings, "spec.keystores.pkcs12.profile", &Problem::Pkcs12Profile { value: "Weird".into() }));
+}
+
+#[test]
+fn keystores_without_a_password_secret_are_left_out_and_create_false_asks_for_nothing() {
+    let (spec, findings) = certificate(json!({"keystores": {
+        "jks": {"create": true, "password": "changeit"},
+        "pkcs12": {"create": true, "passwordSecretRef": {"name": "p"}},
+    }}));
+    assert_eq!(spec.unwrap().additional_output_formats, None);
+    assert!(has(&findings, "spec.keystores.jks", &Problem::KeystoreLiteralPassword));
+    assert!(has(&findings, "spec.keystores.pkcs12", &Problem::KeystoreNoPassword));
+    let (spec, findings) = certificate(json!({"keystores": {"jks": {"create": false}}}));
+    assert_eq!(spec.unwrap().additional_output_formats, None);
+    assert_eq!(findings, []);
 }
 
 #[test]
