@@ -44,7 +44,6 @@ const EXPECTED: &[(&str, i32, &[&str])] = &[
         2,
         &[
             "spec.acme.solvers[0].dns01.rfc2136.tsigAlgorithm: unset means HMACMD5",
-            "spec.acme.solvers[0].dns01.cnameStrategy: certpilot does not follow CNAMEs",
             "copy Secret \"rfc2136-tsig\" there",
             "over TCP only",
         ],

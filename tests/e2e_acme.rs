@@ -31,11 +31,17 @@ struct Env {
 
 impl Env {
     async fn start(test: &str, configure: impl FnOnce(&mut PebbleOptions)) -> Self {
+        Self::start_with_args(test, configure, &[]).await
+    }
+
+    /// `start`, with `operator_args` added to the operator's command line.
+    async fn start_with_args(test: &str, configure: impl FnOnce(&mut PebbleOptions), operator_args: &[&str]) -> Self {
         let mut cluster = TestCluster::start(test).await.expect("cluster");
         install_certpilot_crds(&cluster).await;
         let mut options = PebbleOptions::on_free_ports();
         // The operator serves where Pebble would connect, unless `configure` moves Pebble.
-        let solver_args = options.solver_args();
+        let mut solver_args = options.solver_args();
+        solver_args.extend(operator_args.iter().map(|a| a.to_string()));
         configure(&mut options);
         let pebble = Pebble::start(options);
         let args: Vec<&str> = solver_args.iter().map(String::as_str).collect();
@@ -342,6 +348,95 @@ async fn issues_a_wildcard_with_dns01_through_rfc2136() {
     // The TXT records are removed once the attempt ended.
     let left = certpilot::solver::dns01::txt_values(&bind.address, "_acme-challenge.certpilot.test.").await.unwrap();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The last attempt of Certificate `name`, once it is Ready.
+async fn ready_attempt(env: &Env, name: &str) -> certpilot::api::attempt::CertificateAttemptStatus {
+    let cert = env.ready(name).await;
+    let attempt = env.api::<CertificateAttempt>().get(&cert.status.unwrap().last_attempt.unwrap().name).await.unwrap();
+    attempt.status.unwrap()
+}
+
+#[tokio::test]
+async fn dns01_follows_a_cname_to_the_zone_it_delegates_to() {
+    // `_acme-challenge.www.certpilot.test` is a CNAME into another zone: BIND ignores a TXT
+    // written beside a CNAME, so the CA only sees the record if certpilot wrote it at the end.
+    let bind = Bind::start_with(&[("delegated.test", "")], "_acme-challenge.www IN CNAME www.delegated.test.");
+    let dns = bind.address.clone();
+    let env = Env::start("acme-dns01-cname", |o| o.dns_server = Some(dns)).await;
+    let mut tsig = Secret::default();
+    tsig.metadata.name = Some("tsig".into());
+    tsig.string_data = Some([("secret".to_string(), bind.tsig_secret.clone())].into());
+    env.api::<Secret>().create(&Default::default(), &tsig).await.unwrap();
+    let rfc2136 = json!({"nameserver": bind.address, "tsigKeyName": KEY_NAME, "tsigSecretRef": {"name": "tsig", "key": "secret"}});
+    let dns01 = json!({"cnameStrategy": "Follow", "rfc2136": rfc2136});
+    env.acme_issuer("bind", json!({"solvers": [{"dns01": dns01}]})).await;
+    env.certificate("delegated", &["www.certpilot.test"], "bind").await;
+    let attempt = ready_attempt(&env, "delegated").await;
+    let record = &attempt.challenges[0];
+    assert_eq!(record.record_name.as_deref(), Some("_acme-challenge.www.certpilot.test"));
+    assert_eq!(record.delegated_to.as_deref(), Some("www.delegated.test."), "status shows both names");
+    assert_acme_secret(&env.api::<Secret>().get("delegated-tls").await.unwrap(), &["www.certpilot.test"]);
+    let left = certpilot::solver::dns01::txt_values(&bind.address, "www.delegated.test.").await.unwrap();
+    assert!(left.is_empty(), "the delegated record is removed afterwards: {left:?}");
+}
+
+#[tokio::test]
+async fn dns01_through_the_powerdns_api() {
+    let pdns = support::pdns::PowerDns::start();
+    let dns = pdns.dns_address.clone();
+    let env = Env::start("acme-powerdns", |o| o.dns_server = Some(dns)).await;
+    let mut key = Secret::default();
+    key.metadata.name = Some("pdns".into());
+    key.string_data = Some([("api-key".to_string(), pdns.api_key.clone())].into());
+    env.api::<Secret>().create(&Default::default(), &key).await.unwrap();
+    let powerdns = json!({"url": pdns.api_url, "apiKeySecretRef": {"name": "pdns", "key": "api-key"}, "nameserver": pdns.dns_address});
+    env.acme_issuer("pdns", json!({"solvers": [{"dns01": {"powerdns": powerdns}}]})).await;
+    env.certificate("pdns", &["*.pdns.test", "pdns.test"], "pdns").await;
+    let attempt = ready_attempt(&env, "pdns").await;
+    assert_eq!(attempt.challenges.len(), 2, "a wildcard and its base share one record name");
+    assert_acme_secret(&env.api::<Secret>().get("pdns-tls").await.unwrap(), &["*.pdns.test", "pdns.test"]);
+    let left = certpilot::solver::dns01::txt_values(&pdns.dns_address, "_acme-challenge.pdns.test.").await.unwrap();
+    assert!(left.is_empty(), "both values are removed afterwards: {left:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_powerdns_api_key_is_reported() {
+    let pdns = support::pdns::PowerDns::start();
+    let dns = pdns.dns_address.clone();
+    let env = Env::start("acme-powerdns-badkey", |o| o.dns_server = Some(dns)).await;
+    let mut key = Secret::default();
+    key.metadata.name = Some("pdns".into());
+    key.string_data = Some([("api-key".to_string(), "not-the-key".to_string())].into());
+    env.api::<Secret>().create(&Default::default(), &key).await.unwrap();
+    let powerdns = json!({"url": pdns.api_url, "apiKeySecretRef": {"name": "pdns", "key": "api-key"}});
+    env.acme_issuer("pdns", json!({"solvers": [{"dns01": {"powerdns": powerdns}}]})).await;
+    env.certificate("refused", &["refused.pdns.test"], "pdns").await;
+    let cert = wait_for(&env.api::<Certificate>(), "refused", "a failed attempt", WAIT, |c: &Certificate| {
+        c.status.as_ref().is_some_and(|s| s.phase == CertificatePhase::Failed)
+    })
+    .await;
+    let name = cert.status.unwrap().last_attempt.unwrap().name;
+    let attempt = env.api::<CertificateAttempt>().get(&name).await.unwrap().status.unwrap();
+    assert_eq!(attempt.error_code.as_deref(), Some("DNSProviderCredentials"), "{attempt:#?}");
+    assert!(attempt.error_message.unwrap().contains("apiKeySecretRef"));
+}
+
+#[tokio::test]
+async fn dns_check_nameservers_replace_the_providers_and_silence_is_reported_not_waited_on() {
+    let bind = Bind::start();
+    let dns = bind.address.clone();
+    // The checks ask only a server that refuses connections: certpilot says so and asks the CA
+    // at once; the CA (resolving through BIND) finds the record.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let env =
+        Env::start_with_args("acme-dns-check", |o| o.dns_server = Some(dns), &["--dns-check-nameservers", &closed])
+            .await;
+    bind_issuer(&env, &bind).await;
+    env.certificate("checked", &["checked.certpilot.test"], "bind").await;
+    let attempt = ready_attempt(&env, "checked").await;
+    let check = attempt.challenges[0].dns_check.as_deref().unwrap_or_default();
+    assert!(check.contains("no nameserver answered") && check.contains(&closed), "{attempt:#?}");
 }
 
 #[tokio::test]

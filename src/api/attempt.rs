@@ -220,6 +220,13 @@ pub struct ValidationRecord {
     /// For dns-01: the TXT record name (`_acme-challenge.<name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_name: Option<String>,
+    /// For dns-01 with `cnameStrategy: Follow`: where the CNAME chain from `recordName` ends,
+    /// and so where certpilot wrote the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_to: Option<String>,
+    /// For dns-01: what the last look-up of the record found, while it was not yet served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_check: Option<String>,
     /// For dns-01: the TXT value; for http-01: the expected body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_value: Option<String>,

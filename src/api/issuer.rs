@@ -178,11 +178,46 @@ pub struct Http01Solver {
 /// How TXT records are published.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.rfc2136)").message("dns01 needs a provider that publishes the TXT records: set rfc2136"))]
+#[x_kube(validation = Rule::new("has(self.rfc2136) || has(self.powerdns)").message("dns01 needs a provider that publishes the TXT records: set rfc2136 or powerdns"))]
+#[x_kube(validation = Rule::new("!(has(self.rfc2136) && has(self.powerdns))").message("dns01 takes one provider: set rfc2136 or powerdns, not both (use two solvers with selectors for two)"))]
 pub struct Dns01Solver {
     /// RFC 2136 dynamic updates (BIND, Knot, PowerDNS…), signed with TSIG.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rfc2136: Option<Rfc2136Solver>,
+    /// The PowerDNS Authoritative Server's HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub powerdns: Option<PowerDnsSolver>,
+    /// `Follow`: when `_acme-challenge.<name>` is a CNAME (delegated to a zone this provider
+    /// may update), write the record where the chain ends. `None` (default): write it at
+    /// `_acme-challenge.<name>` itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cname_strategy: Option<CnameStrategy>,
+}
+
+/// Whether DNS-01 follows a CNAME at the challenge name.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum CnameStrategy {
+    #[default]
+    None,
+    Follow,
+}
+
+/// A PowerDNS Authoritative Server with its API enabled (`api=yes`, `api-key=…`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PowerDnsSolver {
+    /// Base URL of the API, e.g. `http://pdns.dns.svc:8081` (without `/api/v1`).
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("powerdns.url must be an http:// or https:// URL of the PowerDNS API, e.g. http://pdns.dns.svc:8081"))]
+    pub url: String,
+    /// The server id in the API's paths (`localhost` unless the server says otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
+    /// The API key (`api-key` in pdns.conf), in a Secret.
+    pub api_key_secret_ref: SecretKeySelector,
+    /// `host:port` where the server answers DNS, asked whether a record is served before the
+    /// CA is (`--dns-check-nameservers` overrides it; with neither, the CA is asked at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nameserver: Option<String>,
 }
 
 /// An authoritative server that accepts signed dynamic updates.

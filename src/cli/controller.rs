@@ -55,6 +55,11 @@ pub struct ControllerArgs {
     /// says: a guard against renewal loops that would burn through a CA's rate limits.
     #[arg(long, default_value = "5m")]
     pub min_renewal_interval: String,
+    /// DNS servers (`host:port`, comma-separated) that DNS-01 checks and CNAME look-ups ask,
+    /// instead of each provider's own server: for split-horizon DNS, or a resolver that sees
+    /// what the CA sees.
+    #[arg(long, env = "CERTPILOT_DNS_CHECK_NAMESERVERS", value_delimiter = ',')]
+    pub dns_check_nameservers: Vec<String>,
     /// Run only while holding a Lease in the operator's namespace, so replicas can stand by.
     #[arg(long)]
     pub leader_elect: bool,
@@ -114,6 +119,12 @@ pub async fn operate(client: kube::Client, args: ControllerArgs) -> anyhow::Resu
         solver_service_port: args.solver_service_port,
         max_orders_per_issuer: args.max_orders_per_issuer.max(1),
         min_renewal_interval: duration("min-renewal-interval", &args.min_renewal_interval)?,
+        dns_check_nameservers: args
+            .dns_check_nameservers
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
     };
     tracing::info!(namespace = ?settings.watch_namespace, "starting certpilot");
     let solvers = Arc::new(SolverState::default());

@@ -33,6 +33,8 @@ pub struct Settings {
     pub max_orders_per_issuer: usize,
     /// A Certificate is never renewed more often than this, whatever its spec says.
     pub min_renewal_interval: jiff::SignedDuration,
+    /// `host:port` of the DNS servers DNS-01 checks ask, instead of each provider's own.
+    pub dns_check_nameservers: Vec<String>,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             solver_service_port: 8089,
             max_orders_per_issuer: 10,
             min_renewal_interval: jiff::SignedDuration::from_mins(5),
+            dns_check_nameservers: Vec::new(),
         }
     }
 }

@@ -4,8 +4,8 @@ use super::{Findings, Problem, source, values};
 use crate::api::{
     IssuerSpec, SecretKeySelector,
     issuer::{
-        AcmeIssuer, AcmeSolver, CaIssuer, Dns01Solver, ExternalAccountBinding, Http01Solver, Rfc2136Solver,
-        SelfSignedIssuer, SolverSelector,
+        AcmeIssuer, AcmeSolver, CaIssuer, CnameStrategy, Dns01Solver, ExternalAccountBinding, Http01Solver,
+        Rfc2136Solver, SelfSignedIssuer, SolverSelector,
     },
 };
 use base64::Engine;
@@ -269,10 +269,9 @@ fn dns01_solver(dns01: source::Dns01, path: &str, scope: &Scope, f: &mut Finding
         return None;
     };
     f.unmapped(path, &dns01.rest);
-    if dns01.cname_strategy.as_deref() == Some("Follow") {
-        f.add(format!("{path}.cnameStrategy"), Problem::CnameFollow);
-    }
-    Some(Dns01Solver { rfc2136: Some(rfc2136_solver(rfc2136, &format!("{path}.rfc2136"), scope, f)) })
+    let cname_strategy = (dns01.cname_strategy.as_deref() == Some("Follow")).then_some(CnameStrategy::Follow);
+    let rfc2136 = Some(rfc2136_solver(rfc2136, &format!("{path}.rfc2136"), scope, f));
+    Some(Dns01Solver { rfc2136, cname_strategy, ..Default::default() })
 }
 
 fn rfc2136_solver(rfc2136: source::Rfc2136, path: &str, scope: &Scope, f: &mut Findings) -> Rfc2136Solver {

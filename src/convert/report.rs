@@ -103,7 +103,6 @@ pub enum Problem {
     GatewayNamespace { name: String },
     TsigAlgorithm { value: Option<String> },
     TsigKeyMissing,
-    CnameFollow,
     CaExtension { field: String },
 
     // Converted; something else to do.
@@ -362,10 +361,6 @@ impl fmt::Display for Problem {
             Self::TsigKeyMissing => write!(
                 f,
                 "tsigSecretSecretRef has no key; left out, so updates are unsigned: add the key and convert again"
-            ),
-            Self::CnameFollow => write!(
-                f,
-                "certpilot does not follow CNAMEs of _acme-challenge names; left out: point the rfc2136 solver at the zone the CNAME leads to"
             ),
             Self::CaExtension { field } => {
                 write!(f, "certpilot does not put {field} into certificates it signs; left out")

@@ -100,6 +100,8 @@ failure_codes! {
     DnsPropagation => "DNSPropagation", transient: false;
     TsigKeyMissing => "TSIGKeyMissing", transient: false;
     TsigKeyInvalid => "TSIGKeyInvalid", transient: false;
+    DnsAnswerNotSigned => "DNSAnswerNotSigned", transient: false;
+    DnsProviderCredentials => "DNSProviderCredentials", transient: false;
     Internal => "Internal", transient: false;
 }
 

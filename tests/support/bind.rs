@@ -30,14 +30,31 @@ fn random_secret() -> String {
 
 impl Bind {
     pub fn start() -> Self {
+        Self::start_with(&[], "")
+    }
+
+    /// BIND serving `certpilot.test` with `records` added (zone file lines), and each of
+    /// `zones` (name, zone file lines) besides, all updatable with the TSIG key.
+    pub fn start_with(zones: &[(&str, &str)], records: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("certpilot-bind-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
         let tsig_secret = random_secret();
         let zone = format!(
-            "$TTL 60\n@ IN SOA ns.{ZONE}. admin.{ZONE}. 1 60 60 600 60\n@ IN NS ns.{ZONE}.\nns IN A 127.0.0.1\n@ IN A 127.0.0.1\n* IN A 127.0.0.1\n"
+            "$TTL 60\n@ IN SOA ns.{ZONE}. admin.{ZONE}. 1 60 60 600 60\n@ IN NS ns.{ZONE}.\nns IN A 127.0.0.1\n@ IN A 127.0.0.1\n* IN A 127.0.0.1\n{records}\n"
         );
         std::fs::write(dir.join("zone.db"), zone).unwrap();
+        let mut extra = String::new();
+        for (name, lines) in zones {
+            let file = dir.join(format!("{name}.db"));
+            let soa =
+                format!("$TTL 60\n@ IN SOA ns.{ZONE}. admin.{ZONE}. 1 60 60 600 60\n@ IN NS ns.{ZONE}.\n{lines}\n");
+            std::fs::write(&file, soa).unwrap();
+            extra.push_str(&format!(
+                "zone \"{name}\" {{ type primary; file \"{}\"; update-policy {{ grant {KEY_NAME} zonesub TXT; }}; }};\n",
+                file.display()
+            ));
+        }
         let config = format!(
             r#"options {{
   directory "{dir}";
@@ -55,7 +72,7 @@ zone "{ZONE}" {{
   file "{dir}/zone.db";
   update-policy {{ grant {KEY_NAME} zonesub TXT; }};
 }};
-"#,
+{extra}"#,
             dir = dir.display()
         );
         std::fs::write(dir.join("named.conf"), config).unwrap();

@@ -228,6 +228,7 @@ where
 pub mod a2c;
 pub mod bind;
 pub mod helm;
+pub mod pdns;
 pub mod pebble;
 
 /// The HTTP status of `GET path` on a local port (0 when nothing answers).

@@ -87,12 +87,16 @@ async fn remove_dns_records(
     let secrets: Api<Secret> =
         ctx.namespaced(&ctx.issuer_secret_namespace(attempt.spec.issuer_ref.kind, attempt.namespace().as_deref()));
     for record in published {
-        let provider = solver::select(&acme.solvers, &record.dns_name)
-            .ok()
-            .and_then(|(s, _)| s.dns01.as_ref())
-            .and_then(|d| d.rfc2136.clone());
-        let (Some(provider), Some(value)) = (provider, record.record_value.as_deref()) else { continue };
-        if let Err(failure) = dns01::cleanup(&secrets, &provider, &record.dns_name, value).await? {
+        let solver = solver::select(&acme.solvers, &record.dns_name).ok().and_then(|(s, _)| s.dns01.clone());
+        let written = record.delegated_to.as_deref().or(record.record_name.as_deref());
+        let (Some(solver), Some(written), Some(value)) = (solver, written, record.record_value.as_deref()) else {
+            continue;
+        };
+        let removed = match dns01::configured(&secrets, &solver).await? {
+            Ok(provider) => dns01::cleanup(&provider, written, value).await,
+            Err(failure) => Err(failure),
+        };
+        if let Err(failure) = removed {
             tracing::warn!(attempt = %attempt.name_any(), name = %record.dns_name, error = %failure.message, "could not remove the DNS-01 record");
         }
     }

@@ -13,8 +13,9 @@ use super::{cleanup, finish_status, key_secret_name};
 use crate::{
     api::{
         CertificateAttempt, FIELD_MANAGER, IssuerKind, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
-        attempt::{AttemptPhase, CertificateAttemptStatus, StepPhase},
+        attempt::{AttemptPhase, CertificateAttemptStatus, StepPhase, ValidationRecord},
         certificate::{KeyEncoding, RotationPolicy},
+        issuer::CnameStrategy,
     },
     controller::{apply_status, cache::Verified, context::Context},
     error::{Error, Result},
@@ -258,17 +259,25 @@ impl Pass<'_> {
         let mut waiting = Vec::new();
         for challenge in challenges {
             let mut record = challenge.record.clone();
-            record.presented_at = self.presented_at(&record.dns_name);
+            if let Some(earlier) = self.status.challenges.iter().find(|r| r.dns_name == record.dns_name) {
+                record.presented_at = earlier.presented_at.clone();
+                record.delegated_to = earlier.delegated_to.clone();
+                record.dns_check = earlier.dns_check.clone();
+            }
             if challenge.pending {
                 if record.presented_at.is_none() {
-                    if let Err(failure) = self.present(&challenge).await? {
+                    if let Err(failure) = self.delegate(&challenge, &mut record).await? {
+                        self.log.fail(failure.message.clone());
+                        return Ok(Transition::Fail(failure));
+                    }
+                    if let Err(failure) = self.present(&challenge, &record).await? {
                         self.log.fail(failure.message.clone());
                         return Ok(Transition::Fail(failure));
                     }
                     record.presented_at = Some(Time(Timestamp::now()));
                 }
                 self.serve(&challenge);
-                if self.visible(&challenge, &record).await {
+                if self.visible(&challenge, &mut record).await? {
                     ready.push((record.dns_name.clone(), challenge.kind));
                 } else {
                     waiting.push(record.dns_name.clone());
@@ -665,11 +674,7 @@ impl Pass<'_> {
         poll_interval(self.running_for())
     }
 
-    fn presented_at(&self, name: &str) -> Option<Time> {
-        self.status.challenges.iter().find(|r| r.dns_name == name).and_then(|r| r.presented_at.clone())
-    }
-
-    fn upsert_record(&mut self, record: crate::api::attempt::ValidationRecord) {
+    fn upsert_record(&mut self, record: ValidationRecord) {
         match self.status.challenges.iter_mut().find(|r| r.dns_name == record.dns_name) {
             Some(existing) => *existing = record,
             None => self.status.challenges.push(record),
@@ -677,8 +682,12 @@ impl Pass<'_> {
     }
 
     /// Publishes a challenge's record where the CA will look (routes, DNS); once per attempt.
-    async fn present(&self, challenge: &order::Challenge) -> Result<std::result::Result<(), Failure>> {
-        let name = &challenge.record.dns_name;
+    async fn present(
+        &self,
+        challenge: &order::Challenge,
+        record: &ValidationRecord,
+    ) -> Result<std::result::Result<(), Failure>> {
+        let name = &record.dns_name;
         match challenge.kind {
             ChallengeKind::Http01 => {
                 let http = challenge.solver.http01.clone().unwrap_or_default();
@@ -688,13 +697,50 @@ impl Pass<'_> {
             }
             ChallengeKind::TlsAlpn01 => Ok(Ok(())),
             ChallengeKind::Dns01 => {
-                let Some(provider) = challenge.solver.dns01.as_ref().and_then(|d| d.rfc2136.clone()) else {
-                    return Ok(Err(Failure::new(C::NoSolver, "the dns01 solver names no provider (rfc2136)")));
+                let Some(written) = record.delegated_to.as_deref().or(record.record_name.as_deref()) else {
+                    return Ok(Err(Failure::new(C::Internal, format!("no DNS-01 record name for {name}"))));
                 };
-                let value = challenge.record.record_value.clone().unwrap_or_default();
-                dns01::present(&self.issuer_secrets(), &provider, name, &value).await
+                let provider = match self.dns_provider(challenge).await? {
+                    Ok(provider) => provider,
+                    Err(failure) => return Ok(Err(failure)),
+                };
+                let value = record.record_value.clone().unwrap_or_default();
+                Ok(dns01::present(&provider, written, &value).await)
             }
         }
+    }
+
+    /// The DNS provider a DNS-01 challenge's solver names.
+    async fn dns_provider(
+        &self,
+        challenge: &order::Challenge,
+    ) -> Result<std::result::Result<dns01::Configured, Failure>> {
+        let Some(solver) = challenge.solver.dns01.as_ref() else {
+            return Ok(Err(Failure::new(C::NoSolver, "the challenge's solver has no dns01")));
+        };
+        dns01::configured(&self.issuer_secrets(), solver).await
+    }
+
+    /// Where the DNS-01 record for `challenge` goes (the end of a CNAME chain when the solver
+    /// follows them), noted in the validation record before anything is published.
+    async fn delegate(
+        &self,
+        challenge: &order::Challenge,
+        record: &mut ValidationRecord,
+    ) -> Result<std::result::Result<(), Failure>> {
+        let Some(solver) = challenge.solver.dns01.as_ref().filter(|d| d.cname_strategy == Some(CnameStrategy::Follow))
+        else {
+            return Ok(Ok(()));
+        };
+        let provider = match self.dns_provider(challenge).await? {
+            Ok(provider) => provider,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let servers = dns01::check_servers(&self.ctx.settings.dns_check_nameservers, &provider);
+        Ok(dns01::write_name(solver, &servers, &record.dns_name).await.map(|target| {
+            let named = record.record_name.as_deref().map(|n| format!("{}.", n.trim_end_matches('.')));
+            record.delegated_to = (named.as_deref() != Some(target.as_str())).then_some(target);
+        }))
     }
 
     /// Answers a challenge from the operator's own servers (in memory: again after a restart).
@@ -726,16 +772,28 @@ impl Pass<'_> {
         }
     }
 
-    /// Whether the CA can see the record yet: DNS-01 records are looked up at the authoritative
-    /// server (for a while; then the CA is asked anyway); the others are served at once.
-    async fn visible(&self, challenge: &order::Challenge, record: &crate::api::attempt::ValidationRecord) -> bool {
-        let Some(provider) = challenge.solver.dns01.as_ref().and_then(|d| d.rfc2136.as_ref()) else { return true };
-        let value = record.record_value.as_deref().unwrap_or_default();
-        if dns01::is_visible(provider, &record.dns_name, value).await {
-            return true;
+    /// Whether the CA can see the record yet: DNS-01 records are looked up (for a while; then
+    /// the CA is asked anyway, and at once when no server can be asked or none answers); the
+    /// others are served at once. What the look-up found goes into the validation record.
+    async fn visible(&self, challenge: &order::Challenge, record: &mut ValidationRecord) -> Result<bool> {
+        if challenge.kind != ChallengeKind::Dns01 {
+            return Ok(true);
         }
+        let Ok(provider) = self.dns_provider(challenge).await? else { return Ok(true) };
+        let servers = dns01::check_servers(&self.ctx.settings.dns_check_nameservers, &provider);
+        let name = record.delegated_to.clone().or_else(|| record.record_name.clone()).unwrap_or_default();
+        let found = dns01::served(&servers, &name, record.record_value.as_deref().unwrap_or_default()).await;
+        record.dns_check = found.describe(&name);
         let waited = record.presented_at.as_ref().map(|t| Timestamp::now().duration_since(t.0)).unwrap_or_default();
-        waited > PROPAGATION_LIMIT
+        Ok(match found {
+            dns01::Served::Yes | dns01::Served::NoAnswer { .. } | dns01::Served::Unchecked => true,
+            dns01::Served::NotYet { .. } if waited > PROPAGATION_LIMIT => {
+                record.dns_check =
+                    Some(format!("{name} was still not served after {PROPAGATION_LIMIT:#}; the CA is asked anyway"));
+                true
+            }
+            dns01::Served::NotYet { .. } => false,
+        })
     }
 
     /// The key for this attempt: the Secret's own key when rotation is off and it still fits,

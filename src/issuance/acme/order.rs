@@ -111,6 +111,7 @@ fn validation_record(
         status: format!("{status:?}").to_lowercase(),
         presented_at: None,
         error: None,
+        ..Default::default()
     }
 }
 
