@@ -137,7 +137,11 @@ async fn adopts_a_valid_cert_manager_secret_without_issuing() {
     let status = cert.status.clone().unwrap();
     let renewal = status.renewal_time.expect("a renewal time").0;
     let renews_at = renewal.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    assert!(ready.message.contains(&format!("certpilot will renew it at {renews_at}")), "{}", ready.message);
+    assert!(
+        ready.message.contains(&format!("certpilot adopted it and will renew it at {renews_at}")),
+        "{}",
+        ready.message
+    );
     assert!(renewal > now && renewal < now + days(80));
     let leaf = parse_chain(&before.data.as_ref().unwrap()["tls.crt"].0).unwrap();
     assert_eq!(status.serial_number.as_deref(), Some(leaf.serial_hex.as_str()));

@@ -124,14 +124,14 @@ fn usable_condition(o: &Observed, decision: &Decision, assessment: &super::trigg
     } else {
         format!("the certificate in Secret {name} is valid until {valid_until}")
     };
-    let renews = if adopted { "certpilot will renew it at" } else { "it renews at" };
+    let renews = if adopted { " and will renew it at" } else { "; it renews at" };
     match (decision, &assessment.renewal) {
         (Decision::Held { until, .. }, _) => message.push_str(&format!(
             "; its renewal is held until {} by the minimum renewal interval (--min-renewal-interval)",
             at(*until)
         )),
         (_, Some(renewal)) => {
-            message.push_str(&format!("; {renews} {}", at(renewal.at)));
+            message.push_str(&format!("{renews} {}", at(renewal.at)));
             if let Some(note) = &renewal.note {
                 message.push_str(&format!(" ({note})"));
             }
@@ -259,8 +259,11 @@ mod tests {
         assert!(ready.is_true());
         assert_eq!(ready.reason, "Adopted");
         let renewal = s.renewal_time.clone().unwrap().0;
-        for part in ["Secret app-tls", "issued by cert-manager", &format!("certpilot will renew it at {}", at(renewal))]
-        {
+        for part in [
+            "Secret app-tls",
+            "issued by cert-manager",
+            &format!("certpilot adopted it and will renew it at {}", at(renewal)),
+        ] {
             assert!(ready.message.contains(part), "{part}: {}", ready.message);
         }
         assert_eq!(s.not_after, Some(Time(stored.info.not_after)));
