@@ -130,7 +130,7 @@ pub fn classify_adopting(
     let state = classify(secret, certificate);
     let (SecretState::NotOwned { holder: None }, Some(secret)) = (&state, secret) else { return state };
     match adoption(secret, certificate, wanted, now) {
-        Some(Adoption::Adoptable(stored)) => SecretState::Adopted(Box::new(stored)),
+        Some(Adoption::Adoptable(stored)) => SecretState::Adopted(stored),
         Some(Adoption::NotAdoptable(reason)) => SecretState::NotAdoptable { reason },
         None => state,
     }

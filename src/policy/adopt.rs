@@ -94,7 +94,7 @@ impl std::fmt::Display for NotAdoptable {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Adoption {
     /// Used as it is until its renewal time, then renewed (and taken over) by certpilot.
-    Adoptable(StoredCertificate),
+    Adoptable(Box<StoredCertificate>),
     NotAdoptable(NotAdoptable),
 }
 
@@ -103,7 +103,7 @@ pub enum Adoption {
 /// exactly the names asked for (compared as certpilot compares its own certificates).
 pub fn adoption(candidate: Candidate, certificate: &str, wanted: &NameRequest, now: Timestamp) -> Adoption {
     match check(candidate, certificate, wanted, now) {
-        Ok(stored) => Adoption::Adoptable(stored),
+        Ok(stored) => Adoption::Adoptable(Box::new(stored)),
         Err(reason) => Adoption::NotAdoptable(reason),
     }
 }
