@@ -151,6 +151,17 @@ async fn adopts_a_valid_cert_manager_secret_without_issuing() {
     assert_eq!(after.data, before.data, "the Secret's data is unchanged");
     assert_eq!(after.resource_version(), before.resource_version(), "the Secret was not written");
     assert!(!certpilot::secret::written_for(&after.metadata, "web"), "adopted, not yet taken over");
+    // At rest it stays so: no attempt, no write of the Secret or the Certificate.
+    let (certificates, attempts, secrets) = (env.certificates(), env.attempts(), env.secrets());
+    let (c, a, s) =
+        tokio::join!(collection_version(&certificates), collection_version(&attempts), collection_version(&secrets));
+    let window = Duration::from_secs(4);
+    let (c, a, s) = tokio::join!(
+        changes_since(&certificates, &c, "", window),
+        changes_since(&attempts, &a, "", window),
+        changes_since(&secrets, &s, "", window),
+    );
+    assert!(c.is_empty() && a.is_empty() && s.is_empty(), "writes at rest: {c:#?} {a:#?} {s:#?}");
 }
 
 #[tokio::test]
