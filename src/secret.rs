@@ -8,9 +8,13 @@ use crate::{
         certificate::{OutputFormatType, SecretTemplate},
     },
     keystore::{Keystore, KeystoreError, Material},
-    pki::{CertInfo, PrivateKey, cert::parse_chain},
-    policy::trigger::{SecretState, StoredCertificate},
+    pki::{CertInfo, NameRequest, PrivateKey, cert::parse_chain},
+    policy::{
+        adopt::{self, Adoption, Candidate, Unusable},
+        trigger::{SecretState, StoredCertificate},
+    },
 };
+use jiff::Timestamp;
 use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use std::collections::BTreeMap;
 
@@ -20,6 +24,33 @@ pub const CA_CERT: &str = "ca.crt";
 pub const ISSUER_KIND_ANNOTATION: &str = "certpilot.dev/issuer-kind";
 pub const ISSUER_NAME_ANNOTATION: &str = "certpilot.dev/issuer-name";
 pub const ATTEMPT_ANNOTATION: &str = "certpilot.dev/attempt";
+/// cert-manager's annotation naming the Certificate it wrote a Secret for.
+pub const CERT_MANAGER_CERTIFICATE_ANNOTATION: &str = "cert-manager.io/certificate-name";
+/// cert-manager's annotations on a Secret that describe the certificate it issued (prefixes).
+const CERT_MANAGER_ANNOTATIONS: [&str; 10] = [
+    "cert-manager.io/certificate-name",
+    "cert-manager.io/issuer-name",
+    "cert-manager.io/issuer-kind",
+    "cert-manager.io/issuer-group",
+    "cert-manager.io/common-name",
+    "cert-manager.io/alt-names",
+    "cert-manager.io/ip-sans",
+    "cert-manager.io/uri-sans",
+    "cert-manager.io/email-sans",
+    "cert-manager.io/subject-",
+];
+/// The data keys cert-manager writes, all derived from the certificate it issued.
+const CERT_MANAGER_KEYS: [&str; 9] = [
+    TLS_CERT,
+    TLS_KEY,
+    CA_CERT,
+    "tls-combined.pem",
+    "key.der",
+    "keystore.p12",
+    "truststore.p12",
+    "keystore.jks",
+    "truststore.jks",
+];
 
 /// `name` if it is at most `max` characters, otherwise a prefix and a hash of the whole, so that
 /// derived names and label values stay within Kubernetes limits and unique.
@@ -84,16 +115,83 @@ pub fn classify(secret: Option<&Secret>, certificate: &str) -> SecretState {
     }
     match stored_certificate(secret) {
         Ok(stored) => SecretState::Present(Box::new(stored)),
-        Err(why) => SecretState::Invalid(why),
+        Err(why) => SecretState::Invalid(why.to_string()),
     }
 }
 
-fn stored_certificate(secret: &Secret) -> Result<StoredCertificate, String> {
-    let chain = data(secret, TLS_CERT).ok_or("it has no tls.crt")?;
-    let info = parse_chain(chain).map_err(|e| format!("tls.crt: {e}"))?;
-    let key = stored_key(secret)?;
+/// What the Secret holds for `certificate`, which asks for `wanted` at `now`: as [`classify`]
+/// says, except that a Secret cert-manager wrote (and certpilot did not) is adopted or not.
+pub fn classify_adopting(
+    secret: Option<&Secret>,
+    certificate: &str,
+    wanted: &NameRequest,
+    now: Timestamp,
+) -> SecretState {
+    let state = classify(secret, certificate);
+    let (SecretState::NotOwned { holder: None }, Some(secret)) = (&state, secret) else { return state };
+    match adoption(secret, certificate, wanted, now) {
+        Some(Adoption::Adoptable(stored)) => SecretState::Adopted(stored),
+        Some(Adoption::NotAdoptable(reason)) => SecretState::NotAdoptable { reason },
+        None => state,
+    }
+}
+
+/// Whether cert-manager wrote this Secret and certpilot adopts it for `certificate` now
+/// (`None`: cert-manager did not write it).
+pub fn adoption(secret: &Secret, certificate: &str, wanted: &NameRequest, now: Timestamp) -> Option<Adoption> {
+    let written_for = secret.metadata.annotations.as_ref()?.get(CERT_MANAGER_CERTIFICATE_ANNOTATION)?;
+    let candidate = Candidate {
+        type_: secret.type_.clone(),
+        written_for: written_for.clone(),
+        contents: stored_certificate(secret),
+    };
+    Some(adopt::adoption(candidate, certificate, wanted, now))
+}
+
+/// Whether certpilot may write this Secret for `certificate`, which asks for `wanted`, at
+/// `now`: it may by [`may_write`], or it adopts what cert-manager wrote there.
+pub fn may_take_over(secret: &Secret, certificate: &str, wanted: &NameRequest, now: Timestamp) -> bool {
+    may_write(&secret.metadata, certificate)
+        || matches!(adoption(secret, certificate, wanted, now), Some(Adoption::Adoptable(_)))
+}
+
+/// The adopted Secret `existing` as certpilot takes it over with `built`: certpilot's keys,
+/// labels and annotations go in; cert-manager's keys, annotations and owner references go out,
+/// as they describe (or would delete the Secret with) the certificate being replaced; anything
+/// else a user put there stays. Replaced whole, at `existing`'s resourceVersion, so that
+/// nothing stale survives and nothing changed meanwhile is overwritten.
+pub fn taken_over(existing: &Secret, built: Secret) -> Secret {
+    let mut secret = existing.clone();
+    let meta = &mut secret.metadata;
+    meta.managed_fields = None;
+    let mut labels = meta.labels.take().unwrap_or_default();
+    labels.retain(|key, _| !key.starts_with("controller.cert-manager.io/"));
+    labels.extend(built.metadata.labels.unwrap_or_default());
+    meta.labels = Some(labels);
+    let mut annotations = meta.annotations.take().unwrap_or_default();
+    // Others (e.g. `cert-manager.io/allow-direct-injection`, for cainjector) are the user's.
+    annotations.retain(|key, _| !CERT_MANAGER_ANNOTATIONS.iter().any(|prefix| key.starts_with(prefix)));
+    annotations.extend(built.metadata.annotations.unwrap_or_default());
+    meta.annotations = Some(annotations);
+    if let Some(owners) = meta.owner_references.as_mut() {
+        owners.retain(|owner| !owner.api_version.starts_with("cert-manager.io/"));
+    }
+    let mut data = secret.data.take().unwrap_or_default();
+    data.retain(|key, _| !CERT_MANAGER_KEYS.contains(&key.as_str()));
+    data.extend(built.data.unwrap_or_default());
+    secret.data = Some(data);
+    secret.string_data = None;
+    secret.type_ = built.type_;
+    secret
+}
+
+fn stored_certificate(secret: &Secret) -> Result<StoredCertificate, Unusable> {
+    let unreadable = |why: String| Unusable::Unreadable(why);
+    let chain = data(secret, TLS_CERT).ok_or_else(|| unreadable("it has no tls.crt".into()))?;
+    let info = parse_chain(chain).map_err(|e| unreadable(format!("tls.crt: {e}")))?;
+    let key = stored_key(secret).map_err(unreadable)?;
     if key.public_key_info() != info.public_key_info {
-        return Err("tls.key is not the private key of the certificate in tls.crt".into());
+        return Err(Unusable::KeyMismatch);
     }
     let ari_id = crate::pki::cert::pem_certificates(chain).ok().and_then(|ders| ari_identifier(&ders[0]));
     Ok(StoredCertificate { info, issuer: stored_issuer(secret), key: key.describe(), ari_id, outputs: outputs(secret) })
@@ -236,6 +334,111 @@ mod tests {
         let opaque = classify(Some(&s), "web");
         assert!(matches!(&opaque, SecretState::Invalid(why) if why.contains("type is Opaque")), "{opaque:?}");
         assert_eq!(classify(None, "web"), SecretState::Missing);
+    }
+
+    /// A Secret as cert-manager writes it for Certificate `web`, with a certificate for `names`
+    /// valid for a day more, plus what a user added (a key, a label, an annotation).
+    fn cert_manager_secret(names: &[&str]) -> Secret {
+        let key = PrivateKey::generate(&Default::default()).unwrap();
+        let request = NameRequest { dns_names: names.iter().map(|n| n.to_string()).collect(), ..Default::default() };
+        let now = Timestamp::now();
+        let hour = jiff::SignedDuration::from_hours(1);
+        let sign = crate::pki::sign::SignRequest {
+            names: &request,
+            key: &key,
+            not_before: now - hour,
+            not_after: now + 24 * hour,
+            is_ca: false,
+        };
+        let pem = crate::pki::sign::self_signed(&sign).unwrap();
+        let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+        let mut secret = Secret { type_: Some("kubernetes.io/tls".into()), ..Default::default() };
+        secret.data = Some(BTreeMap::from([
+            (TLS_CERT.to_string(), bytes(&pem)),
+            (TLS_KEY.to_string(), bytes(&key.to_pem(Default::default()).unwrap())),
+            (CA_CERT.to_string(), bytes(&pem)),
+            ("key.der".to_string(), ByteString(key.pkcs8_der())),
+            ("extra".to_string(), bytes("the user's")),
+        ]));
+        let meta = &mut secret.metadata;
+        meta.resource_version = Some("7".into());
+        meta.annotations = Some(BTreeMap::from(
+            [
+                (CERT_MANAGER_CERTIFICATE_ANNOTATION, "web"),
+                ("cert-manager.io/issuer-name", "selfsigned"),
+                ("cert-manager.io/subject-organizations", "shop"),
+                ("cert-manager.io/allow-direct-injection", "true"),
+                ("owner", "shop@example.com"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        ));
+        meta.labels = Some(BTreeMap::from(
+            [("controller.cert-manager.io/fao", "true"), ("team", "shop")].map(|(k, v)| (k.to_string(), v.to_string())),
+        ));
+        meta.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "cert-manager.io/v1".into(),
+            kind: "Certificate".into(),
+            name: "web".into(),
+            ..Default::default()
+        }]);
+        meta.managed_fields = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+            manager: Some("cert-manager-certificates".into()),
+            ..Default::default()
+        }]);
+        secret
+    }
+
+    fn web_names() -> NameRequest {
+        NameRequest { dns_names: vec!["web.example.com".into()], ..Default::default() }
+    }
+
+    #[test]
+    fn cert_manager_secrets_are_adopted_only_when_they_qualify() {
+        let now = Timestamp::now();
+        let secret = cert_manager_secret(&["web.example.com"]);
+        let adopted = classify_adopting(Some(&secret), "web", &web_names(), now);
+        assert!(matches!(&adopted, SecretState::Adopted(s) if s.info.dns_names == ["web.example.com"]), "{adopted:?}");
+        assert!(may_take_over(&secret, "web", &web_names(), now));
+        assert!(!may_write(&secret.metadata, "web"), "adoption is decided anew, never remembered");
+        // Expired by the time it would be written: not taken over.
+        let later = now + jiff::SignedDuration::from_hours(25);
+        assert!(!may_take_over(&secret, "web", &web_names(), later));
+        let other = classify_adopting(Some(&cert_manager_secret(&["old.example.com"])), "web", &web_names(), now);
+        let SecretState::NotAdoptable { reason } = other else { panic!("{other:?}") };
+        assert_eq!(reason.to_string(), "names differ: missing web.example.com; extra old.example.com");
+        assert_eq!(
+            classify_adopting(Some(&secret), "api", &web_names(), now),
+            SecretState::NotAdoptable { reason: adopt::NotAdoptable::OtherCertificate("web".into()) }
+        );
+        let mut foreign = secret.clone();
+        foreign.metadata.annotations = None;
+        assert_eq!(classify_adopting(Some(&foreign), "web", &web_names(), now), SecretState::NotOwned { holder: None });
+        assert!(!may_take_over(&foreign, "web", &web_names(), now));
+        assert_eq!(classify_adopting(None, "web", &web_names(), now), SecretState::Missing);
+    }
+
+    #[test]
+    fn taking_over_keeps_what_is_the_users_and_drops_what_describes_the_old_certificate() {
+        let existing = cert_manager_secret(&["web.example.com"]);
+        let mut built = Secret { type_: Some("kubernetes.io/tls".into()), ..Default::default() };
+        built.data = Some(BTreeMap::from([
+            (TLS_CERT.to_string(), ByteString(b"new chain".to_vec())),
+            (TLS_KEY.to_string(), ByteString(b"new key".to_vec())),
+        ]));
+        built.metadata.labels = Some(BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())]));
+        built.metadata.annotations = Some(BTreeMap::from([(ATTEMPT_ANNOTATION.to_string(), "web-1".to_string())]));
+        let taken = taken_over(&existing, built);
+        let data = taken.data.as_ref().unwrap();
+        let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["extra", TLS_CERT, TLS_KEY], "cert-manager's ca.crt and key.der would be stale");
+        assert_eq!(data[TLS_CERT].0, b"new chain");
+        let annotations: Vec<&str> = taken.metadata.annotations.as_ref().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(annotations, ["cert-manager.io/allow-direct-injection", ATTEMPT_ANNOTATION, "owner"]);
+        let labels: Vec<&str> = taken.metadata.labels.as_ref().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(labels, [MANAGED_BY_LABEL, "team"]);
+        assert_eq!(taken.metadata.owner_references, Some(vec![]), "cert-manager's Certificate must not delete it");
+        assert_eq!(taken.metadata.managed_fields, None);
+        assert_eq!(taken.metadata.resource_version.as_deref(), Some("7"), "replaced only if unchanged");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::{
         trigger::{AttemptView, Decision, Desired, IssuerState, Observed, SecretState},
         trust::{Verdict, attempt_index, attempt_name, snapshot, trusts, verdict},
     },
-    secret::{classify, label_value},
+    secret::{classify_adopting, label_value},
 };
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
@@ -178,11 +178,14 @@ fn stored_ahead_of_attempt(ctx: &Context, namespace: &str, secret: &str, latest:
 /// it (it is written before the attempt records success, but watched separately), or it failed
 /// because the Secret turned out to be someone else's (those are not in the cache). What the
 /// latest attempt wrote is known without reading it while the cache does not show the Secret.
+/// A Secret that is not certpilot's is never in that cache: it is read every time, so whether
+/// cert-manager's is adopted is decided anew, for the names asked for now.
 async fn target_secret(
     ctx: &Context,
     namespace: &str,
     name: &str,
     certificate: &str,
+    wanted: &NameRequest,
     latest: Option<&AttemptRecord>,
 ) -> Result<SecretState> {
     let cached = ctx.caches.secrets.watched(namespace, name);
@@ -195,7 +198,7 @@ async fn target_secret(
         }
     }
     let secret = ctx.namespaced::<Secret>(namespace).get_opt(name).await?;
-    let state = classify(secret.as_ref(), certificate);
+    let state = classify_adopting(secret.as_ref(), certificate, wanted, Timestamp::now());
     let version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
     ctx.caches.secrets.put_verified(namespace, name, Verified { version, written_by: None, state: state.clone() });
     Ok(state)
@@ -225,7 +228,8 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
         return Ok(None);
     }
     let name = cert.name_any();
-    let secret = target_secret(ctx, namespace, &desired.secret_name, &name, attempts.last().map(Arc::as_ref)).await?;
+    let latest = attempts.last().map(Arc::as_ref);
+    let secret = target_secret(ctx, namespace, &desired.secret_name, &name, &desired.names, latest).await?;
     let previous = cert.status.as_ref().and_then(|s| s.renewal_info.clone());
     let acme_issuer = issuer_spec.as_ref().is_none_or(|s| s.acme.is_some());
     let renewal_info = match (&secret, issuer_spec.and_then(|s| s.acme)) {

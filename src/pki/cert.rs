@@ -284,6 +284,32 @@ fn verify_chain_signatures(ders: &[Vec<u8>]) -> Result<(), PkiError> {
     Ok(())
 }
 
+/// How a certificate's names differ from a request: the DNS names (compared without case),
+/// IP addresses and common name asked for that it lacks, and those it has that were not asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NameDifference {
+    pub missing: Vec<String>,
+    pub extra: Vec<String>,
+}
+
+/// The difference that makes [`check_names`] refuse `leaf` for `request`, listed name by name.
+pub fn name_difference(leaf: &CertInfo, request: &NameRequest) -> NameDifference {
+    use std::collections::BTreeSet;
+    let dns = |names: &[String]| names.iter().map(|n| n.to_ascii_lowercase()).collect::<BTreeSet<_>>();
+    let ips = |ips: &[std::net::IpAddr]| ips.iter().map(ToString::to_string).collect::<BTreeSet<_>>();
+    let (want_dns, have_dns) = (dns(&request.dns_names), dns(&leaf.dns_names));
+    let (want_ips, have_ips) = (ips(&request.ip_addresses), ips(&leaf.ip_addresses));
+    let mut missing: Vec<String> =
+        want_dns.difference(&have_dns).chain(want_ips.difference(&have_ips)).cloned().collect();
+    let mut extra: Vec<String> =
+        have_dns.difference(&want_dns).chain(have_ips.difference(&want_ips)).cloned().collect();
+    if let Some(cn) = request.common_name.as_ref().filter(|cn| leaf.common_name.as_ref() != Some(*cn)) {
+        missing.push(format!("common name {cn}"));
+        extra.extend(leaf.common_name.as_ref().map(|have| format!("common name {have}")));
+    }
+    NameDifference { missing, extra }
+}
+
 /// The leaf must name exactly what was requested: no name missing, none extra.
 pub fn check_names(leaf: &CertInfo, request: &NameRequest) -> Result<(), PkiError> {
     let mut want: Vec<String> = request.dns_names.iter().map(|n| n.to_ascii_lowercase()).collect();

@@ -1,6 +1,7 @@
 //! Pure decisions: when to renew, how long to back off, whether an attempt is needed, and what
 //! the Certificate's status says. No I/O here, so every rule is unit-tested exhaustively.
 
+pub mod adopt;
 pub mod backoff;
 pub mod renewal;
 pub mod status;

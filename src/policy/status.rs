@@ -17,10 +17,7 @@ pub const ISSUING: &str = "Issuing";
 /// controller stamps those against the previous status).
 pub fn summarise(o: &Observed, decision: &Decision) -> CertificateStatus {
     let assessment = o.assess();
-    let stored = match &o.secret {
-        SecretState::Present(s) => Some(s),
-        _ => None,
-    };
+    let stored = o.stored();
     let latest = o.latest();
     let failed = latest.filter(|a| a.phase == AttemptPhase::Failed);
     let next_attempt = match decision {
@@ -90,23 +87,7 @@ fn at(t: Timestamp) -> String {
 
 fn ready_condition(o: &Observed, decision: &Decision, assessment: &super::trigger::Assessment) -> Condition {
     if assessment.usable {
-        let SecretState::Present(stored) = &o.secret else { unreachable!("usable implies a stored certificate") };
-        let mut message =
-            format!("the certificate in Secret {} is valid until {}", o.desired.secret_name, at(stored.info.not_after));
-        match (decision, &assessment.renewal) {
-            (Decision::Held { until, .. }, _) => message.push_str(&format!(
-                "; its renewal is held until {} by the minimum renewal interval (--min-renewal-interval)",
-                at(*until)
-            )),
-            (_, Some(renewal)) => {
-                message.push_str(&format!("; it renews at {}", at(renewal.at)));
-                if let Some(note) = &renewal.note {
-                    message.push_str(&format!(" ({note})"));
-                }
-            }
-            _ => {}
-        }
-        return Condition::new(READY, true, "Ready", message);
+        return usable_condition(o, decision, assessment);
     }
     let need = assessment.need.as_ref().map(|(_, why)| why.clone()).unwrap_or_default();
     match decision {
@@ -128,6 +109,36 @@ fn ready_condition(o: &Observed, decision: &Decision, assessment: &super::trigge
         }
         Decision::UpToDate => Condition::new(READY, false, "NotReady", need),
     }
+}
+
+/// Ready=True: until when the stored certificate is valid, and when it renews.
+fn usable_condition(o: &Observed, decision: &Decision, assessment: &super::trigger::Assessment) -> Condition {
+    let adopted = matches!(o.secret, SecretState::Adopted(_));
+    let stored = o.stored().expect("usable implies a stored certificate");
+    let name = &o.desired.secret_name;
+    let valid_until = at(stored.info.not_after);
+    let mut message = if adopted {
+        format!(
+            "the certificate in Secret {name} was issued by cert-manager and is valid until {valid_until}; certpilot adopted it"
+        )
+    } else {
+        format!("the certificate in Secret {name} is valid until {valid_until}")
+    };
+    let renews = if adopted { " and will renew it at" } else { "; it renews at" };
+    match (decision, &assessment.renewal) {
+        (Decision::Held { until, .. }, _) => message.push_str(&format!(
+            "; its renewal is held until {} by the minimum renewal interval (--min-renewal-interval)",
+            at(*until)
+        )),
+        (_, Some(renewal)) => {
+            message.push_str(&format!("{renews} {}", at(renewal.at)));
+            if let Some(note) = &renewal.note {
+                message.push_str(&format!(" ({note})"));
+            }
+        }
+        _ => {}
+    }
+    Condition::new(READY, true, if adopted { "Adopted" } else { "Ready" }, message)
 }
 
 fn failure_text(a: &super::trigger::AttemptView) -> String {
@@ -235,6 +246,42 @@ mod tests {
         assert_eq!(s.phase, CertificatePhase::Pending);
         assert_eq!(condition(&s, READY).reason, "IssuerNotFound");
         assert!(condition(&s, READY).message.contains("not found"));
+    }
+
+    #[test]
+    fn an_adopted_certificate_is_ready_and_says_so() {
+        let mut stored = stored(now() - SignedDuration::from_hours(24), 90);
+        stored.issuer = None;
+        let o = observed(SecretState::Adopted(Box::new(stored.clone())), vec![]);
+        let s = summarise(&o, &o.decide());
+        assert_eq!(s.phase, CertificatePhase::Ready);
+        let ready = condition(&s, READY);
+        assert!(ready.is_true());
+        assert_eq!(ready.reason, "Adopted");
+        let renewal = s.renewal_time.clone().unwrap().0;
+        for part in [
+            "Secret app-tls",
+            "issued by cert-manager",
+            &format!("certpilot adopted it and will renew it at {}", at(renewal)),
+        ] {
+            assert!(ready.message.contains(part), "{part}: {}", ready.message);
+        }
+        assert_eq!(s.not_after, Some(Time(stored.info.not_after)));
+        assert_eq!(s.serial_number.as_deref(), Some("01"));
+        assert_eq!(condition(&s, ISSUING).reason, "Idle");
+    }
+
+    #[test]
+    fn a_secret_that_cannot_be_adopted_is_not_ready() {
+        let reason = crate::policy::adopt::NotAdoptable::KeyMismatch;
+        let o = observed(SecretState::NotAdoptable { reason }, vec![]);
+        let s = summarise(&o, &o.decide());
+        assert_eq!(s.phase, CertificatePhase::Pending);
+        let ready = condition(&s, READY);
+        assert!(!ready.is_true());
+        assert_eq!(ready.reason, "SecretNotAdoptable");
+        assert!(ready.message.contains("tls.key does not match tls.crt"), "{}", ready.message);
+        assert!(s.not_after.is_none() && s.renewal_time.is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Whether a Certificate needs a new attempt, of which type, and if not, why not.
 
 use super::{
+    adopt::NotAdoptable,
     backoff::BackoffPolicy,
     renewal::{RenewalSettings, RenewalTime, SuggestedWindow, renewal_time},
 };
@@ -52,6 +53,13 @@ pub enum SecretState {
     /// certpilot's, but unusable (no certificate, unreadable, key does not match).
     Invalid(String),
     Present(Box<StoredCertificate>),
+    /// cert-manager issued it for this Certificate and it is good as it is (`policy::adopt`):
+    /// used until its renewal time, when certpilot renews it and takes the Secret over.
+    Adopted(Box<StoredCertificate>),
+    /// cert-manager issued it for this Certificate, but certpilot cannot adopt it: left untouched.
+    NotAdoptable {
+        reason: NotAdoptable,
+    },
 }
 
 /// What a CertificateAttempt says, reduced to what decisions need.
@@ -195,16 +203,31 @@ impl Observed {
                 let need = (AttemptType::Reissue, format!("Secret {secret_name} is not usable: {why}"));
                 return Assessment { usable: false, need: Some(need), renewal: None, expired: false };
             }
-            SecretState::Present(stored) => stored,
+            SecretState::NotAdoptable { reason } => {
+                let why =
+                    format!("Secret {secret_name} was issued by cert-manager, but certpilot cannot adopt it: {reason}");
+                return Assessment {
+                    usable: false,
+                    need: Some((AttemptType::Issue, why)),
+                    renewal: None,
+                    expired: false,
+                };
+            }
+            // Adopted for its names and validity only: the issuer, key and output formats the
+            // spec asks for come with the renewal, not with a reissue now.
+            SecretState::Adopted(stored) => stored,
+            SecretState::Present(stored) => {
+                if let Some(mismatch) = self.mismatch(stored) {
+                    return Assessment {
+                        usable: false,
+                        need: Some((AttemptType::Reissue, mismatch)),
+                        renewal: None,
+                        expired: false,
+                    };
+                }
+                stored
+            }
         };
-        if let Some(mismatch) = self.mismatch(stored) {
-            return Assessment {
-                usable: false,
-                need: Some((AttemptType::Reissue, mismatch)),
-                renewal: None,
-                expired: false,
-            };
-        }
         let renewal = renewal_time(
             stored.info.not_before,
             stored.info.not_after,
@@ -297,6 +320,11 @@ impl Observed {
     }
 
     fn blocker(&self) -> Option<Decision> {
+        // Whatever else is wrong, nothing is issued while cert-manager's Secret is in the way:
+        // this is what a user migrating needs to act on.
+        if let SecretState::NotAdoptable { reason } = &self.secret {
+            return Some(not_adoptable(&self.desired.secret_name, reason));
+        }
         match &self.issuer {
             IssuerState::NotFound(message) => {
                 return Some(Decision::Blocked { reason: "IssuerNotFound", message: message.clone() });
@@ -328,6 +356,14 @@ impl Observed {
         Some(Decision::Blocked { reason: "SecretNotOwned", message })
     }
 
+    /// The stored certificate, certpilot's own or adopted.
+    pub fn stored(&self) -> Option<&StoredCertificate> {
+        match &self.secret {
+            SecretState::Present(stored) | SecretState::Adopted(stored) => Some(stored),
+            _ => None,
+        }
+    }
+
     /// After a failure, the next attempt waits for the backoff, or exactly for the CA's
     /// Retry-After. A changed spec or a new renewal request skips the backoff, never Retry-After.
     fn backing_off_until(&self, type_: AttemptType) -> Option<Timestamp> {
@@ -343,6 +379,15 @@ impl Observed {
         let retry_after_passed = failed.retry_after.is_none_or(|at| self.now >= at);
         if user_acted && retry_after_passed { None } else { Some(until) }
     }
+}
+
+/// A cert-manager Secret certpilot cannot adopt: nothing is written; the user decides.
+fn not_adoptable(name: &str, reason: &NotAdoptable) -> Decision {
+    let message = format!(
+        "Secret {name} was issued by cert-manager, but certpilot cannot adopt it: {reason}. It is left untouched: delete it so certpilot issues a new certificate, or annotate it with {annotation}=true to let certpilot replace its contents",
+        annotation = crate::api::ADOPT_ANNOTATION,
+    );
+    Decision::Blocked { reason: "SecretNotAdoptable", message }
 }
 
 #[cfg(test)]
@@ -569,6 +614,53 @@ pub(crate) mod tests {
                 assert!(message.contains("certpilot.dev/adopt"));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// What cert-manager left: no issuer recorded, its own key algorithm, no keystores.
+    fn adopted(issued_ago_days: i64) -> SecretState {
+        let mut stored = stored(now() - SignedDuration::from_hours(24 * issued_ago_days), 90);
+        stored.issuer = None;
+        stored.key = "RSA-2048".into();
+        SecretState::Adopted(Box::new(stored))
+    }
+
+    #[test]
+    fn an_adopted_certificate_is_kept_until_its_renewal_time() {
+        let mut o = observed(adopted(1), vec![]);
+        o.desired.outputs = vec![OutputFormatType::PKCS12];
+        assert_eq!(o.decide(), Decision::UpToDate, "the issuer, key and outputs wait for the renewal");
+        let a = o.assess();
+        assert!(a.usable && !a.expired);
+        // Two thirds into its 90 days, give or take the jitter, as for certpilot's own.
+        let two_thirds = o.stored().unwrap().info.not_before + SignedDuration::from_hours(24 * 60);
+        assert!(a.renewal.unwrap().at.duration_since(two_thirds).abs() < SignedDuration::from_hours(24));
+        let o = observed(adopted(70), vec![]);
+        let Decision::Start { type_, reason } = o.decide() else { panic!("due for renewal") };
+        assert_eq!(type_, AttemptType::Renew);
+        assert!(reason.contains("renewal time"), "{reason}");
+        let mut o = observed(adopted(1), vec![]);
+        o.desired.renew_request = Some("now".into());
+        assert_eq!(start_type(o.decide()), AttemptType::Manual);
+    }
+
+    #[test]
+    fn a_secret_that_cannot_be_adopted_blocks_and_says_why() {
+        let reason = NotAdoptable::Expired(now() - SignedDuration::from_hours(24));
+        let mut o = observed(SecretState::NotAdoptable { reason }, vec![]);
+        assert!(!o.assess().usable && o.stored().is_none());
+        // Before anything else that is wrong: the Secret is what stands in the way.
+        o.issuer = IssuerState::NotReady("registering".into());
+        let Decision::Blocked { reason, message } = o.decide() else { panic!("must block") };
+        assert_eq!(reason, "SecretNotAdoptable");
+        for part in [
+            "Secret app-tls",
+            "cert-manager",
+            "expired on 2026-05-31T00:00:00Z",
+            "delete it",
+            "certpilot.dev/adopt=true",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
         }
     }
 

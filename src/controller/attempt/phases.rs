@@ -32,6 +32,7 @@ use crate::{
     },
     keystore::{self, Keystore},
     pki::PrivateKey,
+    policy::adopt::Adoption,
     secret::{self, SecretContents},
     solver::{self, ChallengeKind, dns01, http01},
 };
@@ -412,6 +413,12 @@ impl Pass<'_> {
         match self.write_target(&obtained).await? {
             Ok(Stored::Written) => {
                 self.log.succeed(format!("wrote Secret {}", self.attempt.spec.secret_name));
+                self.obtained = Some(obtained);
+                Ok(Transition::Succeed)
+            }
+            Ok(Stored::TakenOver) => {
+                let name = &self.attempt.spec.secret_name;
+                self.log.succeed(format!("took over Secret {name} from cert-manager and wrote it"));
                 self.obtained = Some(obtained);
                 Ok(Transition::Succeed)
             }
@@ -803,7 +810,10 @@ impl Pass<'_> {
         if spec.rotation_policy == RotationPolicy::Never {
             let target = self.ctx.namespaced::<Secret>(&self.namespace).get_opt(&self.attempt.spec.secret_name).await?;
             let kept = target
-                .filter(|t| secret::may_write(&t.metadata, &self.attempt.spec.certificate_name))
+                .filter(|t| {
+                    secret::may_write(&t.metadata, &self.attempt.spec.certificate_name)
+                        || matches!(self.adoption(t), Some(Adoption::Adoptable(_)))
+                })
                 .and_then(|t| secret::stored_key(&t).ok())
                 .filter(|k| k.matches(spec));
             if let Some(key) = kept {
@@ -873,7 +883,8 @@ impl Pass<'_> {
     ///   someone else holds conflicts (its `tls.crt`, or its type, is theirs) instead of being
     ///   overwritten;
     /// - anything else, or when either write is refused, is read and checked first. A Secret
-    ///   this very attempt already wrote (its status write was lost) is left as it is.
+    ///   this very attempt already wrote (its status write was lost) is left as it is; one
+    ///   cert-manager wrote that certpilot adopts (checked again now) is taken over.
     async fn write_target(&self, obtained: &Obtained) -> Result<std::result::Result<Stored, Failure>> {
         let spec = &self.attempt.spec;
         let keystores = match self.keystores().await? {
@@ -898,7 +909,14 @@ impl Pass<'_> {
         let secrets: Api<Secret> = self.ctx.namespaced(&self.namespace);
         if let Some(existing) = secrets.get_opt(&spec.secret_name).await? {
             if !secret::may_write(&existing.metadata, &spec.certificate_name) {
-                return Ok(Err(not_owned(&spec.secret_name, secret::holder(&existing.metadata))));
+                return match self.adoption(&existing) {
+                    Some(Adoption::Adoptable(_)) => {
+                        let written = self.take_over(&existing, built).await;
+                        Ok(self.stored(written)?.map(|_| Stored::TakenOver))
+                    }
+                    Some(Adoption::NotAdoptable(reason)) => Ok(Err(not_adoptable(&spec.secret_name, &reason))),
+                    None => Ok(Err(not_owned(&spec.secret_name, secret::holder(&existing.metadata)))),
+                };
             }
             if let Some(info) = secret::written_by_attempt(&existing, &self.attempt.name_any()) {
                 return Ok(Ok(Stored::Already(Box::new(info))));
@@ -916,6 +934,23 @@ impl Pass<'_> {
         }
         let written = self.apply_target(built, None, true).await;
         self.stored(written)
+    }
+
+    /// Whether certpilot adopts the target Secret for this attempt's names now, if cert-manager
+    /// wrote it (`policy::adopt`). Decided at every write: one that expired or changed since
+    /// the Certificate looked is not written.
+    fn adoption(&self, target: &Secret) -> Option<Adoption> {
+        let spec = &self.attempt.spec;
+        let names = local::name_request(spec).ok()?;
+        secret::adoption(target, &spec.certificate_name, &names, Timestamp::now())
+    }
+
+    /// Replaces the adopted Secret `existing` whole (`secret::taken_over`), at its
+    /// resourceVersion: one changed meanwhile is refused (409) and looked at again.
+    async fn take_over(&self, existing: &Secret, built: Secret) -> kube::Result<Secret> {
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let secrets: Api<Secret> = self.ctx.namespaced(&self.namespace);
+        secrets.replace(&self.attempt.spec.secret_name, &params, &secret::taken_over(existing, built)).await
     }
 
     /// What the cache of certpilot's Secrets says of the target Secret.
@@ -1018,6 +1053,8 @@ enum CachedTarget {
 /// What storing found or did.
 enum Stored {
     Written,
+    /// Written over the Secret cert-manager wrote, which certpilot adopted.
+    TakenOver,
     /// The Secret already holds the certificate this attempt wrote before.
     Already(Box<crate::pki::CertInfo>),
 }
@@ -1038,6 +1075,14 @@ fn not_owned(secret: &str, holder: Option<String>) -> Failure {
             "Secret {secret} exists and was not created by certpilot for this Certificate; it was left untouched"
         ),
     };
+    Failure::new(C::SecretNotOwned, message)
+}
+
+/// A Secret cert-manager wrote that certpilot does not adopt (any more): left untouched.
+fn not_adoptable(secret: &str, reason: &crate::policy::adopt::NotAdoptable) -> Failure {
+    let message = format!(
+        "Secret {secret} was issued by cert-manager, but certpilot cannot adopt it: {reason}; it was left untouched"
+    );
     Failure::new(C::SecretNotOwned, message)
 }
 

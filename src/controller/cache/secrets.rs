@@ -96,7 +96,7 @@ impl SecretIndex {
     /// Remembers what the Secret's data was found (or written) to be. Only what decisions read
     /// of the certificate is kept: not its public key or subject.
     pub fn put_verified(&self, namespace: &str, name: &str, mut verified: Verified) {
-        if let SecretState::Present(stored) = &mut verified.state {
+        if let SecretState::Present(stored) | SecretState::Adopted(stored) = &mut verified.state {
             stored.info.public_key_info = Vec::new();
             stored.info.subject = String::new();
         }
