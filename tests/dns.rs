@@ -3,7 +3,7 @@
 
 mod support;
 
-use certpilot::solver::dns01::{Provider, rfc2136::Rfc2136, txt_values};
+use certpilot::solver::dns01::{Provider, rfc2136::Rfc2136, txt_values, wire};
 use hickory_proto::{
     op::{Message, MessageType, ResponseCode},
     rr::{Name, RData, Record, RecordType, rdata::SOA},
@@ -89,4 +89,29 @@ async fn a_key_bind_does_not_know_is_refused_in_words() {
     assert_eq!(failure.code.as_str(), "DNSUpdateRefused", "{}", failure.message);
     assert!(failure.message.contains("check the TSIG key"), "{}", failure.message);
     assert!(Rfc2136::with_key(&bind.address, KEY_NAME, Some("hmac-md5"), &bind.tsig_secret).is_err());
+}
+
+#[tokio::test]
+async fn a_cname_chain_into_another_zone_is_followed_to_its_end() {
+    let bind = Bind::start_with(&[("delegated.test", "")], "_acme-challenge.www IN CNAME www.delegated.test.");
+    let start = name("_acme-challenge.www.certpilot.test.");
+    let end = wire::cname_target(&bind.address, &start).await.unwrap();
+    assert_eq!(end, name("www.delegated.test."));
+    let plain = name("_acme-challenge.plain.certpilot.test.");
+    assert_eq!(wire::cname_target(&bind.address, &plain).await.unwrap(), plain, "no CNAME: the name itself");
+    // Written at the end of the chain, the value is what a recursive look-up of the start finds.
+    let provider = Rfc2136::with_key(&bind.address, KEY_NAME, None, &bind.tsig_secret).unwrap();
+    provider.add_txt(&end, "delegated-value").await.unwrap();
+    let mut query = wire::query(&start, RecordType::TXT);
+    query.metadata.recursion_desired = true;
+    let answer = wire::exchange(&bind.address, &query).await.unwrap();
+    let found: Vec<String> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(txt) => Some(txt.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(found, ["delegated-value"], "{answer:?}");
 }

@@ -34,7 +34,8 @@ impl Bind {
     }
 
     /// BIND serving `certpilot.test` with `records` added (zone file lines), and each of
-    /// `zones` (name, zone file lines) besides, all updatable with the TSIG key.
+    /// `zones` (name, zone file lines) besides, all updatable with the TSIG key. With other zones
+    /// it also resolves recursively for loopback clients, following CNAMEs from zone to zone.
     pub fn start_with(zones: &[(&str, &str)], records: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("certpilot-bind-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -44,6 +45,10 @@ impl Bind {
             "$TTL 60\n@ IN SOA ns.{ZONE}. admin.{ZONE}. 1 60 60 600 60\n@ IN NS ns.{ZONE}.\nns IN A 127.0.0.1\n@ IN A 127.0.0.1\n* IN A 127.0.0.1\n{records}\n"
         );
         std::fs::write(dir.join("zone.db"), zone).unwrap();
+        // With zones besides certpilot.test, a query arriving at one zone's CNAME is chased into
+        // the other (as a CA's recursive resolver would): that takes recursion.
+        let recursion =
+            if zones.is_empty() { "recursion no;" } else { "recursion yes; allow-recursion { 127.0.0.1; };" };
         let mut extra = String::new();
         for (name, lines) in zones {
             let file = dir.join(format!("{name}.db"));
@@ -61,7 +66,7 @@ impl Bind {
   pid-file "{dir}/named.pid";
   listen-on port {port} {{ 127.0.0.1; }};
   listen-on-v6 {{ none; }};
-  recursion no;
+  {recursion}
   dnssec-validation no;
   allow-query {{ any; }};
 }};

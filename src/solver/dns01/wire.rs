@@ -83,7 +83,7 @@ fn txt_of(answer: &Message, name: &Name) -> Vec<String> {
     answer
         .answers
         .iter()
-        .filter(|r| r.name == *name)
+        .filter(|r| r.name.eq_ignore_root(name))
         .filter_map(|r| match &r.data {
             RData::TXT(txt) => {
                 Some(txt.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<String>())
@@ -95,7 +95,8 @@ fn txt_of(answer: &Message, name: &Name) -> Vec<String> {
 
 /// The TXT values the server publishes at `name` (e.g. to check an update took effect).
 pub async fn txt_values(nameserver: &str, name: &str) -> Result<Vec<String>, String> {
-    let name: Name = name.parse().map_err(|e| format!("{name}: {e}"))?;
+    let mut name: Name = name.parse().map_err(|e| format!("{name}: {e}"))?;
+    name.set_fqdn(true);
     let answer = exchange(nameserver, &query(&name, RecordType::TXT)).await?;
     Ok(txt_of(&answer, &name))
 }
@@ -105,7 +106,7 @@ fn follow_in(answer: &Message, name: &Name) -> Name {
     let mut current = name.clone();
     for _ in 0..MAX_CNAME_HOPS {
         let next = answer.answers.iter().find_map(|r| match &r.data {
-            RData::CNAME(target) if r.name == current => Some(target.0.clone()),
+            RData::CNAME(target) if r.name.eq_ignore_root(&current) => Some(target.0.clone()),
             _ => None,
         });
         match next {
