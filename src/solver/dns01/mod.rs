@@ -38,7 +38,7 @@ pub trait Provider {
 /// The provider an Issuer's `dns01` solver names, ready to use.
 pub enum Configured {
     Rfc2136(rfc2136::Rfc2136),
-    PowerDns(powerdns::PowerDns),
+    PowerDns(Box<powerdns::PowerDns>),
 }
 
 impl Provider for Configured {
@@ -73,7 +73,7 @@ pub async fn configured(
         return Ok(rfc2136::Rfc2136::new(secrets, spec).await?.map(Configured::Rfc2136));
     }
     if let Some(spec) = &solver.powerdns {
-        return Ok(powerdns::PowerDns::new(secrets, spec).await?.map(Configured::PowerDns));
+        return Ok(powerdns::PowerDns::new(secrets, spec).await?.map(|p| Configured::PowerDns(Box::new(p))));
     }
     Ok(Err(Failure::new(C::NoSolver, "the dns01 solver names no provider: set rfc2136 or powerdns")))
 }
