@@ -3,6 +3,7 @@
 
 pub mod adopt;
 pub mod backoff;
+pub mod persist;
 pub mod renewal;
 pub mod status;
 pub mod trigger;
