@@ -317,7 +317,7 @@ impl fmt::Display for Problem {
             Self::SolverWithoutType => write!(f, "the solver has neither http01 nor dns01; left out"),
             Self::NoDnsProvider { provider } => write!(
                 f,
-                "no provider for {provider} in certpilot (only rfc2136); the solver is left out: publish the zone through an RFC 2136 server (e.g. a delegated _acme-challenge zone on BIND), or keep cert-manager for these names"
+                "no provider for {provider} in certpilot (only rfc2136 and powerdns); the solver is left out: CNAME _acme-challenge to a zone on an RFC 2136 server or PowerDNS and use cnameStrategy: Follow, or keep cert-manager for these names"
             ),
             Self::MatchLabels => write!(
                 f,
