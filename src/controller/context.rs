@@ -33,6 +33,8 @@ pub struct Settings {
     pub max_orders_per_issuer: usize,
     /// A Certificate is never renewed more often than this, whatever its spec says.
     pub min_renewal_interval: jiff::SignedDuration,
+    /// The Ingress/Gateway shim honours cert-manager's annotations too.
+    pub accept_cert_manager_annotations: bool,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             solver_service_port: 8089,
             max_orders_per_issuer: 10,
             min_renewal_interval: jiff::SignedDuration::from_mins(5),
+            accept_cert_manager_annotations: false,
         }
     }
 }

@@ -1,8 +1,10 @@
-//! Pure decisions: when to renew, how long to back off, whether an attempt is needed, and what
-//! the Certificate's status says. No I/O here, so every rule is unit-tested exhaustively.
+//! Pure decisions: when to renew, how long to back off, whether an attempt is needed, what
+//! the Certificate's status says, and which Certificates an annotated Ingress or Gateway asks
+//! for. No I/O here, so every rule is unit-tested exhaustively.
 
 pub mod backoff;
 pub mod renewal;
+pub mod shim;
 pub mod status;
 pub mod trigger;
 pub mod trust;
