@@ -779,7 +779,8 @@ mod tests {
 
     #[test]
     fn unusable_settings_change_nothing_and_say_why() {
-        let cases: [(&[(&str, &str)], &str, &str, AnnotationProblem); 8] = [
+        type Case<'a> = (&'a [(&'static str, &'a str)], &'static str, &'a str, AnnotationProblem);
+        let cases: [Case; 8] = [
             (&[(DURATION_ANNOTATION, "10d")], DURATION_ANNOTATION, "10d", AnnotationProblem::NotADuration),
             (&[(DURATION_ANNOTATION, "30s")], DURATION_ANNOTATION, "30s", AnnotationProblem::DurationTooShort),
             (&[(DURATION_ANNOTATION, "100000h")], DURATION_ANNOTATION, "100000h", AnnotationProblem::DurationTooLong),
