@@ -189,12 +189,13 @@ async fn an_annotated_ingress_gets_certificates_that_follow_it() {
             "web",
             annotated.clone(),
             json!([
-                {"secretName": "web-tls", "hosts": ["Web.Example.com", "www.example.com"]},
+                {"secretName": "web-tls", "hosts": ["web.example.com", "www.example.com"]},
                 {"secretName": "api-tls", "hosts": ["api.example.com"]},
             ]),
         )
         .await;
-    // One Certificate per TLS Secret, named after it, for its hosts (lowercased).
+    // One Certificate per TLS Secret, named after it, for its hosts. (A real API server refuses
+    // upper-case hosts in an Ingress; the lowercasing is unit-tested in policy::shim.)
     let web = env.certificate("web-tls", "made from the Ingress", |_| true).await;
     assert_eq!(web.spec.secret_name, "web-tls");
     assert_eq!(names(&web), ["web.example.com", "www.example.com"]);

@@ -219,9 +219,18 @@ fn controller<K: Owner>(
 ) -> BoxFuture<'static, ()> {
     let api: Api<K> = shim.ctx.watched();
     let (reader, writer) = reflector::store();
+    let forget = shim.clone();
     let objects = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|object: &mut K| trim_meta(object.meta_mut()))
+        .inspect(move |event| {
+            // A deleted owner is never reconciled again: forget what was reported on it.
+            if let Ok(watcher::Event::Delete(object)) = event
+                && let Some(uid) = object.meta().uid.as_deref()
+            {
+                forget.reported.lock().expect("reported lock").remove(uid);
+            }
+        })
         .reflect(writer)
         .touched_objects();
     let store = reader.clone();
