@@ -208,6 +208,12 @@ async fn an_annotated_ingress_gets_certificates_that_follow_it() {
     env.ready("web-tls").await;
     env.ready("api-tls").await;
 
+    // Deleted by hand, a Certificate the Ingress still asks for comes back.
+    let certificates = env.api::<Certificate>();
+    certificates.delete("api-tls", &DeleteParams::default()).await.unwrap();
+    let again = env.certificate("api-tls", "made again", |c| c.uid() != api.uid()).await;
+    assert_made_for(&again, &ingress, "Ingress");
+
     // Edited hosts: the Certificate follows.
     env.ingress(
         "web",
@@ -274,6 +280,19 @@ async fn a_certificate_the_shim_did_not_make_is_left_alone() {
     .await;
     env.gone("free-tls").await;
     unchanged(&env.api::<Certificate>().get("taken-tls").await.unwrap());
+
+    // Annotated again, and the user's Certificate deleted: the name is free, the shim takes it.
+    let ingress = env
+        .ingress(
+            "shop",
+            json!({"certpilot.dev/issuer": "local"}),
+            json!([{"secretName": "taken-tls", "hosts": ["shop.example.com"]}]),
+        )
+        .await;
+    env.api::<Certificate>().delete("taken-tls", &DeleteParams::default()).await.unwrap();
+    let taken = env.certificate("taken-tls", "made by the shim once free", |c| c.uid() != before.uid()).await;
+    assert_made_for(&taken, &ingress, "Ingress");
+    assert_eq!(names(&taken), ["shop.example.com"]);
 }
 
 #[tokio::test]
