@@ -112,7 +112,10 @@ async fn reconcile<K: Owner>(owner: Arc<K>, shim: Arc<Shim>) -> Result<Action> {
             };
             match shim::step(want, existing.as_deref(), &uid) {
                 step @ (Step::Create | Step::Update) => {
-                    apply::<K>(&api, &owner, want).await?;
+                    // An update names the uid it found: were the Certificate replaced meanwhile
+                    // (by someone else's of the same name), the API server refuses it.
+                    let uid = existing.as_ref().and_then(|c| c.meta().uid.as_deref());
+                    apply::<K>(&api, &owner, want, uid).await?;
                     let verb = if step == Step::Create { "created" } else { "updated" };
                     tracing::info!(controller = K::CONTROLLER, %namespace, owner = %owner.name_any(), certificate = %want.name, "{verb} Certificate");
                 }
@@ -138,10 +141,10 @@ async fn reconcile<K: Owner>(owner: Arc<K>, shim: Arc<Shim>) -> Result<Action> {
 }
 
 /// Creates or updates the Certificate `want` for `owner` (server-side apply: the shim owns
-/// the fields it sets and no others).
-async fn apply<K: Owner>(api: &Api<Certificate>, owner: &K, want: &Desired) -> Result<()> {
+/// the fields it sets and no others); an update only of the Certificate of uid `uid`.
+async fn apply<K: Owner>(api: &Api<Certificate>, owner: &K, want: &Desired, uid: Option<&str>) -> Result<()> {
     let owner_ref = owner.controller_owner_ref(&()).expect("an object from the API server has a name and a uid");
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "apiVersion": Certificate::api_version(&()),
         "kind": Certificate::kind(&()),
         "metadata": {
@@ -151,6 +154,9 @@ async fn apply<K: Owner>(api: &Api<Certificate>, owner: &K, want: &Desired) -> R
         },
         "spec": want.spec,
     });
+    if let Some(uid) = uid {
+        body["metadata"]["uid"] = uid.into();
+    }
     api.patch(&want.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
     Ok(())
 }
