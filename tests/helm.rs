@@ -52,6 +52,7 @@ fn value_sets() -> Vec<(&'static str, Value)> {
             }),
         ),
         ("no admission policy", json!({"admissionPolicy": {"enabled": false}})),
+        ("cert-manager's annotations", json!({"shim": {"acceptCertManagerAnnotations": true}})),
     ]
 }
 
@@ -100,6 +101,7 @@ fn value_sets_fit_the_schema_and_bad_values_do_not() {
         ("no concurrency", json!({"concurrency": 0})),
         ("a namespace that is no DNS label", json!({"watchNamespace": "Apps"})),
         ("a label value that is not text", json!({"nodeSelector": {"disk": true}})),
+        ("a shim flag that is not a boolean", json!({"shim": {"acceptCertManagerAnnotations": "yes"}})),
     ] {
         assert!(!helm::schema_errors(&helm::values(&bad)).is_empty(), "values.schema.json must refuse {what}");
     }
@@ -211,9 +213,12 @@ fn watch_namespace_gets_roles_and_a_cluster_role_for_cluster_issuers_only() {
     let deploy_rules = of_kind::<ClusterRole>(&deploy_objects(), "ClusterRole").remove(0).rules.unwrap();
     for rule in &deploy_rules {
         for (group, resource, verb) in triples(rule) {
-            let (where_, rules) = match (group, resource) {
-                (_, r) if r.starts_with("clusterissuers") => ("cluster-wide", &cluster_rules),
-                ("coordination.k8s.io", _) | ("networking.k8s.io", _) | ("gateway.networking.k8s.io", _) => {
+            let (where_, rules) = match (group, resource, verb) {
+                (_, r, _) if r.starts_with("clusterissuers") => ("cluster-wide", &cluster_rules),
+                // The shim reads the Ingresses and Gateways of the namespace it watches.
+                ("networking.k8s.io", "ingresses", "get" | "list" | "watch")
+                | ("gateway.networking.k8s.io", "gateways", _) => ("the watched namespace", &watched),
+                ("coordination.k8s.io", ..) | ("networking.k8s.io", ..) | ("gateway.networking.k8s.io", ..) => {
                     ("its own namespace", &own)
                 }
                 _ => ("the watched namespace", &watched),
@@ -222,6 +227,7 @@ fn watch_namespace_gets_roles_and_a_cluster_role_for_cluster_issuers_only() {
         }
     }
     assert!(grants(&own, "", "secrets", "get"), "ClusterIssuers' Secrets are in certpilot's own namespace");
+    assert!(grants(&own, "networking.k8s.io", "ingresses", "list"), "HTTP-01 Ingresses are in its own namespace");
     assert!(grants(&events, "events.k8s.io", "events", "create"), "Events about ClusterIssuers go to default");
     let bindings: Vec<Value> =
         chart.iter().filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding").cloned().collect();
@@ -235,6 +241,17 @@ fn watch_namespace_gets_roles_and_a_cluster_role_for_cluster_issuers_only() {
             && o["metadata"]["name"] == binding["roleRef"]["name"]
             && o["metadata"]["namespace"] == binding["metadata"]["namespace"]));
     }
+}
+
+/// `shim.acceptCertManagerAnnotations` passes the operator its flag; off by default.
+#[test]
+fn the_shim_accepts_cert_managers_annotations_only_when_asked() {
+    let flag = "--accept-cert-manager-annotations".to_string();
+    assert!(!container_args(&objects(json!({}))).contains(&flag));
+    let args = container_args(&objects(json!({"shim": {"acceptCertManagerAnnotations": true}})));
+    assert!(args.contains(&flag), "{args:?}");
+    let parsed = settings(&args);
+    assert!(parsed.contains("accept_cert_manager_annotations: true"), "{parsed}");
 }
 
 fn triples(rule: &PolicyRule) -> Vec<(&str, &str, &str)> {

@@ -58,6 +58,10 @@ fn deploy_and_chart_carry_the_current_crds() {
 const NEEDED: &[(&str, &str, &str)] = &[
     ("certpilot.dev", "certificates", "watch"),
     ("certpilot.dev", "certificates/status", "patch"),
+    // The Ingress/Gateway shim: its own Certificates (get before creating one).
+    ("certpilot.dev", "certificates", "get"),
+    ("certpilot.dev", "certificates", "patch"),
+    ("certpilot.dev", "certificates", "delete"),
     ("certpilot.dev", "certificateattempts", "list"),
     ("certpilot.dev", "certificateattempts", "watch"),
     ("certpilot.dev", "certificateattempts", "create"),
@@ -76,6 +80,9 @@ const NEEDED: &[(&str, &str, &str)] = &[
     ("networking.k8s.io", "ingresses", "list"),
     ("networking.k8s.io", "ingresses", "patch"),
     ("networking.k8s.io", "ingresses", "delete"),
+    ("networking.k8s.io", "ingresses", "watch"),
+    ("gateway.networking.k8s.io", "gateways", "list"),
+    ("gateway.networking.k8s.io", "gateways", "watch"),
     ("gateway.networking.k8s.io", "httproutes", "list"),
     ("gateway.networking.k8s.io", "httproutes", "patch"),
     ("gateway.networking.k8s.io", "httproutes", "delete"),
@@ -112,7 +119,7 @@ fn deploy_manifests_fit_together_with_least_privilege() {
     }
     assert!(
         !grants(&rules, "certpilot.dev", "certificates", "update"),
-        "the operator never writes a Certificate's spec"
+        "the operator never replaces a Certificate's spec (the shim server-side applies only its own)"
     );
     assert!(rules.iter().all(|r| !r.verbs.iter().any(|v| v == "*")), "no wildcard verbs");
     let container = &pod.containers[0];

@@ -6,6 +6,7 @@
 pub mod attempt;
 pub mod certificate;
 pub mod conditions;
+pub mod gateway;
 pub mod issuer;
 pub mod request;
 
@@ -36,6 +37,10 @@ pub const CERTIFICATE_NAME_LABEL: &str = "certpilot.dev/certificate-name";
 pub const RENEW_ANNOTATION: &str = "certpilot.dev/renew";
 /// Annotation a user puts on an existing Secret to let certpilot take it over.
 pub const ADOPT_ANNOTATION: &str = "certpilot.dev/adopt";
+/// Label on every Certificate the Ingress/Gateway shim created; its value names the kind of
+/// its owner (`Ingress` or `Gateway`). Only Certificates with this label and a controller
+/// owner reference to the Ingress or Gateway are ever changed or deleted by the shim.
+pub const SHIM_LABEL: &str = "certpilot.dev/created-by-shim";
 
 /// Which kind of issuer a reference names.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]

@@ -69,6 +69,12 @@ pub struct ControllerArgs {
     /// Seconds a leader holds the Lease without renewing it.
     #[arg(long, default_value_t = 15)]
     pub leader_lease_seconds: u64,
+    /// Let Ingresses and Gateways ask for Certificates with cert-manager's annotations too
+    /// (`cert-manager.io/cluster-issuer`, `cert-manager.io/issuer`, ...); certpilot's own
+    /// (`certpilot.dev/cluster-issuer`, ...) win where both are set. Stop cert-manager's
+    /// controller first, or both act on the same Ingresses.
+    #[arg(long, env = "CERTPILOT_ACCEPT_CERT_MANAGER_ANNOTATIONS")]
+    pub accept_cert_manager_annotations: bool,
 }
 
 /// A client for the cluster the kubeconfig (or the Pod's service account) names, which tells
@@ -125,6 +131,7 @@ pub async fn operate(client: kube::Client, args: ControllerArgs) -> anyhow::Resu
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect(),
+        accept_cert_manager_annotations: args.accept_cert_manager_annotations,
     };
     tracing::info!(namespace = ?settings.watch_namespace, "starting certpilot");
     let solvers = Arc::new(SolverState::default());

@@ -35,6 +35,8 @@ pub struct Settings {
     pub min_renewal_interval: jiff::SignedDuration,
     /// `host:port` of the DNS servers DNS-01 checks ask, instead of each provider's own.
     pub dns_check_nameservers: Vec<String>,
+    /// The Ingress/Gateway shim honours cert-manager's annotations too.
+    pub accept_cert_manager_annotations: bool,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             max_orders_per_issuer: 10,
             min_renewal_interval: jiff::SignedDuration::from_mins(5),
             dns_check_nameservers: Vec::new(),
+            accept_cert_manager_annotations: false,
         }
     }
 }

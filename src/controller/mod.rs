@@ -1,4 +1,5 @@
-//! The controllers, all in one process: Certificate, CertificateAttempt, Issuer/ClusterIssuer.
+//! The controllers, all in one process: Certificate, CertificateAttempt, Issuer/ClusterIssuer,
+//! and the Ingress/Gateway shim.
 
 pub mod attempt;
 pub mod cache;
@@ -6,6 +7,7 @@ pub mod certificate;
 pub mod context;
 pub mod events;
 pub mod issuer;
+pub mod shim;
 
 use crate::error::{Error, Result};
 use context::{Context, FIELD_MANAGER};
@@ -96,10 +98,13 @@ pub async fn run_controller<T: Debug, E: std::fmt::Display>(
 /// Runs every controller until a shutdown signal; the shared watches run as long as they do.
 pub async fn run_all(ctx: Arc<Context>, feeds: cache::Feeds) {
     let ctx_for_housekeeping = ctx.clone();
-    let controllers = futures::future::join3(
+    // Before anything subscribes to the shared watches (which then wait for their subscribers).
+    let gateways = shim::gateway_api_installed(&ctx.client).await;
+    let controllers = futures::future::join4(
         certificate::run(ctx.clone(), &feeds),
         attempt::run(ctx.clone(), &feeds),
-        issuer::run(ctx, &feeds),
+        issuer::run(ctx.clone(), &feeds),
+        shim::run(ctx, &feeds, gateways),
     );
     futures::pin_mut!(controllers);
     let watches = futures::future::join(feeds.run(), housekeeping(ctx_for_housekeeping));

@@ -1,10 +1,12 @@
-//! Pure decisions: when to renew, how long to back off, whether an attempt is needed, and what
-//! the Certificate's status says. No I/O here, so every rule is unit-tested exhaustively.
+//! Pure decisions: when to renew, how long to back off, whether an attempt is needed, what
+//! the Certificate's status says, and which Certificates an annotated Ingress or Gateway asks
+//! for. No I/O here, so every rule is unit-tested exhaustively.
 
 pub mod adopt;
 pub mod backoff;
 pub mod persist;
 pub mod renewal;
+pub mod shim;
 pub mod status;
 pub mod trigger;
 pub mod trust;
