@@ -57,52 +57,13 @@ impl Env {
         let params = PatchParams::apply("adopt-test").force();
         self.certificates().patch(name, &params, &Patch::Apply(&doc)).await.unwrap();
     }
-    /// The Secret cert-manager wrote for its Certificate `name` (applied as cert-manager's
-    /// controller applies it), holding a certificate for `names` valid over `validity`.
+    /// The Secret cert-manager wrote for its Certificate `name` (see `support::cert_manager_secret`).
     async fn cert_manager_secret(&self, name: &str, names: &[&str], validity: (Timestamp, Timestamp)) -> Secret {
-        let (cert_pem, key_pem) = self_signed(names, validity);
-        let b64 = |pem: &str| base64_encode(pem.as_bytes());
-        let doc = json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-            "metadata": {
-                "name": format!("{name}-tls"),
-                "labels": {"controller.cert-manager.io/fao": "true"},
-                "annotations": {
-                    "cert-manager.io/certificate-name": name,
-                    "cert-manager.io/issuer-name": "selfsigned",
-                    "cert-manager.io/issuer-kind": "Issuer",
-                    "cert-manager.io/issuer-group": "cert-manager.io",
-                    "cert-manager.io/common-name": "",
-                    "cert-manager.io/alt-names": names.join(","),
-                    "cert-manager.io/ip-sans": "",
-                    "cert-manager.io/uri-sans": "",
-                },
-            },
-            "data": {"tls.crt": b64(&cert_pem), "tls.key": b64(&key_pem), "ca.crt": b64(&cert_pem)},
-        });
-        let params = PatchParams::apply("cert-manager-certificates").force();
-        self.secrets().patch(&format!("{name}-tls"), &params, &Patch::Apply(&doc)).await.unwrap()
+        cert_manager_secret(&self.secrets(), name, &format!("{name}-tls"), names, validity).await
     }
     async fn attempt_count(&self) -> usize {
         self.attempts().list(&ListParams::default()).await.unwrap().items.len()
     }
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    serde_json::to_value(ByteString(bytes.to_vec())).unwrap().as_str().unwrap().to_string()
-}
-
-fn to_offset(t: Timestamp) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp(t.as_second()).unwrap()
-}
-
-/// A self-signed certificate and its key (PEM), as cert-manager's selfSigned issuer makes them.
-fn self_signed(names: &[&str], (not_before, not_after): (Timestamp, Timestamp)) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    params.not_before = to_offset(not_before);
-    params.not_after = to_offset(not_after);
-    (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
 }
 
 fn days(n: i64) -> SignedDuration {

@@ -340,6 +340,33 @@ async fn cert_manager_annotations_count_only_with_the_flag() {
     assert_eq!(both.spec.issuer_ref, cluster_issuer(&issuer), "certpilot's own annotation still wins");
 }
 
+/// Moving an Ingress from cert-manager without downtime: with cert-manager's controller stopped
+/// and the flag set, the shim's Certificate (named after the Secret, as cert-manager's
+/// ingress-shim names its own) adopts the Secret cert-manager wrote: no attempt, no write.
+#[tokio::test]
+async fn a_cert_manager_ingress_keeps_its_certificate_when_certpilot_takes_over() {
+    let env = Env::start("shim-migrate", false, &["--accept-cert-manager-annotations"]).await;
+    let issuer = env.self_signed_cluster_issuer().await;
+    let now = jiff::Timestamp::now();
+    let day = jiff::SignedDuration::from_hours(24);
+    let hosts = ["shop.example.com"];
+    let before =
+        cert_manager_secret(&env.api(), "shop-tls", "shop-tls", &hosts, (now - day * 10, now + day * 80)).await;
+    let tls = json!([{"secretName": "shop-tls", "hosts": hosts}]);
+    env.ingress("shop", json!({"cert-manager.io/cluster-issuer": issuer}), tls).await;
+    let adopted = env
+        .certificate("shop-tls", "Ready, adopted", |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.observed_generation == c.metadata.generation
+                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == "Adopted")
+            })
+        })
+        .await;
+    assert!(adopted.status.unwrap().last_attempt.is_none(), "no attempt was made");
+    let after = env.api::<Secret>().get("shop-tls").await.unwrap();
+    assert_eq!(after.resource_version(), before.resource_version(), "the Secret cert-manager wrote is untouched");
+}
+
 #[tokio::test]
 async fn a_gateway_gets_a_certificate_per_secret_of_its_listeners() {
     let env = Env::start("shim-gateway", true, &[]).await;

@@ -225,6 +225,45 @@ where
     }
 }
 
+/// The Secret cert-manager writes for its Certificate `certificate`: type `kubernetes.io/tls`,
+/// cert-manager's annotations, a self-signed certificate for `names` valid over `validity` and
+/// its key (applied as cert-manager's field manager).
+pub async fn cert_manager_secret(
+    secrets: &Api<k8s_openapi::api::core::v1::Secret>,
+    certificate: &str,
+    secret_name: &str,
+    names: &[&str],
+    (not_before, not_after): (jiff::Timestamp, jiff::Timestamp),
+) -> k8s_openapi::api::core::v1::Secret {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let offset = |t: jiff::Timestamp| time::OffsetDateTime::from_unix_timestamp(t.as_second()).unwrap();
+    params.not_before = offset(not_before);
+    params.not_after = offset(not_after);
+    let cert_pem = params.self_signed(&key).unwrap().pem();
+    let b64 = |pem: &str| serde_json::to_value(k8s_openapi::ByteString(pem.as_bytes().to_vec())).unwrap();
+    let doc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": secret_name,
+            "labels": {"controller.cert-manager.io/fao": "true"},
+            "annotations": {
+                "cert-manager.io/certificate-name": certificate,
+                "cert-manager.io/issuer-name": "selfsigned",
+                "cert-manager.io/issuer-kind": "Issuer",
+                "cert-manager.io/issuer-group": "cert-manager.io",
+                "cert-manager.io/common-name": "",
+                "cert-manager.io/alt-names": names.join(","),
+                "cert-manager.io/ip-sans": "",
+                "cert-manager.io/uri-sans": "",
+            },
+        },
+        "data": {"tls.crt": b64(&cert_pem), "tls.key": b64(&key.serialize_pem()), "ca.crt": b64(&cert_pem)},
+    });
+    let params = kube::api::PatchParams::apply("cert-manager-certificates").force();
+    secrets.patch(secret_name, &params, &kube::api::Patch::Apply(&doc)).await.unwrap()
+}
+
 pub mod a2c;
 pub mod bind;
 pub mod helm;
