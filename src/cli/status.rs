@@ -185,13 +185,17 @@ pub fn screen(report: &CertificateReport, palette: &Palette, now: Timestamp) -> 
 /// `dns-01 web.example.com: TXT _acme-challenge.web.example.com "…" (pending)`.
 pub fn describe_record(record: &ValidationRecord) -> String {
     let what = match (&record.record_name, &record.http_url, &record.record_value) {
-        (Some(name), _, Some(value)) => format!("TXT {name} \"{value}\""),
+        (Some(name), _, Some(value)) => match &record.delegated_to {
+            Some(target) => format!("TXT {name} \"{value}\" (CNAME to {target}, written there)"),
+            None => format!("TXT {name} \"{value}\""),
+        },
         (_, Some(url), Some(body)) => format!("GET {url} answers \"{body}\""),
         (_, Some(url), None) => format!("GET {url}"),
         _ => String::new(),
     };
     let error = record.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
-    format!("{} {}: {what} ({}){error}", record.type_, record.dns_name, record.status)
+    let check = record.dns_check.as_ref().map(|c| format!("; DNS check: {c}")).unwrap_or_default();
+    format!("{} {}: {what} ({}){error}{check}", record.type_, record.dns_name, record.status)
 }
 
 /// Many Certificates, one row each.
@@ -320,6 +324,24 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Last attempt  web-3 (Issue, Failed)"), "{text}");
+    }
+
+    #[test]
+    fn a_delegated_record_and_the_dns_check_are_shown() {
+        let record = ValidationRecord {
+            dns_name: "www.example.com".into(),
+            type_: "dns-01".into(),
+            record_name: Some("_acme-challenge.www.example.com".into()),
+            record_value: Some("abc".into()),
+            delegated_to: Some("www.acme.example.net.".into()),
+            dns_check: Some("no nameserver answered".into()),
+            status: "pending".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            describe_record(&record),
+            "dns-01 www.example.com: TXT _acme-challenge.www.example.com \"abc\" (CNAME to www.acme.example.net., written there) (pending); DNS check: no nameserver answered"
+        );
     }
 
     #[test]

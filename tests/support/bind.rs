@@ -89,13 +89,38 @@ zone "{ZONE}" {{
             .stdin(Stdio::null())
             .spawn()
             .expect("BIND is installed (apt-get install bind9)");
+        // Listening comes before the zones are loaded: wait until every zone answers its SOA.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "BIND did not start");
+        let names: Vec<&str> = std::iter::once(ZONE).chain(zones.iter().map(|(name, _)| *name)).collect();
+        while !names.iter().all(|zone| serves(port, zone)) {
+            assert!(Instant::now() < deadline, "BIND did not start serving {names:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { child, dir, address: format!("127.0.0.1:{port}"), tsig_secret }
     }
+}
+
+/// Whether the server on `port` answers the SOA of `zone` with authority.
+fn serves(port: u16, zone: &str) -> bool {
+    use hickory_proto::{
+        op::{Message, MessageType, OpCode, Query, ResponseCode},
+        rr::{Name, RecordType},
+    };
+    use std::io::{Read, Write};
+    let mut query = Message::new(1, MessageType::Query, OpCode::Query);
+    query.add_query(Query::query(Name::from_ascii(format!("{zone}.")).unwrap(), RecordType::SOA));
+    let bytes = query.to_vec().unwrap();
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut length = [0u8; 2];
+    let sent = stream.write_all(&(bytes.len() as u16).to_be_bytes()).and_then(|_| stream.write_all(&bytes));
+    if sent.and_then(|_| stream.read_exact(&mut length)).is_err() {
+        return false;
+    }
+    let mut answer = vec![0u8; u16::from_be_bytes(length) as usize];
+    stream.read_exact(&mut answer).is_ok()
+        && Message::from_vec(&answer)
+            .is_ok_and(|m| m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty())
 }
 
 impl Drop for Bind {

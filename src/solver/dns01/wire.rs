@@ -3,7 +3,7 @@
 //! exchange the RFC 2136 provider sends its updates through.
 
 use hickory_proto::{
-    op::{Message, MessageType, OpCode, Query},
+    op::{Message, MessageType, OpCode, Query, ResponseCode},
     rr::{Name, RData, RecordType},
 };
 use std::time::Duration;
@@ -125,6 +125,11 @@ pub async fn cname_target(nameserver: &str, name: &Name) -> Result<Name, String>
     let mut hops = 0;
     loop {
         let answer = exchange(nameserver, &query(&current, RecordType::TXT)).await?;
+        let code = answer.metadata.response_code;
+        if ![ResponseCode::NoError, ResponseCode::NXDomain].contains(&code) {
+            // A failure says nothing about CNAMEs: taking the name as the end would be a guess.
+            return Err(format!("{} answered {code} for {current}", server_address(nameserver)));
+        }
         let next = follow_in(&answer, &current);
         if next == current {
             return Ok(current);
