@@ -157,10 +157,8 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
     let key = issuer_ref.key(&issuer.namespace().unwrap_or_default());
     let previous = issuer.issuer_status().cloned().unwrap_or_default();
     // The CA's directory is read once per generation of the spec, not on every look.
-    let known = match previous.observed_generation == issuer.meta().generation {
-        true => previous.issuer_domain_names.clone(),
-        false => Vec::new(),
-    };
+    let same_generation = previous.observed_generation == issuer.meta().generation;
+    let known = if same_generation { previous.issuer_domain_names.clone() } else { Vec::new() };
     let (mut ready, found) = evaluate(&ctx, &issuer.name_any(), &key, issuer.issuer_spec(), &namespace, &known).await?;
     ready.observed_generation = issuer.meta().generation;
     let mut status = IssuerStatus { conditions: vec![ready], observed_generation: issuer.meta().generation, ..found };

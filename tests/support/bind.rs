@@ -37,9 +37,26 @@ impl Bind {
     /// `zones` (name, zone file lines) besides, all updatable with the TSIG key. With other zones
     /// it also resolves recursively for loopback clients, following CNAMEs from zone to zone.
     pub fn start_with(zones: &[(&str, &str)], records: &str) -> Self {
+        Self::start_at("127.0.0.1", free_port(), zones, records)
+    }
+
+    /// BIND on port 53 of a loopback address of its own (for clients that ask only port 53,
+    /// such as acme2certifier's dnspython; tests run as root). The address is derived from a
+    /// free port, so that tests running at once do not meet.
+    pub fn start_on_port_53(records: &str) -> Self {
+        let port = free_port();
+        let ip = format!("127.53.{}.{}", port >> 8, port & 0xff);
+        Self::start_at(&ip, 53, &[], records)
+    }
+
+    /// The IP address BIND listens on.
+    pub fn ip(&self) -> &str {
+        self.address.rsplit_once(':').map(|(ip, _)| ip).unwrap_or_default()
+    }
+
+    fn start_at(ip: &str, port: u16, zones: &[(&str, &str)], records: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("certpilot-bind-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
         let tsig_secret = random_secret();
         let zone = format!(
             "$TTL 60\n@ IN SOA ns.{ZONE}. admin.{ZONE}. 1 60 60 600 60\n@ IN NS ns.{ZONE}.\nns IN A 127.0.0.1\n@ IN A 127.0.0.1\n* IN A 127.0.0.1\n{records}\n"
@@ -64,7 +81,7 @@ impl Bind {
             r#"options {{
   directory "{dir}";
   pid-file "{dir}/named.pid";
-  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on port {port} {{ {ip}; }};
   listen-on-v6 {{ none; }};
   {recursion}
   dnssec-validation no;
@@ -90,11 +107,11 @@ zone "{ZONE}" {{
             .spawn()
             .expect("BIND is installed (apt-get install bind9)");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect((ip, port)).is_err() {
             assert!(Instant::now() < deadline, "BIND did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child, dir, address: format!("127.0.0.1:{port}"), tsig_secret }
+        Self { child, dir, address: format!("{ip}:{port}"), tsig_secret }
     }
 }
 
