@@ -967,13 +967,25 @@ async fn persist_env(test: &str, records: &str) -> (Env, support::a2c::A2c, Bind
     let env = Env::start(test, |_| {}).await;
     let solver = json!({"dnsPersist01": {"nameservers": [bind.address]}});
     let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "persist"},
-        "spec": {"acme": {"server": a2c.directory, "caBundle": a2c.ca_pem, "solvers": [solver]}}});
+        "spec": {"acme": {"server": a2c.directory, "caBundle": a2c.ca_pem, "email": "ops@example.com", "solvers": [solver]}}});
     env.apply::<Issuer>(doc).await;
     let issuer = wait_for(&env.api::<Issuer>(), "persist", "the records to publish", WAIT, |i: &Issuer| {
         i.status.as_ref().is_some_and(|s| !s.persist_records.is_empty())
     })
     .await;
     (env, a2c, bind, issuer)
+}
+
+/// The Secret holds a certificate from acme2certifier for `names`, matching its key.
+fn assert_a2c_secret(secret: &Secret, names: &[&str]) {
+    let data = secret.data.as_ref().unwrap();
+    let key = PrivateKey::from_pem(std::str::from_utf8(&data["tls.key"].0).unwrap()).unwrap();
+    let leaf = parse_chain(&data["tls.crt"].0).unwrap();
+    assert_eq!(leaf.public_key_info, key.public_key_info());
+    assert!(leaf.issuer.contains("acme2certifier"), "{}", leaf.issuer);
+    let mut got = leaf.dns_names.clone();
+    got.sort();
+    assert_eq!(got, names);
 }
 
 /// Publishes TXT `value` at `name` (as the domain's owner would; certpilot never does).
@@ -1022,13 +1034,13 @@ async fn dns_persist01_issues_plain_and_wildcard_names_and_renews_without_writin
     env.certificate("plain", &["plain.certpilot.test"], "persist").await;
     env.certificate("wild", &["*.wild.certpilot.test", "wild.certpilot.test"], "persist").await;
     let attempt = ready_attempt(&env, "plain").await;
-    assert_acme_secret(&env.api::<Secret>().get("plain-tls").await.unwrap(), &["plain.certpilot.test"]);
+    assert_a2c_secret(&env.api::<Secret>().get("plain-tls").await.unwrap(), &["plain.certpilot.test"]);
     let challenge = &attempt.challenges[0];
     assert_eq!(challenge.type_, "dns-persist-01");
     assert_eq!(challenge.record_name.as_deref(), Some("_validation-persist.plain.certpilot.test"));
     assert_eq!(challenge.record_value.as_deref(), Some(record.value.as_str()));
     let attempt = ready_attempt(&env, "wild").await;
-    assert_acme_secret(
+    assert_a2c_secret(
         &env.api::<Secret>().get("wild-tls").await.unwrap(),
         &["*.wild.certpilot.test", "wild.certpilot.test"],
     );

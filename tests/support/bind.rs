@@ -19,6 +19,8 @@ pub struct Bind {
     pub address: String,
     /// The base64 TSIG secret (hmac-sha256).
     pub tsig_secret: String,
+    /// A loopback address added for this server, removed on drop.
+    added_address: Option<String>,
 }
 
 fn random_secret() -> String {
@@ -46,7 +48,13 @@ impl Bind {
     pub fn start_on_port_53(records: &str) -> Self {
         let port = free_port();
         let ip = format!("127.53.{}.{}", port >> 8, port & 0xff);
-        Self::start_at(&ip, 53, &[], records)
+        // BIND listens only on addresses of an interface: the address is added to `lo` (and
+        // removed again when BIND is dropped).
+        let added = Command::new("ip").args(["addr", "replace", &format!("{ip}/32"), "dev", "lo"]).status();
+        assert!(added.is_ok_and(|s| s.success()), "could not add {ip} to lo (tests run as root)");
+        let mut bind = Self::start_at(&ip, 53, &[], records);
+        bind.added_address = Some(ip);
+        bind
     }
 
     /// The IP address BIND listens on.
@@ -111,7 +119,7 @@ zone "{ZONE}" {{
             assert!(Instant::now() < deadline, "BIND did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child, dir, address: format!("{ip}:{port}"), tsig_secret }
+        Self { child, dir, address: format!("{ip}:{port}"), tsig_secret, added_address: None }
     }
 }
 
@@ -120,5 +128,8 @@ impl Drop for Bind {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(ip) = &self.added_address {
+            let _ = Command::new("ip").args(["addr", "del", &format!("{ip}/32"), "dev", "lo"]).status();
+        }
     }
 }
