@@ -164,8 +164,11 @@ fn rejected_issuers() -> Vec<(Value, &'static str)> {
         (acme(json!({"email": "ops@example"})), "email must be an address"),
         (acme(json!({"email": "ops @example.com"})), "email must be an address"),
         (acme(json!({"solvers": [{"dns01": {}}]})), "dns01 needs a provider"),
-        (acme(json!({"solvers": [{"http01": {}, "dns01": {}}]})), "exactly one of http01, dns01 or tlsAlpn01"),
-        (acme(json!({"solvers": [{}]})), "exactly one of http01, dns01 or tlsAlpn01"),
+        (
+            acme(json!({"solvers": [{"http01": {}, "dns01": {}}]})),
+            "exactly one of http01, dns01, tlsAlpn01 or dnsPersist01",
+        ),
+        (acme(json!({"solvers": [{}]})), "exactly one of http01, dns01, tlsAlpn01 or dnsPersist01"),
         (
             acme(
                 json!({"solvers": [{"dns01": {"rfc2136": {"nameserver": "127.0.0.1:53", "tsigAlgorithm": "hmac-md5"}}}]}),

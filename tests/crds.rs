@@ -250,7 +250,7 @@ async fn issuer_rules_reject_bad_input() {
         assert!(message.contains(expected), "{what}: {message}");
     }
     let message = rejection(issuers.create(&pp, &acme(json!({"http01": {}, "dns01": {}}))).await, "two solver kinds");
-    assert!(message.contains("exactly one of http01, dns01 or tlsAlpn01"), "{message}");
+    assert!(message.contains("exactly one of http01, dns01, tlsAlpn01 or dnsPersist01"), "{message}");
     let message = rejection(
         issuers.create(&pp, &acme(json!({"http01": {}, "selector": {"dnsNames": ["*.example.com"]}}))).await,
         "wildcard http01",

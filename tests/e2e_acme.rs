@@ -952,3 +952,152 @@ async fn unreachable_acme_servers_say_why() {
         assert!(ready.message.contains(says), "{issuer}: {}", ready.message);
     }
 }
+
+/// An issuer named `persist` answering with dns-persist-01 on acme2certifier, which validates
+/// it against BIND (on port 53 of an address of its own, as dnspython asks only there), once
+/// the issuer's status lists the records to publish.
+async fn persist_env(test: &str, records: &str) -> (Env, support::a2c::A2c, Bind, Issuer) {
+    let bind = Bind::start_on_port_53(records);
+    let a2c = support::a2c::A2c::start_with(support::a2c::A2cOptions {
+        validate: true,
+        caa_identities: vec!["ca.certpilot.test".into()],
+        dns_servers: vec![bind.ip().into()],
+        ..Default::default()
+    });
+    let env = Env::start(test, |_| {}).await;
+    let solver = json!({"dnsPersist01": {"nameservers": [bind.address]}});
+    let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "persist"},
+        "spec": {"acme": {"server": a2c.directory, "caBundle": a2c.ca_pem, "email": "ops@example.com", "solvers": [solver]}}});
+    env.apply::<Issuer>(doc).await;
+    let issuer = wait_for(&env.api::<Issuer>(), "persist", "the records to publish", WAIT, |i: &Issuer| {
+        i.status.as_ref().is_some_and(|s| !s.persist_records.is_empty())
+    })
+    .await;
+    (env, a2c, bind, issuer)
+}
+
+/// The Secret holds a certificate from acme2certifier for `names`, matching its key.
+fn assert_a2c_secret(secret: &Secret, names: &[&str]) {
+    let data = secret.data.as_ref().unwrap();
+    let key = PrivateKey::from_pem(std::str::from_utf8(&data["tls.key"].0).unwrap()).unwrap();
+    let leaf = parse_chain(&data["tls.crt"].0).unwrap();
+    assert_eq!(leaf.public_key_info, key.public_key_info());
+    assert!(leaf.issuer.contains("acme2certifier"), "{}", leaf.issuer);
+    let mut got = leaf.dns_names.clone();
+    got.sort();
+    assert_eq!(got, names);
+}
+
+/// Publishes TXT `value` at `name` (as the domain's owner would; certpilot never does).
+async fn publish(bind: &Bind, name: &str, value: &str) {
+    use certpilot::solver::dns01::{Provider, rfc2136::Rfc2136};
+    let provider = Rfc2136::with_key(&bind.address, KEY_NAME, None, &bind.tsig_secret).unwrap();
+    provider.add_txt(&format!("{name}.").parse().unwrap(), value).await.unwrap();
+}
+
+/// The zone's SOA serial: it moves with every change to the zone.
+async fn soa_serial(bind: &Bind) -> u32 {
+    use certpilot::solver::dns01::wire::{exchange, query};
+    use hickory_proto::rr::{RData, RecordType};
+    let answer = exchange(&bind.address, &query(&format!("{ZONE}.").parse().unwrap(), RecordType::SOA)).await.unwrap();
+    answer.answers.iter().find_map(|r| if let RData::SOA(soa) = &r.data { Some(soa.serial) } else { None }).unwrap()
+}
+
+/// The statuses acme2certifier has for its dns-persist-01 challenges.
+fn persist_challenge_states(a2c: &support::a2c::A2c) -> Vec<String> {
+    a2c.query("select s.name from challenge c join status s on c.status_id = s.id where c.type = 'dns-persist-01'")
+}
+
+async fn failed_attempt(env: &Env, name: &str) -> certpilot::api::attempt::CertificateAttemptStatus {
+    let cert = wait_for(&env.api::<Certificate>(), name, "a failed attempt", WAIT, |c: &Certificate| {
+        c.status.as_ref().is_some_and(|s| s.phase == CertificatePhase::Failed)
+    })
+    .await;
+    let attempt = env.api::<CertificateAttempt>().get(&cert.status.unwrap().last_attempt.unwrap().name).await.unwrap();
+    attempt.status.unwrap()
+}
+
+#[tokio::test]
+async fn dns_persist01_issues_plain_and_wildcard_names_and_renews_without_writing_dns() {
+    let (env, _a2c, bind, issuer) = persist_env("acme-persist", "").await;
+    let status = issuer.status.unwrap();
+    let account = status.account_uri.clone().unwrap();
+    assert_eq!(status.issuer_domain_names, ["ca.certpilot.test"]);
+    let record = &status.persist_records[0];
+    assert_eq!((record.name.as_str(), record.record_name.as_str()), ("*", "_validation-persist.<name>"));
+    assert_eq!(record.value, format!("ca.certpilot.test; accounturi={account}"));
+    assert_eq!(record.wildcard_value, format!("ca.certpilot.test; accounturi={account}; policy=wildcard"));
+    // The owner publishes exactly what the status says.
+    publish(&bind, "_validation-persist.plain.certpilot.test", &record.value).await;
+    publish(&bind, "_validation-persist.wild.certpilot.test", &record.wildcard_value).await;
+
+    env.certificate("plain", &["plain.certpilot.test"], "persist").await;
+    env.certificate("wild", &["*.wild.certpilot.test", "wild.certpilot.test"], "persist").await;
+    let attempt = ready_attempt(&env, "plain").await;
+    assert_a2c_secret(&env.api::<Secret>().get("plain-tls").await.unwrap(), &["plain.certpilot.test"]);
+    let challenge = &attempt.challenges[0];
+    assert_eq!(challenge.type_, "dns-persist-01");
+    assert_eq!(challenge.record_name.as_deref(), Some("_validation-persist.plain.certpilot.test"));
+    assert_eq!(challenge.record_value.as_deref(), Some(record.value.as_str()));
+    let attempt = ready_attempt(&env, "wild").await;
+    assert_a2c_secret(
+        &env.api::<Secret>().get("wild-tls").await.unwrap(),
+        &["*.wild.certpilot.test", "wild.certpilot.test"],
+    );
+    assert!(attempt.challenges.iter().all(|c| c.type_ == "dns-persist-01"), "{attempt:#?}");
+    let wildcard = attempt.challenges.iter().find(|c| c.dns_name == "*.wild.certpilot.test").unwrap();
+    assert_eq!(wildcard.record_value.as_deref(), Some(record.wildcard_value.as_str()));
+
+    // A renewal writes nothing to DNS: the zone's serial and the record stay as they were.
+    let serial = soa_serial(&bind).await;
+    let published = "_validation-persist.plain.certpilot.test.";
+    let before = certpilot::solver::dns01::txt_values(&bind.address, published).await.unwrap();
+    let request = json!({"metadata": {"annotations": {"certpilot.dev/renew": "persist"}}});
+    env.api::<Certificate>().patch("plain", &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();
+    wait_for(&env.api::<Certificate>(), "plain", "a manual renewal", WAIT, |c: &Certificate| {
+        c.status.as_ref().is_some_and(|s| {
+            s.phase == CertificatePhase::Ready
+                && s.last_attempt.as_ref().is_some_and(|a| {
+                    a.phase == AttemptPhase::Succeeded && a.type_ == certpilot::api::attempt::AttemptType::Manual
+                })
+        })
+    })
+    .await;
+    assert_eq!(soa_serial(&bind).await, serial, "the zone changed during the renewal");
+    assert_eq!(certpilot::solver::dns01::txt_values(&bind.address, published).await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn dns_persist01_refuses_a_wrong_record_before_asking_the_ca() {
+    let other_account = "https://127.0.0.1:1/acme/acct/7";
+    let records = format!("_validation-persist.other IN TXT \"ca.certpilot.test; accounturi={other_account}\"");
+    let (env, a2c, bind, issuer) = persist_env("acme-persist-wrong", &records).await;
+    let status = issuer.status.unwrap();
+    let record = status.persist_records[0].clone();
+    // For a wildcard, without policy=wildcard; and one that has expired.
+    publish(&bind, "_validation-persist.nopolicy.certpilot.test", &record.value).await;
+    publish(&bind, "_validation-persist.old.certpilot.test", &format!("{}; persistUntil=1700000000", record.value))
+        .await;
+    env.certificate("other", &["other.certpilot.test"], "persist").await;
+    env.certificate("nopolicy", &["*.nopolicy.certpilot.test"], "persist").await;
+    env.certificate("old", &["old.certpilot.test"], "persist").await;
+    let cases = [
+        ("other", format!("the record names account {other_account}, not certpilot's account"), &record.value),
+        ("nopolicy", "lacks \"policy=wildcard\"".to_string(), &record.wildcard_value),
+        ("old", "persistUntil passed at 2023-11-14T22:13:20Z".to_string(), &record.value),
+    ];
+    for (name, problem, publish) in cases {
+        let attempt = failed_attempt(&env, name).await;
+        assert_eq!(attempt.error_code.as_deref(), Some("DNSPersistRecord"), "{attempt:#?}");
+        let message = attempt.error_message.unwrap();
+        let record_name = format!("_validation-persist.{name}.certpilot.test");
+        assert!(message.starts_with(&format!("{record_name}: ")), "{message}");
+        assert!(message.contains(&problem), "{message}");
+        assert!(message.ends_with(&format!("; publish TXT \"{publish}\"")), "{message}");
+        let check = attempt.challenges[0].dns_check.clone().unwrap_or_default();
+        assert!(check.contains(&problem), "{check}");
+    }
+    // The CA was never asked to validate: each dns-persist-01 challenge is still pending.
+    let states = persist_challenge_states(&a2c);
+    assert!(!states.is_empty() && states.iter().all(|s| s == "pending"), "{states:?}");
+}

@@ -127,7 +127,7 @@ pub struct ExternalAccountBinding {
 /// One way of answering challenges, optionally limited to some names.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.http01), has(self.dns01), has(self.tlsAlpn01)].filter(x, x).size() == 1").message("each solver needs exactly one of http01, dns01 or tlsAlpn01"))]
+#[x_kube(validation = Rule::new("[has(self.http01), has(self.dns01), has(self.tlsAlpn01), has(self.dnsPersist01)].filter(x, x).size() == 1").message("each solver needs exactly one of http01, dns01, tlsAlpn01 or dnsPersist01"))]
 #[x_kube(validation = Rule::new("!has(self.http01) || !has(self.selector) || !has(self.selector.dnsNames) || self.selector.dnsNames.all(n, !n.startsWith('*.'))").message("http01 cannot validate wildcard names: use a dns01 solver for names starting with '*.'"))]
 pub struct AcmeSolver {
     /// Which names this solver answers for; without a selector it answers for all names.
@@ -142,6 +142,11 @@ pub struct AcmeSolver {
     /// TLS-ALPN-01: a special certificate served on port 443 of the operator's solver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_alpn01: Option<TlsAlpn01Solver>,
+    /// DNS-PERSIST-01: one TXT record at `_validation-persist.<name>`, published once by the
+    /// domain's owner (certpilot never writes it), authorises this issuer's account for every
+    /// later issuance, wildcards included. `status.persistRecords` lists what to publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_persist01: Option<DnsPersist01Solver>,
 }
 
 /// Names a solver is used for.
@@ -238,6 +243,22 @@ pub struct Rfc2136Solver {
     pub tsig_secret_ref: Option<SecretKeySelector>,
 }
 
+/// DNS-PERSIST-01: nothing is written (no DNS credentials); the record is checked before the
+/// CA is asked, so that a missing or wrong record fails with the exact record to publish.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsPersist01Solver {
+    /// Put `persistUntil=<this time>` in the records `status.persistRecords` suggests (the CA
+    /// stops accepting a record after it; certpilot warns 14 days ahead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persist_until: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// `host:port` of servers asked for the record before the CA is (else
+    /// `--dns-check-nameservers`; with neither, the CA is asked without a check).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub nameservers: Vec<String>,
+}
+
 /// TLS-ALPN-01 needs no settings: the operator's solver serves the validation certificate.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct TlsAlpn01Solver {}
@@ -259,6 +280,27 @@ pub struct IssuerStatus {
     /// The `metadata.generation` last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The CA's issuer domain names (`meta.caaIdentities` of its directory), read when a
+    /// solver uses dnsPersist01: DNS-PERSIST-01 records must name one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issuer_domain_names: Vec<String>,
+    /// For dnsPersist01 solvers: the TXT records to publish, exactly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub persist_records: Vec<PersistRecord>,
+}
+
+/// A DNS-PERSIST-01 record the domain's owner publishes for this issuer's account.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistRecord {
+    /// The name or zone of the solver's selector it is for; `*`: any name the solver answers.
+    pub name: String,
+    /// Where to publish it: `_validation-persist.<name>` (for a wildcard, its base name).
+    pub record_name: String,
+    /// The TXT value.
+    pub value: String,
+    /// The TXT value that also authorises wildcard names (`policy=wildcard`).
+    pub wildcard_value: String,
 }
 
 /// The signing CA of a `ca` issuer.

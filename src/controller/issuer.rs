@@ -5,14 +5,16 @@ use crate::{
     api::{
         ClusterIssuer, Issuer, IssuerKind, IssuerRef, IssuerSpec, IssuerStatus, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
         conditions::{self, Condition},
-        issuer::CaStatus,
+        issuer::{AcmeIssuer, CaStatus},
     },
     error::Result,
     issuance::{
-        acme::account::AccountSource,
+        Failure, FailureCode as C,
+        acme::{account::AccountSource, directory},
         signer::{Signer, load_signer},
     },
     policy::trigger::IssuerState,
+    solver::dns_persist01,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -61,14 +63,17 @@ impl IssuerObject for ClusterIssuer {
     }
 }
 
-/// The Ready condition, CA details and ACME account of an issuer.
+/// The Ready condition and what else the status says of an issuer: CA details, the ACME
+/// account, and for dnsPersist01 solvers the records to publish. `known`: the CA's issuer
+/// domain names read before for this generation (not fetched again).
 async fn evaluate(
     ctx: &Context,
     name: &str,
     key: &str,
     spec: &IssuerSpec,
     namespace: &str,
-) -> Result<(Condition, Option<CaStatus>, Option<String>)> {
+    known: &[String],
+) -> Result<(Condition, IssuerStatus)> {
     let secrets: Api<Secret> = ctx.namespaced(namespace);
     if let Some(acme) = &spec.acme {
         let source = AccountSource { key, issuer_name: name, spec: acme, secrets: &secrets };
@@ -80,12 +85,17 @@ async fn evaluate(
                     message = format!("{message} ({note})");
                     reason = "AccountReregistered";
                 }
-                (Condition::new("Ready", true, reason, message), None, Some(account.uri().to_string()))
+                let mut status = IssuerStatus { account_uri: Some(account.uri().to_string()), ..Default::default() };
+                let ready = match persist_status(acme, account.uri(), known, &mut status).await {
+                    Ok(()) => Condition::new("Ready", true, reason, message),
+                    Err(failure) => Condition::new("Ready", false, failure.code.as_str(), failure.message),
+                };
+                (ready, status)
             }
             Err(failure) => {
                 let message =
                     format!("could not register or load an ACME account at {}: {}", acme.server, failure.message);
-                (Condition::new("Ready", false, failure.code.as_str(), message), None, None)
+                (Condition::new("Ready", false, failure.code.as_str(), message), IssuerStatus::default())
             }
         });
     }
@@ -107,7 +117,37 @@ async fn evaluate(
         Ok(Signer::Acme(_)) => unreachable!("ACME issuers are evaluated above"),
         Err(not_ready) => (Condition::new("Ready", false, not_ready.reason, not_ready.message), None),
     };
-    Ok((condition, ca, None))
+    Ok((condition, IssuerStatus { ca, ..Default::default() }))
+}
+
+/// For an issuer with dnsPersist01 solvers: the CA's issuer domain names and the records the
+/// domains' owners publish (from `known`, else read from the directory). A CA naming none
+/// cannot be used with dns-persist-01: that is the failure.
+async fn persist_status(
+    acme: &AcmeIssuer,
+    account_uri: &str,
+    known: &[String],
+    status: &mut IssuerStatus,
+) -> std::result::Result<(), Failure> {
+    if !acme.solvers.iter().any(|s| s.dns_persist01.is_some()) {
+        return Ok(());
+    }
+    let issuers = match known {
+        [] => directory::caa_identities(acme).await?,
+        known => known.to_vec(),
+    };
+    if issuers.is_empty() {
+        return Err(Failure::new(
+            C::DnsPersistUnsupported,
+            format!(
+                "the CA at {} lists no caaIdentities in its directory, so dns-persist-01 cannot be used with this CA (a record must name one of them); use another solver or CA",
+                acme.server
+            ),
+        ));
+    }
+    status.persist_records = dns_persist01::records(&acme.solvers, account_uri, &issuers);
+    status.issuer_domain_names = issuers;
+    Ok(())
 }
 
 async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
@@ -115,12 +155,13 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
     let namespace = ctx.issuer_secret_namespace(K::KIND, issuer.namespace().as_deref());
     let issuer_ref = IssuerRef { kind: K::KIND, name: issuer.name_any() };
     let key = issuer_ref.key(&issuer.namespace().unwrap_or_default());
-    let (mut ready, ca, account_uri) =
-        evaluate(&ctx, &issuer.name_any(), &key, issuer.issuer_spec(), &namespace).await?;
-    ready.observed_generation = issuer.meta().generation;
     let previous = issuer.issuer_status().cloned().unwrap_or_default();
-    let mut status =
-        IssuerStatus { conditions: vec![ready], ca, account_uri, observed_generation: issuer.meta().generation };
+    // The CA's directory is read once per generation of the spec, not on every look.
+    let same_generation = previous.observed_generation == issuer.meta().generation;
+    let known = if same_generation { previous.issuer_domain_names.clone() } else { Vec::new() };
+    let (mut ready, found) = evaluate(&ctx, &issuer.name_any(), &key, issuer.issuer_spec(), &namespace, &known).await?;
+    ready.observed_generation = issuer.meta().generation;
+    let mut status = IssuerStatus { conditions: vec![ready], observed_generation: issuer.meta().generation, ..found };
     conditions::stamp(&mut status.conditions, &previous.conditions, jiff::Timestamp::now());
     if status != previous {
         apply_status(&ctx, &issuer.api_for(ctx.client.clone()), &issuer.name_any(), &status).await?;

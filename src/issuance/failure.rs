@@ -102,6 +102,10 @@ failure_codes! {
     TsigKeyInvalid => "TSIGKeyInvalid", transient: false;
     DnsAnswerNotSigned => "DNSAnswerNotSigned", transient: false;
     DnsProviderCredentials => "DNSProviderCredentials", transient: false;
+    /// The DNS-PERSIST-01 record is missing or would not authorise the request.
+    DnsPersistRecord => "DNSPersistRecord", transient: false;
+    /// The CA names no issuer domain name (`caaIdentities`), which DNS-PERSIST-01 needs.
+    DnsPersistUnsupported => "DNSPersistUnsupported", transient: false;
     Internal => "Internal", transient: false;
 }
 

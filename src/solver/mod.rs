@@ -2,6 +2,7 @@
 //! operator's solver servers.
 
 pub mod dns01;
+pub mod dns_persist01;
 pub mod http01;
 pub mod tls_alpn01;
 
@@ -17,6 +18,8 @@ pub enum ChallengeKind {
     Http01,
     Dns01,
     TlsAlpn01,
+    /// draft-ietf-acme-dns-persist: a standing record the domain's owner publishes.
+    DnsPersist01,
 }
 
 impl ChallengeKind {
@@ -27,6 +30,8 @@ impl ChallengeKind {
             Some(Self::Dns01)
         } else if solver.tls_alpn01.is_some() {
             Some(Self::TlsAlpn01)
+        } else if solver.dns_persist01.is_some() {
+            Some(Self::DnsPersist01)
         } else {
             None
         }
@@ -37,6 +42,8 @@ impl ChallengeKind {
             Self::Http01 => instant_acme::ChallengeType::Http01,
             Self::Dns01 => instant_acme::ChallengeType::Dns01,
             Self::TlsAlpn01 => instant_acme::ChallengeType::TlsAlpn01,
+            // instant-acme has no variant for it: the type as the CA spells it.
+            Self::DnsPersist01 => instant_acme::ChallengeType::Unknown(Self::DnsPersist01.name().into()),
         }
     }
 
@@ -45,7 +52,13 @@ impl ChallengeKind {
             Self::Http01 => "http-01",
             Self::Dns01 => "dns-01",
             Self::TlsAlpn01 => "tls-alpn-01",
+            Self::DnsPersist01 => "dns-persist-01",
         }
+    }
+
+    /// Whether it can validate a wildcard name (only DNS-based challenges can).
+    pub fn validates_wildcards(self) -> bool {
+        matches!(self, Self::Dns01 | Self::DnsPersist01)
     }
 }
 
@@ -82,11 +95,11 @@ pub fn select<'a>(solvers: &'a [AcmeSolver], name: &str) -> Result<(&'a AcmeSolv
     let (solver, _) = best.ok_or_else(|| {
         format!("no solver of the issuer matches {name}; add one without a selector, or one whose selector names it")
     })?;
-    let kind =
-        ChallengeKind::of(solver).ok_or_else(|| "the matching solver has no http01, dns01 or tlsAlpn01".to_string())?;
-    if name.starts_with("*.") && kind != ChallengeKind::Dns01 {
+    let kind = ChallengeKind::of(solver)
+        .ok_or_else(|| "the matching solver has no http01, dns01, tlsAlpn01 or dnsPersist01".to_string())?;
+    if name.starts_with("*.") && !kind.validates_wildcards() {
         return Err(format!(
-            "{name} is a wildcard, which only dns-01 can validate, but the matching solver uses {}",
+            "{name} is a wildcard, which only dns-01 or dns-persist-01 can validate, but the matching solver uses {}",
             kind.name()
         ));
     }
@@ -157,6 +170,8 @@ mod tests {
     fn wildcards_need_dns01_and_unmatched_names_are_explained() {
         assert!(select(&[http(None)], "*.example.com").unwrap_err().contains("only dns-01"));
         assert_eq!(select(&[dns(None)], "*.example.com").unwrap().1, ChallengeKind::Dns01);
+        let persist = AcmeSolver { dns_persist01: Some(Default::default()), ..Default::default() };
+        assert_eq!(select(&[persist], "*.example.com").unwrap().1, ChallengeKind::DnsPersist01);
         assert!(select(&[dns(zones(&["example.com"]))], "other.org").unwrap_err().contains("no solver"));
         assert!(select(&[], "a.example.com").is_err());
     }

@@ -1,6 +1,7 @@
 //! acme2certifier (from PyPI) as an ACME server with Renewal Information and profiles, signing
-//! with a local CA, on a free loopback port. Challenge validation is switched off (Pebble tests
-//! cover validation); what this server is for is ARI and profiles.
+//! with a local CA, on a free loopback port. Challenge validation is off by default (Pebble tests
+//! cover validation; what this server is for is ARI and profiles), and on for dns-persist-01,
+//! which it implements and Pebble does not.
 #![allow(dead_code)]
 
 use super::pebble::free_port;
@@ -51,9 +52,49 @@ server.socket = tls.wrap_socket(server.socket, server_side=True)
 server.serve_forever()
 "#;
 
+/// How the server is set up.
+pub struct A2cOptions {
+    /// Seconds the server asks clients to wait between ARI checks.
+    pub renewal_retry_after: u32,
+    /// Validate challenges (off: every challenge passes at once).
+    pub validate: bool,
+    /// The directory's `meta.caaIdentities`; with validation, dns-persist-01 is offered
+    /// (wildcards allowed with `policy=wildcard`).
+    pub caa_identities: Vec<String>,
+    /// The DNS servers validation asks: IP addresses (dnspython asks them on port 53).
+    pub dns_servers: Vec<String>,
+}
+
+impl Default for A2cOptions {
+    fn default() -> Self {
+        Self { renewal_retry_after: 3600, validate: false, caa_identities: Vec::new(), dns_servers: Vec::new() }
+    }
+}
+
+impl A2cOptions {
+    /// The config lines these options add.
+    fn config(&self) -> String {
+        let list = |items: &[String]| serde_json::to_string(items).unwrap();
+        let mut lines =
+            format!("\n[Challenge]\nchallenge_validation_disable: {}\n", if self.validate { "False" } else { "True" });
+        if self.validate {
+            lines.push_str("dns_persist_01_support: True\ndns_persist_allow_policy_wildcard: True\n");
+        }
+        if !self.caa_identities.is_empty() {
+            lines.push_str(&format!("\n[Directory]\ncaaidentities: {}\n", list(&self.caa_identities)));
+        }
+        lines
+    }
+}
+
 impl A2c {
     /// `renewal_retry_after`: seconds the server asks clients to wait between ARI checks.
     pub fn start(renewal_retry_after: u32) -> Self {
+        Self::start_with(A2cOptions { renewal_retry_after, ..Default::default() })
+    }
+
+    pub fn start_with(options: A2cOptions) -> Self {
+        let renewal_retry_after = options.renewal_retry_after;
         let dir = std::env::temp_dir().join(format!("certpilot-a2c-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(dir.join("certs")).unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -87,8 +128,14 @@ impl A2c {
         .unwrap();
         std::fs::write(dir.join("ca.crl"), crl.pem().unwrap()).unwrap();
         let d = dir.display();
+        let challenge = options.config();
+        let dns_servers = if options.dns_servers.is_empty() {
+            String::new()
+        } else {
+            format!("dns_server_list: {}\n", serde_json::to_string(&options.dns_servers).unwrap())
+        };
         let config = format!(
-            "[DEFAULT]\ndebug: False\n\n[Nonce]\nnonce_check_disable: False\n\n[CAhandler]\nhandler_module: acme2certifier.cahandlers.openssl_ca_handler\nissuing_ca_key: {d}/ca.key\nissuing_ca_cert: {d}/ca.crt\nissuing_ca_crl: {d}/ca.crl\ncert_save_path: {d}/certs\nca_cert_chain_list: [\"{d}/ca.crt\"]\ncert_validity_days: 10\n\n[DBhandler]\ndbfile: {d}/a2c.db\n\n[Challenge]\nchallenge_validation_disable: True\n\n[Renewalinfo]\nrenewalthreshold_pctg: 50\nretry_after_timeout: {renewal_retry_after}\n\n[Order]\nprofiles: {{\"shortlived\": \"a few days\", \"classic\": \"the default\"}}\n"
+            "[DEFAULT]\ndebug: False\n{dns_servers}\n[Nonce]\nnonce_check_disable: False\n\n[CAhandler]\nhandler_module: acme2certifier.cahandlers.openssl_ca_handler\nissuing_ca_key: {d}/ca.key\nissuing_ca_cert: {d}/ca.crt\nissuing_ca_crl: {d}/ca.crl\ncert_save_path: {d}/certs\nca_cert_chain_list: [\"{d}/ca.crt\"]\ncert_validity_days: 10\n\n[DBhandler]\ndbfile: {d}/a2c.db\n{challenge}\n[Renewalinfo]\nrenewalthreshold_pctg: 50\nretry_after_timeout: {renewal_retry_after}\n\n[Order]\nprofiles: {{\"shortlived\": \"a few days\", \"classic\": \"the default\"}}\n"
         );
         std::fs::write(dir.join("acme_srv.cfg"), config).unwrap();
         let port = free_port();

@@ -19,6 +19,8 @@ pub struct Bind {
     pub address: String,
     /// The base64 TSIG secret (hmac-sha256).
     pub tsig_secret: String,
+    /// A loopback address added for this server, removed on drop.
+    added_address: Option<String>,
 }
 
 fn random_secret() -> String {
@@ -37,9 +39,32 @@ impl Bind {
     /// `zones` (name, zone file lines) besides, all updatable with the TSIG key. With other zones
     /// it also resolves recursively for loopback clients, following CNAMEs from zone to zone.
     pub fn start_with(zones: &[(&str, &str)], records: &str) -> Self {
+        Self::start_at("127.0.0.1", free_port(), zones, records)
+    }
+
+    /// BIND on port 53 of a loopback address of its own (for clients that ask only port 53,
+    /// such as acme2certifier's dnspython; tests run as root). The address is derived from a
+    /// free port, so that tests running at once do not meet.
+    pub fn start_on_port_53(records: &str) -> Self {
+        let port = free_port();
+        let ip = format!("127.53.{}.{}", port >> 8, port & 0xff);
+        // BIND listens only on addresses of an interface: the address is added to `lo` (and
+        // removed again when BIND is dropped).
+        let added = Command::new("ip").args(["addr", "replace", &format!("{ip}/32"), "dev", "lo"]).status();
+        assert!(added.is_ok_and(|s| s.success()), "could not add {ip} to lo (tests run as root)");
+        let mut bind = Self::start_at(&ip, 53, &[], records);
+        bind.added_address = Some(ip);
+        bind
+    }
+
+    /// The IP address BIND listens on.
+    pub fn ip(&self) -> &str {
+        self.address.rsplit_once(':').map(|(ip, _)| ip).unwrap_or_default()
+    }
+
+    fn start_at(ip: &str, port: u16, zones: &[(&str, &str)], records: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("certpilot-bind-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
         let tsig_secret = random_secret();
         let zone = format!(
             "$TTL 60\n@ IN SOA ns.{ZONE}. admin.{ZONE}. 1 60 60 600 60\n@ IN NS ns.{ZONE}.\nns IN A 127.0.0.1\n@ IN A 127.0.0.1\n* IN A 127.0.0.1\n{records}\n"
@@ -64,7 +89,7 @@ impl Bind {
             r#"options {{
   directory "{dir}";
   pid-file "{dir}/named.pid";
-  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on port {port} {{ {ip}; }};
   listen-on-v6 {{ none; }};
   {recursion}
   dnssec-validation no;
@@ -92,16 +117,16 @@ zone "{ZONE}" {{
         // Listening comes before the zones are loaded: wait until every zone answers its SOA.
         let deadline = Instant::now() + Duration::from_secs(20);
         let names: Vec<&str> = std::iter::once(ZONE).chain(zones.iter().map(|(name, _)| *name)).collect();
-        while !names.iter().all(|zone| serves(port, zone)) {
+        while !names.iter().all(|zone| serves(ip, port, zone)) {
             assert!(Instant::now() < deadline, "BIND did not start serving {names:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child, dir, address: format!("127.0.0.1:{port}"), tsig_secret }
+        Self { child, dir, address: format!("{ip}:{port}"), tsig_secret, added_address: None }
     }
 }
 
 /// Whether the server on `port` answers the SOA of `zone` with authority.
-fn serves(port: u16, zone: &str) -> bool {
+fn serves(ip: &str, port: u16, zone: &str) -> bool {
     use hickory_proto::{
         op::{Message, MessageType, OpCode, Query, ResponseCode},
         rr::{Name, RecordType},
@@ -110,7 +135,7 @@ fn serves(port: u16, zone: &str) -> bool {
     let mut query = Message::new(1, MessageType::Query, OpCode::Query);
     query.add_query(Query::query(Name::from_ascii(format!("{zone}.")).unwrap(), RecordType::SOA));
     let bytes = query.to_vec().unwrap();
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut stream) = std::net::TcpStream::connect((ip, port)) else { return false };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut length = [0u8; 2];
     let sent = stream.write_all(&(bytes.len() as u16).to_be_bytes()).and_then(|_| stream.write_all(&bytes));
@@ -128,5 +153,8 @@ impl Drop for Bind {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(ip) = &self.added_address {
+            let _ = Command::new("ip").args(["addr", "del", &format!("{ip}/32"), "dev", "lo"]).status();
+        }
     }
 }

@@ -23,7 +23,7 @@ use crate::{
         Failure, FailureCode as C, Obtained,
         acme::{
             account::{AccountSource, AcmeAccount},
-            order,
+            directory, order,
         },
         failure::is_refusal,
         local,
@@ -34,7 +34,7 @@ use crate::{
     pki::PrivateKey,
     policy::adopt::Adoption,
     secret::{self, SecretContents},
-    solver::{self, ChallengeKind, dns01, http01},
+    solver::{self, ChallengeKind, dns_persist01, dns01, http01},
 };
 use instant_acme::OrderStatus as CaOrder;
 use jiff::{SignedDuration, Timestamp};
@@ -245,9 +245,16 @@ impl Pass<'_> {
         if !self.log.steps.iter().any(|s| s.name == "Present") {
             self.log.begin("Present");
         }
-        let challenges = match order::challenges(&account, &mut order, &issuer.solvers).await {
+        let mut challenges = match order::challenges(&account, &mut order, &issuer.solvers).await {
             Ok(c) => c,
             Err(failure) => return Ok(Transition::Fail(failure)),
+        };
+        let persist_issuers = match self.persist_values(&issuer, &account, &mut challenges).await {
+            Ok(names) => names,
+            Err(failure) => {
+                self.log.fail(failure.message.clone());
+                return Ok(Transition::Fail(failure));
+            }
         };
         if self.status.challenges.is_empty() {
             // Write-ahead: the records are known before any is published, so that cleanup
@@ -276,6 +283,15 @@ impl Pass<'_> {
                         return Ok(Transition::Fail(failure));
                     }
                     record.presented_at = Some(Time(Timestamp::now()));
+                }
+                if challenge.kind == ChallengeKind::DnsPersist01
+                    && let Err(failure) =
+                        self.persist_check(&challenge, &mut record, &persist_issuers, account.uri()).await
+                {
+                    // Failed before the CA was told anything: no failed validation at the CA.
+                    self.upsert_record(record);
+                    self.log.fail(failure.message.clone());
+                    return Ok(Transition::Fail(failure));
                 }
                 self.serve(&challenge);
                 if self.visible(&challenge, &mut record).await? {
@@ -703,6 +719,8 @@ impl Pass<'_> {
                 Ok(Ok(()))
             }
             ChallengeKind::TlsAlpn01 => Ok(Ok(())),
+            // The domain's owner published the record; certpilot writes nothing, ever.
+            ChallengeKind::DnsPersist01 => Ok(Ok(())),
             ChallengeKind::Dns01 => {
                 let Some(written) = record.delegated_to.as_deref().or(record.record_name.as_deref()) else {
                     return Ok(Err(Failure::new(C::Internal, format!("no DNS-01 record name for {name}"))));
@@ -750,6 +768,81 @@ impl Pass<'_> {
         }))
     }
 
+    /// The value each DNS-PERSIST-01 challenge's record must have (naming the account and the
+    /// CA's first issuer domain name); returns the CA's issuer domain names (none when no
+    /// challenge is DNS-PERSIST-01).
+    async fn persist_values(
+        &self,
+        issuer: &crate::api::issuer::AcmeIssuer,
+        account: &AcmeAccount,
+        challenges: &mut [order::Challenge],
+    ) -> std::result::Result<Vec<String>, Failure> {
+        if !challenges.iter().any(|c| c.kind == ChallengeKind::DnsPersist01) {
+            return Ok(Vec::new());
+        }
+        let issuers = self.issuer_domain_names(issuer).await?;
+        for challenge in challenges.iter_mut().filter(|c| c.kind == ChallengeKind::DnsPersist01) {
+            let solver = challenge.solver.dns_persist01.clone().unwrap_or_default();
+            challenge.record.record_value =
+                dns_persist01::value(&solver, &challenge.record.dns_name, account.uri(), &issuers);
+        }
+        Ok(issuers)
+    }
+
+    /// The CA's issuer domain names: from the issuer's status, else from the CA's directory.
+    async fn issuer_domain_names(
+        &self,
+        issuer: &crate::api::issuer::AcmeIssuer,
+    ) -> std::result::Result<Vec<String>, Failure> {
+        let cached = self.ctx.caches.issuer(&self.attempt.spec.issuer_ref, &self.namespace);
+        let listed = cached.and_then(|(_, status)| status).map(|s| s.issuer_domain_names).unwrap_or_default();
+        let issuers = if listed.is_empty() { directory::caa_identities(issuer).await? } else { listed };
+        if issuers.is_empty() {
+            return Err(Failure::new(
+                C::DnsPersistUnsupported,
+                format!(
+                    "the CA at {} lists no caaIdentities in its directory, so dns-persist-01 cannot be used with this CA",
+                    issuer.server
+                ),
+            ));
+        }
+        Ok(issuers)
+    }
+
+    /// Looks the DNS-PERSIST-01 record up and judges it as the CA would, before the CA is told:
+    /// a record that would not do fails the attempt, saying what is wrong and what to publish.
+    async fn persist_check(
+        &self,
+        challenge: &order::Challenge,
+        record: &mut ValidationRecord,
+        issuers: &[String],
+        account_uri: &str,
+    ) -> std::result::Result<(), Failure> {
+        let solver = challenge.solver.dns_persist01.clone().unwrap_or_default();
+        let servers = dns_persist01::check_servers(&solver, &self.ctx.settings.dns_check_nameservers);
+        let name = record.record_name.clone().unwrap_or_default();
+        let publish = record.record_value.clone().unwrap_or_default();
+        let wildcard = record.dns_name.starts_with("*.");
+        let expected = crate::policy::persist::Expected { issuer_domain_names: issuers, account_uri, wildcard };
+        match dns_persist01::precheck(&servers, &name, &expected, &publish, Timestamp::now()).await {
+            dns_persist01::Verdict::Authorised { warning } => {
+                if let Some(warning) = &warning {
+                    tracing::warn!(attempt = %self.attempt.name_any(), "{warning}");
+                }
+                record.dns_check = warning;
+                Ok(())
+            }
+            dns_persist01::Verdict::Unchecked(note) => {
+                record.dns_check = Some(note);
+                Ok(())
+            }
+            dns_persist01::Verdict::Refused { problem, failure } => {
+                record.dns_check = Some(problem);
+                Err(failure)
+            }
+        }
+    }
+
     /// Answers a challenge from the operator's own servers (in memory: again after a restart).
     fn serve(&self, challenge: &order::Challenge) {
         match challenge.kind {
@@ -771,7 +864,7 @@ impl Pass<'_> {
         order: &mut instant_acme::Order,
         issuer: &crate::api::issuer::AcmeIssuer,
     ) {
-        if self.status.challenges.iter().all(|r| r.type_ == "dns-01") {
+        if self.status.challenges.iter().all(|r| r.type_ == "dns-01" || r.type_ == "dns-persist-01") {
             return;
         }
         if let Ok(challenges) = order::challenges(account, order, &issuer.solvers).await {

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod client;
+pub mod directory;
 pub mod order;
 pub mod problem;
 pub mod slots;

@@ -101,6 +101,8 @@ fn validation_record(
         ),
         ChallengeKind::Dns01 => (Some(format!("_acme-challenge.{bare}")), Some(dns_value.to_string()), None),
         ChallengeKind::TlsAlpn01 => (None, None, None),
+        // The value names the account and the CA: the attempt fills it in (see `persist_value`).
+        ChallengeKind::DnsPersist01 => (Some(crate::policy::persist::record_name(bare)), None, None),
     };
     ValidationRecord {
         dns_name: name.into(),
@@ -200,6 +202,9 @@ fn kind_name(challenge: &instant_acme::ChallengeType) -> &'static str {
         instant_acme::ChallengeType::Http01 => "http-01",
         instant_acme::ChallengeType::Dns01 => "dns-01",
         instant_acme::ChallengeType::TlsAlpn01 => "tls-alpn-01",
+        instant_acme::ChallengeType::Unknown(other) if other == ChallengeKind::DnsPersist01.name() => {
+            ChallengeKind::DnsPersist01.name()
+        }
         _ => "other",
     }
 }
