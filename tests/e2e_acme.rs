@@ -957,6 +957,11 @@ async fn unreachable_acme_servers_say_why() {
 /// it against BIND (on port 53 of an address of its own, as dnspython asks only there), once
 /// the issuer's status lists the records to publish.
 async fn persist_env(test: &str, records: &str) -> (Env, support::a2c::A2c, Bind, Issuer) {
+    persist_env_with(test, records, false).await
+}
+
+/// `persist_env`; with `publish_itself`, the solver may publish the record through BIND.
+async fn persist_env_with(test: &str, records: &str, publish_itself: bool) -> (Env, support::a2c::A2c, Bind, Issuer) {
     let bind = Bind::start_on_port_53(records);
     let a2c = support::a2c::A2c::start_with(support::a2c::A2cOptions {
         validate: true,
@@ -965,7 +970,14 @@ async fn persist_env(test: &str, records: &str) -> (Env, support::a2c::A2c, Bind
         ..Default::default()
     });
     let env = Env::start(test, |_| {}).await;
-    let solver = json!({"dnsPersist01": {"nameservers": [bind.address]}});
+    let mut solver = json!({"dnsPersist01": {"nameservers": [bind.address]}});
+    if publish_itself {
+        let mut tsig = Secret::default();
+        tsig.metadata.name = Some("tsig".into());
+        tsig.string_data = Some([("secret".to_string(), bind.tsig_secret.clone())].into());
+        env.api::<Secret>().create(&Default::default(), &tsig).await.unwrap();
+        solver["dnsPersist01"]["rfc2136"] = json!({"nameserver": bind.address, "tsigKeyName": KEY_NAME, "tsigSecretRef": {"name": "tsig", "key": "secret"}});
+    }
     let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "persist"},
         "spec": {"acme": {"server": a2c.directory, "caBundle": a2c.ca_pem, "email": "ops@example.com", "solvers": [solver]}}});
     env.apply::<Issuer>(doc).await;
@@ -1065,6 +1077,34 @@ async fn dns_persist01_issues_plain_and_wildcard_names_and_renews_without_writin
     .await;
     assert_eq!(soa_serial(&bind).await, serial, "the zone changed during the renewal");
     assert_eq!(certpilot::solver::dns01::txt_values(&bind.address, published).await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn dns_persist01_with_rfc2136_publishes_the_record_once_and_then_reuses_it() {
+    let (env, _a2c, bind, issuer) = persist_env_with("acme-persist-publish", "", true).await;
+    let record = issuer.status.unwrap().persist_records[0].clone();
+    let published = "_validation-persist.self.certpilot.test.";
+    assert!(certpilot::solver::dns01::txt_values(&bind.address, published).await.unwrap().is_empty());
+    env.certificate("self", &["self.certpilot.test"], "persist").await;
+    let attempt = ready_attempt(&env, "self").await;
+    let check = attempt.challenges[0].dns_check.clone().unwrap_or_default();
+    assert!(check.contains("certpilot published"), "{attempt:#?}");
+    let values = certpilot::solver::dns01::txt_values(&bind.address, published).await.unwrap();
+    assert_eq!(values.as_slice(), std::slice::from_ref(&record.value), "exactly the record the issuer's status names");
+    // The next issuance finds it and writes nothing.
+    let serial = soa_serial(&bind).await;
+    let request = json!({"metadata": {"annotations": {"certpilot.dev/renew": "again"}}});
+    env.api::<Certificate>().patch("self", &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();
+    wait_for(&env.api::<Certificate>(), "self", "a manual renewal", WAIT, |c: &Certificate| {
+        c.status.as_ref().is_some_and(|s| {
+            s.phase == CertificatePhase::Ready
+                && s.last_attempt.as_ref().is_some_and(|a| {
+                    a.phase == AttemptPhase::Succeeded && a.type_ == certpilot::api::attempt::AttemptType::Manual
+                })
+        })
+    })
+    .await;
+    assert_eq!(soa_serial(&bind).await, serial, "the renewal wrote to the zone");
 }
 
 #[tokio::test]

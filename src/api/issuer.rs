@@ -257,6 +257,11 @@ pub struct DnsPersist01Solver {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub nameservers: Vec<String>,
+    /// For owners who would rather not publish the record by hand: certpilot publishes it
+    /// itself, once, with this RFC 2136 server's signed updates, when the look-up finds no
+    /// record that would do. Later issuances find it there and write nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rfc2136: Option<Rfc2136Solver>,
 }
 
 /// TLS-ALPN-01 needs no settings: the operator's solver serves the validation certificate.

@@ -58,9 +58,16 @@ pub fn records(solvers: &[AcmeSolver], account_uri: &str, issuers: &[String]) ->
     records
 }
 
-/// The servers asked for the record: the solver's own, else `--dns-check-nameservers`.
+/// The servers asked for the record: the solver's own, else `--dns-check-nameservers`, else
+/// the RFC 2136 server it may publish through.
 pub fn check_servers(solver: &DnsPersist01Solver, overrides: &[String]) -> Vec<String> {
-    if solver.nameservers.is_empty() { overrides.to_vec() } else { solver.nameservers.clone() }
+    if !solver.nameservers.is_empty() {
+        return solver.nameservers.clone();
+    }
+    if !overrides.is_empty() {
+        return overrides.to_vec();
+    }
+    solver.rfc2136.iter().map(|r| r.nameserver.clone()).collect()
 }
 
 /// What the look-up before asking the CA concluded.

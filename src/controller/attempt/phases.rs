@@ -286,7 +286,7 @@ impl Pass<'_> {
                 }
                 if challenge.kind == ChallengeKind::DnsPersist01
                     && let Err(failure) =
-                        self.persist_check(&challenge, &mut record, &persist_issuers, account.uri()).await
+                        self.persist_check(&challenge, &mut record, &persist_issuers, account.uri()).await?
                 {
                     // Failed before the CA was told anything: no failed validation at the CA.
                     self.upsert_record(record);
@@ -810,21 +810,35 @@ impl Pass<'_> {
     }
 
     /// Looks the DNS-PERSIST-01 record up and judges it as the CA would, before the CA is told:
-    /// a record that would not do fails the attempt, saying what is wrong and what to publish.
+    /// a record that would not do fails the attempt, saying what is wrong and what to publish
+    /// (unless the solver may publish it itself through RFC 2136, which it then does, once).
     async fn persist_check(
         &self,
         challenge: &order::Challenge,
         record: &mut ValidationRecord,
         issuers: &[String],
         account_uri: &str,
-    ) -> std::result::Result<(), Failure> {
+    ) -> Result<std::result::Result<(), Failure>> {
         let solver = challenge.solver.dns_persist01.clone().unwrap_or_default();
         let servers = dns_persist01::check_servers(&solver, &self.ctx.settings.dns_check_nameservers);
         let name = record.record_name.clone().unwrap_or_default();
         let publish = record.record_value.clone().unwrap_or_default();
         let wildcard = record.dns_name.starts_with("*.");
         let expected = crate::policy::persist::Expected { issuer_domain_names: issuers, account_uri, wildcard };
-        match dns_persist01::precheck(&servers, &name, &expected, &publish, Timestamp::now()).await {
+        let mut verdict = dns_persist01::precheck(&servers, &name, &expected, &publish, Timestamp::now()).await;
+        if let (dns_persist01::Verdict::Refused { .. }, Some(rfc2136)) = (&verdict, &solver.rfc2136) {
+            if let Err(failure) = self.publish_persist_record(rfc2136, &name, &publish).await? {
+                return Ok(Err(failure));
+            }
+            verdict = dns_persist01::precheck(&servers, &name, &expected, &publish, Timestamp::now()).await;
+            if matches!(verdict, dns_persist01::Verdict::Authorised { warning: None }) {
+                let note = format!(
+                    "certpilot published {name} TXT \"{publish}\" (dnsPersist01.rfc2136); later issuances reuse it"
+                );
+                verdict = dns_persist01::Verdict::Authorised { warning: Some(note) };
+            }
+        }
+        Ok(match verdict {
             dns_persist01::Verdict::Authorised { warning } => {
                 if let Some(warning) = &warning {
                     tracing::warn!(attempt = %self.attempt.name_any(), "{warning}");
@@ -840,7 +854,22 @@ impl Pass<'_> {
                 record.dns_check = Some(problem);
                 Err(failure)
             }
-        }
+        })
+    }
+
+    /// Publishes the DNS-PERSIST-01 record with the solver's RFC 2136 server.
+    async fn publish_persist_record(
+        &self,
+        rfc2136: &crate::api::issuer::Rfc2136Solver,
+        name: &str,
+        value: &str,
+    ) -> Result<std::result::Result<(), Failure>> {
+        let provider = match dns01::rfc2136::Rfc2136::new(&self.issuer_secrets(), rfc2136).await? {
+            Ok(provider) => dns01::Configured::Rfc2136(provider),
+            Err(failure) => return Ok(Err(failure)),
+        };
+        tracing::info!(attempt = %self.attempt.name_any(), record = %name, "publishing the dns-persist-01 record");
+        Ok(dns01::present(&provider, name, value).await)
     }
 
     /// Answers a challenge from the operator's own servers (in memory: again after a restart).
