@@ -1108,6 +1108,30 @@ async fn dns_persist01_with_rfc2136_publishes_the_record_once_and_then_reuses_it
 }
 
 #[tokio::test]
+async fn dns_persist01_warns_before_the_record_lapses() {
+    let (env, _a2c, bind, issuer) = persist_env("acme-persist-lapsing", "").await;
+    let record = issuer.status.unwrap().persist_records[0].clone();
+    let lapses = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48);
+    let value = format!("{}; persistUntil={}", record.value, lapses.as_second());
+    publish(&bind, "_validation-persist.lapsing.certpilot.test", &value).await;
+    env.certificate("lapsing", &["lapsing.certpilot.test"], "persist").await;
+    let attempt = ready_attempt(&env, "lapsing").await;
+    let check = attempt.challenges[0].dns_check.clone().unwrap_or_default();
+    assert!(check.contains("lapses at") && check.contains("publish a new one"), "{attempt:#?}");
+    let events: Api<k8s_openapi::api::events::v1::Event> = env.api();
+    let warning = eventually("a PersistRecordExpiring Event on the Certificate", WAIT, || async {
+        let listed = events.list(&ListParams::default()).await.ok()?;
+        listed.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("PersistRecordExpiring")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("lapsing")
+        })
+    })
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(warning.note.unwrap_or_default().contains("_validation-persist.lapsing.certpilot.test"));
+}
+
+#[tokio::test]
 async fn dns_persist01_refuses_a_wrong_record_before_asking_the_ca() {
     let other_account = "https://127.0.0.1:1/acme/acct/7";
     let records = format!("_validation-persist.other IN TXT \"ca.certpilot.test; accounturi={other_account}\"");

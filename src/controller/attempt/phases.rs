@@ -535,15 +535,7 @@ impl Pass<'_> {
 
     /// An Event on the Certificate for the attempt's outcome.
     async fn announce(&self, failure: Option<&Failure>) {
-        let Some(owner) = self.attempt.owner_references().iter().find(|o| o.kind == "Certificate") else { return };
-        let certificate = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some(owner.api_version.clone()),
-            kind: Some(owner.kind.clone()),
-            name: Some(owner.name.clone()),
-            namespace: Some(self.namespace.clone()),
-            uid: Some(owner.uid.clone()),
-            ..Default::default()
-        };
+        let Some(certificate) = self.certificate_ref() else { return };
         let name = self.attempt.name_any();
         match (failure, &self.obtained) {
             (None, Some(obtained)) => {
@@ -559,6 +551,19 @@ impl Pass<'_> {
             }
             (None, None) => {}
         }
+    }
+
+    /// The Certificate this attempt is for, as Events name it.
+    fn certificate_ref(&self) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+        let owner = self.attempt.owner_references().iter().find(|o| o.kind == "Certificate")?;
+        Some(k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(owner.api_version.clone()),
+            kind: Some(owner.kind.clone()),
+            name: Some(owner.name.clone()),
+            namespace: Some(self.namespace.clone()),
+            uid: Some(owner.uid.clone()),
+            ..Default::default()
+        })
     }
 
     fn snapshot(&self) -> CertificateAttemptStatus {
@@ -826,24 +831,22 @@ impl Pass<'_> {
         let wildcard = record.dns_name.starts_with("*.");
         let expected = crate::policy::persist::Expected { issuer_domain_names: issuers, account_uri, wildcard };
         let mut verdict = dns_persist01::precheck(&servers, &name, &expected, &publish, Timestamp::now()).await;
+        let mut published = None;
         if let (dns_persist01::Verdict::Refused { .. }, Some(rfc2136)) = (&verdict, &solver.rfc2136) {
             if let Err(failure) = self.publish_persist_record(rfc2136, &name, &publish).await? {
                 return Ok(Err(failure));
             }
+            published = Some(format!(
+                "certpilot published {name} TXT \"{publish}\" (dnsPersist01.rfc2136); later issuances reuse it"
+            ));
             verdict = dns_persist01::precheck(&servers, &name, &expected, &publish, Timestamp::now()).await;
-            if matches!(verdict, dns_persist01::Verdict::Authorised { warning: None }) {
-                let note = format!(
-                    "certpilot published {name} TXT \"{publish}\" (dnsPersist01.rfc2136); later issuances reuse it"
-                );
-                verdict = dns_persist01::Verdict::Authorised { warning: Some(note) };
-            }
         }
         Ok(match verdict {
             dns_persist01::Verdict::Authorised { warning } => {
                 if let Some(warning) = &warning {
-                    tracing::warn!(attempt = %self.attempt.name_any(), "{warning}");
+                    self.warn_persist_expiring(warning).await;
                 }
-                record.dns_check = warning;
+                record.dns_check = warning.or(published);
                 Ok(())
             }
             dns_persist01::Verdict::Unchecked(note) => {
@@ -855,6 +858,14 @@ impl Pass<'_> {
                 Err(failure)
             }
         })
+    }
+
+    /// The record authorising the account lapses soon: the log and a Warning Event say so.
+    async fn warn_persist_expiring(&self, warning: &str) {
+        tracing::warn!(attempt = %self.attempt.name_any(), "{warning}");
+        if let Some(certificate) = self.certificate_ref() {
+            self.ctx.event(&certificate, true, "PersistRecordExpiring", "Validate", warning.to_string()).await;
+        }
     }
 
     /// Publishes the DNS-PERSIST-01 record with the solver's RFC 2136 server.
