@@ -249,7 +249,8 @@ pub struct Rfc2136Solver {
 #[serde(rename_all = "camelCase")]
 pub struct DnsPersist01Solver {
     /// Put `persistUntil=<this time>` in the records `status.persistRecords` suggests (the CA
-    /// stops accepting a record after it; certpilot warns 14 days ahead).
+    /// stops accepting a record after it; certpilot warns when it lapses before the
+    /// certificate being issued expires).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persist_until: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// `host:port` of servers asked for the record before the CA is (else

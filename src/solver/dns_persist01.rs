@@ -12,8 +12,27 @@ use crate::{
 };
 use jiff::{SignedDuration, Timestamp};
 
-/// How long before a record's `persistUntil` certpilot starts warning.
-pub const WARN_WITHIN: SignedDuration = SignedDuration::from_hours(14 * 24);
+/// A certificate's lifetime when the Certificate asks for none (ACME CAs' usual 90 days).
+const DEFAULT_LIFETIME: SignedDuration = SignedDuration::from_hours(90 * 24);
+/// certpilot warns at least this long before a record's `persistUntil`.
+const MIN_WARNING: SignedDuration = SignedDuration::from_hours(14 * 24);
+
+/// When a look-up happens, and until when the record must go on authorising the account:
+/// past the expiry of the certificate being issued, since its renewal (before then) is
+/// validated against the same record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizon {
+    pub now: Timestamp,
+    pub needed_until: Timestamp,
+}
+
+impl Horizon {
+    /// For a certificate of the requested `duration` (a Go duration), issued `now`.
+    pub fn for_certificate(now: Timestamp, duration: Option<&str>) -> Self {
+        let lifetime = duration.and_then(crate::policy::parse_duration).unwrap_or(DEFAULT_LIFETIME).max(MIN_WARNING);
+        Self { now, needed_until: now + lifetime }
+    }
+}
 
 /// The `persistUntil` the solver puts in the records it suggests.
 fn persist_until(solver: &DnsPersist01Solver) -> Option<Timestamp> {
@@ -88,7 +107,7 @@ pub async fn precheck(
     record_name: &str,
     expected: &Expected<'_>,
     publish: &str,
-    now: Timestamp,
+    horizon: Horizon,
 ) -> Verdict {
     if servers.is_empty() {
         return Verdict::Unchecked(format!(
@@ -98,7 +117,7 @@ pub async fn precheck(
     let mut errors = Vec::new();
     for server in servers {
         match txt_values(server, record_name).await {
-            Ok(values) => return judge(&values, record_name, expected, publish, now),
+            Ok(values) => return judge(&values, record_name, expected, publish, horizon),
             Err(e) => errors.push(e),
         }
     }
@@ -109,12 +128,19 @@ pub async fn precheck(
 }
 
 /// The verdict on the `values` published at `record_name`.
-pub fn judge(values: &[String], record_name: &str, expected: &Expected<'_>, publish: &str, now: Timestamp) -> Verdict {
+pub fn judge(
+    values: &[String],
+    record_name: &str,
+    expected: &Expected<'_>,
+    publish: &str,
+    horizon: Horizon,
+) -> Verdict {
+    let Horizon { now, needed_until } = horizon;
     match persist::check(values, expected, now) {
         Ok(()) => {
-            let warning = persist::expiring(values, expected, now, WARN_WITHIN).map(|at| {
+            let warning = persist::expiring(values, expected, now, needed_until.duration_since(now)).map(|at| {
                 format!(
-                    "{record_name}: the record authorising this account lapses at {at} (persistUntil); publish a new one before then, e.g. TXT \"{publish}\""
+                    "{record_name}: the record authorising this account lapses at {at} (persistUntil), before the certificate being issued expires (about {needed_until}), so renewing it would fail; publish a new one before then, e.g. TXT \"{publish}\""
                 )
             });
             Verdict::Authorised { warning }
@@ -174,7 +200,8 @@ mod tests {
         let publish = format!("ca.example; accounturi={ACCOUNT}");
         let record = "_validation-persist.example.com";
         let published = vec!["ca.example; accounturi=https://ca.example/acme/acct/7".to_string()];
-        let Verdict::Refused { problem, failure } = judge(&published, record, &expected, &publish, Timestamp::now())
+        let Verdict::Refused { problem, failure } =
+            judge(&published, record, &expected, &publish, Horizon::for_certificate(Timestamp::now(), None))
         else {
             panic!("a record naming another account passes")
         };
@@ -189,25 +216,42 @@ mod tests {
     }
 
     #[test]
-    fn a_record_lapsing_soon_is_warned_of() {
+    fn a_record_lapsing_before_the_certificate_expires_is_warned_of() {
         let names = issuers();
         let expected = Expected { issuer_domain_names: &names, account_uri: ACCOUNT, wildcard: false };
         let now = Timestamp::now();
-        let soon = (now + SignedDuration::from_hours(24)).as_second();
-        let published = vec![format!("ca.example; accounturi={ACCOUNT}; persistUntil={soon}")];
-        let Verdict::Authorised { warning: Some(warning) } = judge(&published, "r", &expected, "v", now) else {
-            panic!("no warning")
+        let days = |n: i64| SignedDuration::from_hours(24 * n);
+        let until = |at: Timestamp| vec![format!("ca.example; accounturi={ACCOUNT}; persistUntil={}", at.as_second())];
+        let warned = |published: &[String], duration: Option<&str>| match judge(
+            published,
+            "r",
+            &expected,
+            "v",
+            Horizon::for_certificate(now, duration),
+        ) {
+            Verdict::Authorised { warning } => warning,
+            other => panic!("{other:?}"),
         };
-        assert!(warning.contains("persistUntil"), "{warning}");
+        // 60 days left: enough for a 30-day certificate, not for a 90-day one (the default).
+        let in_60_days = until(now + days(60));
+        assert_eq!(warned(&in_60_days, Some("720h")), None);
+        let warning = warned(&in_60_days, None).expect("a 90-day certificate outlives the record");
+        assert!(warning.contains("persistUntil") && warning.contains("renewing it would fail"), "{warning}");
+        // Whatever the lifetime, two weeks' notice at least.
+        assert!(warned(&until(now + days(10)), Some("24h")).is_some());
         let lasting = vec![format!("ca.example; accounturi={ACCOUNT}")];
-        assert_eq!(judge(&lasting, "r", &expected, "v", now), Verdict::Authorised { warning: None });
+        assert_eq!(warned(&lasting, None), None);
     }
 
     #[tokio::test]
     async fn without_a_server_nothing_is_looked_up_and_that_is_said() {
         let names = issuers();
         let expected = Expected { issuer_domain_names: &names, account_uri: ACCOUNT, wildcard: false };
-        let Verdict::Unchecked(note) = precheck(&[], "r", &expected, "v", Timestamp::now()).await else { panic!() };
+        let Verdict::Unchecked(note) =
+            precheck(&[], "r", &expected, "v", Horizon::for_certificate(Timestamp::now(), None)).await
+        else {
+            panic!()
+        };
         assert!(note.contains("--dns-check-nameservers"), "{note}");
     }
 }

@@ -830,7 +830,9 @@ impl Pass<'_> {
         let publish = record.record_value.clone().unwrap_or_default();
         let wildcard = record.dns_name.starts_with("*.");
         let expected = crate::policy::persist::Expected { issuer_domain_names: issuers, account_uri, wildcard };
-        let mut verdict = dns_persist01::precheck(&servers, &name, &expected, &publish, Timestamp::now()).await;
+        let duration = self.attempt.spec.duration.as_deref();
+        let horizon = || dns_persist01::Horizon::for_certificate(Timestamp::now(), duration);
+        let mut verdict = dns_persist01::precheck(&servers, &name, &expected, &publish, horizon()).await;
         let mut published = None;
         if let (dns_persist01::Verdict::Refused { .. }, Some(rfc2136)) = (&verdict, &solver.rfc2136) {
             if let Err(failure) = self.publish_persist_record(rfc2136, &name, &publish).await? {
@@ -839,7 +841,7 @@ impl Pass<'_> {
             published = Some(format!(
                 "certpilot published {name} TXT \"{publish}\" (dnsPersist01.rfc2136); later issuances reuse it"
             ));
-            verdict = dns_persist01::precheck(&servers, &name, &expected, &publish, Timestamp::now()).await;
+            verdict = dns_persist01::precheck(&servers, &name, &expected, &publish, horizon()).await;
         }
         Ok(match verdict {
             dns_persist01::Verdict::Authorised { warning } => {
