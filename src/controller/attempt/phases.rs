@@ -274,7 +274,7 @@ impl Pass<'_> {
             }
             if challenge.pending {
                 if record.presented_at.is_none() {
-                    if let Err(failure) = self.delegate(&challenge, &mut record).await? {
+                    if let Err(failure) = self.delegate(&challenge, &mut record).await {
                         self.log.fail(failure.message.clone());
                         return Ok(Transition::Fail(failure));
                     }
@@ -294,7 +294,7 @@ impl Pass<'_> {
                     return Ok(Transition::Fail(failure));
                 }
                 self.serve(&challenge);
-                if self.visible(&challenge, &mut record).await? {
+                if self.visible(&challenge, &mut record).await {
                     ready.push((record.dns_name.clone(), challenge.kind));
                 } else {
                     waiting.push(record.dns_name.clone());
@@ -757,20 +757,16 @@ impl Pass<'_> {
         &self,
         challenge: &order::Challenge,
         record: &mut ValidationRecord,
-    ) -> Result<std::result::Result<(), Failure>> {
+    ) -> std::result::Result<(), Failure> {
         let Some(solver) = challenge.solver.dns01.as_ref().filter(|d| d.cname_strategy == Some(CnameStrategy::Follow))
         else {
-            return Ok(Ok(()));
+            return Ok(());
         };
-        let provider = match self.dns_provider(challenge).await? {
-            Ok(provider) => provider,
-            Err(failure) => return Ok(Err(failure)),
-        };
-        let servers = dns01::check_servers(&self.ctx.settings.dns_check_nameservers, &provider);
-        Ok(dns01::write_name(solver, &servers, &record.dns_name).await.map(|target| {
-            let named = record.record_name.as_deref().map(|n| format!("{}.", n.trim_end_matches('.')));
-            record.delegated_to = (named.as_deref() != Some(target.as_str())).then_some(target);
-        }))
+        let servers = dns01::check_servers(&self.ctx.settings.dns_check_nameservers, solver);
+        let target = dns01::write_name(solver, &servers, &record.dns_name).await?;
+        let named = record.record_name.as_deref().map(|n| format!("{}.", n.trim_end_matches('.')));
+        record.delegated_to = (named.as_deref() != Some(target.as_str())).then_some(target);
+        Ok(())
     }
 
     /// The value each DNS-PERSIST-01 challenge's record must have (naming the account and the
@@ -917,17 +913,16 @@ impl Pass<'_> {
     /// Whether the CA can see the record yet: DNS-01 records are looked up (for a while; then
     /// the CA is asked anyway, and at once when no server can be asked or none answers); the
     /// others are served at once. What the look-up found goes into the validation record.
-    async fn visible(&self, challenge: &order::Challenge, record: &mut ValidationRecord) -> Result<bool> {
-        if challenge.kind != ChallengeKind::Dns01 {
-            return Ok(true);
-        }
-        let Ok(provider) = self.dns_provider(challenge).await? else { return Ok(true) };
-        let servers = dns01::check_servers(&self.ctx.settings.dns_check_nameservers, &provider);
+    async fn visible(&self, challenge: &order::Challenge, record: &mut ValidationRecord) -> bool {
+        let Some(solver) = challenge.solver.dns01.as_ref().filter(|_| challenge.kind == ChallengeKind::Dns01) else {
+            return true;
+        };
+        let servers = dns01::check_servers(&self.ctx.settings.dns_check_nameservers, solver);
         let name = record.delegated_to.clone().or_else(|| record.record_name.clone()).unwrap_or_default();
         let found = dns01::served(&servers, &name, record.record_value.as_deref().unwrap_or_default()).await;
         record.dns_check = found.describe(&name);
         let waited = record.presented_at.as_ref().map(|t| Timestamp::now().duration_since(t.0)).unwrap_or_default();
-        Ok(match found {
+        match found {
             dns01::Served::Yes | dns01::Served::NoAnswer { .. } | dns01::Served::Unchecked => true,
             dns01::Served::NotYet { .. } if waited > PROPAGATION_LIMIT => {
                 record.dns_check =
@@ -935,7 +930,7 @@ impl Pass<'_> {
                 true
             }
             dns01::Served::NotYet { .. } => false,
-        })
+        }
     }
 
     /// The key for this attempt: the Secret's own key when rotation is off and it still fits,

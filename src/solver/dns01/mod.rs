@@ -2,11 +2,11 @@
 //! delegation when asked, and checking that the record is served before the CA is told.
 //!
 //! # Adding a provider
-//! A provider is one file: a type that implements [`Provider`] (add a TXT value, remove it,
-//! and name the servers that answer for its zones), a variant of [`Configured`] built from
-//! its part of the Issuer's `dns01` spec in [`configured`], and its fields in
-//! `api::issuer::Dns01Solver`. Everything else (which name to write, checking, cleanup,
-//! status) is shared.
+//! A provider is one file: a type that implements [`Provider`] (add a TXT value, remove it),
+//! a variant of [`Configured`] built from its part of the Issuer's `dns01` spec in
+//! [`configured`], its fields in `api::issuer::Dns01Solver`, and the DNS server its spec
+//! names (if any) in [`check_servers`]. Everything else (which name to write, checking,
+//! cleanup, status) is shared.
 
 pub mod powerdns;
 pub mod rfc2136;
@@ -31,8 +31,6 @@ pub trait Provider {
     fn add_txt(&self, fqdn: &Name, value: &str) -> impl Future<Output = std::result::Result<(), Failure>> + Send;
     /// Removes `value` from the TXT values at `fqdn`; other values stay.
     fn remove_txt(&self, fqdn: &Name, value: &str) -> impl Future<Output = std::result::Result<(), Failure>> + Send;
-    /// `host:port` of servers that answer DNS for the provider's zones (may be none).
-    fn nameservers(&self) -> Vec<String>;
 }
 
 /// The provider an Issuer's `dns01` solver names, ready to use.
@@ -53,13 +51,6 @@ impl Provider for Configured {
         match self {
             Self::Rfc2136(p) => p.remove_txt(fqdn, value).await,
             Self::PowerDns(p) => p.remove_txt(fqdn, value).await,
-        }
-    }
-
-    fn nameservers(&self) -> Vec<String> {
-        match self {
-            Self::Rfc2136(p) => p.nameservers(),
-            Self::PowerDns(p) => p.nameservers(),
         }
     }
 }
@@ -89,9 +80,16 @@ fn fqdn(text: &str) -> std::result::Result<Name, Failure> {
     Ok(name)
 }
 
-/// The servers checks ask: `--dns-check-nameservers` when given, else the provider's own.
-pub fn check_servers(overrides: &[String], provider: &Configured) -> Vec<String> {
-    if overrides.is_empty() { provider.nameservers() } else { overrides.to_vec() }
+/// The servers checks ask: `--dns-check-nameservers` when given, else the DNS server the
+/// solver's provider names (none for a PowerDNS without `nameserver`). Read from the spec, so
+/// that a check needs no credentials (and no read of their Secret).
+pub fn check_servers(overrides: &[String], solver: &Dns01Solver) -> Vec<String> {
+    if !overrides.is_empty() {
+        return overrides.to_vec();
+    }
+    let rfc2136 = solver.rfc2136.as_ref().map(|r| r.nameserver.clone());
+    let powerdns = solver.powerdns.as_ref().and_then(|p| p.nameserver.clone());
+    rfc2136.into_iter().chain(powerdns).collect()
 }
 
 /// Where certpilot writes the record for `name`: `_acme-challenge.<name>`, or with

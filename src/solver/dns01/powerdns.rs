@@ -35,7 +35,6 @@ pub struct PowerDns {
     /// `<url>/api/v1/servers/<server id>`.
     base: String,
     api_key: String,
-    nameserver: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -81,7 +80,7 @@ impl PowerDns {
         };
         let server = solver.server_id.as_deref().unwrap_or("localhost");
         let base = format!("{}/api/v1/servers/{server}", solver.url.trim_end_matches('/'));
-        Ok(Ok(Self { client: client(), base, api_key: key, nameserver: solver.nameserver.clone() }))
+        Ok(Ok(Self { client: client(), base, api_key: key }))
     }
 
     /// Sends a request and returns the body of a successful answer.
@@ -185,10 +184,6 @@ impl Provider for PowerDns {
     async fn remove_txt(&self, fqdn: &Name, value: &str) -> std::result::Result<(), Failure> {
         let content = quoted(value);
         self.rewrite(fqdn, |contents| contents.retain(|c| *c != content)).await
-    }
-
-    fn nameservers(&self) -> Vec<String> {
-        self.nameserver.iter().cloned().collect()
     }
 }
 

@@ -104,10 +104,6 @@ impl Provider for Rfc2136 {
     async fn remove_txt(&self, fqdn: &Name, value: &str) -> std::result::Result<(), Failure> {
         self.update(fqdn, value, update_message::delete_by_rdata).await
     }
-
-    fn nameservers(&self) -> Vec<String> {
-        vec![self.nameserver.clone()]
-    }
 }
 
 /// The algorithms certpilot signs with (the CRD lists the same).
