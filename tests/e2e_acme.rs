@@ -82,6 +82,30 @@ impl Env {
         }
     }
 
+    /// Creates Secret `name` holding `value` under `key`.
+    async fn secret(&self, name: &str, key: &str, value: &str) {
+        let mut secret = Secret::default();
+        secret.metadata.name = Some(name.into());
+        secret.string_data = Some([(key.to_string(), value.to_string())].into());
+        self.api::<Secret>().create(&Default::default(), &secret).await.unwrap();
+    }
+
+    /// Asks for a manual renewal of Certificate `name` (`token`: the annotation's value) and
+    /// waits until it succeeded.
+    async fn renew_now(&self, name: &str, token: &str) -> Certificate {
+        let request = json!({"metadata": {"annotations": {"certpilot.dev/renew": token}}});
+        self.api::<Certificate>().patch(name, &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();
+        wait_for(&self.api::<Certificate>(), name, "a manual renewal", WAIT, |c: &Certificate| {
+            c.status.as_ref().is_some_and(|s| {
+                s.phase == CertificatePhase::Ready
+                    && s.last_attempt.as_ref().is_some_and(|a| {
+                        a.phase == AttemptPhase::Succeeded && a.type_ == certpilot::api::attempt::AttemptType::Manual
+                    })
+            })
+        })
+        .await
+    }
+
     async fn acme_issuer(&self, name: &str, extra: Value) -> Issuer {
         assert!(extra.is_object(), "extra fields of spec.acme: {extra}");
         self.apply(self.pebble.acme_issuer(name, extra)).await
@@ -316,10 +340,7 @@ async fn a_restarted_operator_completes_the_same_order() {
 
 /// An ACME issuer named `bind` solving DNS-01 with TSIG-signed updates to `bind`.
 async fn bind_issuer(env: &Env, bind: &Bind) {
-    let mut tsig = Secret::default();
-    tsig.metadata.name = Some("tsig".into());
-    tsig.string_data = Some([("secret".to_string(), bind.tsig_secret.clone())].into());
-    env.api::<Secret>().create(&Default::default(), &tsig).await.unwrap();
+    env.secret("tsig", "secret", &bind.tsig_secret).await;
     let rfc2136 = json!({"nameserver": bind.address, "tsigKeyName": KEY_NAME, "tsigAlgorithm": "hmac-sha256", "tsigSecretRef": {"name": "tsig", "key": "secret"}});
     env.acme_issuer("bind", json!({"solvers": [{"dns01": {"rfc2136": rfc2136}}]})).await;
 }
@@ -364,10 +385,7 @@ async fn dns01_follows_a_cname_to_the_zone_it_delegates_to() {
     let bind = Bind::start_with(&[("delegated.test", "")], "_acme-challenge.www IN CNAME www.delegated.test.");
     let dns = bind.address.clone();
     let env = Env::start("acme-dns01-cname", |o| o.dns_server = Some(dns)).await;
-    let mut tsig = Secret::default();
-    tsig.metadata.name = Some("tsig".into());
-    tsig.string_data = Some([("secret".to_string(), bind.tsig_secret.clone())].into());
-    env.api::<Secret>().create(&Default::default(), &tsig).await.unwrap();
+    env.secret("tsig", "secret", &bind.tsig_secret).await;
     let rfc2136 = json!({"nameserver": bind.address, "tsigKeyName": KEY_NAME, "tsigSecretRef": {"name": "tsig", "key": "secret"}});
     let dns01 = json!({"cnameStrategy": "Follow", "rfc2136": rfc2136});
     env.acme_issuer("bind", json!({"solvers": [{"dns01": dns01}]})).await;
@@ -386,10 +404,7 @@ async fn dns01_through_the_powerdns_api() {
     let pdns = support::pdns::PowerDns::start();
     let dns = pdns.dns_address.clone();
     let env = Env::start("acme-powerdns", |o| o.dns_server = Some(dns)).await;
-    let mut key = Secret::default();
-    key.metadata.name = Some("pdns".into());
-    key.string_data = Some([("api-key".to_string(), pdns.api_key.clone())].into());
-    env.api::<Secret>().create(&Default::default(), &key).await.unwrap();
+    env.secret("pdns", "api-key", &pdns.api_key).await;
     let powerdns = json!({"url": pdns.api_url, "apiKeySecretRef": {"name": "pdns", "key": "api-key"}, "nameserver": pdns.dns_address});
     env.acme_issuer("pdns", json!({"solvers": [{"dns01": {"powerdns": powerdns}}]})).await;
     env.certificate("pdns", &["*.pdns.test", "pdns.test"], "pdns").await;
@@ -405,10 +420,7 @@ async fn a_wrong_powerdns_api_key_is_reported() {
     let pdns = support::pdns::PowerDns::start();
     let dns = pdns.dns_address.clone();
     let env = Env::start("acme-powerdns-badkey", |o| o.dns_server = Some(dns)).await;
-    let mut key = Secret::default();
-    key.metadata.name = Some("pdns".into());
-    key.string_data = Some([("api-key".to_string(), "not-the-key".to_string())].into());
-    env.api::<Secret>().create(&Default::default(), &key).await.unwrap();
+    env.secret("pdns", "api-key", "not-the-key").await;
     let powerdns = json!({"url": pdns.api_url, "apiKeySecretRef": {"name": "pdns", "key": "api-key"}});
     env.acme_issuer("pdns", json!({"solvers": [{"dns01": {"powerdns": powerdns}}]})).await;
     env.certificate("refused", &["refused.pdns.test"], "pdns").await;
@@ -444,10 +456,7 @@ async fn a_wrong_tsig_key_is_reported() {
     let bind = Bind::start();
     let dns = bind.address.clone();
     let env = Env::start("acme-dns01-badkey", |o| o.dns_server = Some(dns)).await;
-    let mut tsig = Secret::default();
-    tsig.metadata.name = Some("tsig".into());
-    tsig.string_data = Some([("secret".to_string(), "d3JvbmcgLS0gbm90IHRoZSBrZXkgYXQgYWxsIQ==".to_string())].into());
-    env.api::<Secret>().create(&Default::default(), &tsig).await.unwrap();
+    env.secret("tsig", "secret", "d3JvbmcgLS0gbm90IHRoZSBrZXkgYXQgYWxsIQ==").await;
     let rfc2136 = json!({"nameserver": bind.address, "tsigKeyName": KEY_NAME, "tsigSecretRef": {"name": "tsig", "key": "secret"}});
     env.acme_issuer("bind", json!({"solvers": [{"dns01": {"rfc2136": rfc2136}}]})).await;
     env.certificate("denied", &["denied.certpilot.test"], "bind").await;
@@ -512,17 +521,7 @@ async fn renewals_name_the_certificate_they_replace() {
     env.certificate("repl", &["repl.certpilot.test"], "a2c").await;
     let cert = env.ready_with_renewal_window("repl").await;
     let replaced = cert.status.unwrap().renewal_info.unwrap().certificate_id;
-    let request = json!({"metadata": {"annotations": {"certpilot.dev/renew": "now"}}});
-    env.api::<Certificate>().patch("repl", &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();
-    let renewed = wait_for(&env.api::<Certificate>(), "repl", "a manual renewal", WAIT, |c: &Certificate| {
-        c.status.as_ref().is_some_and(|s| {
-            s.phase == CertificatePhase::Ready
-                && s.last_attempt.as_ref().is_some_and(|a| {
-                    a.phase == AttemptPhase::Succeeded && a.type_ == certpilot::api::attempt::AttemptType::Manual
-                })
-        })
-    })
-    .await;
+    let renewed = env.renew_now("repl", "now").await;
     let first_renewal = env.api::<CertificateAttempt>().get("repl-2").await.unwrap();
     assert_eq!(first_renewal.spec.replaces.as_deref(), Some(replaced.as_str()));
     // acme2certifier does not confirm `replaces` in the order (RFC 9773 says the CA must): the
@@ -972,10 +971,7 @@ async fn persist_env_with(test: &str, records: &str, publish_itself: bool) -> (E
     let env = Env::start(test, |_| {}).await;
     let mut solver = json!({"dnsPersist01": {"nameservers": [bind.address]}});
     if publish_itself {
-        let mut tsig = Secret::default();
-        tsig.metadata.name = Some("tsig".into());
-        tsig.string_data = Some([("secret".to_string(), bind.tsig_secret.clone())].into());
-        env.api::<Secret>().create(&Default::default(), &tsig).await.unwrap();
+        env.secret("tsig", "secret", &bind.tsig_secret).await;
         solver["dnsPersist01"]["rfc2136"] = json!({"nameserver": bind.address, "tsigKeyName": KEY_NAME, "tsigSecretRef": {"name": "tsig", "key": "secret"}});
     }
     let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "persist"},
@@ -1064,17 +1060,7 @@ async fn dns_persist01_issues_plain_and_wildcard_names_and_renews_without_writin
     let serial = soa_serial(&bind).await;
     let published = "_validation-persist.plain.certpilot.test.";
     let before = certpilot::solver::dns01::txt_values(&bind.address, published).await.unwrap();
-    let request = json!({"metadata": {"annotations": {"certpilot.dev/renew": "persist"}}});
-    env.api::<Certificate>().patch("plain", &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();
-    wait_for(&env.api::<Certificate>(), "plain", "a manual renewal", WAIT, |c: &Certificate| {
-        c.status.as_ref().is_some_and(|s| {
-            s.phase == CertificatePhase::Ready
-                && s.last_attempt.as_ref().is_some_and(|a| {
-                    a.phase == AttemptPhase::Succeeded && a.type_ == certpilot::api::attempt::AttemptType::Manual
-                })
-        })
-    })
-    .await;
+    env.renew_now("plain", "persist").await;
     assert_eq!(soa_serial(&bind).await, serial, "the zone changed during the renewal");
     assert_eq!(certpilot::solver::dns01::txt_values(&bind.address, published).await.unwrap(), before);
 }
@@ -1093,17 +1079,7 @@ async fn dns_persist01_with_rfc2136_publishes_the_record_once_and_then_reuses_it
     assert_eq!(values.as_slice(), std::slice::from_ref(&record.value), "exactly the record the issuer's status names");
     // The next issuance finds it and writes nothing.
     let serial = soa_serial(&bind).await;
-    let request = json!({"metadata": {"annotations": {"certpilot.dev/renew": "again"}}});
-    env.api::<Certificate>().patch("self", &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();
-    wait_for(&env.api::<Certificate>(), "self", "a manual renewal", WAIT, |c: &Certificate| {
-        c.status.as_ref().is_some_and(|s| {
-            s.phase == CertificatePhase::Ready
-                && s.last_attempt.as_ref().is_some_and(|a| {
-                    a.phase == AttemptPhase::Succeeded && a.type_ == certpilot::api::attempt::AttemptType::Manual
-                })
-        })
-    })
-    .await;
+    env.renew_now("self", "again").await;
     assert_eq!(soa_serial(&bind).await, serial, "the renewal wrote to the zone");
 }
 
