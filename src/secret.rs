@@ -28,7 +28,7 @@ pub const ATTEMPT_ANNOTATION: &str = "certpilot.dev/attempt";
 pub const CERT_MANAGER_CERTIFICATE_ANNOTATION: &str = "cert-manager.io/certificate-name";
 /// cert-manager's annotations on a Secret that describe the certificate it issued (prefixes).
 const CERT_MANAGER_ANNOTATIONS: [&str; 10] = [
-    "cert-manager.io/certificate-name",
+    CERT_MANAGER_CERTIFICATE_ANNOTATION,
     "cert-manager.io/issuer-name",
     "cert-manager.io/issuer-kind",
     "cert-manager.io/issuer-group",
