@@ -216,22 +216,19 @@ fn usages(requested: &[String], is_ca: bool, f: &mut Findings) {
 fn keystores(keystores: Option<source::Keystores>, f: &mut Findings) -> Vec<OutputFormat> {
     let Some(keystores) = keystores else { return Vec::new() };
     let mut formats = Vec::new();
-    let stores = [(OutputFormatType::PKCS12, keystores.pkcs12), (OutputFormatType::JKS, keystores.jks)];
-    for (type_, store) in stores {
+    let stores =
+        [("pkcs12", OutputFormatType::PKCS12, keystores.pkcs12), ("jks", OutputFormatType::JKS, keystores.jks)];
+    for (field, type_, store) in stores {
         // `create: false` asks for nothing.
         let Some(store) = store.filter(|s| s.create != Some(false)) else { continue };
-        formats.extend(keystore(type_, store, f));
+        formats.extend(keystore(&format!("spec.keystores.{field}"), type_, store, f));
     }
     formats
 }
 
-fn keystore(type_: OutputFormatType, store: source::Keystore, f: &mut Findings) -> Option<OutputFormat> {
-    let format = match type_ {
-        OutputFormatType::JKS => "jks",
-        _ => "pkcs12",
-    };
-    let path = format!("spec.keystores.{format}");
-    f.unmapped(&path, &store.rest);
+/// The keystore at `path` (cert-manager's `spec.keystores.<field>`) as an output format.
+fn keystore(path: &str, type_: OutputFormatType, store: source::Keystore, f: &mut Findings) -> Option<OutputFormat> {
+    f.unmapped(path, &store.rest);
     if store.alias.is_some() {
         f.add(format!("{path}.alias"), Problem::KeystoreAlias);
     }
@@ -242,11 +239,9 @@ fn keystore(type_: OutputFormatType, store: source::Keystore, f: &mut Findings) 
         f.add(path, problem);
         return None;
     };
-    f.add(
-        path.clone(),
-        Problem::NoTruststore { file: format!("truststore.{}", if format == "jks" { "jks" } else { "p12" }) },
-    );
-    let profile = (type_ == OutputFormatType::PKCS12).then(|| pkcs12_profile(store.profile, &path, f));
+    // cert-manager writes the CA alone beside the keystore, under the matching name.
+    f.add(path, Problem::NoTruststore { file: type_.data_key().replacen("keystore", "truststore", 1) });
+    let profile = (type_ == OutputFormatType::PKCS12).then(|| pkcs12_profile(store.profile, path, f));
     Some(OutputFormat { type_, password_secret_ref: Some(SecretKeySelector { name, key }), profile })
 }
 
