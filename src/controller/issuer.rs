@@ -9,7 +9,7 @@ use crate::{
     },
     error::Result,
     issuance::{
-        Failure, FailureCode as C,
+        Failure,
         acme::{account::AccountSource, directory},
         signer::{Signer, load_signer},
     },
@@ -132,19 +132,7 @@ async fn persist_status(
     if !acme.solvers.iter().any(|s| s.dns_persist01.is_some()) {
         return Ok(());
     }
-    let issuers = match known {
-        [] => directory::caa_identities(acme).await?,
-        known => known.to_vec(),
-    };
-    if issuers.is_empty() {
-        return Err(Failure::new(
-            C::DnsPersistUnsupported,
-            format!(
-                "the CA at {} lists no caaIdentities in its directory, so dns-persist-01 cannot be used with this CA (a record must name one of them); use another solver or CA",
-                acme.server
-            ),
-        ));
-    }
+    let issuers = directory::issuer_domain_names(acme, known.to_vec()).await?;
     status.persist_records = dns_persist01::records(&acme.solvers, account_uri, &issuers);
     status.issuer_domain_names = issuers;
     Ok(())

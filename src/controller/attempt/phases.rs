@@ -797,17 +797,7 @@ impl Pass<'_> {
     ) -> std::result::Result<Vec<String>, Failure> {
         let cached = self.ctx.caches.issuer(&self.attempt.spec.issuer_ref, &self.namespace);
         let listed = cached.and_then(|(_, status)| status).map(|s| s.issuer_domain_names).unwrap_or_default();
-        let issuers = if listed.is_empty() { directory::caa_identities(issuer).await? } else { listed };
-        if issuers.is_empty() {
-            return Err(Failure::new(
-                C::DnsPersistUnsupported,
-                format!(
-                    "the CA at {} lists no caaIdentities in its directory, so dns-persist-01 cannot be used with this CA",
-                    issuer.server
-                ),
-            ));
-        }
-        Ok(issuers)
+        directory::issuer_domain_names(issuer, listed).await
     }
 
     /// Looks the DNS-PERSIST-01 record up and judges it as the CA would, before the CA is told:

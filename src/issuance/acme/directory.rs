@@ -26,6 +26,22 @@ pub async fn caa_identities(spec: &AcmeIssuer) -> Result<Vec<String>, Failure> {
     parse_caa_identities(&body).map_err(unreadable)
 }
 
+/// The issuer domain names DNS-PERSIST-01 records must name: `known` (the issuer's status)
+/// when it lists any, else the CA's directory; none at all is a failure that says why.
+pub async fn issuer_domain_names(spec: &AcmeIssuer, known: Vec<String>) -> Result<Vec<String>, Failure> {
+    let names = if known.is_empty() { caa_identities(spec).await? } else { known };
+    if names.is_empty() {
+        return Err(Failure::new(
+            C::DnsPersistUnsupported,
+            format!(
+                "the CA at {} lists no caaIdentities in its directory, so dns-persist-01 cannot be used with this CA (a record must name one of them); use another solver or CA",
+                spec.server
+            ),
+        ));
+    }
+    Ok(names)
+}
+
 /// `meta.caaIdentities` of a directory object, lowercased.
 pub fn parse_caa_identities(json: &[u8]) -> Result<Vec<String>, String> {
     let directory: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
