@@ -153,14 +153,16 @@ pub struct AcmeSolver {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SolverSelector {
-    /// Exact names this solver answers for.
+    /// Exact names this solver answers for (at most 50: for more, select by `dnsZones`, or
+    /// split them over several solvers). The limit keeps the lowercase rule within the API
+    /// server's CEL cost budget: 50 solvers × 50 names × a regex over 253 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 100), inner(length(max = 253)))]
+    #[schemars(length(max = 50), inner(length(max = 253)))]
     #[x_kube(validation = Rule::new(r"self.all(n, n.matches('^(\\*\\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))").message("selector.dnsNames must be lowercase DNS names, as Certificates name them"))]
     pub dns_names: Option<Vec<String>>,
-    /// Zones: a name matches when it is the zone or below it.
+    /// Zones: a name matches when it is the zone or below it (at most 50, as for `dnsNames`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 100), inner(length(max = 253)))]
+    #[schemars(length(max = 50), inner(length(max = 253)))]
     #[x_kube(validation = Rule::new(r"self.all(z, z.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))").message("selector.dnsZones must be lowercase zone names such as example.com (no wildcard, no trailing dot)"))]
     pub dns_zones: Option<Vec<String>>,
 }
