@@ -68,10 +68,23 @@ pub fn label_value(name: &str) -> String {
     shorten(name, 63)
 }
 
+/// The field manager of certpilot's writes of a Certificate's target Secret: one per
+/// Certificate (`certpilot/<name>`), so that server-side apply itself keeps two Certificates
+/// naming the same Secret apart: the second one's create conflicts with the first one's fields
+/// instead of silently taking them, which one shared manager would let it do.
+pub fn field_manager(certificate: &str) -> String {
+    format!("{FIELD_MANAGER}/{}", label_value(certificate))
+}
+
+/// Whether `manager` is one of certpilot's field managers (`certpilot`, `certpilot/<name>`).
+pub fn is_certpilot_manager(manager: &str) -> bool {
+    manager.strip_prefix(FIELD_MANAGER).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Whether certpilot wrote this object: its field manager appears in `managedFields`, which
 /// the API server records and a user's `kubectl apply` does not forge by copying labels.
 pub fn written_by_certpilot(meta: &ObjectMeta) -> bool {
-    meta.managed_fields.iter().flatten().any(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER))
+    meta.managed_fields.iter().flatten().any(|entry| entry.manager.as_deref().is_some_and(is_certpilot_manager))
 }
 
 /// Whether certpilot may write this Secret for `certificate`: it wrote it for that
@@ -298,6 +311,19 @@ pub fn build(c: &SecretContents) -> Result<Secret, KeystoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_certificate_writes_its_secret_under_a_manager_of_its_own() {
+        assert_eq!(field_manager("web"), "certpilot/web");
+        assert_ne!(field_manager("web"), field_manager("api"));
+        assert!(field_manager(&"x".repeat(253)).len() <= 128, "the API server's limit for field managers");
+        for ours in ["certpilot", "certpilot/web"] {
+            assert!(is_certpilot_manager(ours), "{ours}");
+        }
+        for theirs in ["certpilot-cli", "certpilotx/web", "kubectl", "cert-manager-certificates"] {
+            assert!(!is_certpilot_manager(theirs), "{theirs}");
+        }
+    }
 
     #[test]
     fn label_values_fit_and_stay_unique() {

@@ -921,7 +921,17 @@ async fn one_order_per_certificate_through_faults_and_restarts() {
     }
     let all = attempts.list(&ListParams::default()).await.unwrap().items;
     let issues = all.iter().filter(|a| a.spec.type_ == certpilot::api::attempt::AttemptType::Issue).count();
-    assert_eq!((all.len(), issues), (CERTIFICATES, CERTIFICATES), "exactly one Issue attempt per Certificate");
+    let unsucceeded: Vec<_> = all
+        .iter()
+        .filter_map(|a| a.status.as_ref().map(|s| (a.name_any(), s)))
+        .filter(|(_, s)| s.phase != AttemptPhase::Succeeded)
+        .map(|(name, s)| format!("{name}: {:?} {:?} {:?}", s.phase, s.error_code, s.error_message))
+        .collect();
+    assert_eq!(
+        (all.len(), issues),
+        (CERTIFICATES, CERTIFICATES),
+        "exactly one Issue attempt per Certificate; attempts that did not succeed: {unsucceeded:#?}"
+    );
     assert_eq!(env.pebble.new_orders(), CERTIFICATES, "exactly one order per attempt");
 }
 

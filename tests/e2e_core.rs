@@ -442,3 +442,105 @@ async fn a_first_issuance_is_never_reported_as_a_renewal() {
     let renewing: Vec<_> = seen.iter().filter(|(_, p)| *p == Some(CertificatePhase::Renewing)).collect();
     assert!(renewing.is_empty(), "first issuances reported as renewals: {renewing:?} (all: {seen:?})");
 }
+
+/// Two Certificates applied at once that name the same Secret: exactly one of them gets it
+/// and is Ready; the other is told, by name, whose Secret it is, and never writes it. Twenty
+/// pairs at once, behind a lagging watch on the test server.
+#[tokio::test]
+async fn of_two_certificates_naming_one_secret_exactly_one_gets_it() {
+    const PAIRS: usize = 20;
+    let env = Env::start("core-shared-secret", &[]).await;
+    if let Some(server) = env.cluster.server() {
+        server.faults().set_watch_lag(Duration::from_millis(300));
+    }
+    env.issuer().await;
+    let pair = |i: usize| (format!("a{i}"), format!("b{i}"), format!("shared{i}-tls"));
+    for i in 0..PAIRS {
+        let (a, b, secret) = pair(i);
+        let names = [format!("{a}.example.com")];
+        let other = [format!("{b}.example.com")];
+        let a_spec = spec(&secret, &[names[0].as_str()]);
+        let b_spec = spec(&secret, &[other[0].as_str()]);
+        futures::join!(env.certificate(&a, a_spec), env.certificate(&b, b_spec));
+    }
+    let certificates: Api<Certificate> = env.api();
+    let ready_reason = |c: &Certificate| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|r| (r.reason.clone(), r.message.clone()))
+    };
+    for i in 0..PAIRS {
+        let (a, b, secret) = pair(i);
+        let (winner, loser) = eventually(&format!("one of {a} and {b} to hold {secret}"), WAIT, || async {
+            let a = certificates.get(&a).await.ok()?;
+            let b = certificates.get(&b).await.ok()?;
+            let settled = |winner: &Certificate, loser: &Certificate| {
+                let (reason, message) = ready_reason(loser)?;
+                let told =
+                    reason == "SecretNotOwned" && message.contains(&format!("Certificate {}", winner.name_any()));
+                (is_ready(winner) && told).then(|| (winner.clone(), loser.clone()))
+            };
+            settled(&a, &b).or_else(|| settled(&b, &a))
+        })
+        .await;
+        assert!(!is_ready(&loser), "{}", loser.name_any());
+        let stored = env.api::<Secret>().get(&secret).await.unwrap();
+        assert!(certpilot::secret::written_for(&stored.metadata, &winner.name_any()), "{secret} is the winner's");
+        let serial = stored.annotations().get("certpilot.dev/serial-number").cloned();
+        assert_eq!(
+            serial,
+            winner.status.as_ref().and_then(|s| s.serial_number.clone()),
+            "{secret} holds the winner's certificate"
+        );
+        let lost: Vec<_> = env
+            .api::<CertificateAttempt>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|a| a.spec.certificate_name == loser.name_any())
+            .filter(|a| a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Succeeded))
+            .map(|a| a.name_any())
+            .collect();
+        assert!(lost.is_empty(), "{} never stored a certificate: {lost:?}", loser.name_any());
+    }
+}
+
+/// A Secret deleted right after issuance is repaired at once, whatever the floor; deleted again
+/// at once, it waits for the floor, and the Certificate says so and until when.
+#[tokio::test]
+async fn a_first_repair_is_immediate_and_a_second_waits_for_the_floor() {
+    let env = Env::start("core-repair", &["--min-renewal-interval", "5m"]).await;
+    env.issuer().await;
+    env.certificate("fix", spec("fix-tls", &["fix.example.com"])).await;
+    let issued = env.ready("fix").await.status.unwrap();
+    let secrets: Api<Secret> = env.api();
+    secrets.delete("fix-tls", &Default::default()).await.unwrap();
+    // Far sooner than the 5-minute floor: the first repair is not held back.
+    let back = Duration::from_secs(30);
+    let repaired = wait_for(&env.api(), "fix", "the first repair", back, |c: &Certificate| {
+        is_ready(c) && c.status.as_ref().unwrap().serial_number != issued.serial_number
+    })
+    .await;
+    let status = repaired.status.unwrap();
+    let last = status.last_attempt.unwrap();
+    assert_eq!((last.name.as_str(), last.type_), ("fix-2", AttemptType::Repair));
+    let secret = secrets.get("fix-tls").await.unwrap();
+    let names = certpilot::pki::cert::parse_chain(&secret.data.unwrap()["tls.crt"].0).unwrap().dns_names;
+    assert_eq!(names, ["fix.example.com"], "the same names");
+    secrets.delete("fix-tls", &Default::default()).await.unwrap();
+    let held = wait_for(&env.api(), "fix", "the second repair to be held", WAIT, |c: &Certificate| {
+        c.status.as_ref().is_some_and(|s| s.renewal_held.is_some() && s.next_attempt_time.is_some())
+    })
+    .await;
+    let status = held.status.unwrap();
+    let why = status.renewal_held.unwrap();
+    let at = status.next_attempt_time.unwrap().0.to_string();
+    assert!(why.contains("was deleted") && why.contains("--min-renewal-interval") && why.contains(&at), "{why}");
+    let repairs = env.api::<CertificateAttempt>().list(&ListParams::default()).await.unwrap().items;
+    let repairs: Vec<_> =
+        repairs.iter().filter(|a| a.spec.type_ == AttemptType::Repair).map(|a| a.name_any()).collect();
+    assert!(repairs.len() <= 2, "one more repair at most: {repairs:?}");
+}

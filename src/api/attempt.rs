@@ -109,7 +109,7 @@ fn formats_or_types<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Output
 /// Why an attempt was made.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub enum AttemptType {
-    /// The first certificate (or the Secret was missing).
+    /// The first certificate (the Secret does not exist, and no attempt succeeded yet).
     #[default]
     Issue,
     /// The renewal time was reached.
@@ -118,6 +118,9 @@ pub enum AttemptType {
     Reissue,
     /// A user asked for a renewal with the `certpilot.dev/renew` annotation.
     Manual,
+    /// The Secret certpilot stored a certificate in was deleted or damaged since: the first
+    /// repair starts at once, a second within `--min-renewal-interval` waits for it.
+    Repair,
 }
 
 /// Attempt lifecycle phases, in the order an attempt goes through them.

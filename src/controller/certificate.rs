@@ -159,7 +159,12 @@ const STORED_AHEAD_LIMIT: jiff::SignedDuration = jiff::SignedDuration::from_mins
 /// ending yet: its success is on the way (the Secret is written before the attempt records
 /// it), and a status written now would say the attempt is still under way. Only for a recent
 /// attempt: one that cannot record its end must not silence the Certificate's status.
-fn stored_ahead_of_attempt(ctx: &Context, namespace: &str, secret: &str, latest: Option<&AttemptRecord>) -> bool {
+fn stored_ahead_of_attempt(
+    ctx: &Context,
+    namespace: &str,
+    (secret, certificate): (&str, &str),
+    latest: Option<&AttemptRecord>,
+) -> bool {
     let recent =
         |a: &&AttemptRecord| a.created.is_some_and(|t| Timestamp::now().duration_since(t) < STORED_AHEAD_LIMIT);
     let under_way = |a: &&AttemptRecord| !a.view.phase.is_terminal();
@@ -167,8 +172,8 @@ fn stored_ahead_of_attempt(ctx: &Context, namespace: &str, secret: &str, latest:
         return false;
     };
     let named = ctx.caches.secrets.watched(namespace, secret).is_some_and(|s| s.names_attempt(latest.name()));
-    let written =
-        ctx.caches.secrets.verified(namespace, secret).and_then(|v| v.written_by).as_deref() == Some(latest.name());
+    let written = ctx.caches.secrets.verified(namespace, secret, certificate).and_then(|v| v.written_by).as_deref()
+        == Some(latest.name());
     named || written
 }
 
@@ -190,7 +195,7 @@ async fn target_secret(
 ) -> Result<SecretState> {
     let cached = ctx.caches.secrets.watched(namespace, name);
     let version = cached.as_ref().map(|s| s.version.clone());
-    if let Some(known) = ctx.caches.secrets.verified(namespace, name) {
+    if let Some(known) = ctx.caches.secrets.verified(namespace, name, certificate) {
         let current = known.version == version;
         let latest_wrote_it = known.written_by.is_some() && known.written_by.as_deref() == latest.map(|a| a.name());
         if (latest_wrote_it && (cached.is_none() || current)) || (current && !cache_behind(cached.as_ref(), latest)) {
@@ -200,7 +205,8 @@ async fn target_secret(
     let secret = ctx.namespaced::<Secret>(namespace).get_opt(name).await?;
     let state = classify_adopting(secret.as_ref(), certificate, wanted, Timestamp::now());
     let version = secret.as_ref().and_then(|s| s.metadata.resource_version.clone());
-    ctx.caches.secrets.put_verified(namespace, name, Verified { version, written_by: None, state: state.clone() });
+    let verified = Verified { version, written_by: None, certificate: certificate.to_string(), state: state.clone() };
+    ctx.caches.secrets.put_verified(namespace, name, verified);
     Ok(state)
 }
 
@@ -224,10 +230,11 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
     let Some((attempts, next_index)) = attempts_and_next_index(ctx, cert, namespace).await? else {
         return Ok(None);
     };
-    if stored_ahead_of_attempt(ctx, namespace, &desired.secret_name, attempts.last().map(Arc::as_ref)) {
+    let name = cert.name_any();
+    let target = (desired.secret_name.as_str(), name.as_str());
+    if stored_ahead_of_attempt(ctx, namespace, target, attempts.last().map(Arc::as_ref)) {
         return Ok(None);
     }
-    let name = cert.name_any();
     let latest = attempts.last().map(Arc::as_ref);
     let secret = target_secret(ctx, namespace, &desired.secret_name, &name, &desired.names, latest).await?;
     let previous = cert.status.as_ref().and_then(|s| s.renewal_info.clone());

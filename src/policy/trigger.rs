@@ -188,7 +188,10 @@ impl Observed {
         let secret_name = &self.desired.secret_name;
         let stored = match &self.secret {
             SecretState::Missing => {
-                let need = (AttemptType::Issue, format!("Secret {secret_name} does not exist"));
+                let need = match self.latest_success() {
+                    Some(_) => (AttemptType::Repair, format!("Secret {secret_name} was deleted")),
+                    None => (AttemptType::Issue, format!("Secret {secret_name} does not exist")),
+                };
                 return Assessment { usable: false, need: Some(need), renewal: None, expired: false };
             }
             SecretState::NotOwned { holder } => {
@@ -200,7 +203,8 @@ impl Observed {
                 return Assessment { usable: false, need: Some(need), renewal: None, expired: false };
             }
             SecretState::Invalid(why) => {
-                let need = (AttemptType::Reissue, format!("Secret {secret_name} is not usable: {why}"));
+                let type_ = if self.latest_success().is_some() { AttemptType::Repair } else { AttemptType::Reissue };
+                let need = (type_, format!("Secret {secret_name} is not usable: {why}"));
                 return Assessment { usable: false, need: Some(need), renewal: None, expired: false };
             }
             SecretState::NotAdoptable { reason } => {
@@ -282,8 +286,13 @@ impl Observed {
 
     /// When the minimum renewal interval lets the next attempt start, if that is still ahead.
     /// It counts from the latest success; what the user asked for since (a spec change, a new
-    /// renewal request) is not held back.
+    /// renewal request) is not held back. The floor stops loops, not a first repair: a Secret
+    /// deleted or damaged is repaired at once, unless a repair already succeeded within the
+    /// interval (then the next one waits for the interval to pass since that repair).
     fn held_until(&self, type_: AttemptType) -> Option<Timestamp> {
+        if type_ == AttemptType::Repair {
+            return self.repair_held_until();
+        }
         let last = self.latest_success()?;
         let user_acted = last.generation < self.desired.generation
             || (type_ == AttemptType::Manual && last.renew_request != self.desired.renew_request);
@@ -291,6 +300,16 @@ impl Observed {
             return None;
         }
         let until = last.finished_at? + self.min_renewal_interval;
+        (self.now < until).then_some(until)
+    }
+
+    /// A repair waits only for the interval since the latest repair at this generation.
+    fn repair_held_until(&self) -> Option<Timestamp> {
+        let generation = self.desired.generation;
+        let repaired = |a: &&AttemptView| {
+            a.type_ == AttemptType::Repair && a.phase == AttemptPhase::Succeeded && a.generation == generation
+        };
+        let until = self.attempts.iter().rev().find(repaired)?.finished_at? + self.min_renewal_interval;
         (self.now < until).then_some(until)
     }
 
@@ -310,10 +329,15 @@ impl Observed {
             return Decision::BackingOff { until };
         }
         if let Some(until) = self.held_until(type_) {
-            let message = format!(
-                "{reason}, but the last certificate was issued less than {:#} ago: certpilot renews a Certificate at most once per {:#} (--min-renewal-interval), so the next attempt is at {until}",
-                self.min_renewal_interval, self.min_renewal_interval
-            );
+            let floor = self.min_renewal_interval;
+            let message = match type_ {
+                AttemptType::Repair => format!(
+                    "{reason}, but certpilot repaired it less than {floor:#} ago: a Secret is repaired at once the first time, then at most once per {floor:#} (--min-renewal-interval), so the next attempt is at {until}; find what deletes or changes it"
+                ),
+                _ => format!(
+                    "{reason}, but the last certificate was issued less than {floor:#} ago: certpilot renews a Certificate at most once per {floor:#} (--min-renewal-interval), so the next attempt is at {until}"
+                ),
+            };
             return Decision::Held { until, message };
         }
         Decision::Start { type_, reason }
@@ -572,6 +596,54 @@ pub(crate) mod tests {
         assert!(matches!(hot(SignedDuration::from_mins(2)).decide(), Decision::Held { .. }));
         // Once the interval has passed, the renewal starts.
         assert_eq!(start_type(hot(SignedDuration::from_mins(6)).decide()), AttemptType::Renew);
+    }
+
+    /// Certificate `app` issued `issued_ago`, its Secret now in `secret`, with `repairs`
+    /// (how long ago each repair finished) since.
+    fn repaired(secret: SecretState, issued_ago: SignedDuration, repairs: &[SignedDuration]) -> Observed {
+        let mut first = attempt(1, AttemptPhase::Succeeded);
+        first.finished_at = Some(now() - issued_ago);
+        let mut attempts = vec![first];
+        for (i, ago) in repairs.iter().enumerate() {
+            let mut repair = attempt(i as u32 + 2, AttemptPhase::Succeeded);
+            repair.type_ = AttemptType::Repair;
+            repair.finished_at = Some(now() - *ago);
+            attempts.push(repair);
+        }
+        observed(secret, attempts)
+    }
+
+    #[test]
+    fn a_first_repair_is_not_held_back_but_a_second_one_is() {
+        let seconds = SignedDuration::from_secs;
+        let deleted = || SecretState::Missing;
+        // Deleted 5 s after it was issued: repaired at once.
+        let first = repaired(deleted(), seconds(5), &[]).decide();
+        assert!(
+            matches!(&first, Decision::Start { type_: AttemptType::Repair, reason } if reason.contains("was deleted")),
+            "{first:?}"
+        );
+        // Emptied or unreadable: the same.
+        let damaged = SecretState::Invalid("no tls.crt".into());
+        assert_eq!(start_type(repaired(damaged.clone(), seconds(5), &[]).decide()), AttemptType::Repair);
+        // Deleted again right after the repair: held until the floor since that repair, and said so.
+        let again = repaired(deleted(), seconds(20), &[seconds(3)]).decide();
+        let Decision::Held { until, message } = again else { panic!("a second repair waits: {again:?}") };
+        assert_eq!(until, now() - seconds(3) + SignedDuration::from_mins(5));
+        assert!(message.contains("repaired it less than 5m ago") && message.contains(&until.to_string()), "{message}");
+        assert!(matches!(repaired(damaged, seconds(20), &[seconds(3)]).decide(), Decision::Held { .. }));
+        // A repair longer ago than the floor holds nothing back.
+        assert_eq!(start_type(repaired(deleted(), seconds(900), &[seconds(400)]).decide()), AttemptType::Repair);
+        // Nor does a repair of an earlier generation: the user changed the spec since.
+        let mut changed = repaired(deleted(), seconds(20), &[seconds(3)]);
+        changed.desired.generation = 2;
+        assert_eq!(start_type(changed.decide()), AttemptType::Repair);
+        // Before any success it is a first issuance, never held.
+        assert_eq!(start_type(observed(deleted(), vec![]).decide()), AttemptType::Issue);
+        let failed = attempt(1, AttemptPhase::Failed);
+        let mut o = observed(SecretState::Invalid("empty".into()), vec![failed]);
+        o.now = now() + SignedDuration::from_hours(7);
+        assert_eq!(start_type(o.decide()), AttemptType::Reissue);
     }
 
     #[test]

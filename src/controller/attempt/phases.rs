@@ -1000,7 +1000,8 @@ impl Pass<'_> {
     /// - one the cache shows as certpilot's (for this Certificate, not yet written by this
     ///   attempt) is written on the condition that it is still the version the cache shows;
     /// - one the cache does not show is created by an apply that does not force: a Secret that
-    ///   someone else holds conflicts (its `tls.crt`, or its type, is theirs) instead of being
+    ///   someone else holds conflicts (its `tls.crt`, or its type, is theirs: another
+    ///   Certificate's attempt writes under a field manager of its own) instead of being
     ///   overwritten;
     /// - anything else, or when either write is refused, is read and checked first. A Secret
     ///   this very attempt already wrote (its status write was lost) is left as it is; one
@@ -1068,7 +1069,8 @@ impl Pass<'_> {
     /// Replaces the adopted Secret `existing` whole (`secret::taken_over`), at its
     /// resourceVersion: one changed meanwhile is refused (409) and looked at again.
     async fn take_over(&self, existing: &Secret, built: Secret) -> kube::Result<Secret> {
-        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let manager = secret::field_manager(&self.attempt.spec.certificate_name);
+        let params = PostParams { field_manager: Some(manager), ..Default::default() };
         let secrets: Api<Secret> = self.ctx.namespaced(&self.namespace);
         secrets.replace(&self.attempt.spec.secret_name, &params, &secret::taken_over(existing, built)).await
     }
@@ -1130,10 +1132,12 @@ impl Pass<'_> {
     }
 
     /// One server-side apply of the target Secret, at `version` when given, taking fields
-    /// other managers hold only when `force`.
+    /// other managers hold only when `force`. The manager is this Certificate's own: an apply
+    /// that does not force conflicts with the fields another Certificate's attempt wrote.
     async fn apply_target(&self, mut built: Secret, version: Option<String>, force: bool) -> kube::Result<Secret> {
         built.metadata.resource_version = version;
-        let params = PatchParams { force, ..PatchParams::apply(FIELD_MANAGER) };
+        let manager = secret::field_manager(&self.attempt.spec.certificate_name);
+        let params = PatchParams { force, ..PatchParams::apply(&manager) };
         let secrets: Api<Secret> = self.ctx.namespaced(&self.namespace);
         secrets.patch(&self.attempt.spec.secret_name, &params, &Patch::Apply(&built)).await
     }
@@ -1144,8 +1148,10 @@ impl Pass<'_> {
         let name = &self.attempt.spec.secret_name;
         match written {
             Ok(written) => {
+                let certificate = self.attempt.spec.certificate_name.clone();
                 let verified = Verified {
-                    state: secret::classify(Some(&written), &self.attempt.spec.certificate_name),
+                    state: secret::classify(Some(&written), &certificate),
+                    certificate,
                     version: written.metadata.resource_version.clone(),
                     written_by: Some(self.attempt.name_any()),
                 };

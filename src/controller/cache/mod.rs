@@ -14,8 +14,8 @@ pub use attempts::{AttemptFeed, AttemptIndex, AttemptRecord};
 pub use secrets::{SecretFeed, SecretIndex, Verified, WatchedSecret};
 
 use crate::api::{
-    Certificate, CertificateAttempt, ClusterIssuer, FIELD_MANAGER, Issuer, IssuerKind, IssuerRef, IssuerSpec,
-    IssuerStatus, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    Certificate, CertificateAttempt, ClusterIssuer, Issuer, IssuerKind, IssuerRef, IssuerSpec, IssuerStatus,
+    MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
 use crate::policy::json_digest;
 use futures::{FutureExt, StreamExt, future::BoxFuture};
@@ -380,7 +380,7 @@ impl RecentCreates {
 /// entries stay, without their field sets: they prove that certpilot wrote the object.
 pub fn trim_meta(meta: &mut ObjectMeta) {
     if let Some(managed) = meta.managed_fields.as_mut() {
-        managed.retain(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER));
+        managed.retain(|entry| entry.manager.as_deref().is_some_and(crate::secret::is_certpilot_manager));
         for entry in managed.iter_mut() {
             entry.fields_v1 = None;
         }
@@ -423,6 +423,7 @@ pub fn trim_attempt(attempt: &mut CertificateAttempt) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::FIELD_MANAGER;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 
     fn entry(manager: &str) -> ManagedFieldsEntry {
@@ -437,15 +438,15 @@ mod tests {
     #[test]
     fn metadata_keeps_only_the_proof_that_certpilot_wrote_it() {
         let mut meta = ObjectMeta {
-            managed_fields: Some(vec![entry("kubectl"), entry(FIELD_MANAGER)]),
+            managed_fields: Some(vec![entry("kubectl"), entry(FIELD_MANAGER), entry("certpilot/web")]),
             annotations: Some([(LAST_APPLIED.to_string(), "{}".to_string()), ("keep".into(), "me".into())].into()),
             ..Default::default()
         };
         trim_meta(&mut meta);
         let managed = meta.managed_fields.as_ref().unwrap();
-        assert_eq!(managed.len(), 1);
-        assert_eq!(managed[0].manager.as_deref(), Some(FIELD_MANAGER));
-        assert!(managed[0].fields_v1.is_none());
+        let managers: Vec<_> = managed.iter().map(|m| m.manager.as_deref().unwrap()).collect();
+        assert_eq!(managers, [FIELD_MANAGER, "certpilot/web"]);
+        assert!(managed.iter().all(|m| m.fields_v1.is_none()));
         assert!(crate::secret::written_by_certpilot(&meta));
         assert_eq!(meta.annotations.unwrap().keys().collect::<Vec<_>>(), ["keep"]);
     }

@@ -58,6 +58,9 @@ pub struct Verified {
     pub version: Option<String>,
     /// The attempt whose write this was, if it was one.
     pub written_by: Option<String>,
+    /// The Certificate `state` was judged for: the same Secret is another Certificate's to one
+    /// of two Certificates naming it, and usable to the other.
+    pub certificate: String,
     pub state: SecretState,
 }
 
@@ -88,9 +91,12 @@ impl SecretIndex {
         self.entries().map.get(&key(namespace, name)).and_then(|e| e.watched.clone())
     }
 
-    /// What certpilot last knew of the Secret's data, at whatever version.
-    pub fn verified(&self, namespace: &str, name: &str) -> Option<Verified> {
-        self.entries().map.get(&key(namespace, name)).and_then(|e| e.verified.clone())
+    /// What certpilot last knew of the Secret's data, at whatever version, as judged for
+    /// Certificate `certificate`.
+    pub fn verified(&self, namespace: &str, name: &str, certificate: &str) -> Option<Verified> {
+        let entries = self.entries();
+        let verified = entries.map.get(&key(namespace, name)).and_then(|e| e.verified.as_ref());
+        verified.filter(|v| v.certificate == certificate).cloned()
     }
 
     /// Remembers what the Secret's data was found (or written) to be. Only what decisions read
@@ -265,7 +271,8 @@ mod tests {
         let index = SecretIndex::default();
         index.apply(&watcher::Event::Apply(secret("kept", "1", true)));
         index.apply(&watcher::Event::Apply(secret("gone", "1", true)));
-        let missing = Verified { version: None, written_by: None, state: SecretState::Missing };
+        let missing =
+            Verified { version: None, written_by: None, certificate: "web".into(), state: SecretState::Missing };
         index.put_verified("ns", "gone", missing.clone());
         index.apply(&watcher::Event::Init);
         index.apply(&watcher::Event::InitApply(secret("kept", "2", true)));
@@ -273,9 +280,9 @@ mod tests {
         index.apply(&watcher::Event::InitDone);
         assert_eq!(index.watched("ns", "kept").unwrap().version, "2");
         assert_eq!(index.watched("ns", "gone"), None);
-        assert_eq!(index.verified("ns", "gone"), Some(missing));
+        assert_eq!(index.verified("ns", "gone", "web"), Some(missing));
         index.forget_verified("ns", "gone");
-        assert_eq!(index.verified("ns", "gone"), None);
+        assert_eq!(index.verified("ns", "gone", "web"), None);
         assert!(index.entries().map.len() == 1, "an entry with nothing left in it is removed");
     }
 
@@ -290,11 +297,16 @@ mod tests {
     #[test]
     fn the_latest_verification_replaces_the_one_before() {
         let index = SecretIndex::default();
-        let read =
-            |version: &str| Verified { version: Some(version.into()), written_by: None, state: SecretState::Missing };
+        let read = |version: &str| Verified {
+            version: Some(version.into()),
+            written_by: None,
+            certificate: "web".into(),
+            state: SecretState::Missing,
+        };
         index.put_verified("ns", "s", read("7"));
         index.put_verified("ns", "s", read("8"));
-        assert_eq!(index.verified("ns", "s"), Some(read("8")));
-        assert_eq!(index.verified("other", "s"), None);
+        assert_eq!(index.verified("ns", "s", "web"), Some(read("8")));
+        assert_eq!(index.verified("other", "s", "web"), None);
+        assert_eq!(index.verified("ns", "s", "api"), None, "judged for Certificate web, not for api");
     }
 }
