@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod convert;
 pub mod error;
+pub mod health;
 pub mod issuance;
 pub mod keystore;
 pub mod leader;

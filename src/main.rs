@@ -7,7 +7,17 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    certpilot::cli::run(certpilot::cli::parse()).await
+fn main() -> std::process::ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("the async runtime starts");
+    let result = runtime.block_on(certpilot::cli::run(certpilot::cli::parse()));
+    // Not waiting for blocking work a stop cut short (a key being generated, say): whatever
+    // it was, it is redone at the next start, and a stop must not wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! Prometheus metrics: reconciles, their errors and durations, per controller; finished and
 //! failed attempts; and each Certificate's expiry and readiness, read from the watch cache.
 
-use crate::api::Certificate;
+use crate::{
+    api::Certificate,
+    health::{CrdState, Crds},
+};
 use kube::{ResourceExt, runtime::reflector::Store};
 use prometheus_client::{
     collector::Collector,
@@ -9,7 +12,7 @@ use prometheus_client::{
     metrics::{MetricType, counter::Counter, family::Family, gauge::ConstGauge, histogram::Histogram},
     registry::Registry,
 };
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabel {
@@ -109,6 +112,11 @@ impl Metrics {
         self.registry.register_collector(Box::new(CertificateCollector(certificates)));
     }
 
+    /// Exports whether each CRD certpilot watches is installed (1) or missing (0).
+    pub fn watch_crds(&mut self, crds: Arc<Crds>) {
+        self.registry.register_collector(Box::new(CrdCollector(crds)));
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -149,6 +157,27 @@ impl Collector for CertificateCollector {
             "Whether each Certificate's Ready condition is True (1) or not (0)",
             ready,
         )
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CrdLabels {
+    crd: String,
+}
+
+/// Per-CRD gauges, computed at each scrape: a CRD no watch has reported on yet has no series.
+#[derive(Debug)]
+struct CrdCollector(Arc<Crds>);
+
+impl Collector for CrdCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let help = "Whether each CRD certpilot watches is installed (1) or missing (0)";
+        let mut family = encoder.encode_descriptor("crd_installed", help, None, MetricType::Gauge)?;
+        for (crd, state) in self.0.states() {
+            let value = i64::from(state == CrdState::Installed);
+            ConstGauge::new(value).encode(family.encode_family(&CrdLabels { crd })?)?;
+        }
+        Ok(())
     }
 }
 
@@ -209,6 +238,19 @@ mod tests {
         assert!(text.contains("certpilot_certificate_ready{namespace=\"apps\",name=\"new\"} 0"));
         writer.apply_watcher_event(&watcher::Event::Delete(web));
         assert!(!metrics.encode().contains("name=\"web\""), "a deleted Certificate's series goes");
+    }
+
+    #[test]
+    fn crds_are_exported_as_installed_or_missing() {
+        let crds = Arc::new(Crds::default());
+        let mut metrics = Metrics::default();
+        metrics.watch_crds(crds.clone());
+        assert!(!metrics.encode().contains("certpilot_crd_installed{"), "nothing reported yet");
+        crds.set("issuers.certpilot.dev", CrdState::Missing);
+        crds.set("certificates.certpilot.dev", CrdState::Installed);
+        let text = metrics.encode();
+        assert!(text.contains("certpilot_crd_installed{crd=\"issuers.certpilot.dev\"} 0"), "{text}");
+        assert!(text.contains("certpilot_crd_installed{crd=\"certificates.certpilot.dev\"} 1"), "{text}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The operator's HTTP endpoints: liveness, readiness and Prometheus metrics.
 
-use crate::{leader::Leadership, metrics::Metrics};
+use crate::{health::Readiness, metrics::Metrics};
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use std::{net::SocketAddr, sync::Arc};
 
@@ -11,22 +11,25 @@ async fn metrics(State(metrics): State<Arc<Metrics>>) -> ([(axum::http::HeaderNa
     )
 }
 
-/// Ready means leading: a standby replica takes no Service traffic (HTTP-01 tokens live in
-/// the leader's memory).
-async fn readyz(State(leadership): State<Leadership>) -> (StatusCode, &'static str) {
-    if leadership.is_leader() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "standby") }
+/// Ready means leading with every CRD installed: a standby replica takes no Service traffic
+/// (HTTP-01 tokens live in the leader's memory), and neither does a half-installed certpilot.
+async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, String) {
+    match readiness.check() {
+        Ok(()) => (StatusCode::OK, "ok".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
 }
 
-pub fn router(metrics: Arc<Metrics>, leadership: Leadership) -> Router {
+pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, "ok") }))
-        .route("/readyz", get(readyz).with_state(leadership))
+        .route("/readyz", get(readyz).with_state(readiness))
         .route("/metrics", get(self::metrics).with_state(metrics))
 }
 
 /// Serves the endpoints until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, leadership: Leadership) -> std::io::Result<()> {
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, readiness: Readiness) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
-    axum::serve(listener, router(metrics, leadership)).await
+    axum::serve(listener, router(metrics, readiness)).await
 }

@@ -6,6 +6,7 @@ use crate::{
         self,
         context::{Context, Settings},
     },
+    health::Readiness,
     leader::{Election, Leadership, run_as_leader},
     metrics::Metrics,
     policy::{backoff::BackoffPolicy, parse_duration},
@@ -102,10 +103,44 @@ pub fn no_cluster() -> anyhow::Error {
     )
 }
 
+/// How long work under way may take to finish after SIGTERM or SIGINT. certpilot resumes
+/// whatever a stop cuts short (it is proven against SIGKILL at any point), so the grace only
+/// spares a redo; it is short enough that a rollout never waits for the kubelet's SIGKILL.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     crate::telemetry::init(args.log_json);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    operate(client().await?, args).await
+    let operator = operate(client().await?, args);
+    futures::pin_mut!(operator);
+    tokio::select! {
+        result = &mut operator => return result,
+        () = stop_signal() => {}
+    }
+    tracing::info!(grace = ?SHUTDOWN_GRACE, "stopping: finishing the work under way");
+    match tokio::time::timeout(SHUTDOWN_GRACE, operator).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::info!("stopped with work under way; it resumes where it stopped at the next start");
+            Ok(())
+        }
+    }
+}
+
+/// The first SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Runs the operator with `client` until it stops (or, leader-elected, loses the Lease).
@@ -138,13 +173,14 @@ pub async fn operate(client: kube::Client, args: ControllerArgs) -> anyhow::Resu
     let (caches, feeds) = controller::cache::Feeds::new(&client, settings.watch_namespace.as_deref());
     let mut metrics = Metrics::default();
     metrics.watch_certificates(caches.certificates.clone());
+    metrics.watch_crds(caches.crds.clone());
     let metrics = Arc::new(metrics);
-    let ctx = Context::new(client.clone(), caches, settings, metrics.clone(), solvers.clone());
     let leadership = if args.leader_elect { Leadership::default() } else { Leadership::leading() };
+    let readiness = Readiness { leadership: leadership.clone(), crds: caches.crds.clone() };
+    let ctx = Context::new(client.clone(), caches, settings, metrics.clone(), solvers.clone());
     let probe = args.probe_address;
-    let ready = leadership.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::server::serve(probe, metrics, ready).await {
+        if let Err(e) = crate::server::serve(probe, metrics, readiness).await {
             tracing::error!(error = %e, "probe server stopped");
         }
     });

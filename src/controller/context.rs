@@ -77,6 +77,8 @@ pub struct Context {
     pub routes: RouteTarget,
     /// Issuers whose CA does not confirm `replaces` (RFC 9773): orders stop naming it.
     no_replaces: Mutex<HashSet<String>>,
+    /// The admission policies that refused certpilot's writes, each explained once.
+    refusing_policies: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -108,7 +110,28 @@ impl Context {
             accounts: AccountCache::default(),
             routes,
             no_replaces: Mutex::default(),
+            refusing_policies: Mutex::default(),
         })
+    }
+
+    /// A ValidatingAdmissionPolicy refused a write of certpilot's. The one certpilot ships admits
+    /// only its ServiceAccount, so this is nearly always certpilot running as someone else (from
+    /// a workstation, with a user's kubeconfig): said once, with what to do; afterwards quietly.
+    pub fn admission_refused(&self, policy: &str, controller: &str, name: &str, error: &crate::error::Error) {
+        if !self.refusing_policies.lock().expect("policies lock").insert(policy.to_string()) {
+            tracing::debug!(controller, name, %error, "refused by admission policy {policy}");
+            return;
+        }
+        tracing::error!(
+            controller,
+            name,
+            %error,
+            "the admission policy {policy} refuses certpilot's writes: certpilot's policy (deploy/04-admission-policy.yaml, \
+             the chart's admissionPolicy) admits only certpilot's ServiceAccount, and this process runs as another identity. \
+             Run certpilot as that ServiceAccount: in the cluster (the Deployment of deploy/ or the chart does), or from a \
+             workstation with a kubeconfig holding its token (kubectl -n <namespace> create token certpilot); or, to run it \
+             as yourself, delete the ValidatingAdmissionPolicyBinding of {policy}. Writes stay refused until then."
+        );
     }
 
     /// Publishes an Event about a Certificate; failing to is logged, never fatal.

@@ -73,7 +73,11 @@ where
     K: Resource,
 {
     move |object, error, ctx| {
-        tracing::warn!(controller, name = %object.meta().name.as_deref().unwrap_or_default(), %error, "reconcile failed");
+        let name = object.meta().name.as_deref().unwrap_or_default();
+        match error.admission_policy() {
+            Some(policy) => ctx.admission_refused(policy, controller, name, error),
+            None => tracing::warn!(controller, name, %error, "reconcile failed"),
+        }
         ctx.metrics.error(controller, error);
         let jitter = crate::policy::unit_jitter(object.meta().name.as_deref().unwrap_or_default());
         Action::requeue(Duration::from_secs_f64(10.0 + 10.0 * jitter))

@@ -152,7 +152,12 @@ impl Operator {
 
     pub fn start_with(cluster: &mut TestCluster, extra: &[&str]) -> Self {
         let kubeconfig = cluster.kubeconfig_path().expect("kubeconfig for the operator");
-        let namespace = cluster.namespace().to_string();
+        Self::spawn(&kubeconfig, cluster.namespace(), extra, std::process::Stdio::inherit())
+    }
+
+    /// The operator binary on the cluster `kubeconfig` names, restricted to `namespace`, its
+    /// log (stderr) going to `log`.
+    pub fn spawn(kubeconfig: &std::path::Path, namespace: &str, extra: &[&str], log: std::process::Stdio) -> Self {
         let probe: &[&str] = if extra.contains(&"--probe-address") { &[] } else { &["--probe-address", "127.0.0.1:0"] };
         // Tests renew within seconds; a test of the floor itself sets its own.
         let floor: &[&str] =
@@ -169,7 +174,7 @@ impl Operator {
             Err(_) => std::process::Command::new(env!("CARGO_BIN_EXE_certpilot")),
         };
         let child = command
-            .args(["controller", "--namespace", &namespace, "--cluster-resource-namespace", &namespace])
+            .args(["controller", "--namespace", namespace, "--cluster-resource-namespace", namespace])
             .args(probe)
             .args(["--retry-base", "2s", "--retry-max", "10s"])
             .args(floor)
@@ -177,9 +182,27 @@ impl Operator {
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", std::env::var("CERTPILOT_TEST_LOG").unwrap_or_else(|_| "warn,certpilot=info".into()))
             .stdin(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("operator binary starts");
         Self { child }
+    }
+
+    /// Sends SIGTERM, as the kubelet does to stop a Pod, and waits at most `within` for the
+    /// process to exit: how it exited, if it did.
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let sent = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        assert!(sent.expect("kill runs").success(), "SIGTERM sent");
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -269,6 +292,22 @@ pub mod bind;
 pub mod helm;
 pub mod pdns;
 pub mod pebble;
+pub mod proxy;
+
+/// The status and body of `GET path` on a local port (status 0 when nothing answers).
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return (0, String::new()) };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    (status, body)
+}
 
 /// The HTTP status of `GET path` on a local port (0 when nothing answers).
 pub async fn http_status(port: u16, path: &str) -> u16 {

@@ -153,6 +153,7 @@ impl AttemptFeed {
     pub(super) fn new(
         api: Api<CertificateAttempt>,
         config: watcher::Config,
+        filled: Fill,
     ) -> (Arc<AttemptIndex>, Store<CertificateAttempt>, Self) {
         let index = Arc::new(AttemptIndex::default());
         let writer = Writer::default();
@@ -165,7 +166,7 @@ impl AttemptFeed {
             all: Changes::new(),
             working: Changes::new(),
             deletions: Deletions::default(),
-            filled: Fill::default(),
+            filled,
         };
         (index, store, feed)
     }
@@ -197,7 +198,7 @@ impl AttemptFeed {
                 let event = match event {
                     Ok(event) => event,
                     Err(error) => {
-                        tracing::warn!(%error, kind = "CertificateAttempt", "watch failed; retrying");
+                        filled.failed(&error);
                         continue;
                     }
                 };
@@ -226,7 +227,7 @@ impl AttemptFeed {
                     event @ watcher::Event::Init => writer.apply_watcher_event(&event),
                     event @ watcher::Event::InitDone => {
                         writer.apply_watcher_event(&event);
-                        filled.set();
+                        filled.listed();
                     }
                 }
             }

@@ -17,7 +17,10 @@ use crate::api::{
     Certificate, CertificateAttempt, ClusterIssuer, Issuer, IssuerKind, IssuerRef, IssuerSpec, IssuerStatus,
     MANAGED_BY_LABEL, MANAGED_BY_VALUE,
 };
-use crate::policy::json_digest;
+use crate::{
+    health::{CrdState, Crds},
+    policy::json_digest,
+};
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use futures::{Stream, channel::mpsc};
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
@@ -57,6 +60,8 @@ pub struct Caches {
     /// certpilot's Secrets (labelled `app.kubernetes.io/managed-by=certpilot`): what the watch
     /// of their metadata says, and what certpilot learnt of their data.
     pub secrets: Arc<SecretIndex>,
+    /// Which of certpilot's CRDs the watches found installed or missing.
+    pub crds: Arc<Crds>,
     /// Per kind, whether its store holds its first full list. Not `Store::wait_until_ready`:
     /// that wakes only the last of several tasks waiting at once (a oneshot receiver keeps one
     /// waker), and each controller's runner already waits on its own store that way.
@@ -148,17 +153,58 @@ impl<K: Send + Sync + 'static> Changes<K> {
     }
 }
 
-/// Whether a cache holds its first full list yet, for whoever waits on it.
-#[derive(Default)]
-pub(crate) struct Fill(watch::Sender<bool>);
+/// A kind's watch as the rest of certpilot sees it: whether its cache holds its first full
+/// list yet (for whoever waits on it), and whether its CRD is installed. A kind whose CRD is
+/// missing counts as listed, with nothing in it: the controllers of the other kinds go on.
+pub(crate) struct Fill {
+    filled: watch::Sender<bool>,
+    kind: String,
+    /// `<plural>.<group>` of a custom kind; `None` for built-in kinds, which are always served.
+    crd: Option<String>,
+    crds: Arc<Crds>,
+}
 
 impl Fill {
-    fn set(&self) {
-        self.0.send_replace(true);
+    pub(crate) fn new<K: Resource<DynamicType = ()>>(crds: Arc<Crds>) -> Self {
+        let group = K::group(&());
+        let crd = (!group.is_empty()).then(|| format!("{}.{group}", K::plural(&())));
+        Self { filled: watch::Sender::new(false), kind: K::kind(&()).into_owned(), crd, crds }
+    }
+
+    /// The watch listed every object of the kind.
+    fn listed(&self) {
+        if let Some(crd) = &self.crd {
+            self.crds.set(crd, CrdState::Installed);
+        }
+        self.filled.send_replace(true);
+    }
+
+    /// The watch failed (it tries again by itself): a kind the API server does not serve is
+    /// named once as not installed, anything else is logged as it comes.
+    fn failed(&self, error: &watcher::Error) {
+        match &self.crd {
+            Some(crd) if not_served(error) => {
+                self.crds.set(crd, CrdState::Missing);
+                self.filled.send_replace(true);
+            }
+            _ => tracing::warn!(%error, kind = %self.kind, "watch failed; retrying"),
+        }
     }
 
     fn subscribe(&self) -> watch::Receiver<bool> {
-        self.0.subscribe()
+        self.filled.subscribe()
+    }
+}
+
+/// Whether a watch failed because the API server does not serve its kind at all (404 on the
+/// collection: the CRD is not installed).
+fn not_served(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            crate::error::is_not_found(e)
+        }
+        watcher::Error::WatchError(status) => status.code == 404,
+        watcher::Error::NoResourceVersion => false,
     }
 }
 
@@ -166,9 +212,10 @@ impl<K> Feed<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    fn new(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> (Store<K>, Self) {
+    fn new(api: Api<K>, config: watcher::Config, trim: fn(&mut K), crds: &Arc<Crds>) -> (Store<K>, Self) {
         let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
-        (store, Self { api, config, writer, trim, deletions: Deletions::default(), filled: Fill::default() })
+        let filled = Fill::new::<K>(crds.clone());
+        (store, Self { api, config, writer, trim, deletions: Deletions::default(), filled })
     }
 
     /// A stream of the objects as they change, for one controller.
@@ -194,16 +241,14 @@ where
                 }
             })
             .reflect_shared(self.writer)
-            .inspect(move |event| {
+            .for_each(move |event| {
                 // After the store applied it: the list is in the store.
-                if let Ok(watcher::Event::InitDone) = event {
-                    filled.set();
+                match event {
+                    Ok(watcher::Event::InitDone) => filled.listed(),
+                    Err(error) => filled.failed(&error),
+                    Ok(_) => {}
                 }
-            })
-            .for_each(|event| async move {
-                if let Err(error) = event {
-                    tracing::warn!(%error, kind = %K::kind(&()), "watch failed; retrying");
-                }
+                futures::future::ready(())
             })
             .boxed()
     }
@@ -232,12 +277,17 @@ impl Feeds {
         }
         let any = || watcher::Config::default().any_semantic();
         let managed = || any().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-        let (certificates, certificates_feed) = Feed::new(api(client, namespace), any(), trim_certificate);
+        let crds = Arc::new(Crds::default());
+        let (certificates, certificates_feed) = Feed::new(api(client, namespace), any(), trim_certificate, &crds);
         // Every attempt, labelled or not: one certpilot did not make must still be seen (and rejected).
-        let (attempts, working_attempts, attempts_feed) = AttemptFeed::new(api(client, namespace), any());
-        let (issuers, issuers_feed) = Feed::new(api(client, namespace), any(), trim_issuer);
-        let (cluster_issuers, cluster_issuers_feed) = Feed::new(Api::all(client.clone()), any(), trim_cluster_issuer);
-        let (secrets, secrets_feed) = SecretFeed::new(api(client, namespace), managed());
+        let attempts_fill = Fill::new::<CertificateAttempt>(crds.clone());
+        let (attempts, working_attempts, attempts_feed) =
+            AttemptFeed::new(api(client, namespace), any(), attempts_fill);
+        let (issuers, issuers_feed) = Feed::new(api(client, namespace), any(), trim_issuer, &crds);
+        let (cluster_issuers, cluster_issuers_feed) =
+            Feed::new(Api::all(client.clone()), any(), trim_cluster_issuer, &crds);
+        let secrets_fill = Fill::new::<Secret>(crds.clone());
+        let (secrets, secrets_feed) = SecretFeed::new(api(client, namespace), managed(), secrets_fill);
         let filled = [
             certificates_feed.filled.subscribe(),
             attempts_feed.filled().subscribe(),
@@ -245,7 +295,8 @@ impl Feeds {
             cluster_issuers_feed.filled.subscribe(),
             secrets_feed.filled().subscribe(),
         ];
-        let caches = Caches { certificates, attempts, working_attempts, issuers, cluster_issuers, secrets, filled };
+        let caches =
+            Caches { certificates, attempts, working_attempts, issuers, cluster_issuers, secrets, crds, filled };
         let feeds = Feeds {
             certificates: certificates_feed,
             attempts: attempts_feed,
@@ -463,6 +514,7 @@ mod tests {
             issuers: reflector::store_shared(1).0,
             cluster_issuers: reflector::store_shared(1).0,
             secrets: Default::default(),
+            crds: Default::default(),
             filled: std::array::from_fn(|i| senders[i].subscribe()),
             certificates: certificates.clone(),
         };

@@ -172,7 +172,11 @@ pub struct SecretFeed {
 }
 
 impl SecretFeed {
-    pub(super) fn new(api: Api<PartialObjectMeta<Secret>>, config: watcher::Config) -> (Arc<SecretIndex>, Self) {
+    pub(super) fn new(
+        api: Api<PartialObjectMeta<Secret>>,
+        config: watcher::Config,
+        filled: Fill,
+    ) -> (Arc<SecretIndex>, Self) {
         let index = Arc::new(SecretIndex::default());
         let feed = Self {
             api,
@@ -180,7 +184,7 @@ impl SecretFeed {
             index: index.clone(),
             changes: Changes::new(),
             deletions: Deletions::default(),
-            filled: Fill::default(),
+            filled,
         };
         (index, feed)
     }
@@ -212,9 +216,9 @@ impl SecretFeed {
                         changes.send(Arc::new(meta)).await;
                     }
                     Ok(watcher::Event::Delete(meta)) => deletions.send(Arc::new(meta)),
-                    Ok(watcher::Event::InitDone) => filled.set(),
+                    Ok(watcher::Event::InitDone) => filled.listed(),
                     Ok(watcher::Event::Init) => {}
-                    Err(error) => tracing::warn!(%error, kind = "Secret", "watch failed; retrying"),
+                    Err(error) => filled.failed(&error),
                 }
             }
         }
