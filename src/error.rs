@@ -29,16 +29,26 @@ impl Error {
 }
 
 impl Error {
-    /// The ValidatingAdmissionPolicy that refused the request, when one did (the API server's
-    /// 403 says `ValidatingAdmissionPolicy '<name>' with binding '<binding>' denied request`).
-    pub fn admission_policy(&self) -> Option<&str> {
+    /// The ValidatingAdmissionPolicy that refused the request, and what it refused, when one
+    /// did (the API server's 403 says `<resource> "<name>" is forbidden: ValidatingAdmissionPolicy
+    /// '<policy>' with binding '<binding>' denied request: <the policy's message>`).
+    pub fn admission_policy(&self) -> Option<AdmissionRefusal<'_>> {
         let Error::Kube(kube::Error::Api(status)) = self else { return None };
         if status.code != 403 {
             return None;
         }
-        let (_, rest) = status.message.split_once("ValidatingAdmissionPolicy '")?;
-        rest.split_once('\'').map(|(policy, _)| policy)
+        let (refused, rest) = status.message.split_once("ValidatingAdmissionPolicy '")?;
+        let (policy, _) = rest.split_once('\'')?;
+        Some(AdmissionRefusal { policy, refused: refused.trim_end().trim_end_matches(':') })
     }
+}
+
+/// A write an admission policy refused.
+#[derive(Debug, PartialEq)]
+pub struct AdmissionRefusal<'a> {
+    pub policy: &'a str,
+    /// What was refused: `issuers.certpilot.dev "local" is forbidden`.
+    pub refused: &'a str,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -68,7 +78,11 @@ mod tests {
             403,
             "certificates.certpilot.dev \"web\" is forbidden: ValidatingAdmissionPolicy 'certpilot-owned-objects' with binding 'certpilot-owned-objects' denied request: CertificateAttempts are made by certpilot alone",
         );
-        assert_eq!(denied.admission_policy(), Some("certpilot-owned-objects"));
+        let expected = AdmissionRefusal {
+            policy: "certpilot-owned-objects",
+            refused: "certificates.certpilot.dev \"web\" is forbidden",
+        };
+        assert_eq!(denied.admission_policy(), Some(expected));
         let rbac = refusal(403, "secrets is forbidden: User \"alice\" cannot list resource \"secrets\"");
         assert_eq!(rbac.admission_policy(), None);
         assert_eq!(refusal(422, "ValidatingAdmissionPolicy 'p' with binding").admission_policy(), None);

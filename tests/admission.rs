@@ -274,3 +274,58 @@ fn chart_and_deploy_policies_agree() {
     assert_eq!(username, OPERATOR);
     assert!(policy["spec"]["validations"][0]["expression"].as_str().unwrap().contains(&format!("'{OPERATOR}'")));
 }
+
+/// certpilot run as someone other than its ServiceAccount (from a workstation, say) with the
+/// policy in place: every write is refused, and certpilot says why once, with what to do,
+/// instead of repeating the policy's advice to users at every write.
+#[tokio::test]
+async fn certpilot_as_another_identity_says_once_why_the_policy_refuses_it() {
+    let mut cluster = TestCluster::start("admission-identity").await.unwrap();
+    install_certpilot_crds(&cluster).await;
+    let policy = install_policy(&cluster).await;
+    let ns = cluster.namespace().to_string();
+    let issuers: Api<certpilot::api::Issuer> = Api::namespaced(cluster.client(), &ns);
+    let issuer = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "local"},
+        "spec": {"selfSigned": {}}});
+    issuers.create(&PostParams::default(), &serde_json::from_value(issuer).unwrap()).await.unwrap();
+    let mut web = certificate("web");
+    web.spec.issuer_ref = serde_json::from_value(json!({"kind": "Issuer", "name": "local"})).unwrap();
+    Api::<Certificate>::namespaced(cluster.client(), &ns).create(&PostParams::default(), &web).await.unwrap();
+    let log = std::env::temp_dir().join(format!("{}.log", unique_name("certpilot-identity")));
+    let probe = support::pebble::free_port();
+    let kubeconfig = cluster.kubeconfig_path().unwrap();
+    let file = std::fs::File::create(&log).unwrap();
+    let _operator = Operator::spawn(
+        &kubeconfig,
+        &ns,
+        &["--probe-address", &format!("127.0.0.1:{probe}")],
+        std::process::Stdio::from(file),
+    );
+    // Refused more than once: the Issuer's status, the Certificate's.
+    let refusals = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("certpilot_reconcile_errors_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    eventually("certpilot's writes to be refused twice", WAIT, || async {
+        (refusals(&http_get(probe, "/metrics").await.1) >= 2.0).then_some(())
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let explained: Vec<_> = text
+        .lines()
+        .filter(|l| l.contains(&format!("the admission policy {policy} refuses certpilot's writes")))
+        .collect();
+    assert_eq!(explained.len(), 1, "said once: {text}");
+    assert!(
+        explained[0].contains("admits only certpilot's ServiceAccount")
+            && explained[0].contains("create token certpilot"),
+        "{}",
+        explained[0]
+    );
+    assert!(!text.contains("certpilot.dev/renew="), "the policy's advice to users is not certpilot's: {text}");
+    remove_policy(&cluster, &policy).await;
+    std::fs::remove_file(&log).ok();
+}

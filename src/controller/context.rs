@@ -117,15 +117,16 @@ impl Context {
     /// A ValidatingAdmissionPolicy refused a write of certpilot's. The one certpilot ships admits
     /// only its ServiceAccount, so this is nearly always certpilot running as someone else (from
     /// a workstation, with a user's kubeconfig): said once, with what to do; afterwards quietly.
-    pub fn admission_refused(&self, policy: &str, controller: &str, name: &str, error: &crate::error::Error) {
+    pub fn admission_refused(&self, refusal: &crate::error::AdmissionRefusal, controller: &str, name: &str) {
+        let crate::error::AdmissionRefusal { policy, refused } = refusal;
         if !self.refusing_policies.lock().expect("policies lock").insert(policy.to_string()) {
-            tracing::debug!(controller, name, %error, "refused by admission policy {policy}");
+            tracing::debug!(controller, name, refused, "refused by admission policy {policy}");
             return;
         }
         tracing::error!(
             controller,
             name,
-            %error,
+            refused,
             "the admission policy {policy} refuses certpilot's writes: certpilot's policy (deploy/04-admission-policy.yaml, \
              the chart's admissionPolicy) admits only certpilot's ServiceAccount, and this process runs as another identity. \
              Run certpilot as that ServiceAccount: in the cluster (the Deployment of deploy/ or the chart does), or from a \

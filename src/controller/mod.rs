@@ -75,7 +75,7 @@ where
     move |object, error, ctx| {
         let name = object.meta().name.as_deref().unwrap_or_default();
         match error.admission_policy() {
-            Some(policy) => ctx.admission_refused(policy, controller, name, error),
+            Some(refusal) => ctx.admission_refused(&refusal, controller, name),
             None => tracing::warn!(controller, name, %error, "reconcile failed"),
         }
         ctx.metrics.error(controller, error);
