@@ -82,11 +82,12 @@ impl ResourceType {
     }
 
     /// How `metadata.name` is validated: namespaces are DNS labels, services RFC 1035 labels,
-    /// everything else (custom resources included) DNS subdomains.
+    /// RBAC kinds path segments, everything else (custom resources included) DNS subdomains.
     pub fn name_rule(&self) -> NameRule {
         match (self.group.as_str(), self.plural.as_str()) {
             ("", "namespaces") => NameRule::DnsLabel,
             ("", "services") => NameRule::Dns1035Label,
+            ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
             _ => NameRule::DnsSubdomain,
         }
     }
