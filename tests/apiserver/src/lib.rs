@@ -4,21 +4,26 @@
 //! relies on: CRUD, list and watch with resourceVersions, bookmarks and `410 Gone`,
 //! metadata-only views, merge/JSON/apply patches with field managers, the status subresource,
 //! generation, finalizers, owner-reference garbage collection, selectors, metadata validation,
-//! CRD schema validation with CEL, and ValidatingAdmissionPolicies enforced for the requesting
-//! user (the cluster admin, or whoever the request impersonates), plus fault injection. The
+//! CRD schema validation with CEL, impersonation and RBAC authorization, and
+//! ValidatingAdmissionPolicies enforced for the requesting user (the cluster admin, or whoever
+//! the request impersonates), plus fault injection. The
 //! conformance suite holds it to a real cluster.
 #![forbid(unsafe_code)]
 
+mod access;
+mod attributes;
 mod discovery;
 mod error;
 mod events;
 mod faults;
 mod fields;
 mod http;
+mod impersonation;
 mod managed;
 mod meta;
 mod openapi;
 mod policy;
+mod rbac;
 mod resource;
 mod schema;
 mod selector;
@@ -101,7 +106,7 @@ impl TestApiServer {
         format!("http://{}", self.addr)
     }
 
-    /// A `kube::Config` for this server (no authentication).
+    /// A `kube::Config` for this server: no credentials, so the cluster admin.
     pub fn config(&self) -> kube::Config {
         let mut config = kube::Config::new(self.url().parse().expect("server URL is valid"));
         config.default_namespace = "default".into();
