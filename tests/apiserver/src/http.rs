@@ -181,6 +181,9 @@ async fn route(
     if let Some(response) = crate::openapi::serve(shared, uri.path()) {
         return Ok(response);
     }
+    if uri.path() == crate::access::SELF_SUBJECT_REVIEWS {
+        return self_subject_review(method, &user);
+    }
     let target = parse_target(uri.path())
         .ok_or_else(|| ApiError::not_found_plain("the server could not find the requested resource"))?;
     let rt = shared.store.lock().registry.get(&target.group, &target.version, &target.plural)?;
@@ -190,6 +193,9 @@ async fn route(
             rt.plural,
             uri.path()
         )));
+    }
+    if target.group.is_empty() && target.plural == "serviceaccounts" && target.subresource.as_deref() == Some("token") {
+        return token_request(shared, method, &target, body);
     }
     if crate::events::is_core(&target.group, &target.plural) && !flag(&query, "watch") {
         return core_events(shared, method, &target, &query, body, headers, &user);
@@ -262,6 +268,30 @@ async fn route(
             "the server does not allow this method on the requested resource ({method})"
         ))),
     }
+}
+
+/// `POST …/serviceaccounts/<name>/token`: a TokenRequest (see `crate::tokens`).
+fn token_request(shared: &Shared, method: &Method, target: &Target, body: &[u8]) -> ApiResult<Response> {
+    let (&Method::POST, Some(name)) = (method, target.name.as_deref()) else {
+        return Err(not_allowed());
+    };
+    let minted = shared.tokens.request(&shared.store.lock(), ns(target), name, body, chrono::Utc::now())?;
+    Ok((axum::http::StatusCode::CREATED, axum::Json(minted)).into_response())
+}
+
+/// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`).
+fn self_subject_review(method: &Method, user: &UserInfo) -> ApiResult<Response> {
+    if *method != Method::POST {
+        return Err(not_allowed());
+    }
+    let review = crate::access::self_subject_review(user);
+    Ok((axum::http::StatusCode::CREATED, axum::Json(review)).into_response())
+}
+
+/// `405`, as the API server answers a method a create-only resource does not serve.
+fn not_allowed() -> ApiError {
+    ApiError::method_not_allowed("the server does not allow this method on the requested resource")
+        .with_details(json!({}))
 }
 
 /// `core/v1` Events: the stored `events.k8s.io/v1` Events, converted (see `crate::events`).

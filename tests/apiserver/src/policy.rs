@@ -30,7 +30,8 @@ pub const GROUP: &str = "admissionregistration.k8s.io";
 pub const POLICIES: &str = "validatingadmissionpolicies";
 pub const BINDINGS: &str = "validatingadmissionpolicybindings";
 
-/// Who makes a request: the cluster admin, or whoever it impersonates (see `crate::access`).
+/// Who makes a request: the cluster admin when it has no credentials, the ServiceAccount of its
+/// bearer token, or whoever it impersonates (see `crate::access`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
     pub username: String,
