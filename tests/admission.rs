@@ -77,8 +77,8 @@ async fn remove_policy(cluster: &TestCluster, name: &str) {
     let _ = Api::<ValidatingAdmissionPolicy>::all(cluster.client()).delete(name, &dp).await;
 }
 
-/// RBAC for the user and the ServiceAccount in the test's namespace, so that on a real cluster
-/// only the policy can refuse them.
+/// RBAC for the user and the ServiceAccount in the test's namespace, so that only the policy
+/// can refuse them.
 async fn grant_access(cluster: &TestCluster) {
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": "certpilot-admission-test"},

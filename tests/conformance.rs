@@ -950,6 +950,548 @@ async fn admission_policies_deny_with_their_message() {
     cms.create(&PostParams::default(), &allowed).await.unwrap();
 }
 
+/// ServiceAccount tokens (TokenRequest), bearer-token authentication and RBAC authorization,
+/// as certpilot meets them when it runs with its ServiceAccount's token. Each test's
+/// ServiceAccount lives in the test's namespace; cluster-scoped RBAC objects get unique names
+/// and are deleted at the end.
+mod service_accounts_and_rbac {
+    use super::*;
+    use certpilot_test_apiserver::cluster::TokenKubeconfig;
+    use k8s_openapi::api::{
+        authentication::v1::{SelfSubjectReview, TokenRequest},
+        core::v1::{Event as CoreEvent, ServiceAccount},
+        events::v1::Event,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    };
+    use kube::{Client, config::Kubeconfig};
+    use std::future::Future;
+
+    const BOT: &str = "bot";
+    const RBAC: &str = "rbac.authorization.k8s.io";
+
+    /// The ServiceAccount `bot` in the test's namespace, created, and a kubeconfig holding a
+    /// token minted for it.
+    async fn bot(c: &TestCluster) -> (TokenKubeconfig, Client) {
+        let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": BOT}})).unwrap();
+        Api::<ServiceAccount>::namespaced(c.client(), c.namespace())
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap();
+        let access = c.service_account_access(c.namespace(), BOT).await.unwrap();
+        let client = access.client().await.unwrap();
+        (access, client)
+    }
+
+    fn username(c: &TestCluster) -> String {
+        format!("system:serviceaccount:{}:{BOT}", c.namespace())
+    }
+
+    /// The `403` of a request RBAC refuses, with the API server's exact message.
+    fn assert_forbidden<T: std::fmt::Debug>(result: kube::Result<T>, message: &str) {
+        let status = api_error(result, message);
+        assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"), "{}", status.message);
+        assert_eq!(status.message, message);
+    }
+
+    /// `User "<bot>" cannot <verb> resource "<resource>" in API group "<group>" <scope>`.
+    fn cannot(c: &TestCluster, verb: &str, resource: &str, group: &str, namespace: Option<&str>) -> String {
+        let scope = namespace.map_or("at the cluster scope".to_string(), |ns| format!("in the namespace \"{ns}\""));
+        format!("User \"{}\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}", username(c))
+    }
+
+    /// Sends `request` until it succeeds: RBAC reaches a real API server's authorizer
+    /// asynchronously.
+    async fn once_allowed<T, F, Fut>(what: &str, mut request: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = kube::Result<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match request().await {
+                Ok(value) => return value,
+                Err(e) => assert!(tokio::time::Instant::now() < deadline, "{what} was never allowed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A Role (or, with `namespace` None, a ClusterRole) named `name` with `rules`.
+    async fn role(c: &TestCluster, namespace: Option<&str>, name: &str, rules: serde_json::Value) {
+        let pp = PostParams::default();
+        let body = json!({"metadata": {"name": name}, "rules": rules});
+        match namespace {
+            Some(ns) => {
+                let role: Role = serde_json::from_value(body).unwrap();
+                Api::<Role>::namespaced(c.client(), ns).create(&pp, &role).await.unwrap();
+            }
+            None => {
+                let role: ClusterRole = serde_json::from_value(body).unwrap();
+                Api::<ClusterRole>::all(c.client()).create(&pp, &role).await.unwrap();
+            }
+        }
+    }
+
+    /// Binds `role_kind` `role` to the bot: a RoleBinding in `namespace`, or a ClusterRoleBinding.
+    async fn bind_bot(c: &TestCluster, namespace: Option<&str>, name: &str, role_kind: &str, role: &str) {
+        let pp = PostParams::default();
+        let body = json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": RBAC, "kind": role_kind, "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": BOT, "namespace": c.namespace()}],
+        });
+        match namespace {
+            Some(ns) => {
+                let binding: RoleBinding = serde_json::from_value(body).unwrap();
+                Api::<RoleBinding>::namespaced(c.client(), ns).create(&pp, &binding).await.unwrap();
+            }
+            None => {
+                let binding: ClusterRoleBinding = serde_json::from_value(body).unwrap();
+                Api::<ClusterRoleBinding>::all(c.client()).create(&pp, &binding).await.unwrap();
+            }
+        }
+    }
+
+    async fn delete_cluster_rbac(c: &TestCluster, name: &str) {
+        let dp = DeleteParams::default();
+        let _ = Api::<ClusterRoleBinding>::all(c.client()).delete(name, &dp).await;
+        let _ = Api::<ClusterRole>::all(c.client()).delete(name, &dp).await;
+    }
+
+    fn seconds_until(time: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> i64 {
+        time.as_ref().expect("an expiration timestamp").0.as_second() - jiff::Timestamp::now().as_second()
+    }
+
+    #[tokio::test]
+    async fn a_service_account_token_authenticates_as_it() {
+        let c = cluster("sa-token").await;
+        let (_access, bot_client) = bot(&c).await;
+        let review = Api::<SelfSubjectReview>::all(bot_client.clone())
+            .create(&PostParams::default(), &SelfSubjectReview::default())
+            .await
+            .unwrap();
+        let user = review.status.unwrap().user_info.unwrap();
+        let account = Api::<ServiceAccount>::namespaced(c.client(), c.namespace()).get(BOT).await.unwrap();
+        assert_eq!(user.username.as_deref(), Some(username(&c).as_str()));
+        assert_eq!(user.uid, account.metadata.uid);
+        let groups = [
+            "system:serviceaccounts".to_string(),
+            format!("system:serviceaccounts:{}", c.namespace()),
+            "system:authenticated".to_string(),
+        ];
+        assert_eq!(user.groups.unwrap(), groups);
+        // Discovery is every authenticated user's.
+        assert!(bot_client.list_api_groups().await.unwrap().groups.iter().any(|g| g.name == "apiextensions.k8s.io"));
+        bot_client.apiserver_version().await.unwrap();
+
+        // An hour unless asked otherwise; ten minutes at least.
+        let hour = c.mint_token(c.namespace(), BOT, None).await.unwrap().status.unwrap();
+        assert!((3540..=3600).contains(&seconds_until(&hour.expiration_timestamp)), "{:?}", hour.expiration_timestamp);
+        let short = c.mint_token(c.namespace(), BOT, Some(700)).await.unwrap().status.unwrap();
+        assert!((640..=700).contains(&seconds_until(&short.expiration_timestamp)), "{:?}", short.expiration_timestamp);
+        let err = api_error(
+            c.mint_token(c.namespace(), BOT, Some(60)).await.map_err(|e| e.downcast::<kube::Error>().unwrap()),
+            "a minute's token",
+        );
+        assert_eq!(err.code, 422);
+        assert_eq!(
+            err.message,
+            "TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: Invalid value: 60: may not specify a duration less than 10 minutes"
+        );
+        let missing = c.mint_token(c.namespace(), "nobody", None).await.unwrap_err().downcast::<kube::Error>().unwrap();
+        let err = api_error::<()>(Err(missing), "a token for a missing ServiceAccount");
+        assert_eq!((err.code, err.message.as_str()), (404, "serviceaccounts \"nobody\" not found"));
+
+        // Deleting the ServiceAccount invalidates its tokens (a real API server may take a few
+        // seconds: it caches authenticated tokens).
+        Api::<ServiceAccount>::namespaced(c.client(), c.namespace())
+            .delete(BOT, &DeleteParams::default())
+            .await
+            .unwrap();
+        let reviews = Api::<SelfSubjectReview>::all(bot_client);
+        let status = eventually("the deleted ServiceAccount's token to be refused", WAIT, || async {
+            match reviews.create(&PostParams::default(), &SelfSubjectReview::default()).await {
+                Err(kube::Error::Api(status)) => Some(*status),
+                _ => None,
+            }
+        })
+        .await;
+        assert_eq!(
+            (status.code, status.reason.as_str(), status.message.as_str()),
+            (401, "Unauthorized", "Unauthorized")
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_tokens_and_tokens_for_other_audiences_are_unauthorized() {
+        let c = cluster("sa-bogus").await;
+        let (_access, _) = bot(&c).await;
+        let request: TokenRequest =
+            serde_json::from_value(json!({"spec": {"audiences": ["https://vault.example.com"]}})).unwrap();
+        let elsewhere = Api::<ServiceAccount>::namespaced(c.client(), c.namespace())
+            .create_token_request(BOT, &PostParams::default(), &request)
+            .await
+            .unwrap();
+        assert_eq!(elsewhere.spec.unwrap().audiences.unwrap(), ["https://vault.example.com"]);
+        let vault_token = elsewhere.status.unwrap().token.unwrap();
+        for token in ["not-a-token", vault_token.as_str()] {
+            let client = c.token_kubeconfig(token, c.namespace()).unwrap().client().await.unwrap();
+            let api: Api<Secret> = Api::namespaced(client.clone(), c.namespace());
+            let err = api_error(api.list(&ListParams::default()).await, "a list with a bogus token");
+            assert_eq!((err.code, err.reason.as_str(), err.message.as_str()), (401, "Unauthorized", "Unauthorized"));
+            assert!(client.apiserver_version().await.is_err(), "even discovery needs a valid token");
+        }
+    }
+
+    #[tokio::test]
+    async fn without_rbac_a_service_account_is_refused() {
+        let c = cluster("sa-no-rbac").await;
+        let (_access, bot_client) = bot(&c).await;
+        let ns = c.namespace();
+        let here: Api<Secret> = Api::namespaced(bot_client.clone(), ns);
+        let refused = cannot(&c, "list", "secrets", "", Some(ns));
+        assert_forbidden(here.list(&ListParams::default()).await, &format!("secrets is forbidden: {refused}"));
+        let refused = cannot(&c, "watch", "secrets", "", Some(ns));
+        assert_forbidden(
+            here.watch(&WatchParams::default(), "0").await.map(|_| ()),
+            &format!("secrets is forbidden: {refused}"),
+        );
+        let refused = cannot(&c, "get", "secrets", "", Some(ns));
+        assert_forbidden(here.get("absent").await, &format!("secrets \"absent\" is forbidden: {refused}"));
+        let refused = cannot(&c, "create", "secrets", "", Some(ns));
+        assert_forbidden(
+            here.create(&PostParams::default(), &secret("s", &[])).await,
+            &format!("secrets is forbidden: {refused}"),
+        );
+        let refused = cannot(&c, "deletecollection", "secrets", "", Some(ns));
+        assert_forbidden(
+            here.delete_collection(&DeleteParams::default(), &ListParams::default()).await,
+            &format!("secrets is forbidden: {refused}"),
+        );
+        let everywhere: Api<Secret> = Api::all(bot_client.clone());
+        let refused = cannot(&c, "list", "secrets", "", None);
+        assert_forbidden(everywhere.list(&ListParams::default()).await, &format!("secrets is forbidden: {refused}"));
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(bot_client.clone());
+        let refused = cannot(&c, "get", "customresourcedefinitions", "apiextensions.k8s.io", None);
+        assert_forbidden(
+            crds.get("widgets.conformance.certpilot.dev").await,
+            &format!(
+                "customresourcedefinitions.apiextensions.k8s.io \"widgets.conformance.certpilot.dev\" is forbidden: {refused}"
+            ),
+        );
+        // Nor may it mint tokens, its own included.
+        let accounts: Api<ServiceAccount> = Api::namespaced(bot_client, ns);
+        let refused = cannot(&c, "create", "serviceaccounts/token", "", Some(ns));
+        assert_forbidden(
+            accounts.create_token_request(BOT, &PostParams::default(), &TokenRequest::default()).await,
+            &format!("serviceaccounts \"{BOT}\" is forbidden: {refused}"),
+        );
+    }
+
+    #[tokio::test]
+    async fn a_role_binding_grants_in_its_namespace_only() {
+        let c = cluster("sa-role").await;
+        let (_access, bot_client) = bot(&c).await;
+        let ns = c.namespace();
+        role(
+            &c,
+            Some(ns),
+            "secret-reader",
+            json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]),
+        )
+        .await;
+        bind_bot(&c, Some(ns), "secret-reader", "Role", "secret-reader").await;
+        let here: Api<Secret> = Api::namespaced(bot_client.clone(), ns);
+        let lp = ListParams::default();
+        once_allowed("listing Secrets in the Role's namespace", || here.list(&lp)).await;
+        secrets(&c).create(&PostParams::default(), &secret("seen", &[])).await.unwrap();
+        assert_eq!(here.get("seen").await.unwrap().metadata.name.as_deref(), Some("seen"));
+        let refused = cannot(&c, "list", "secrets", "", Some("default"));
+        let default: Api<Secret> = Api::namespaced(bot_client.clone(), "default");
+        assert_forbidden(default.list(&ListParams::default()).await, &format!("secrets is forbidden: {refused}"));
+        let refused = cannot(&c, "list", "secrets", "", None);
+        let everywhere: Api<Secret> = Api::all(bot_client.clone());
+        assert_forbidden(everywhere.list(&ListParams::default()).await, &format!("secrets is forbidden: {refused}"));
+        // Watches are authorized like lists: this one sees a Secret created after it started.
+        let version = collection_version(&secrets(&c)).await;
+        let mut stream = here.watch(&WatchParams::default().timeout(10), &version).await.unwrap().boxed();
+        secrets(&c).create(&PostParams::default(), &secret("later", &[])).await.unwrap();
+        let added = stream.try_next().await.unwrap().expect("a watch event");
+        assert!(matches!(added, WatchEvent::Added(ref s) if s.name_any() == "later"), "{}", describe(&added));
+        let refused = cannot(&c, "delete", "secrets", "", Some(ns));
+        assert_forbidden(
+            here.delete("seen", &DeleteParams::default()).await,
+            &format!("secrets \"seen\" is forbidden: {refused}"),
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cluster_role_binding_grants_cluster_wide() {
+        let c = cluster("sa-cluster-role").await;
+        let (_access, bot_client) = bot(&c).await;
+        let name = unique_name("certpilot-test-secret-lister");
+        role(&c, None, &name, json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}])).await;
+        bind_bot(&c, None, &name, "ClusterRole", &name).await;
+        let everywhere: Api<Secret> = Api::all(bot_client.clone());
+        let lp = ListParams::default();
+        once_allowed("listing Secrets in every namespace", || everywhere.list(&lp)).await;
+        Api::<Secret>::namespaced(bot_client.clone(), "default").list(&ListParams::default()).await.unwrap();
+        let refused = cannot(&c, "get", "secrets", "", Some("default"));
+        let default: Api<Secret> = Api::namespaced(bot_client, "default");
+        let outcome = default.get("absent").await;
+        delete_cluster_rbac(&c, &name).await;
+        assert_forbidden(outcome, &format!("secrets \"absent\" is forbidden: {refused}"));
+    }
+
+    #[tokio::test]
+    async fn a_role_binding_to_a_cluster_role_grants_in_its_namespace_only() {
+        let c = cluster("sa-rb-clusterrole").await;
+        let (_access, bot_client) = bot(&c).await;
+        let ns = c.namespace();
+        let name = unique_name("certpilot-test-configmap-editor");
+        role(&c, None, &name, json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "create"]}]))
+            .await;
+        bind_bot(&c, Some(ns), "configmap-editor", "ClusterRole", &name).await;
+        let here: Api<ConfigMap> = Api::namespaced(bot_client.clone(), ns);
+        let lp = ListParams::default();
+        once_allowed("listing ConfigMaps in the binding's namespace", || here.list(&lp)).await;
+        let default = Api::<ConfigMap>::namespaced(bot_client.clone(), "default").list(&ListParams::default()).await;
+        let everywhere = Api::<ConfigMap>::all(bot_client).list(&ListParams::default()).await;
+        delete_cluster_rbac(&c, &name).await;
+        let refused = cannot(&c, "list", "configmaps", "", Some("default"));
+        assert_forbidden(default, &format!("configmaps is forbidden: {refused}"));
+        let refused = cannot(&c, "list", "configmaps", "", None);
+        assert_forbidden(everywhere, &format!("configmaps is forbidden: {refused}"));
+    }
+
+    /// A rule naming resources allows requests naming one of them: a get, or a list or watch
+    /// selecting that name with a field selector, but never a plain list.
+    #[tokio::test]
+    async fn resource_names_restrict_to_the_named_objects() {
+        let c = cluster("sa-resource-names").await;
+        let (_access, bot_client) = bot(&c).await;
+        let ns = c.namespace();
+        for name in ["mine", "theirs"] {
+            secrets(&c).create(&PostParams::default(), &secret(name, &[])).await.unwrap();
+        }
+        role(&c, Some(ns), "mine", json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mine"], "verbs": ["get", "list", "watch"]}])).await;
+        bind_bot(&c, Some(ns), "mine", "Role", "mine").await;
+        let here: Api<Secret> = Api::namespaced(bot_client, ns);
+        once_allowed("getting the named Secret", || here.get("mine")).await;
+        let refused = cannot(&c, "get", "secrets", "", Some(ns));
+        assert_forbidden(here.get("theirs").await, &format!("secrets \"theirs\" is forbidden: {refused}"));
+        let refused = cannot(&c, "list", "secrets", "", Some(ns));
+        assert_forbidden(here.list(&ListParams::default()).await, &format!("secrets is forbidden: {refused}"));
+        let only_mine = here.list(&ListParams::default().fields("metadata.name=mine")).await.unwrap();
+        assert_eq!(only_mine.items.iter().map(|s| s.name_any()).collect::<Vec<_>>(), ["mine"]);
+        assert_forbidden(
+            here.list(&ListParams::default().fields("metadata.name=theirs")).await,
+            &format!("secrets \"theirs\" is forbidden: {refused}"),
+        );
+    }
+
+    #[tokio::test]
+    async fn the_status_subresource_needs_its_own_rule() {
+        let c = cluster_with_widgets("sa-status").await;
+        let (_access, bot_client) = bot(&c).await;
+        let ns = c.namespace();
+        widgets(&c).create(&PostParams::default(), &widget("w", 1)).await.unwrap();
+        let group = "conformance.certpilot.dev";
+        role(
+            &c,
+            Some(ns),
+            "widget-writer",
+            json!([{"apiGroups": [group], "resources": ["widgets"], "verbs": ["get", "patch"]}]),
+        )
+        .await;
+        bind_bot(&c, Some(ns), "widget-writer", "Role", "widget-writer").await;
+        let bots: Api<Widget> = Api::namespaced(bot_client, ns);
+        let (pp, size) = (PatchParams::default(), Patch::Merge(json!({"spec": {"size": 2}})));
+        once_allowed("patching a widget", || bots.patch("w", &pp, &size)).await;
+        let phase = Patch::Merge(json!({"status": {"phase": "Ready"}}));
+        let refused = cannot(&c, "patch", "widgets/status", group, Some(ns));
+        assert_forbidden(
+            bots.patch_status("w", &pp, &phase).await,
+            &format!("widgets.{group} \"w\" is forbidden: {refused}"),
+        );
+        let with_status = json!({"rules": [{"apiGroups": [group], "resources": ["widgets", "widgets/status"], "verbs": ["get", "patch"]}]});
+        Api::<Role>::namespaced(c.client(), ns).patch("widget-writer", &pp, &Patch::Merge(&with_status)).await.unwrap();
+        let patched = once_allowed("patching a widget's status", || bots.patch_status("w", &pp, &phase)).await;
+        assert_eq!(patched.status.unwrap().phase.as_deref(), Some("Ready"));
+    }
+
+    /// Server-side apply is a `patch`; one that creates its object needs `create` too.
+    #[tokio::test]
+    async fn server_side_apply_that_creates_needs_create() {
+        let c = cluster("sa-apply").await;
+        let (_access, bot_client) = bot(&c).await;
+        let ns = c.namespace();
+        role(
+            &c,
+            Some(ns),
+            "applier",
+            json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}]),
+        )
+        .await;
+        bind_bot(&c, Some(ns), "applier", "Role", "applier").await;
+        let bots: Api<ConfigMap> = Api::namespaced(bot_client, ns);
+        let applied =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}});
+        let apply = PatchParams::apply("certpilot-test");
+        let refused = cannot(&c, "create", "configmaps", "", Some(ns));
+        // Until the Role reaches the authorizer the refusal is of the patch: wait for the create's.
+        let message = format!("configmaps \"applied\" is forbidden: {refused}");
+        let status = eventually("the apply to be refused its create", WAIT, || async {
+            let status =
+                api_error(bots.patch("applied", &apply, &Patch::Apply(&applied)).await, "an apply that creates");
+            (status.message == message).then_some(status)
+        })
+        .await;
+        assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+        let configmaps: Api<ConfigMap> = Api::namespaced(c.client(), ns);
+        configmaps
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "applied"}})).unwrap())
+            .await
+            .unwrap();
+        let updated = bots.patch("applied", &apply, &Patch::Apply(&applied)).await.unwrap();
+        assert_eq!(updated.data.unwrap()["a"], "1");
+    }
+
+    /// Events are authorized by their API group: certpilot's RBAC grants `events.k8s.io` only.
+    #[tokio::test]
+    async fn events_are_authorized_by_their_api_group() {
+        let c = cluster("sa-events").await;
+        let (_access, bot_client) = bot(&c).await;
+        let ns = c.namespace();
+        role(
+            &c,
+            Some(ns),
+            "recorder",
+            json!([{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]),
+        )
+        .await;
+        bind_bot(&c, Some(ns), "recorder", "Role", "recorder").await;
+        let event: Event = serde_json::from_value(json!({"metadata": {"name": "e1"}, "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "certpilot.dev/test", "reportingInstance": "test", "action": "Test", "reason": "Test", "type": "Normal", "note": "hello", "regarding": {"kind": "Secret", "name": "x", "namespace": ns}})).unwrap();
+        let events: Api<Event> = Api::namespaced(bot_client.clone(), ns);
+        let pp = PostParams::default();
+        once_allowed("recording an events.k8s.io Event", || events.create(&pp, &event)).await;
+        let core: CoreEvent = serde_json::from_value(json!({"metadata": {"name": "e2"}, "involvedObject": {"kind": "Secret", "name": "x", "namespace": ns}, "reason": "Test", "message": "hello", "type": "Normal"})).unwrap();
+        let refused = cannot(&c, "create", "events", "", Some(ns));
+        let core_events: Api<CoreEvent> = Api::namespaced(bot_client.clone(), ns);
+        assert_forbidden(
+            core_events.create(&PostParams::default(), &core).await,
+            &format!("events is forbidden: {refused}"),
+        );
+        let refused = cannot(&c, "list", "events", "events.k8s.io", Some(ns));
+        assert_forbidden(
+            events.list(&ListParams::default()).await,
+            &format!("events.events.k8s.io is forbidden: {refused}"),
+        );
+    }
+
+    /// Impersonation needs RBAC of its own: constrained impersonation's `impersonate-on:…` is
+    /// asked first, so a ServiceAccount without any is refused in its words; the legacy
+    /// `impersonate` verb on `users` is enough.
+    #[tokio::test]
+    async fn impersonating_needs_rbac() {
+        let c = cluster("sa-impersonate").await;
+        let (access, _) = bot(&c).await;
+        let ns = c.namespace();
+        let kubeconfig = Kubeconfig::read_from(access.path()).unwrap();
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+        config.auth_info.impersonate = Some("certpilot-test-someone".into());
+        let as_someone = Client::try_from(config).unwrap();
+        let refused = cannot(&c, "impersonate-on:user-info:list", "secrets", "", Some(ns));
+        let secrets_as_someone: Api<Secret> = Api::namespaced(as_someone.clone(), ns);
+        assert_forbidden(
+            secrets_as_someone.list(&ListParams::default()).await,
+            &format!("secrets is forbidden: {refused}"),
+        );
+        let name = unique_name("certpilot-test-impersonator");
+        role(&c, None, &name, json!([{"apiGroups": [""], "resources": ["users"], "resourceNames": ["certpilot-test-someone"], "verbs": ["impersonate"]}])).await;
+        bind_bot(&c, None, &name, "ClusterRole", &name).await;
+        let reviews: Api<SelfSubjectReview> = Api::all(as_someone);
+        let (pp, review) = (PostParams::default(), SelfSubjectReview::default());
+        let review = once_allowed("impersonating someone", || reviews.create(&pp, &review)).await;
+        delete_cluster_rbac(&c, &name).await;
+        let user = review.status.unwrap().user_info.unwrap();
+        assert_eq!(user.username.as_deref(), Some("certpilot-test-someone"));
+        assert_eq!(user.groups.unwrap(), ["system:authenticated"]);
+    }
+
+    /// A ValidatingAdmissionPolicy sees the ServiceAccount a token authenticates: its name and
+    /// groups in `request.userInfo`.
+    #[tokio::test]
+    async fn admission_policies_see_the_service_account() {
+        let c = cluster("sa-vap").await;
+        let (_access, bot_client) = bot(&c).await;
+        let ns = c.namespace();
+        let writer = "certpilot-test-writer";
+        role(
+            &c,
+            Some(ns),
+            "configmap-writer",
+            json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "delete"]}]),
+        )
+        .await;
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "configmap-writer"},
+            "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "configmap-writer"},
+            "subjects": [{"kind": "ServiceAccount", "name": BOT, "namespace": ns}, {"apiGroup": RBAC, "kind": "User", "name": writer}],
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(c.client(), ns).create(&PostParams::default(), &binding).await.unwrap();
+        let name = unique_name("certpilot-test-sa-only");
+        let policy = admission_policy(
+            &name,
+            json!({
+                "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]}]},
+                "validations": [{
+                    "expression": format!("request.userInfo.username == '{}' && 'system:serviceaccounts:{ns}' in request.userInfo.groups", username(&c)),
+                    "messageExpression": "'not for ' + request.userInfo.username",
+                    "reason": "Forbidden",
+                }],
+            }),
+        );
+        let policies: Api<ValidatingAdmissionPolicy> = Api::all(c.client());
+        policies.create(&PostParams::default(), &policy).await.unwrap();
+        let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"policyName": name, "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}},
+        }))
+        .unwrap();
+        let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(c.client());
+        bindings.create(&PostParams::default(), &binding).await.unwrap();
+        let config_map = |n: &str| -> ConfigMap { serde_json::from_value(json!({"metadata": {"name": n}})).unwrap() };
+        // Policies and RBAC reach a real API server asynchronously: wait for the policy's refusal.
+        let writers: Api<ConfigMap> = Api::namespaced(c.impersonating_client(writer, &[]).unwrap(), ns);
+        let denied_by_policy = format!("ValidatingAdmissionPolicy '{name}' with binding '{name}' denied request");
+        let refusal = eventually("the policy to refuse another user", WAIT, || async {
+            match writers.create(&PostParams::default(), &config_map("theirs")).await {
+                Ok(_) => {
+                    writers.delete("theirs", &DeleteParams::default()).await.unwrap();
+                    None
+                }
+                Err(kube::Error::Api(status)) => status.message.contains(&denied_by_policy).then_some(*status),
+                Err(other) => panic!("unexpected error {other}"),
+            }
+        })
+        .await;
+        let bots: Api<ConfigMap> = Api::namespaced(bot_client, ns);
+        let created = bots.create(&PostParams::default(), &config_map("mine")).await;
+        let _ = bindings.delete(&name, &DeleteParams::default()).await;
+        let _ = policies.delete(&name, &DeleteParams::default()).await;
+        assert_eq!(created.unwrap().metadata.name.as_deref(), Some("mine"));
+        assert_eq!((refusal.code, refusal.reason.as_str()), (403, "Forbidden"));
+        assert_eq!(
+            refusal.message,
+            format!("configmaps \"theirs\" is forbidden: {denied_by_policy}: not for {writer}")
+        );
+    }
+}
+
 /// `kubectl get` asks for a `Table`: the API server renders a custom resource's printer columns,
 /// strings as they are and dates as ages, a time to come as `<invalid>` (why certpilot's
 /// Expires and Renews columns are strings).

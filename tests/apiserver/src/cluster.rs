@@ -3,15 +3,23 @@
 //! unchanged on both.
 
 use crate::TestApiServer;
+use anyhow::Context as _;
 use k8s_openapi::{
-    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        core::v1::{Namespace, ServiceAccount},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, Config,
     api::{DeleteParams, Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
+    config::{AuthInfo, KubeConfigOptions, Kubeconfig, NamedAuthInfo},
 };
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 /// Environment variable naming the kubeconfig of a real cluster to test against.
 pub const KUBECONFIG_VAR: &str = "CERTPILOT_TEST_KUBECONFIG";
@@ -89,8 +97,8 @@ impl TestCluster {
     }
 
     /// A client of this cluster that acts as `user` (in `groups`; none lets the server choose),
-    /// by impersonation: kube sends `Impersonate-User` and `Impersonate-Group`. A real cluster
-    /// authorizes the impersonated user; the test server takes it as the requesting user.
+    /// by impersonation: kube sends `Impersonate-User` and `Impersonate-Group`, which the admin
+    /// may; what the impersonated user may do is up to RBAC.
     pub fn impersonating_client(&self, user: &str, groups: &[&str]) -> anyhow::Result<Client> {
         let mut config = self.config.clone();
         config.auth_info.impersonate = Some(user.to_string());
@@ -139,6 +147,42 @@ impl TestCluster {
         }
     }
 
+    /// Mints a token for the ServiceAccount `namespace/name` (which must exist) with TokenRequest,
+    /// as `kubectl create token` does: valid for `expiration_seconds`, or an hour.
+    pub async fn mint_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        expiration_seconds: Option<i64>,
+    ) -> anyhow::Result<TokenRequest> {
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec { expiration_seconds, ..Default::default() }),
+            ..Default::default()
+        };
+        let accounts = Api::<ServiceAccount>::namespaced(self.client.clone(), namespace);
+        Ok(accounts.create_token_request(name, &PostParams::default(), &request).await?)
+    }
+
+    /// The ServiceAccount `namespace/name` (which must exist) as a client: a token minted for it
+    /// (an hour's) in a kubeconfig of its own, whose file child processes such as the operator
+    /// binary can be given as `KUBECONFIG`.
+    pub async fn service_account_access(&self, namespace: &str, name: &str) -> anyhow::Result<TokenKubeconfig> {
+        let minted = self.mint_token(namespace, name, None).await?;
+        let token = minted.status.and_then(|s| s.token).context("a TokenRequest answered without a token")?;
+        self.token_kubeconfig(&token, namespace)
+    }
+
+    /// A kubeconfig of this cluster that authenticates with `token` and defaults to `namespace`.
+    pub fn token_kubeconfig(&self, token: &str, namespace: &str) -> anyhow::Result<TokenKubeconfig> {
+        let base = match &self.backend {
+            Backend::Real { kubeconfig } => Kubeconfig::read_from(kubeconfig)?,
+            Backend::InProcess(server) => Kubeconfig::from_yaml(&server.kubeconfig_yaml())?,
+        };
+        let kubeconfig = with_bearer_token(base, token, namespace)?;
+        let file = tempfile_path::TempPath::write("certpilot-token-kubeconfig", &yaml_serde::to_string(&kubeconfig)?)?;
+        Ok(TokenKubeconfig { file })
+    }
+
     /// Installs (server-side applies) a CRD and waits until it is established.
     pub async fn install_crd(&self, crd: &CustomResourceDefinition) -> anyhow::Result<()> {
         let api = Api::<CustomResourceDefinition>::all(self.client.clone());
@@ -150,6 +194,43 @@ impl TestCluster {
         tokio::time::timeout(Duration::from_secs(30), wait).await??;
         Ok(())
     }
+}
+
+/// A kubeconfig file that authenticates with a bearer token (removed when dropped).
+pub struct TokenKubeconfig {
+    file: tempfile_path::TempPath,
+}
+
+impl TokenKubeconfig {
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// A client configured from the file, as a process given it would be.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let kubeconfig = Kubeconfig::read_from(self.path())?;
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+}
+
+/// `kubeconfig` with its current context's user replaced by one holding `token` alone (the
+/// cluster and its CA stay), defaulting to `namespace`.
+fn with_bearer_token(mut kubeconfig: Kubeconfig, token: &str, namespace: &str) -> anyhow::Result<Kubeconfig> {
+    const USER: &str = "bearer-token";
+    let current = kubeconfig.current_context.clone().context("the kubeconfig has no current context")?;
+    let context = kubeconfig
+        .contexts
+        .iter_mut()
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_mut())
+        .with_context(|| format!("the kubeconfig has no context {current:?}"))?;
+    context.user = Some(USER.to_string());
+    context.namespace = Some(namespace.to_string());
+    let auth_info = AuthInfo { token: Some(token.to_string().into()), ..Default::default() };
+    kubeconfig.auth_infos =
+        vec![NamedAuthInfo { name: USER.to_string(), auth_info: Some(auth_info), ..Default::default() }];
+    Ok(kubeconfig)
 }
 
 impl Drop for TestCluster {

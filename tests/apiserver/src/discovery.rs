@@ -57,6 +57,9 @@ fn resource_list(shared: &Shared, group: &str, version: &str) -> Value {
             resource["categories"] = json!(rt.categories);
         }
         resources.push(resource);
+        if rt.group.is_empty() && rt.plural == "serviceaccounts" {
+            resources.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
+        }
         if rt.status_subresource {
             resources.push(json!({"name": format!("{}/status", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": rt.kind, "verbs": ["get", "patch", "update"]}));
         }

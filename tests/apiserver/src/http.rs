@@ -166,17 +166,6 @@ fn injected_failure(code: u16, path: &str) -> ApiError {
     e
 }
 
-/// The requesting user: the admin, unless the request impersonates someone.
-fn requester(headers: &HeaderMap) -> UserInfo {
-    let Some(user) = headers.get("impersonate-user").and_then(|v| v.to_str().ok()) else {
-        return UserInfo::admin();
-    };
-    let groups: Vec<String> =
-        headers.get_all("impersonate-group").iter().filter_map(|v| v.to_str().ok().map(String::from)).collect();
-    let uid = headers.get("impersonate-uid").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    UserInfo::impersonated(user, &groups, uid)
-}
-
 async fn route(
     shared: &Arc<Shared>,
     method: &Method,
@@ -184,11 +173,16 @@ async fn route(
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<Response> {
+    let query = parse_query(uri);
+    let user = crate::access::requester(shared, method, uri.path(), &query, headers)?;
     if let Some(response) = crate::discovery::serve(shared, uri.path()) {
         return Ok(response);
     }
     if let Some(response) = crate::openapi::serve(shared, uri.path()) {
         return Ok(response);
+    }
+    if uri.path() == crate::access::SELF_SUBJECT_REVIEWS {
+        return self_subject_review(method, &user);
     }
     let target = parse_target(uri.path())
         .ok_or_else(|| ApiError::not_found_plain("the server could not find the requested resource"))?;
@@ -200,9 +194,11 @@ async fn route(
             uri.path()
         )));
     }
-    let query = parse_query(uri);
+    if target.group.is_empty() && target.plural == "serviceaccounts" && target.subresource.as_deref() == Some("token") {
+        return token_request(shared, method, &target, body);
+    }
     if crate::events::is_core(&target.group, &target.plural) && !flag(&query, "watch") {
-        return core_events(shared, method, &target, &query, body, headers);
+        return core_events(shared, method, &target, &query, body, headers, &user);
     }
     let scope = scope_for(&rt, &target)?;
     let metadata_only = wants_metadata(headers);
@@ -210,7 +206,6 @@ async fn route(
     // which kubectl's Accept header also takes).
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let as_table = rt.custom && crate::table::wanted(accept);
-    let user = requester(headers);
     let json_response = |v: Value| Ok(axum::Json(if metadata_only { metadata_view(&v) } else { v }).into_response());
     match (method.clone(), target.name.as_deref()) {
         (Method::GET, None) if flag(&query, "watch") => {
@@ -275,6 +270,30 @@ async fn route(
     }
 }
 
+/// `POST …/serviceaccounts/<name>/token`: a TokenRequest (see `crate::tokens`).
+fn token_request(shared: &Shared, method: &Method, target: &Target, body: &[u8]) -> ApiResult<Response> {
+    let (&Method::POST, Some(name)) = (method, target.name.as_deref()) else {
+        return Err(not_allowed());
+    };
+    let minted = shared.tokens.request(&shared.store.lock(), ns(target), name, body, chrono::Utc::now())?;
+    Ok((axum::http::StatusCode::CREATED, axum::Json(minted)).into_response())
+}
+
+/// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`).
+fn self_subject_review(method: &Method, user: &UserInfo) -> ApiResult<Response> {
+    if *method != Method::POST {
+        return Err(not_allowed());
+    }
+    let review = crate::access::self_subject_review(user);
+    Ok((axum::http::StatusCode::CREATED, axum::Json(review)).into_response())
+}
+
+/// `405`, as the API server answers a method a create-only resource does not serve.
+fn not_allowed() -> ApiError {
+    ApiError::method_not_allowed("the server does not allow this method on the requested resource")
+        .with_details(json!({}))
+}
+
 /// `core/v1` Events: the stored `events.k8s.io/v1` Events, converted (see `crate::events`).
 fn core_events(
     shared: &Arc<Shared>,
@@ -283,11 +302,11 @@ fn core_events(
     query: &Query,
     body: &[u8],
     headers: &HeaderMap,
+    user: &UserInfo,
 ) -> ApiResult<Response> {
     let core_rt = shared.store.lock().registry.get("", "v1", "events")?;
     let stored_rt = shared.store.lock().registry.get("events.k8s.io", "v1", "events")?;
     let stored_target = Target { group: stored_rt.group.clone(), version: "v1".into(), ..target.clone() };
-    let user = requester(headers);
     match (method.clone(), target.name.as_deref()) {
         (Method::GET, None) => {
             let fields = FieldSelector::parse(
@@ -315,13 +334,13 @@ fn core_events(
             let manager = field_manager(query, headers);
             let stored = crate::events::from_core(&obj);
             let face = ResourceType { core_face: true, ..(*stored_rt).clone() };
-            let created = shared.store.lock().create(&face, ns(target), stored, &manager, &user)?;
+            let created = shared.store.lock().create(&face, ns(target), stored, &manager, user)?;
             Ok((axum::http::StatusCode::CREATED, axum::Json(crate::events::to_core(&created))).into_response())
         }
         (Method::DELETE, Some(name)) => {
             let opts = delete_options(body, query)?;
             let key = Key::new(&stored_rt, ns(target), name);
-            let (obj, _) = shared.store.lock().delete(&stored_rt, key, &opts, &user)?;
+            let (obj, _) = shared.store.lock().delete(&stored_rt, key, &opts, user)?;
             Ok(axum::Json(success_status(&core_rt, &obj)).into_response())
         }
         _ => Err(ApiError::method_not_allowed(format!(
@@ -508,6 +527,9 @@ fn patch(shared: &Shared, rt: &ResourceType, target: &Target, name: &str, reques
         check_declared_fields(rt, query, &applied)?;
         if live.is_none() && scope == Scope::Status {
             return Err(ApiError::not_found(&rt.qualified_name(), name));
+        }
+        if live.is_none() {
+            crate::access::require_create(&state, user, rt, ns(target), name)?;
         }
         let base = live.clone().unwrap_or_else(|| {
             json!({"apiVersion": applied["apiVersion"], "kind": rt.kind, "metadata": {"name": name, "namespace": target.namespace}})

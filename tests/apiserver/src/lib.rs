@@ -4,26 +4,33 @@
 //! relies on: CRUD, list and watch with resourceVersions, bookmarks and `410 Gone`,
 //! metadata-only views, merge/JSON/apply patches with field managers, the status subresource,
 //! generation, finalizers, owner-reference garbage collection, selectors, metadata validation,
-//! CRD schema validation with CEL, and ValidatingAdmissionPolicies enforced for the requesting
-//! user (the cluster admin, or whoever the request impersonates), plus fault injection. The
+//! CRD schema validation with CEL, ServiceAccount tokens (TokenRequest) and bearer-token
+//! authentication, impersonation and RBAC authorization, and ValidatingAdmissionPolicies enforced
+//! for the requesting user (the cluster admin when a request has no credentials, a
+//! ServiceAccount for its token, or whoever the request impersonates), plus fault injection. The
 //! conformance suite holds it to a real cluster.
 #![forbid(unsafe_code)]
 
+mod access;
+mod attributes;
 mod discovery;
 mod error;
 mod events;
 mod faults;
 mod fields;
 mod http;
+mod impersonation;
 mod managed;
 mod meta;
 mod openapi;
 mod policy;
+mod rbac;
 mod resource;
 mod schema;
 mod selector;
 mod store;
 mod table;
+mod tokens;
 mod watch;
 
 pub mod cluster;
@@ -38,6 +45,7 @@ use tokio::task::JoinHandle;
 pub struct Shared {
     store: Store,
     faults: Faults,
+    tokens: tokens::Tokens,
     bookmark_interval: Duration,
 }
 
@@ -84,6 +92,7 @@ impl TestApiServer {
         let shared = Arc::new(Shared {
             store: Store::new(options.history_limit),
             faults: Faults::default(),
+            tokens: tokens::Tokens::default(),
             bookmark_interval: options.bookmark_interval,
         });
         let listener = tokio::net::TcpListener::bind(options.address).await?;
@@ -101,7 +110,7 @@ impl TestApiServer {
         format!("http://{}", self.addr)
     }
 
-    /// A `kube::Config` for this server (no authentication).
+    /// A `kube::Config` for this server: no credentials, so the cluster admin.
     pub fn config(&self) -> kube::Config {
         let mut config = kube::Config::new(self.url().parse().expect("server URL is valid"));
         config.default_namespace = "default".into();

@@ -19,6 +19,8 @@ pub enum NameRule {
     DnsLabel,
     /// RFC 1035 label (services).
     Dns1035Label,
+    /// Any path segment (RBAC kinds: `system:discovery` is a valid ClusterRole name).
+    PathSegment,
 }
 
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
@@ -98,6 +100,14 @@ fn dns1035_label_errors(value: &str) -> Vec<String> {
     errors
 }
 
+/// `IsValidPathSegmentName`: anything a URL path segment can carry.
+pub fn path_segment_name_errors(name: &str) -> Vec<String> {
+    if let Some(illegal) = [".", ".."].into_iter().find(|illegal| name == *illegal) {
+        return vec![format!("may not be '{illegal}'")];
+    }
+    ["/", "%"].into_iter().filter(|illegal| name.contains(illegal)).map(|c| format!("may not contain '{c}'")).collect()
+}
+
 /// `IsQualifiedName` (a label key): an optional DNS-subdomain prefix and '/', then a name.
 pub fn qualified_name_errors(value: &str) -> Vec<String> {
     let examples = ["MyName", "my.name", "123-abc"];
@@ -148,6 +158,7 @@ fn name_errors(rule: NameRule, name: &str) -> Vec<String> {
         NameRule::DnsSubdomain => dns1123_subdomain_errors(name),
         NameRule::DnsLabel => dns1123_label_errors(name),
         NameRule::Dns1035Label => dns1035_label_errors(name),
+        NameRule::PathSegment => path_segment_name_errors(name),
     }
 }
 
@@ -258,6 +269,9 @@ mod tests {
         assert!(label_value_errors("").is_empty());
         assert!(!label_value_errors("a b").is_empty());
         assert!(!dns1035_label_errors("1abc").is_empty());
+        assert!(path_segment_name_errors("system:discovery").is_empty());
+        assert_eq!(path_segment_name_errors(".."), ["may not be '..'"]);
+        assert_eq!(path_segment_name_errors("a/b%"), ["may not contain '/'", "may not contain '%'"]);
     }
 
     #[test]

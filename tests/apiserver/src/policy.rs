@@ -30,8 +30,8 @@ pub const GROUP: &str = "admissionregistration.k8s.io";
 pub const POLICIES: &str = "validatingadmissionpolicies";
 pub const BINDINGS: &str = "validatingadmissionpolicybindings";
 
-/// Who makes a request. The test server authenticates nobody: requests are the cluster
-/// admin's unless they impersonate someone (`Impersonate-User` / `Impersonate-Group`).
+/// Who makes a request: the cluster admin when it has no credentials, the ServiceAccount of its
+/// bearer token, or whoever it impersonates (see `crate::access`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
     pub username: String,
@@ -62,7 +62,7 @@ impl UserInfo {
         Self::service_account("kube-system", "namespace-controller")
     }
 
-    fn service_account(namespace: &str, name: &str) -> Self {
+    pub fn service_account(namespace: &str, name: &str) -> Self {
         Self::impersonated(&format!("system:serviceaccount:{namespace}:{name}"), &[], "")
     }
 

@@ -82,11 +82,12 @@ impl ResourceType {
     }
 
     /// How `metadata.name` is validated: namespaces are DNS labels, services RFC 1035 labels,
-    /// everything else (custom resources included) DNS subdomains.
+    /// RBAC kinds path segments, everything else (custom resources included) DNS subdomains.
     pub fn name_rule(&self) -> NameRule {
         match (self.group.as_str(), self.plural.as_str()) {
             ("", "namespaces") => NameRule::DnsLabel,
             ("", "services") => NameRule::Dns1035Label,
+            (crate::rbac::GROUP, _) => NameRule::PathSegment,
             _ => NameRule::DnsSubdomain,
         }
     }
@@ -180,7 +181,7 @@ impl Registry {
             ResourceType::builtin("events.k8s.io", "v1", "events", "Event", true, false),
             ResourceType::builtin("coordination.k8s.io", "v1", "leases", "Lease", true, false),
             ResourceType::builtin("networking.k8s.io", "v1", "ingresses", "Ingress", true, true),
-            // Stored for tests that run on real clusters too; the test server does not authorize.
+            // Enforced by `crate::rbac` for every user outside `system:masters`.
             ResourceType::builtin("rbac.authorization.k8s.io", "v1", "roles", "Role", true, false),
             ResourceType::builtin("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true, false),
             ResourceType::builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false, false),

@@ -106,6 +106,7 @@ impl Store {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             state.create(&rt, "", obj, "kube-apiserver", &UserInfo::apiserver()).expect("default namespaces are valid");
         }
+        crate::rbac::bootstrap(&mut state);
         state.oldest_watchable = state.rv;
         state.history.clear();
         Self { state: Mutex::new(state), gc_wakeup: Notify::new() }
@@ -319,7 +320,7 @@ impl State {
     }
 
     /// Objects of one kind, in name order, without knowing its served type.
-    fn objects_of(&self, group: &str, plural: &str) -> Vec<&Value> {
+    pub fn objects_of(&self, group: &str, plural: &str) -> Vec<&Value> {
         let start = Key { group: group.into(), plural: plural.into(), namespace: String::new(), name: String::new() };
         self.objects
             .range(start..)
