@@ -11,6 +11,7 @@ pub mod issuance;
 pub mod keystore;
 pub mod leader;
 pub mod metrics;
+pub mod outbound;
 pub mod pki;
 pub mod policy;
 pub mod secret;

@@ -1,5 +1,6 @@
-//! End to end with a real ACME server: Pebble (Debian's `pebble`), the operator binary, and the
-//! test API server (or a real cluster with `CERTPILOT_TEST_KUBECONFIG`).
+//! End to end with a real ACME server: Pebble (Debian's `pebble`, or v2.10.1 from
+//! `../shared/pebble`), acme2certifier, the operator binary, and the test API server (or a real
+//! cluster with `CERTPILOT_TEST_KUBECONFIG`).
 
 mod support;
 
@@ -366,9 +367,16 @@ async fn issues_a_wildcard_with_dns01_through_rfc2136() {
         assert_eq!(record.type_, "dns-01");
         assert_eq!(record.record_name.as_deref(), Some("_acme-challenge.certpilot.test"));
     }
-    // The TXT records are removed once the attempt ended.
-    let left = certpilot::solver::dns01::txt_values(&bind.address, "_acme-challenge.certpilot.test.").await.unwrap();
-    assert!(left.is_empty(), "{left:?}");
+    txt_removed(&bind.address, "_acme-challenge.certpilot.test.").await;
+}
+
+/// Waits until `server` publishes no TXT value at `name`. An attempt removes its records right
+/// after its status says it ended, so the Certificate can be Ready a moment before.
+async fn txt_removed(server: &str, name: &str) {
+    eventually(&format!("the TXT values at {name} to be removed"), WAIT, || async {
+        certpilot::solver::dns01::txt_values(server, name).await.ok().filter(|left| left.is_empty()).map(|_| ())
+    })
+    .await;
 }
 
 /// The last attempt of Certificate `name`, once it is Ready.
@@ -395,8 +403,7 @@ async fn dns01_follows_a_cname_to_the_zone_it_delegates_to() {
     assert_eq!(record.record_name.as_deref(), Some("_acme-challenge.www.certpilot.test"));
     assert_eq!(record.delegated_to.as_deref(), Some("www.delegated.test."), "status shows both names");
     assert_acme_secret(&env.api::<Secret>().get("delegated-tls").await.unwrap(), &["www.certpilot.test"]);
-    let left = certpilot::solver::dns01::txt_values(&bind.address, "www.delegated.test.").await.unwrap();
-    assert!(left.is_empty(), "the delegated record is removed afterwards: {left:?}");
+    txt_removed(&bind.address, "www.delegated.test.").await;
 }
 
 #[tokio::test]
@@ -411,8 +418,7 @@ async fn dns01_through_the_powerdns_api() {
     let attempt = ready_attempt(&env, "pdns").await;
     assert_eq!(attempt.challenges.len(), 2, "a wildcard and its base share one record name");
     assert_acme_secret(&env.api::<Secret>().get("pdns-tls").await.unwrap(), &["*.pdns.test", "pdns.test"]);
-    let left = certpilot::solver::dns01::txt_values(&pdns.dns_address, "_acme-challenge.pdns.test.").await.unwrap();
-    assert!(left.is_empty(), "both values are removed afterwards: {left:?}");
+    txt_removed(&pdns.dns_address, "_acme-challenge.pdns.test.").await;
 }
 
 #[tokio::test]
@@ -1150,4 +1156,87 @@ async fn dns_persist01_refuses_a_wrong_record_before_asking_the_ca() {
     // The CA was never asked to validate: each dns-persist-01 challenge is still pending.
     let states = persist_challenge_states(&a2c);
     assert!(!states.is_empty() && states.iter().all(|s| s == "pending"), "{states:?}");
+}
+
+/// What the real `openssl` binary prints when run with `args` and `input` on its stdin.
+fn openssl(args: &[&str], input: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs (apt-get install openssl)");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// OpenSSL reads the Secret's certificate as one for exactly `names`, issued by Pebble's
+/// intermediate, and its key as the certificate's.
+fn assert_openssl_reads(secret: &Secret, names: &[&str]) {
+    let data = secret.data.as_ref().unwrap();
+    let (chain, key) = (&data["tls.crt"].0, &data["tls.key"].0);
+    let issuer = openssl(&["x509", "-noout", "-issuer"], chain);
+    assert!(issuer.contains("Pebble Intermediate CA"), "{issuer}");
+    let extension = openssl(&["x509", "-noout", "-ext", "subjectAltName"], chain);
+    let mut sans: Vec<&str> = extension.split([',', '\n']).filter_map(|s| s.trim().strip_prefix("DNS:")).collect();
+    sans.sort();
+    assert_eq!(sans, names, "{extension}");
+    assert_eq!(openssl(&["x509", "-noout", "-pubkey"], chain), openssl(&["pkey", "-pubout"], key));
+}
+
+/// Pebble v2.10.1 refuses every request without a User-Agent: an issuance through it shows that
+/// each of the ACME client's requests (directory, nonces, signed POSTs, downloads) carries one.
+/// That the header names certpilot first, the client's own tests show (`issuance::acme::client`).
+#[tokio::test]
+async fn issues_with_http01_on_pebble_2_10_which_requires_a_user_agent() {
+    let env = Env::start("acme-pebble-2-10", |o| o.release = Release::V2_10).await;
+    env.acme_issuer("pebble", json!({})).await;
+    env.certificate("web", &["web.certpilot.test"], "pebble").await;
+    let attempt = ready_attempt(&env, "web").await;
+    assert_eq!(attempt.challenges[0].type_, "http-01");
+    let secret = env.api::<Secret>().get("web-tls").await.unwrap();
+    assert_acme_secret(&secret, &["web.certpilot.test"]);
+    assert_openssl_reads(&secret, &["web.certpilot.test"]);
+}
+
+/// dns-persist-01 against Pebble v2.10.1, which validates it against its pebble-challtestsrv:
+/// the issuer lists the CA's issuer domain name (read from the directory, with certpilot's
+/// User-Agent), the owner publishes the records its status names, and both a plain and a
+/// wildcard name are issued.
+#[tokio::test]
+async fn dns_persist01_issues_on_pebble_2_10() {
+    let env = Env::start("acme-persist-pebble", |o| o.release = Release::V2_10).await;
+    let dns = env.pebble.dns_address.clone().expect("Pebble's DNS");
+    env.acme_issuer("persist", json!({"solvers": [{"dnsPersist01": {"nameservers": [dns]}}]})).await;
+    let issuer = wait_for(&env.api::<Issuer>(), "persist", "a Ready issuer with records", WAIT, |i: &Issuer| {
+        i.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True") && !s.persist_records.is_empty()
+        })
+    })
+    .await;
+    let status = issuer.status.unwrap();
+    let account = status.account_uri.clone().unwrap();
+    assert_eq!(status.issuer_domain_names, ["pebble.letsencrypt.org"]);
+    let record = &status.persist_records[0];
+    assert_eq!(record.value, format!("pebble.letsencrypt.org; accounturi={account}"));
+    assert_eq!(record.wildcard_value, format!("{}; policy=wildcard", record.value));
+    env.pebble.set_txt("_validation-persist.plain.certpilot.test", &record.value).await;
+    env.pebble.set_txt("_validation-persist.wild.certpilot.test", &record.wildcard_value).await;
+
+    env.certificate("plain", &["plain.certpilot.test"], "persist").await;
+    env.certificate("wild", &["*.wild.certpilot.test", "wild.certpilot.test"], "persist").await;
+    let attempt = ready_attempt(&env, "plain").await;
+    let challenge = &attempt.challenges[0];
+    assert_eq!(challenge.type_, "dns-persist-01");
+    assert_eq!(challenge.record_name.as_deref(), Some("_validation-persist.plain.certpilot.test"));
+    assert_eq!(challenge.record_value.as_deref(), Some(record.value.as_str()));
+    assert_openssl_reads(&env.api::<Secret>().get("plain-tls").await.unwrap(), &["plain.certpilot.test"]);
+    let attempt = ready_attempt(&env, "wild").await;
+    assert!(attempt.challenges.iter().all(|c| c.type_ == "dns-persist-01"), "{attempt:#?}");
+    let names = ["*.wild.certpilot.test", "wild.certpilot.test"];
+    assert_openssl_reads(&env.api::<Secret>().get("wild-tls").await.unwrap(), &names);
 }

@@ -79,12 +79,10 @@ pub struct ControllerArgs {
 }
 
 /// A client for the cluster the kubeconfig (or the Pod's service account) names, which tells
-/// the API server who it is: audit logs and request metrics then name certpilot.
+/// the API server who it is.
 async fn client() -> anyhow::Result<kube::Client> {
-    let mut config = kube::Config::infer().await.map_err(|_| no_cluster())?;
-    let agent = concat!("certpilot/", env!("CARGO_PKG_VERSION"));
-    config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static(agent)));
-    Ok(kube::Client::try_from(config)?)
+    let config = kube::Config::infer().await.map_err(|_| no_cluster())?;
+    Ok(crate::outbound::kube_client(config)?)
 }
 
 /// What a newcomer without a cluster reads, in one line: which kubeconfig was tried and what to do.

@@ -44,7 +44,7 @@ impl Cluster {
             (false, Some(namespace)) => Some(namespace.clone()),
             (false, None) => Some(config.default_namespace.clone()),
         };
-        Ok(Self { client: kube::Client::try_from(config)?, namespace })
+        Ok(Self { client: crate::outbound::kube_client(config)?, namespace })
     }
 
     /// The namespace of a command about one named object (`-A` makes no sense there).

@@ -50,16 +50,30 @@ pub struct IssueValue {
     pub parameters: BTreeMap<String, String>,
 }
 
-/// Parses an issue-value; `None` when it is not one.
+/// The parameters the draft defines. CAs refuse a record that gives one twice (Pebble and
+/// Let's Encrypt's Boulder do), and ignore the others.
+const DEFINED_TAGS: [&str; 3] = ["accounturi", "policy", "persistuntil"];
+
+/// Parses an issue-value; `None` when it is not one, or when it repeats a defined parameter.
 pub fn parse(text: &str) -> Option<IssueValue> {
     let mut parts = text.trim().trim_matches('"').split(';').map(str::trim);
     let issuer = parts.next().filter(|i| !i.is_empty() && !i.contains('='))?;
     let mut parameters = BTreeMap::new();
     for part in parts.filter(|p| !p.is_empty()) {
         let (tag, value) = part.split_once('=')?;
-        parameters.insert(tag.trim().to_ascii_lowercase(), value.trim().to_string());
+        let tag = tag.trim().to_ascii_lowercase();
+        let repeated = parameters.insert(tag.clone(), value.trim().to_string()).is_some();
+        if repeated && DEFINED_TAGS.contains(&tag.as_str()) {
+            return None;
+        }
     }
-    Some(IssueValue { issuer_domain_name: issuer.to_ascii_lowercase(), parameters })
+    Some(IssueValue { issuer_domain_name: normalized_issuer(issuer), parameters })
+}
+
+/// An issuer domain name as CAs compare it (draft-ietf-acme-dns-persist, "normalization"):
+/// lowercase, without a trailing dot.
+fn normalized_issuer(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Why the published records would not satisfy the CA, most specific first.
@@ -158,7 +172,7 @@ fn closer(a: Problem, b: Problem) -> Problem {
 }
 
 fn check_one(value: &IssueValue, expected: &Expected, now: Timestamp) -> Result<(), Problem> {
-    let ours = expected.issuer_domain_names.iter().any(|n| n.eq_ignore_ascii_case(&value.issuer_domain_name));
+    let ours = expected.issuer_domain_names.iter().any(|n| normalized_issuer(n) == value.issuer_domain_name);
     if !ours {
         return Err(Problem::OtherIssuer { found: vec![value.issuer_domain_name.clone()] });
     }
@@ -250,6 +264,26 @@ mod tests {
         assert_eq!(parse(""), None);
         assert_eq!(parse("accounturi=x"), None, "the issuer comes first");
         assert_eq!(parse("ca.example; accounturi"), None, "a parameter without '='");
+    }
+
+    #[test]
+    fn the_issuer_and_repeated_parameters_are_read_as_cas_read_them() {
+        let names = issuers();
+        let plain = expected(&names, false);
+        // Pebble and Boulder lowercase the issuer domain name and drop a trailing dot.
+        assert_eq!(check(&[format!("CA.Example.; accounturi={ACCOUNT}")], &plain, now()), Ok(()));
+        // They refuse a record that repeats a defined parameter, even when one of them is right.
+        let repeated = format!("ca.example; accounturi=https://ca.example/acme/acct/7; AccountURI={ACCOUNT}");
+        assert_eq!(parse(&repeated), None);
+        assert_eq!(
+            check(std::slice::from_ref(&repeated), &plain, now()),
+            Err(Problem::Malformed { values: vec![repeated] })
+        );
+        let twice = format!("ca.example; accounturi={ACCOUNT}; policy=wildcard; policy=wildcard");
+        assert_eq!(parse(&twice), None);
+        // Parameters the draft does not define are ignored, repeated or not.
+        let unknown = format!("ca.example; accounturi={ACCOUNT}; note=a; note=b");
+        assert_eq!(check(&[unknown], &plain, now()), Ok(()));
     }
 
     #[test]

@@ -1,13 +1,14 @@
-//! Pebble (Let's Encrypt's ACME test server, from Debian) and pebble-challtestsrv as its DNS,
-//! started per test on free loopback ports, with a TLS certificate generated at start.
+//! Pebble (Let's Encrypt's ACME test server: Debian's 2.4, or v2.10.1 from `../shared/pebble`)
+//! and pebble-challtestsrv as its DNS, started per test on free loopback ports, with a TLS
+//! certificate generated at start.
 #![allow(dead_code)]
 
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -15,8 +16,66 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Which Pebble a test runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Release {
+    /// Debian's `pebble` 2.4 and its `pebble-challtestsrv` (`apt-get install pebble`).
+    #[default]
+    Debian,
+    /// Let's Encrypt's v2.10.1 from `../shared/pebble` beside the project's root, unpacked by its
+    /// `unpack.sh`: it offers dns-persist-01 (naming its `caaIdentities`, by default
+    /// `pebble.letsencrypt.org`) and refuses every request without a User-Agent.
+    V2_10,
+}
+
+impl Release {
+    /// The `pebble` and `pebble-challtestsrv` programs.
+    fn programs(self) -> (PathBuf, PathBuf) {
+        match self {
+            Self::Debian => ("pebble".into(), "pebble-challtestsrv".into()),
+            Self::V2_10 => {
+                let dir = shared_pebble();
+                (dir.join("pebble"), dir.join("pebble-challtestsrv"))
+            }
+        }
+    }
+
+    /// pebble-challtestsrv's arguments to answer DNS at `dns` only, managed at `management`:
+    /// v2.10.1 renamed `-dns01` and added a DNS-over-HTTPS server, turned off here.
+    fn challtestsrv_args(self, dns: &str, management: &str) -> Vec<String> {
+        let mut args = vec!["-http01", "", "-https01", "", "-tlsalpn01", ""];
+        match self {
+            Self::Debian => args.extend(["-dns01", dns]),
+            Self::V2_10 => args.extend(["-doh", "", "-dnsserver", dns]),
+        }
+        args.extend(["-management", management, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]);
+        args.into_iter().map(String::from).collect()
+    }
+}
+
+/// Where `../shared/pebble/unpack.sh` put Pebble v2.10.1's programs (unpacked once per test
+/// process; the script skips what is already there).
+fn shared_pebble() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pebble");
+        let script = shared.join("unpack.sh");
+        assert!(
+            script.is_file(),
+            "Pebble v2.10.1 is missing: no {} (tests on Pebble v2.10.1 need the shared folder ../shared/pebble beside the project's root)",
+            script.display()
+        );
+        let output = Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{} failed: {stderr}", script.display());
+        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+    })
+}
+
 /// Options of a Pebble instance.
 pub struct PebbleOptions {
+    /// Debian's Pebble 2.4, or v2.10.1.
+    pub release: Release,
     /// Where Pebble connects for HTTP-01 (the operator's solver port).
     pub http_port: u16,
     /// Where Pebble connects for TLS-ALPN-01.
@@ -36,6 +95,7 @@ impl PebbleOptions {
     /// resolving every name to 127.0.0.1.
     pub fn on_free_ports() -> Self {
         Self {
+            release: Release::Debian,
             http_port: free_port(),
             tls_port: free_port(),
             dns_server: None,
@@ -60,11 +120,15 @@ pub struct Pebble {
     children: Vec<Child>,
     pub directory: String,
     management_port: u16,
+    /// `127.0.0.1:<port>` where the pebble-challtestsrv started with Pebble answers DNS.
+    pub dns_address: Option<String>,
+    /// pebble-challtestsrv's management port (where TXT records are set).
+    dns_management_port: Option<u16>,
     /// PEM of the CA that signed Pebble's TLS certificate (the issuer's `caBundle`).
     pub ca_pem: String,
     log: Arc<Mutex<Vec<String>>>,
     /// How to start the CA process again (see [`Pebble::restart`]).
-    ca_command: (PathBuf, String, PebbleOptions),
+    ca_command: (PathBuf, PathBuf, String, PebbleOptions),
     acme_port: u16,
     _dir: TempDir,
 }
@@ -95,12 +159,15 @@ fn tls_files(dir: &std::path::Path) -> String {
 }
 
 fn spawn_logged(mut command: Command, log: Arc<Mutex<Vec<String>>>) -> Child {
+    let program = command.get_program().to_string_lossy().into_owned();
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(Stdio::null())
         .spawn()
-        .expect("pebble is installed (apt-get install pebble)");
+        .unwrap_or_else(|e| {
+            panic!("{program} does not start ({e}): Debian's Pebble comes with apt-get install pebble, v2.10.1 from ../shared/pebble")
+        });
     for stream in [
         child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
@@ -133,22 +200,16 @@ impl Pebble {
         let ca_pem = tls_files(&dir);
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut children = Vec::new();
-        let dns = match options.dns_server.clone() {
-            Some(server) => server,
+        let (pebble, challtestsrv) = options.release.programs();
+        let (dns, dns_management_port) = match options.dns_server.clone() {
+            Some(server) => (server, None),
             None => {
-                let (dns_port, management_port) = (free_port(), free_port());
-                let mut command = Command::new("pebble-challtestsrv");
-                command.args(["-http01", "", "-https01", "", "-tlsalpn01", ""]);
-                command.args([
-                    "-dns01",
-                    &format!("127.0.0.1:{dns_port}"),
-                    "-management",
-                    &format!("127.0.0.1:{management_port}"),
-                ]);
-                command.args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]);
+                let (dns, management_port) = (format!("127.0.0.1:{}", free_port()), free_port());
+                let mut command = Command::new(challtestsrv);
+                command.args(options.release.challtestsrv_args(&dns, &format!("127.0.0.1:{management_port}")));
                 children.push(spawn_logged(command, log.clone()));
                 wait_for_port(management_port);
-                format!("127.0.0.1:{dns_port}")
+                (dns, Some(management_port))
             }
         };
         let (acme_port, management_port) = (free_port(), free_port());
@@ -162,13 +223,16 @@ impl Pebble {
             "externalAccountBindingRequired": !eab.is_empty(), "externalAccountMACKeys": eab,
         }});
         std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
-        let ca_command = (dir.join("pebble.json"), dns, options);
+        let dns_address = dns_management_port.map(|_| dns.clone());
+        let ca_command = (pebble, dir.join("pebble.json"), dns, options);
         children.push(spawn_logged(ca_process(&ca_command), log.clone()));
         wait_for_port(acme_port);
         Self {
             children,
             directory: format!("https://127.0.0.1:{acme_port}/dir"),
             management_port,
+            dns_address,
+            dns_management_port,
             ca_pem,
             log,
             ca_command,
@@ -220,6 +284,20 @@ impl Pebble {
         serde_json::json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": name}, "spec": {"acme": acme}})
     }
 
+    /// Adds TXT `value` at `name` to what pebble-challtestsrv (Pebble's DNS) answers, as the
+    /// domain's owner would publish it.
+    pub async fn set_txt(&self, name: &str, value: &str) {
+        use http_body_util::Full;
+        let port = self.dns_management_port.expect("Pebble's own pebble-challtestsrv (no dns_server given)");
+        let body = serde_json::json!({"host": format!("{}.", name.trim_end_matches('.')), "value": value});
+        let request = http::Request::post(format!("http://127.0.0.1:{port}/set-txt"))
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .unwrap();
+        let client = certpilot::outbound::HttpClient::new(certpilot::outbound::public_roots());
+        let response = client.request(request).await.expect("pebble-challtestsrv answers");
+        assert!(response.status().is_success(), "set-txt {name}: {}", response.status());
+    }
+
     /// How many times Pebble was asked for a new order.
     pub fn new_orders(&self) -> usize {
         self.log.lock().unwrap().iter().filter(|l| l.contains("POST /order-plz")).count()
@@ -235,8 +313,8 @@ impl Pebble {
     }
 }
 
-fn ca_process((config, dns, options): &(PathBuf, String, PebbleOptions)) -> Command {
-    let mut command = Command::new("pebble");
+fn ca_process((pebble, config, dns, options): &(PathBuf, PathBuf, String, PebbleOptions)) -> Command {
+    let mut command = Command::new(pebble);
     command.arg("-config").arg(config).args(["-dnsserver", dns]);
     command
         .env("PEBBLE_VA_NOSLEEP", "1")

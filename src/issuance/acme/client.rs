@@ -1,11 +1,9 @@
-//! The HTTP client of an ACME account: public roots plus the issuer's `caBundle`, and a note of
-//! the last `Retry-After` the CA sent with an error (instant-acme's problem type drops headers).
+//! The HTTP client of an ACME account: public roots plus the issuer's `caBundle`, certpilot's
+//! `User-Agent` before instant-acme's on every request (`crate::outbound`), and a note of the
+//! last `Retry-After` the CA sent with an error (instant-acme's problem type drops headers).
 
+use crate::outbound;
 use bytes::Bytes;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use instant_acme::{BodyWrapper, BytesResponse, Error, HttpClient};
 use jiff::Timestamp;
 use rustls_pki_types::{CertificateDer, pem::PemObject};
@@ -14,8 +12,6 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
 };
-
-type Inner = Client<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
 
 /// Where the client leaves the last Retry-After of a failed request.
 #[derive(Clone, Default)]
@@ -86,7 +82,7 @@ pub fn links(value: &str, rel: &str) -> Vec<String> {
 }
 
 pub struct AcmeHttpClient {
-    inner: Inner,
+    inner: outbound::HttpClient<BodyWrapper<Bytes>>,
     retry_after: RetryAfter,
     observer: Observer,
 }
@@ -94,7 +90,7 @@ pub struct AcmeHttpClient {
 impl AcmeHttpClient {
     /// A client trusting the public web roots and, for private ACME servers, `ca_bundle` (PEM).
     pub fn new(ca_bundle: Option<&str>) -> Result<(Self, RetryAfter, Observer), String> {
-        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let mut roots = outbound::public_roots();
         if let Some(bundle) = ca_bundle {
             let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(bundle.as_bytes())
                 .collect::<Result<_, _>>()
@@ -106,12 +102,9 @@ impl AcmeHttpClient {
                 roots.add(cert).map_err(|e| format!("caBundle: {e}"))?;
             }
         }
-        let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-        let connector =
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         let retry_after = RetryAfter::default();
         let observer = Observer::default();
-        let inner = Client::builder(TokioExecutor::new()).build(connector);
+        let inner = outbound::HttpClient::new(roots);
         let client = Self { inner, retry_after: retry_after.clone(), observer: observer.clone() };
         Ok((client, retry_after, observer))
     }
@@ -123,11 +116,12 @@ impl HttpClient for AcmeHttpClient {
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, Error>> + Send>> {
         let url = req.uri().to_string();
-        let response = HttpClient::request(&self.inner, req);
+        let response = self.inner.request(req);
         let slot = self.retry_after.clone();
         let observer = self.observer.clone();
         Box::pin(async move {
-            let mut response = response.await?;
+            // Errors as instant-acme's own client gives them (`problem` tells them apart).
+            let mut response = BytesResponse::from(response.await.map_err(|e| Error::Other(Box::new(e)))?);
             let failed = response.parts.status.is_client_error() || response.parts.status.is_server_error();
             let header = response.parts.headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok());
             if let (true, Some(value)) = (failed, header) {
@@ -150,6 +144,7 @@ impl HttpClient for AcmeHttpClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbound::testing::{Recorder, header_values};
 
     #[test]
     fn links_by_relation() {
@@ -161,5 +156,39 @@ mod tests {
             links(r#"<https://ca.example/orders?cursor=2>;rel="next""#, "next"),
             ["https://ca.example/orders?cursor=2"]
         );
+    }
+
+    /// The version of instant-acme this build uses, as Cargo.lock pins it.
+    fn instant_acme_version() -> String {
+        let lock = include_str!("../../../Cargo.lock");
+        let mut lines = lock.lines().skip_while(|line| *line != r#"name = "instant-acme""#).skip(1);
+        let version = lines.next().and_then(|l| l.strip_prefix("version = \"")?.strip_suffix('"'));
+        version.expect("Cargo.lock pins instant-acme").to_string()
+    }
+
+    /// Each kind of request instant-acme makes (the directory, a nonce, a signed POST) names
+    /// certpilot first, then instant-acme.
+    #[tokio::test]
+    async fn every_acme_request_names_certpilot_then_instant_acme() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut ca = Recorder::start(200, |url| {
+            serde_json::json!({"newNonce": format!("{url}/nonce"), "newAccount": format!("{url}/account"),
+                "newOrder": format!("{url}/order"), "revokeCert": format!("{url}/revoke"), "keyChange": format!("{url}/key")})
+            .to_string()
+        })
+        .await;
+        let (client, _, _) = AcmeHttpClient::new(None).unwrap();
+        let new_account =
+            instant_acme::NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false };
+        let created = instant_acme::Account::builder_with_http(Box::new(client))
+            .create(&new_account, format!("{}/directory", ca.url), None)
+            .await;
+        assert!(created.is_err(), "the listener answers no account");
+        let agent = format!("{} instant-acme/{}", crate::outbound::PRODUCT, instant_acme_version());
+        for request in ["GET /directory ", "HEAD /nonce ", "POST /account "] {
+            let head = ca.next_head().await;
+            assert!(head.starts_with(request), "expected {request}: {head}");
+            assert_eq!(header_values(&head, "user-agent"), std::slice::from_ref(&agent), "{head}");
+        }
     }
 }

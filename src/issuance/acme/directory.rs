@@ -52,6 +52,10 @@ pub fn parse_caa_identities(json: &[u8]) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbound::{
+        PRODUCT,
+        testing::{Recorder, header_values},
+    };
 
     #[test]
     fn caa_identities_come_from_the_directorys_meta() {
@@ -59,5 +63,16 @@ mod tests {
         assert_eq!(parse_caa_identities(listed).unwrap(), ["ca.example", "other.example"]);
         assert!(parse_caa_identities(br#"{"meta": {}}"#).unwrap().is_empty());
         assert!(parse_caa_identities(b"<html>").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_directory_read_names_certpilot() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut ca = Recorder::start(200, |_| r#"{"meta": {"caaIdentities": ["CA.example"]}}"#.into()).await;
+        let spec = AcmeIssuer { server: format!("{}/directory", ca.url), ..Default::default() };
+        assert_eq!(caa_identities(&spec).await.unwrap(), ["ca.example"]);
+        let head = ca.next_head().await;
+        assert!(head.starts_with("GET /directory "), "{head}");
+        assert_eq!(header_values(&head, "user-agent"), [PRODUCT]);
     }
 }

@@ -11,10 +11,6 @@ use crate::{
 use bytes::Bytes;
 use hickory_proto::rr::Name;
 use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serde::Deserialize;
@@ -28,7 +24,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// serialised so that two attempts sharing a record name do not drop each other's value.
 static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = crate::outbound::HttpClient<Full<Bytes>>;
 
 pub struct PowerDns {
     client: HttpClient,
@@ -80,7 +76,7 @@ impl PowerDns {
         };
         let server = solver.server_id.as_deref().unwrap_or("localhost");
         let base = format!("{}/api/v1/servers/{server}", solver.url.trim_end_matches('/'));
-        Ok(Ok(Self { client: client(), base, api_key: key }))
+        Ok(Ok(Self { client: HttpClient::new(crate::outbound::public_roots()), base, api_key: key }))
     }
 
     /// Sends a request and returns the body of a successful answer.
@@ -187,14 +183,6 @@ impl Provider for PowerDns {
     }
 }
 
-fn client() -> HttpClient {
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    let connector =
-        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
-    Client::builder(TokioExecutor::new()).build(connector)
-}
-
 /// A TXT value as the API writes it: one quoted string (ACME values need no escaping).
 fn quoted(value: &str) -> String {
     format!("\"{value}\"")
@@ -224,6 +212,10 @@ fn longest_zone<'a>(zones: &[&'a str], fqdn: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbound::{
+        PRODUCT,
+        testing::{Recorder, header_values},
+    };
 
     #[test]
     fn the_longest_zone_holding_the_name_is_chosen() {
@@ -243,5 +235,19 @@ mod tests {
         );
         assert_eq!(api_error(b"Not Found"), "Not Found");
         assert_eq!(quoted("abc"), "\"abc\"");
+    }
+
+    #[tokio::test]
+    async fn api_calls_name_certpilot() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut api = Recorder::start(200, |_| "[]".into()).await;
+        let base = format!("{}/api/v1/servers/localhost", api.url);
+        let provider = PowerDns { client: HttpClient::new(crate::outbound::public_roots()), base, api_key: "k".into() };
+        let refused = provider.add_txt(&"_acme-challenge.example.com.".parse().unwrap(), "v").await.unwrap_err();
+        assert_eq!(refused.code, C::DnsUpdateRefused, "the listener serves no zone: {refused:?}");
+        let head = api.next_head().await;
+        assert!(head.starts_with("GET /api/v1/servers/localhost/zones "), "{head}");
+        assert_eq!(header_values(&head, "user-agent"), [PRODUCT]);
+        assert_eq!(header_values(&head, "x-api-key"), ["k"]);
     }
 }
