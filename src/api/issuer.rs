@@ -288,6 +288,11 @@ pub struct IssuerStatus {
     /// The `metadata.generation` last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// ClusterIssuers: the cluster resource namespace of the certpilot whose view this status
+    /// is, where the Secrets it names were looked up. With several certpilots installed (one per
+    /// namespace, say), each uses the ClusterIssuer with its own Secrets; one writes the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_resource_namespace: Option<String>,
     /// The CA's issuer domain names (`meta.caaIdentities` of its directory), read when a
     /// solver uses dnsPersist01: DNS-PERSIST-01 records must name one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -643,8 +643,9 @@ fn certificates_for_issuer(
         .collect()
 }
 
-/// The Certificates to look at again when something they depend on is deleted: their
-/// attempts, their Secrets, their issuers.
+/// The Certificates to look at again when something they depend on is deleted (their
+/// attempts, their Secrets, their issuers) or when this install's view of their ClusterIssuer
+/// changes.
 fn deleted_dependencies(ctx: &Arc<Context>, feeds: &Feeds) -> impl Stream<Item = ObjectRef<Certificate>> + use<> {
     let owner = |attempt: Arc<CertificateAttempt>| {
         let namespace = attempt.namespace();
@@ -666,11 +667,18 @@ fn deleted_dependencies(ctx: &Arc<Context>, feeds: &Feeds) -> impl Stream<Item =
     let cluster_issuer_users = move |issuer: Arc<ClusterIssuer>| {
         futures::stream::iter(certificates_for_issuer(&store, IssuerKind::ClusterIssuer, None, issuer.name_any()))
     };
+    // This install's view of a ClusterIssuer changes without a status write when another
+    // certpilot writes its status (`policy::cluster_issuer`).
+    let store = ctx.caches.certificates.clone();
+    let view_users = move |name: String| {
+        futures::stream::iter(certificates_for_issuer(&store, IssuerKind::ClusterIssuer, None, name))
+    };
     futures::stream::select_all([
         feeds.attempts.deletions().flat_map(owner).boxed(),
         feeds.secrets.deletions().flat_map(secret_owner).boxed(),
         feeds.issuers.deletions().flat_map(issuer_users).boxed(),
         feeds.cluster_issuers.deletions().flat_map(cluster_issuer_users).boxed(),
+        ctx.cluster_issuer_views.changes().flat_map(view_users).boxed(),
     ])
 }
 

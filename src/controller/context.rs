@@ -79,6 +79,47 @@ pub struct Context {
     no_replaces: Mutex<HashSet<String>>,
     /// The admission policies that refused certpilot's writes, each explained once.
     refusing_policies: Mutex<HashSet<String>>,
+    /// This install's own view of each ClusterIssuer.
+    pub cluster_issuer_views: ClusterIssuerViews,
+}
+
+/// This install's own view of each ClusterIssuer (`policy::cluster_issuer`): what its
+/// Certificates go by, whichever install's view the ClusterIssuer's status shows. A change is
+/// announced to the Certificate controller, as a status write would be through the watch.
+pub struct ClusterIssuerViews {
+    views: Mutex<std::collections::HashMap<String, crate::api::IssuerStatus>>,
+    changes: async_broadcast::Sender<String>,
+    /// Keeps the channel open while no controller listens yet.
+    _open: async_broadcast::InactiveReceiver<String>,
+}
+
+impl Default for ClusterIssuerViews {
+    fn default() -> Self {
+        let (mut changes, receiver) = async_broadcast::broadcast(256);
+        // A notice lost to a slow listener costs a later look (Certificates are looked at
+        // again periodically), never a blocked issuer controller.
+        changes.set_overflow(true);
+        Self { views: Mutex::default(), changes, _open: receiver.deactivate() }
+    }
+}
+
+impl ClusterIssuerViews {
+    pub fn get(&self, name: &str) -> Option<crate::api::IssuerStatus> {
+        self.views.lock().expect("views lock").get(name).cloned()
+    }
+
+    /// Records this install's view of ClusterIssuer `name`, announcing it when it changed.
+    pub fn set(&self, name: &str, view: crate::api::IssuerStatus) {
+        let previous = self.views.lock().expect("views lock").insert(name.to_string(), view.clone());
+        if previous.as_ref() != Some(&view) {
+            let _ = self.changes.try_broadcast(name.to_string());
+        }
+    }
+
+    /// The names of the ClusterIssuers whose view changed, as they change.
+    pub fn changes(&self) -> async_broadcast::Receiver<String> {
+        self.changes.new_receiver()
+    }
 }
 
 impl Context {
@@ -111,6 +152,7 @@ impl Context {
             routes,
             no_replaces: Mutex::default(),
             refusing_policies: Mutex::default(),
+            cluster_issuer_views: ClusterIssuerViews::default(),
         })
     }
 

@@ -13,7 +13,10 @@ use crate::{
         acme::{account::AccountSource, directory},
         signer::{Signer, load_signer},
     },
-    policy::trigger::IssuerState,
+    policy::{
+        cluster_issuer::{Claim, writes_status},
+        trigger::IssuerState,
+    },
     solver::dns_persist01,
 };
 use futures::StreamExt;
@@ -150,8 +153,14 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
     let (mut ready, found) = evaluate(&ctx, &issuer.name_any(), &key, issuer.issuer_spec(), &namespace, &known).await?;
     ready.observed_generation = issuer.meta().generation;
     let mut status = IssuerStatus { conditions: vec![ready], observed_generation: issuer.meta().generation, ..found };
-    conditions::stamp(&mut status.conditions, &previous.conditions, jiff::Timestamp::now());
-    if status != previous {
+    let writes = match K::KIND {
+        IssuerKind::Issuer => {
+            conditions::stamp(&mut status.conditions, &previous.conditions, jiff::Timestamp::now());
+            true
+        }
+        IssuerKind::ClusterIssuer => cluster_issuer_view(&ctx, issuer.as_ref(), &previous, &mut status),
+    };
+    if writes && status != previous {
         apply_status(&ctx, &issuer.api_for(ctx.client.clone()), &issuer.name_any(), &status).await?;
     }
     // CA Secrets are not watched (that would mean watching every Secret): look again periodically.
@@ -165,6 +174,35 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
         (_, true, true) => Action::requeue(Duration::from_secs(30)),
         _ => Action::await_change(),
     })
+}
+
+/// Makes `status` this install's view of ClusterIssuer `issuer` (what its own Certificates go
+/// by) and says whether this install writes it as the ClusterIssuer's status
+/// (`policy::cluster_issuer`: one install does, whichever looks first).
+fn cluster_issuer_view<K: IssuerObject>(
+    ctx: &Context,
+    issuer: &K,
+    previous: &IssuerStatus,
+    status: &mut IssuerStatus,
+) -> bool {
+    let name = issuer.meta().name.clone().unwrap_or_default();
+    let mine = ctx.settings.cluster_resource_namespace.as_str();
+    status.cluster_resource_namespace = Some(mine.to_string());
+    let claimed_by = previous.cluster_resource_namespace.as_deref();
+    // Transition times are this install's own, as its view is.
+    let base = ctx.cluster_issuer_views.get(&name).or_else(|| (claimed_by == Some(mine)).then(|| previous.clone()));
+    conditions::stamp(&mut status.conditions, &base.unwrap_or_default().conditions, jiff::Timestamp::now());
+    ctx.cluster_issuer_views.set(&name, status.clone());
+    let is_ready = |s: &IssuerStatus| conditions::find(&s.conditions, "Ready").is_some_and(Condition::is_true);
+    let claim = Claim {
+        claimed_by,
+        observed_generation: previous.observed_generation,
+        generation: issuer.meta().generation,
+        status_ready: is_ready(previous),
+        mine,
+        my_view_ready: is_ready(status),
+    };
+    writes_status(&claim)
 }
 
 fn controller_name<K: IssuerObject>() -> &'static str {
@@ -184,6 +222,12 @@ pub fn issuer_state(
     names: &crate::pki::NameRequest,
 ) -> (IssuerState, Option<IssuerSpec>) {
     let (spec, status) = ctx.caches.issuer(issuer_ref, namespace).unzip();
+    // A ClusterIssuer's status may be another certpilot's view (`policy::cluster_issuer`):
+    // this install's Certificates go by its own, once it has one.
+    let status = match issuer_ref.kind {
+        IssuerKind::Issuer => status,
+        IssuerKind::ClusterIssuer => spec.as_ref().map(|_| ctx.cluster_issuer_views.get(&issuer_ref.name)),
+    };
     let ca = status.as_ref().and_then(|s| s.as_ref()).and_then(|s| s.ca.as_ref());
     if let Some(ca) = ca.filter(|_| spec.is_some()) {
         let constraints = crate::pki::cert::NameConstraints::from_described(&ca.permitted_names, &ca.excluded_names);

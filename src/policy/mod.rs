@@ -4,6 +4,7 @@
 
 pub mod adopt;
 pub mod backoff;
+pub mod cluster_issuer;
 pub mod persist;
 pub mod renewal;
 pub mod shim;
