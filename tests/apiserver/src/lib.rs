@@ -9,6 +9,7 @@
 //! conformance suite holds it to a real cluster.
 #![forbid(unsafe_code)]
 
+mod crd;
 mod discovery;
 mod error;
 mod events;
@@ -26,6 +27,7 @@ mod store;
 mod table;
 mod watch;
 
+pub mod cel_cost;
 pub mod cluster;
 
 pub use faults::{Faults, RequestRecord};

@@ -2,6 +2,7 @@
 //! the write pipeline every create, update, patch and delete goes through.
 
 use crate::{
+    crd,
     error::{ApiError, ApiResult, FieldError, FieldReason},
     fields::Scope,
     managed::{self, Writer},
@@ -830,7 +831,7 @@ fn kind_rules(rt: &ResourceType, old: Option<&Value>, new: &mut Value) -> ApiRes
             }
             Ok(Vec::new())
         }
-        ("apiextensions.k8s.io", "customresourcedefinitions") => Ok(crd_rules(new)),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => Ok(crd::validate(new, old)),
         ("", "events") => Ok(event_namespace_rule(new, &new["involvedObject"])),
         ("events.k8s.io", "events") if rt.core_face => Ok(event_namespace_rule(new, &new["regarding"])),
         ("events.k8s.io", "events") => Ok(event_v1_rules(new)),
@@ -911,22 +912,4 @@ fn secret_rules(old: Option<&Value>, new: &mut Value) -> ApiResult<Vec<FieldErro
         }
     }
     Ok(errors)
-}
-
-fn crd_rules(crd: &Value) -> Vec<FieldError> {
-    let spec = &crd["spec"];
-    let expected =
-        format!("{}.{}", spec["names"]["plural"].as_str().unwrap_or(""), spec["group"].as_str().unwrap_or(""));
-    let mut errors = Vec::new();
-    if crd["metadata"]["name"].as_str() != Some(expected.as_str()) {
-        errors.push(FieldError::invalid(
-            "metadata.name",
-            &crd["metadata"]["name"],
-            format!("must be spec.names.plural+\".\"+spec.group ({expected})"),
-        ));
-    }
-    if let Err(e) = Registry::from_crd(crd) {
-        errors.push(FieldError::new("spec.versions", FieldReason::Invalid, e.message));
-    }
-    errors
 }
