@@ -13,6 +13,7 @@ use k8s_openapi::{
         admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
         core::v1::{ConfigMap, Namespace, Secret},
     },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -556,6 +557,95 @@ async fn cel_rules_reject_with_their_message() {
     assert_eq!(err.code, 422);
     assert!(err.message.contains("owner is immutable"), "{}", err.message);
     api.patch("owned", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 2}}))).await.unwrap();
+}
+
+/// A CRD for one test: `group`, a kind and plural of a name unique to this run, `schema`.
+fn scratch_crd(prefix: &str, group: &str, schema: serde_json::Value) -> CustomResourceDefinition {
+    let plural = unique_name(prefix).replace('-', "");
+    let kind = format!("{}{}", plural[..1].to_uppercase(), &plural[1..]);
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"plural": plural, "singular": plural, "kind": kind, "listKind": format!("{kind}List")},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": schema}}]}
+    }))
+    .unwrap()
+}
+
+/// The lowercase rule of an Issuer's `solvers[].selector.dnsNames` (a regex over each name).
+const DNS_NAMES_RULE: &str =
+    r"self.all(n, n.matches('^(\\*\\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))";
+
+/// An Issuer's `spec.acme.solvers[].selector.dnsNames`: 50 solvers of `names` names each.
+fn selector_schema(names: u64) -> serde_json::Value {
+    let dns_names = json!({"type": "array", "maxItems": names, "items": {"type": "string", "maxLength": 253},
+        "x-kubernetes-validations": [{"rule": DNS_NAMES_RULE, "message": "selector.dnsNames must be lowercase DNS names"}]});
+    let solvers = json!({"type": "array", "maxItems": 50, "items": {"type": "object",
+        "properties": {"selector": {"type": "object", "properties": {"dnsNames": dns_names}}}}});
+    let acme = json!({"type": "object", "properties": {"solvers": solvers}});
+    json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {"acme": acme}}}})
+}
+
+/// The API server estimates what a CRD's CEL rules may cost and refuses a rule that may cost
+/// more than 10,000,000: 50 solvers × 100 names × a regex over 253 characters is 1.07 times
+/// that (certpilot's Issuer CRDs were refused for it); 50 names fit. So is an update.
+#[tokio::test]
+async fn crd_rules_over_the_cel_cost_budget_are_refused() {
+    let c = cluster("cel-cost").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(c.client());
+    let over = scratch_crd("cost", "conformance.certpilot.dev", selector_schema(100));
+    let name = over.metadata.name.clone().unwrap();
+    let expected = format!(
+        "CustomResourceDefinition.apiextensions.k8s.io \"{name}\" is invalid: spec.validation.openAPIV3Schema.properties[spec].properties[acme].properties[solvers].items.properties[selector].properties[dnsNames].x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of 1.073010x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"
+    );
+    let err = api_error(crds.create(&PostParams::default(), &over).await, "a CRD over the CEL cost budget");
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"), "{}", err.message);
+    assert_eq!(err.message, expected);
+    let mut fits = over.clone();
+    fits.spec.versions[0].schema =
+        Some(serde_json::from_value(json!({"openAPIV3Schema": selector_schema(50)})).unwrap());
+    c.install_crd(&fits).await.expect("50 names a solver fit the budget");
+    let apply = PatchParams::apply("conformance-cel-cost").force();
+    let err = api_error(crds.patch(&name, &apply, &Patch::Apply(&over)).await, "an update over the budget");
+    assert_eq!((err.code, err.message.as_str()), (422, expected.as_str()));
+    crds.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+/// A CRD of a group the Kubernetes project owns (`*.k8s.io`, `*.kubernetes.io`) needs the URL of
+/// its API review in `api-approved.kubernetes.io` (or a reason starting with `unapproved`), as
+/// the Gateway API's CRDs carry it.
+#[tokio::test]
+async fn crds_of_protected_groups_need_api_approval() {
+    let c = cluster("api-approval").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(c.client());
+    let mut crd = scratch_crd("approval", "conformance.certpilot.k8s.io", json!({"type": "object"}));
+    let name = crd.metadata.name.clone().unwrap();
+    let see = "see https://github.com/kubernetes/enhancements/pull/1111";
+    let required = format!(
+        "CustomResourceDefinition.apiextensions.k8s.io \"{name}\" is invalid: metadata.annotations[api-approved.kubernetes.io]: Required value: protected groups must have approval annotation \"api-approved.kubernetes.io\", {see}"
+    );
+    let err = api_error(crds.create(&PostParams::default(), &crd).await, "a protected group's CRD without approval");
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"), "{}", err.message);
+    assert_eq!(err.message, required);
+    let approve = |crd: &mut CustomResourceDefinition, value: &str| {
+        crd.metadata.annotations =
+            Some(BTreeMap::from([("api-approved.kubernetes.io".to_string(), value.to_string())]));
+    };
+    approve(&mut crd, "not a URL");
+    let err = api_error(crds.create(&PostParams::default(), &crd).await, "an approval that is not a URL");
+    assert_eq!(
+        err.message,
+        format!(
+            "CustomResourceDefinition.apiextensions.k8s.io \"{name}\" is invalid: metadata.annotations[api-approved.kubernetes.io]: Invalid value: \"not a URL\": protected groups must have approval annotation \"api-approved.kubernetes.io\" with either a URL or a reason starting with \"unapproved\", {see}"
+        )
+    );
+    approve(&mut crd, "https://github.com/kubernetes-sigs/gateway-api/pull/3328");
+    crds.create(&PostParams::default(), &crd).await.expect("an approved CRD");
+    // Taking the approval away is refused as its absence was.
+    let unapprove = Patch::Merge(json!({"metadata": {"annotations": null}}));
+    let err = api_error(crds.patch(&name, &PatchParams::default(), &unapprove).await, "removing the approval");
+    assert_eq!(err.message, required);
+    crds.delete(&name, &DeleteParams::default()).await.unwrap();
 }
 
 #[tokio::test]
