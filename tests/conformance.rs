@@ -738,11 +738,14 @@ async fn core_kinds_round_trip() {
     assert_eq!(events.get("e2").await.unwrap().note.as_deref(), Some("hello"));
 }
 
-/// An `events.k8s.io/v1` Event must be about an object of its own namespace (the API server
-/// rejects one without `regarding`), and carry what the API server requires of it.
+/// Events are validated by how they were written. A new-style Event (`events.k8s.io/v1`, with
+/// an `eventTime`) may be about an object of another namespace (a controller reporting on what it
+/// manages elsewhere), though not about none outside `default`, and is typed `Normal` or
+/// `Warning`; an old-style `core/v1` Event (no `eventTime`) must be about an object of its own
+/// namespace.
 #[tokio::test]
 async fn events_are_validated_as_the_api_server_does() {
-    use k8s_openapi::api::events::v1::Event;
+    use k8s_openapi::api::{core::v1::Event as CoreEvent, events::v1::Event};
     let c = cluster("events").await;
     let events: Api<Event> = Api::namespaced(c.client(), c.namespace());
     let pp = PostParams::default();
@@ -751,22 +754,34 @@ async fn events_are_validated_as_the_api_server_does() {
         doc.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         serde_json::from_value(doc).unwrap()
     };
-    let err = api_error(events.create(&pp, &event("unregarding", json!({}))).await, "an Event without regarding");
-    assert_eq!(err.code, 422, "{}", err.message);
-    assert!(
-        err.message.contains("involvedObject.namespace") && err.message.contains("does not match event.namespace"),
-        "{}",
+    let refusal = |err: kube::core::Status| {
+        assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"), "{}", err.message);
         err.message
+    };
+    let err = api_error(events.create(&pp, &event("unregarding", json!({}))).await, "an Event without regarding");
+    assert_eq!(
+        refusal(err),
+        "Event \"unregarding\" is invalid: involvedObject.namespace: Invalid value: \"\": does not match event.namespace"
     );
     let elsewhere = json!({"regarding": {"kind": "Secret", "name": "x", "namespace": "another-namespace"}});
-    let err = api_error(events.create(&pp, &event("elsewhere", elsewhere)).await, "an Event about another namespace");
-    assert!(err.message.contains("does not match event.namespace"), "{}", err.message);
+    let created = events.create(&pp, &event("elsewhere", elsewhere)).await.expect("an Event about another namespace");
+    assert_eq!(created.regarding.and_then(|r| r.namespace).as_deref(), Some("another-namespace"));
     let here = json!({"regarding": {"kind": "Secret", "name": "x", "namespace": c.namespace()}});
     let unknown_type = json!({"type": "Loud", "regarding": here["regarding"].clone()});
     let err = api_error(events.create(&pp, &event("typeless", unknown_type)).await, "an Event of an unknown type");
-    assert_eq!(err.code, 422, "{}", err.message);
-    assert!(err.message.contains("type"), "{}", err.message);
+    assert_eq!(refusal(err), "Event \"typeless\" is invalid: type: Invalid value: \"\": has invalid value: Loud");
     events.create(&pp, &event("fine", here)).await.expect("an Event about an object of its namespace");
+    let core: Api<CoreEvent> = Api::namespaced(c.client(), c.namespace());
+    let old_style: CoreEvent = serde_json::from_value(
+        json!({"metadata": {"name": "old-style"}, "reason": "Test", "message": "hello", "type": "Normal",
+        "involvedObject": {"kind": "Secret", "name": "x", "namespace": "another-namespace"}}),
+    )
+    .unwrap();
+    let err = api_error(core.create(&pp, &old_style).await, "an old-style Event about another namespace");
+    assert_eq!(
+        refusal(err),
+        "Event \"old-style\" is invalid: involvedObject.namespace: Invalid value: \"another-namespace\": does not match event.namespace"
+    );
 }
 
 /// A 422 refusal of a Secret's metadata, as the API server words it.

@@ -4,6 +4,7 @@
 use crate::{
     crd,
     error::{ApiError, ApiResult, FieldError, FieldReason},
+    events,
     fields::Scope,
     managed::{self, Writer},
     meta,
@@ -832,49 +833,14 @@ fn kind_rules(rt: &ResourceType, old: Option<&Value>, new: &mut Value) -> ApiRes
             Ok(Vec::new())
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => Ok(crd::validate(new, old)),
-        ("", "events") => Ok(event_namespace_rule(new, &new["involvedObject"])),
-        ("events.k8s.io", "events") if rt.core_face => Ok(event_namespace_rule(new, &new["regarding"])),
-        ("events.k8s.io", "events") => Ok(event_v1_rules(new)),
+        ("events.k8s.io", "events") => {
+            let face = if rt.core_face { events::Face::Core } else { events::Face::EventsV1 };
+            Ok(events::validate(new, old, face))
+        }
         (policy::GROUP, policy::POLICIES) => Ok(policy::admit_policy(new)),
         (policy::GROUP, policy::BINDINGS) => Ok(policy::admit_binding(new)),
         _ => Ok(Vec::new()),
     }
-}
-
-/// An Event is about an object of its own namespace (the API server's legacy check, applied to
-/// `events.k8s.io` Events too, where `regarding` is the involved object): one without a
-/// namespace only in `default`, or in no namespace.
-fn event_namespace_rule(event: &Value, involved: &Value) -> Vec<FieldError> {
-    let namespace = event["metadata"]["namespace"].as_str().unwrap_or_default();
-    let involved_namespace = involved["namespace"].as_str().unwrap_or_default();
-    let matches = if involved_namespace.is_empty() {
-        namespace.is_empty() || namespace == "default"
-    } else {
-        involved_namespace == namespace
-    };
-    if matches {
-        Vec::new()
-    } else {
-        vec![FieldError::invalid(
-            "involvedObject.namespace",
-            &json!(involved_namespace),
-            "does not match event.namespace",
-        )]
-    }
-}
-
-/// What the API server requires of an `events.k8s.io/v1` Event.
-fn event_v1_rules(event: &Value) -> Vec<FieldError> {
-    let mut errors = event_namespace_rule(event, &event["regarding"]);
-    for required in ["eventTime", "reportingController", "reportingInstance", "action", "reason"] {
-        if event[required].as_str().is_none_or(str::is_empty) {
-            errors.push(FieldError::new(required, FieldReason::Required, ""));
-        }
-    }
-    if !matches!(event["type"].as_str(), Some("Normal" | "Warning")) {
-        errors.push(FieldError::new("type", FieldReason::Unsupported, "supported values: \"Normal\", \"Warning\""));
-    }
-    errors
 }
 
 fn secret_rules(old: Option<&Value>, new: &mut Value) -> ApiResult<Vec<FieldError>> {
