@@ -243,23 +243,40 @@ async fn watch_from_resource_version_sees_every_change_in_order() {
     assert_eq!(describe(&next_events(&mut stream, 1).await[0]), "ADDED w2");
 }
 
+/// A watch from a resourceVersion the API server no longer has is `410 Gone`: the client must
+/// list again. A real API server keeps a kind's history from when it began serving it (its watch
+/// cache starts there), so a version older than a new CRD is gone at once, as one etcd has
+/// compacted away is.
 #[tokio::test]
 async fn watch_from_a_compacted_resource_version_is_gone() {
+    use kube::{
+        api::DynamicObject,
+        core::{ApiResource, GroupVersionKind},
+    };
     let c = cluster("watch-gone").await;
-    let api = secrets(&c);
-    api.create(&PostParams::default(), &secret("g", &[])).await.unwrap();
-    match api.watch(&WatchParams::default(), "1").await {
-        Err(kube::Error::Api(status)) => assert_eq!(status.code, 410),
-        Ok(stream) => {
-            let mut stream = stream.boxed();
-            let event = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
-            match event {
-                WatchEvent::Error(status) => assert_eq!(status.code, 410, "{}", status.message),
+    let before = collection_version(&secrets(&c)).await;
+    let schema = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    let crd = scratch_crd("gone", "conformance.certpilot.dev", schema);
+    c.install_crd(&crd).await.unwrap();
+    let names = &crd.spec.names;
+    let gvk = GroupVersionKind::gvk(&crd.spec.group, "v1", &names.kind);
+    let resource = ApiResource::from_gvk_with_plural(&gvk, &names.plural);
+    let api: Api<DynamicObject> = Api::namespaced_with(c.client(), c.namespace(), &resource);
+    // A real API server answers 429 while it fills a new kind's cache: ask again then.
+    let status = eventually("the watch to be answered", WAIT, || async {
+        let status = match api.watch(&WatchParams::default(), &before).await {
+            Err(kube::Error::Api(status)) => *status,
+            Ok(stream) => match tokio::time::timeout(WAIT, stream.boxed().next()).await.unwrap().unwrap().unwrap() {
+                WatchEvent::Error(status) => *status,
                 other => panic!("expected 410 Gone, got {}", describe(&other)),
-            }
-        }
-        Err(other) => panic!("expected 410 Gone, got {other:?}"),
-    }
+            },
+            Err(other) => panic!("expected 410 Gone, got {other:?}"),
+        };
+        (status.code != 429).then_some(status)
+    })
+    .await;
+    assert_eq!((status.code, status.reason.as_str()), (410, "Expired"), "{}", status.message);
+    Api::<CustomResourceDefinition>::all(c.client()).delete(&crd.name_any(), &DeleteParams::default()).await.unwrap();
 }
 
 #[tokio::test]

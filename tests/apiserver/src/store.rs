@@ -76,6 +76,10 @@ pub struct State {
     history: VecDeque<Arc<Event>>,
     /// Watches from a resourceVersion older than this get `410 Gone`.
     oldest_watchable: u64,
+    /// Where the history of each custom resource (group, plural) starts: a real API server's
+    /// watch cache of a kind begins when it starts serving it, so a watch of the kind from an
+    /// older resourceVersion is `410 Gone` at once.
+    kind_history_starts: HashMap<(String, String), u64>,
     history_limit: usize,
     events: broadcast::Sender<Arc<Event>>,
 }
@@ -100,6 +104,7 @@ impl Store {
             uids: HashMap::new(),
             history: VecDeque::new(),
             oldest_watchable: FIRST_RESOURCE_VERSION,
+            kind_history_starts: HashMap::new(),
             history_limit,
             events,
         };
@@ -166,9 +171,12 @@ impl State {
             .collect()
     }
 
-    /// History events after `rv`, or `None` when `rv` is older than what is kept (410 Gone).
-    pub fn events_since(&self, rv: u64) -> Option<Vec<Arc<Event>>> {
-        (rv >= self.oldest_watchable).then(|| self.history.iter().filter(|e| e.rv > rv).cloned().collect())
+    /// History events after `rv`, or `None` when `rv` is older than what is kept of `rt`'s
+    /// (410 Gone).
+    pub fn events_since(&self, rv: u64, rt: &ResourceType) -> Option<Vec<Arc<Event>>> {
+        let kind_start = self.kind_history_starts.get(&(rt.group.clone(), rt.plural.clone())).copied();
+        let oldest = self.oldest_watchable.max(kind_start.unwrap_or_default());
+        (rv >= oldest).then(|| self.history.iter().filter(|e| e.rv > rv).cloned().collect())
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
@@ -421,6 +429,7 @@ impl State {
         let Ok(served) = Registry::from_crd(object) else {
             return;
         };
+        self.kind_history_starts.entry((served.group.clone(), served.plural.clone())).or_insert(self.rv);
         self.registry.insert(served);
         if object["status"]["conditions"].is_array() {
             return;
@@ -450,6 +459,7 @@ impl State {
                 self.remove(key, obj);
             }
         }
+        self.kind_history_starts.remove(&(served.group.clone(), served.plural.clone()));
         self.registry.remove(&served.group, &served.plural);
     }
 
