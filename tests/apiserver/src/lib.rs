@@ -3,10 +3,11 @@
 //! The real `kube::Client` talks to it over HTTP. It implements the semantics the operator
 //! relies on: CRUD, list and watch with resourceVersions, bookmarks and `410 Gone`,
 //! metadata-only views, merge/JSON/apply patches with field managers, the status subresource,
-//! generation, finalizers, owner-reference garbage collection, selectors, metadata validation,
-//! CRD schema validation with CEL, and ValidatingAdmissionPolicies enforced for the requesting
-//! user (the cluster admin, or whoever the request impersonates), plus fault injection. The
-//! conformance suite holds it to a real cluster.
+//! generation, finalizers, owner-reference garbage collection, selectors, metadata and Event
+//! validation, CRD admission (the CEL cost budget, API approval), CRD schema validation with
+//! CEL, and ValidatingAdmissionPolicies enforced for the requesting user (the cluster admin, or
+//! whoever the request impersonates), plus fault injection. The conformance suite holds it to a
+//! real cluster.
 #![forbid(unsafe_code)]
 
 mod crd;
