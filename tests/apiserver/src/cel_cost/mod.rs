@@ -2,10 +2,10 @@
 //! a real API server does when the CRD is created or updated (Kubernetes'
 //! `apiextensions/validation/validation.go` and `cel_validation.go`).
 //!
-//! Each rule's estimated cost (see [`estimate`]) is multiplied by how many times it can run in
-//! one object: the product of the `maxItems`/`maxProperties` of the lists and maps above it, or,
-//! under an unbounded one, as many of its values as fit in a request. A rule may cost
-//! [`RULE_COST_LIMIT`], all of a schema's rules together [`SCHEMA_COST_LIMIT`].
+//! Each rule's estimated cost (cel-go's, see `estimate.rs`) is multiplied by how many times it
+//! can run in one object: the product of the `maxItems`/`maxProperties` of the lists and maps
+//! above it, or, under an unbounded one, as many of its values as fit in a request. A rule may
+//! cost [`RULE_COST_LIMIT`], all of a schema's rules together [`SCHEMA_COST_LIMIT`].
 
 mod decl;
 mod estimate;
@@ -87,32 +87,25 @@ fn over_budget(what: &str, cost: u64, limit: u64) -> String {
     )
 }
 
-/// One rule and what it costs, times how often it can run.
+/// One rule (or `messageExpression`) and what it costs, times how often it can run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleCost {
+struct RuleCost {
     /// `spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule`
-    pub field: String,
-    pub rule: String,
-    pub cost: u64,
+    field: String,
+    cost: u64,
 }
 
-/// The rules of a schema and their costs, in the order the API server checks them.
+/// The rules of a schema and their costs, and what the API server refuses, in its order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SchemaCost {
-    pub rules: Vec<RuleCost>,
-    pub errors: Vec<CostError>,
+struct SchemaCost {
+    rules: Vec<RuleCost>,
+    errors: Vec<CostError>,
 }
 
 impl SchemaCost {
-    pub fn total(&self) -> u64 {
+    fn total(&self) -> u64 {
         self.rules.iter().fold(0, |total, rule| total.saturating_add(rule.cost))
     }
-}
-
-/// Estimates the rules of `schema` (an `openAPIV3Schema`) found at `field`, and what the API
-/// server would refuse.
-pub fn schema_cost(schema: &Value, field: &str) -> SchemaCost {
-    schema_cost_checked(schema, field, true)
 }
 
 /// The budget errors of a CRD (`old` is the stored one, for an update), in the API server's
@@ -128,14 +121,14 @@ pub fn crd_errors(crd: &Value, old: Option<&Value>) -> Vec<CostError> {
     let shared = versions.windows(2).all(|pair| pair[0].get("schema") == pair[1].get("schema"));
     match versions.first() {
         Some(first) if shared => schema_of(first)
-            .map(|schema| schema_cost_checked(schema, "spec.validation.openAPIV3Schema", !unchanged(first)).errors)
+            .map(|schema| schema_cost(schema, "spec.validation.openAPIV3Schema", !unchanged(first)).errors)
             .unwrap_or_default(),
         _ => versions
             .iter()
             .enumerate()
             .filter_map(|(i, version)| {
                 let field = format!("spec.versions[{i}].schema.openAPIV3Schema");
-                schema_of(version).map(|schema| schema_cost_checked(schema, &field, !unchanged(version)).errors)
+                schema_of(version).map(|schema| schema_cost(schema, &field, !unchanged(version)).errors)
             })
             .flatten()
             .collect(),
@@ -146,7 +139,7 @@ fn schema_of(version: &Value) -> Option<&Value> {
     version.get("schema").and_then(|s| s.get("openAPIV3Schema"))
 }
 
-fn schema_cost_checked(schema: &Value, field: &str, check_each_rule: bool) -> SchemaCost {
+fn schema_cost(schema: &Value, field: &str, check_each_rule: bool) -> SchemaCost {
     let mut walk = Walk { check_each_rule, cost: SchemaCost::default() };
     walk.node(schema, field, Some(1), true);
     let mut cost = walk.cost;
@@ -155,7 +148,6 @@ fn schema_cost_checked(schema: &Value, field: &str, check_each_rule: bool) -> Sc
         let mut notable: Vec<&RuleCost> = cost.rules.iter().filter(|r| r.cost >= NOTABLE_RULE_COST).collect();
         notable.sort_by_key(|rule| std::cmp::Reverse(rule.cost));
         let named = notable.iter().take(NAMED_RULES).map(|r| CostError::PartOfTotal { field: r.field.clone() });
-        let named: Vec<CostError> = named.collect();
         cost.errors.extend(named);
         cost.errors.push(CostError::Total { field: field.to_string(), cost: total });
     }
@@ -202,14 +194,14 @@ impl Walk {
             if self.check_each_rule && cost > RULE_COST_LIMIT {
                 self.cost.errors.push(CostError::Rule { field: field.clone(), cost });
             }
-            self.cost.rules.push(RuleCost { field, rule: rule.to_string(), cost });
+            self.cost.rules.push(RuleCost { field, cost });
             let message = validation.get("messageExpression").and_then(Value::as_str);
             if let Some(cost) = message.and_then(|m| expression_cost(m, &decl)) {
                 let field = format!("{rule_field}.messageExpression");
                 if self.check_each_rule && cost > RULE_COST_LIMIT {
                     self.cost.errors.push(CostError::MessageExpression { field: field.clone(), cost });
                 }
-                self.cost.rules.push(RuleCost { field, rule: message.unwrap_or_default().to_string(), cost });
+                self.cost.rules.push(RuleCost { field, cost });
             }
         }
     }
