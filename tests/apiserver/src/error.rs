@@ -197,11 +197,17 @@ impl FieldError {
         };
         Self { field: field.into(), reason: FieldReason::Invalid, value: Some(shown), message: message.into() }
     }
+    /// `Invalid value: "x": message`; the API server leaves out an empty message and its colon
+    /// (`eventTime: Required value`).
     fn detail_message(&self) -> String {
-        match &self.value {
-            Some(v) => format!("{}: {}: {}", self.reason.label(), v, self.message),
-            None => format!("{}: {}", self.reason.label(), self.message),
+        let mut detail = self.reason.label().to_string();
+        if let Some(value) = &self.value {
+            detail = format!("{detail}: {value}");
         }
+        if !self.message.is_empty() {
+            detail = format!("{detail}: {}", self.message);
+        }
+        detail
     }
 }
 

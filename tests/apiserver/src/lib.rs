@@ -3,16 +3,18 @@
 //! The real `kube::Client` talks to it over HTTP. It implements the semantics the operator
 //! relies on: CRUD, list and watch with resourceVersions, bookmarks and `410 Gone`,
 //! metadata-only views, merge/JSON/apply patches with field managers, the status subresource,
-//! generation, finalizers, owner-reference garbage collection, selectors, metadata validation,
-//! CRD schema validation with CEL, ServiceAccount tokens (TokenRequest) and bearer-token
-//! authentication, impersonation and RBAC authorization, and ValidatingAdmissionPolicies enforced
-//! for the requesting user (the cluster admin when a request has no credentials, a
-//! ServiceAccount for its token, or whoever the request impersonates), plus fault injection. The
-//! conformance suite holds it to a real cluster.
+//! generation, finalizers, owner-reference garbage collection, selectors, metadata and Event
+//! validation, CRD admission (the CEL cost budget, API approval), CRD schema validation with
+//! CEL, ServiceAccount tokens (TokenRequest) and bearer-token authentication, impersonation and
+//! RBAC authorization, and ValidatingAdmissionPolicies enforced for the requesting user (the
+//! cluster admin when a request has no credentials, a ServiceAccount for its token, or whoever
+//! the request impersonates), plus fault injection. The conformance suite holds it to a real
+//! cluster.
 #![forbid(unsafe_code)]
 
 mod access;
 mod attributes;
+mod crd;
 mod discovery;
 mod error;
 mod events;
@@ -33,6 +35,7 @@ mod table;
 mod tokens;
 mod watch;
 
+pub mod cel_cost;
 pub mod cluster;
 
 pub use faults::{Faults, RequestRecord};

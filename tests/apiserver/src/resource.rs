@@ -76,9 +76,14 @@ impl ResourceType {
         if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
     }
 
-    /// `Widget.example.com`, as the API server names a kind in 422 messages.
+    /// `Widget.example.com`, as the API server names a kind in 422 messages. Events are core
+    /// Events inside the API server whatever API wrote them: plain `Event`.
     pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, self.group) }
+        if self.group.is_empty() || (self.group == "events.k8s.io" && self.plural == "events") {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
     }
 
     /// How `metadata.name` is validated: namespaces are DNS labels, services RFC 1035 labels,

@@ -2,7 +2,9 @@
 //! the write pipeline every create, update, patch and delete goes through.
 
 use crate::{
+    crd,
     error::{ApiError, ApiResult, FieldError, FieldReason},
+    events,
     fields::Scope,
     managed::{self, Writer},
     meta,
@@ -74,6 +76,10 @@ pub struct State {
     history: VecDeque<Arc<Event>>,
     /// Watches from a resourceVersion older than this get `410 Gone`.
     oldest_watchable: u64,
+    /// Where the history of each custom resource (group, plural) starts: a real API server's
+    /// watch cache of a kind begins when it starts serving it, so a watch of the kind from an
+    /// older resourceVersion is `410 Gone` at once.
+    kind_history_starts: HashMap<(String, String), u64>,
     history_limit: usize,
     events: broadcast::Sender<Arc<Event>>,
 }
@@ -98,6 +104,7 @@ impl Store {
             uids: HashMap::new(),
             history: VecDeque::new(),
             oldest_watchable: FIRST_RESOURCE_VERSION,
+            kind_history_starts: HashMap::new(),
             history_limit,
             events,
         };
@@ -165,9 +172,12 @@ impl State {
             .collect()
     }
 
-    /// History events after `rv`, or `None` when `rv` is older than what is kept (410 Gone).
-    pub fn events_since(&self, rv: u64) -> Option<Vec<Arc<Event>>> {
-        (rv >= self.oldest_watchable).then(|| self.history.iter().filter(|e| e.rv > rv).cloned().collect())
+    /// History events after `rv`, or `None` when `rv` is older than what is kept of `rt`'s
+    /// (410 Gone).
+    pub fn events_since(&self, rv: u64, rt: &ResourceType) -> Option<Vec<Arc<Event>>> {
+        let kind_start = self.kind_history_starts.get(&(rt.group.clone(), rt.plural.clone())).copied();
+        let oldest = self.oldest_watchable.max(kind_start.unwrap_or_default());
+        (rv >= oldest).then(|| self.history.iter().filter(|e| e.rv > rv).cloned().collect())
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
@@ -420,6 +430,7 @@ impl State {
         let Ok(served) = Registry::from_crd(object) else {
             return;
         };
+        self.kind_history_starts.entry((served.group.clone(), served.plural.clone())).or_insert(self.rv);
         self.registry.insert(served);
         if object["status"]["conditions"].is_array() {
             return;
@@ -449,6 +460,7 @@ impl State {
                 self.remove(key, obj);
             }
         }
+        self.kind_history_starts.remove(&(served.group.clone(), served.plural.clone()));
         self.registry.remove(&served.group, &served.plural);
     }
 
@@ -831,50 +843,15 @@ fn kind_rules(rt: &ResourceType, old: Option<&Value>, new: &mut Value) -> ApiRes
             }
             Ok(Vec::new())
         }
-        ("apiextensions.k8s.io", "customresourcedefinitions") => Ok(crd_rules(new)),
-        ("", "events") => Ok(event_namespace_rule(new, &new["involvedObject"])),
-        ("events.k8s.io", "events") if rt.core_face => Ok(event_namespace_rule(new, &new["regarding"])),
-        ("events.k8s.io", "events") => Ok(event_v1_rules(new)),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => Ok(crd::validate(new, old)),
+        ("events.k8s.io", "events") => {
+            let face = if rt.core_face { events::Face::Core } else { events::Face::EventsV1 };
+            Ok(events::validate(new, old, face))
+        }
         (policy::GROUP, policy::POLICIES) => Ok(policy::admit_policy(new)),
         (policy::GROUP, policy::BINDINGS) => Ok(policy::admit_binding(new)),
         _ => Ok(Vec::new()),
     }
-}
-
-/// An Event is about an object of its own namespace (the API server's legacy check, applied to
-/// `events.k8s.io` Events too, where `regarding` is the involved object): one without a
-/// namespace only in `default`, or in no namespace.
-fn event_namespace_rule(event: &Value, involved: &Value) -> Vec<FieldError> {
-    let namespace = event["metadata"]["namespace"].as_str().unwrap_or_default();
-    let involved_namespace = involved["namespace"].as_str().unwrap_or_default();
-    let matches = if involved_namespace.is_empty() {
-        namespace.is_empty() || namespace == "default"
-    } else {
-        involved_namespace == namespace
-    };
-    if matches {
-        Vec::new()
-    } else {
-        vec![FieldError::invalid(
-            "involvedObject.namespace",
-            &json!(involved_namespace),
-            "does not match event.namespace",
-        )]
-    }
-}
-
-/// What the API server requires of an `events.k8s.io/v1` Event.
-fn event_v1_rules(event: &Value) -> Vec<FieldError> {
-    let mut errors = event_namespace_rule(event, &event["regarding"]);
-    for required in ["eventTime", "reportingController", "reportingInstance", "action", "reason"] {
-        if event[required].as_str().is_none_or(str::is_empty) {
-            errors.push(FieldError::new(required, FieldReason::Required, ""));
-        }
-    }
-    if !matches!(event["type"].as_str(), Some("Normal" | "Warning")) {
-        errors.push(FieldError::new("type", FieldReason::Unsupported, "supported values: \"Normal\", \"Warning\""));
-    }
-    errors
 }
 
 fn secret_rules(old: Option<&Value>, new: &mut Value) -> ApiResult<Vec<FieldError>> {
@@ -912,22 +889,4 @@ fn secret_rules(old: Option<&Value>, new: &mut Value) -> ApiResult<Vec<FieldErro
         }
     }
     Ok(errors)
-}
-
-fn crd_rules(crd: &Value) -> Vec<FieldError> {
-    let spec = &crd["spec"];
-    let expected =
-        format!("{}.{}", spec["names"]["plural"].as_str().unwrap_or(""), spec["group"].as_str().unwrap_or(""));
-    let mut errors = Vec::new();
-    if crd["metadata"]["name"].as_str() != Some(expected.as_str()) {
-        errors.push(FieldError::invalid(
-            "metadata.name",
-            &crd["metadata"]["name"],
-            format!("must be spec.names.plural+\".\"+spec.group ({expected})"),
-        ));
-    }
-    if let Err(e) = Registry::from_crd(crd) {
-        errors.push(FieldError::new("spec.versions", FieldReason::Invalid, e.message));
-    }
-    errors
 }

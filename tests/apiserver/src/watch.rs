@@ -152,8 +152,9 @@ fn start(shared: &Shared, filter: &Filter, query: &Query, send_initial: bool) ->
     let rv: u64 = requested
         .and_then(|rv| rv.parse().ok())
         .ok_or_else(|| ApiError::bad_request("resourceVersion: Invalid value: must be an integer"))?;
-    let history =
-        state.events_since(rv).ok_or_else(|| ApiError::gone(format!("too old resource version: {rv} ({current})")))?;
+    let history = state
+        .events_since(rv, &filter.rt)
+        .ok_or_else(|| ApiError::gone(format!("too old resource version: {rv} ({current})")))?;
     Ok(Start { backlog: Vec::new(), replay: history, rv: current.max(rv), initial_events_end: false, receiver })
 }
 
