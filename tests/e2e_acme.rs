@@ -577,11 +577,9 @@ async fn ensure_http_route_crd(cluster: &TestCluster) {
 
 #[tokio::test]
 async fn http01_can_route_through_a_gateway() {
-    use futures::StreamExt;
     use kube::{
-        api::DynamicObject,
+        api::{DynamicObject, WatchEvent},
         core::{ApiResource, GroupVersionKind},
-        runtime::{WatchStreamExt, watcher},
     };
     let env = Env::start("acme-gateway", |_| {}).await;
     ensure_http_route_crd(&env.cluster).await;
@@ -590,20 +588,20 @@ async fn http01_can_route_through_a_gateway() {
         "httproutes",
     );
     let routes: Api<DynamicObject> = Api::namespaced_with(env.cluster.client(), env.cluster.namespace(), &resource);
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<DynamicObject>::new()));
-    let collector = seen.clone();
-    let watch = tokio::spawn(async move {
-        let mut stream = watcher(routes, watcher::Config::default()).applied_objects().boxed();
-        while let Some(Ok(route)) = stream.next().await {
-            collector.lock().unwrap().push(route);
-        }
-    });
+    // Every change from here on is watched for afterwards (a route lives only as long as its
+    // challenge). A real API server answers 429 while it first fills a new kind's cache.
+    let since = eventually("the HTTPRoutes to be listed", WAIT, || async {
+        routes.list_metadata(&ListParams::default().limit(1)).await.ok()?.metadata.resource_version
+    })
+    .await;
     env.acme_issuer("pebble", json!({"solvers": [{"http01": {"gateway": "infra/public"}}]})).await;
     env.certificate("gw", &["gw.certpilot.test"], "pebble").await;
     env.ready("gw").await;
-    watch.abort();
-    let routes = seen.lock().unwrap().clone();
-    let route = routes.first().expect("an HTTPRoute was created for the challenge");
+    let changes = changes_since(&routes, &since, "", Duration::from_secs(1)).await;
+    let route = changes
+        .iter()
+        .find_map(|c| if let WatchEvent::Added(route) = c { Some(route) } else { None })
+        .expect("an HTTPRoute was created for the challenge");
     let spec = &route.data["spec"];
     assert_eq!(spec["parentRefs"][0], json!({"name": "public", "namespace": "infra"}));
     assert_eq!(spec["hostnames"], json!(["gw.certpilot.test"]));
@@ -611,11 +609,10 @@ async fn http01_can_route_through_a_gateway() {
         spec["rules"][0]["matches"][0]["path"]["value"].as_str().unwrap().starts_with("/.well-known/acme-challenge/")
     );
     assert_eq!(spec["rules"][0]["backendRefs"][0]["name"], "certpilot-solver");
-    let left = Api::<DynamicObject>::namespaced_with(env.cluster.client(), env.cluster.namespace(), &resource)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    assert!(left.items.is_empty(), "the route is removed after the attempt");
+    eventually("the route to be removed after the attempt", WAIT, || async {
+        routes.list(&ListParams::default()).await.ok()?.items.is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
