@@ -400,6 +400,31 @@ fn the_admission_policy_can_be_left_out() {
     assert!(expression.contains("'system:serviceaccount:certpilot:certpilot'"), "{expression}");
 }
 
+/// With watchNamespace, the policy keeps to that namespace, so that releases for other
+/// namespaces (each admitting its own ServiceAccount) do not lock each other out; ClusterIssuers,
+/// shared by every release, are not in it.
+#[test]
+fn with_watch_namespace_the_admission_policy_keeps_to_that_namespace() {
+    let chart = objects(json!({"watchNamespace": "shop"}));
+    let policy = chart.iter().find(|o| o["kind"] == "ValidatingAdmissionPolicy").unwrap();
+    let binding = chart.iter().find(|o| o["kind"] == "ValidatingAdmissionPolicyBinding").unwrap();
+    let selector = &binding["spec"]["matchResources"]["namespaceSelector"];
+    assert_eq!(*selector, json!({"matchLabels": {"kubernetes.io/metadata.name": "shop"}}));
+    let resources: Vec<&str> = policy["spec"]["matchConstraints"]["resourceRules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        resources,
+        ["certificateattempts", "certificateattempts/status", "certificates/status", "issuers/status"]
+    );
+    let defaults = objects(json!({}));
+    let binding = defaults.iter().find(|o| o["kind"] == "ValidatingAdmissionPolicyBinding").unwrap();
+    assert!(binding["spec"].get("matchResources").is_none(), "a cluster-wide release covers every namespace");
+}
+
 /// prometheus-operator's CRDs, installed where the cluster lacks them (a real cluster with
 /// prometheus-operator keeps its own, whose schemas then check the chart's objects). Returns
 /// the names of those it installed, for removal.

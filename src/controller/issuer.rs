@@ -161,7 +161,17 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
         IssuerKind::ClusterIssuer => cluster_issuer_view(&ctx, issuer.as_ref(), &previous, &mut status),
     };
     if writes && status != previous {
-        apply_status(&ctx, &issuer.api_for(ctx.client.clone()), &issuer.name_any(), &status).await?;
+        let written = apply_status(&ctx, &issuer.api_for(ctx.client.clone()), &issuer.name_any(), &status).await;
+        match written {
+            // A cluster-wide release's admission policy keeps a ClusterIssuer's status to its
+            // own certpilot: this one, watching one namespace, goes by its own view.
+            Err(error) if K::KIND == IssuerKind::ClusterIssuer && refused_to_another_install(&ctx, &error) => {
+                tracing::debug!(clusterissuer = %issuer.name_any(), %error, "the status is another certpilot's to write");
+            }
+            written => {
+                written?;
+            }
+        }
     }
     // CA Secrets are not watched (that would mean watching every Secret): look again periodically.
     let ready = status.conditions[0].is_true();
@@ -174,6 +184,12 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
         (_, true, true) => Action::requeue(Duration::from_secs(30)),
         _ => Action::await_change(),
     })
+}
+
+/// Whether an admission policy refused a write of this install, which watches one namespace:
+/// a ClusterIssuer's status it tried to claim belongs to a cluster-wide release.
+fn refused_to_another_install(ctx: &Context, error: &crate::error::Error) -> bool {
+    ctx.settings.watch_namespace.is_some() && error.admission_policy().is_some()
 }
 
 /// Makes `status` this install's view of ClusterIssuer `issuer` (what its own Certificates go
