@@ -21,40 +21,18 @@ use k8s_openapi::{
 };
 use kube::{
     Api,
-    api::{DynamicObject, GroupVersionKind, Patch, PatchParams},
-    discovery::{Scope, pinned_kind},
+    api::DynamicObject,
     runtime::{reflector, watcher},
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
-use support::helm::{self, Release};
+use support::{
+    helm::{self, Release},
+    install::deploy_objects,
+};
 
 const RELEASE: Release = Release { name: "certpilot", namespace: "certpilot" };
 
-/// The value sets the chart is rendered with, by what they exercise.
-fn value_sets() -> Vec<(&'static str, Value)> {
-    vec![
-        ("defaults", json!({})),
-        ("watchNamespace", json!({"watchNamespace": "default"})),
-        ("two replicas with a disruption budget", json!({"replicaCount": 2, "podDisruptionBudget": {"enabled": true}})),
-        (
-            "monitoring and network policy",
-            json!({
-                "metrics": {
-                    "serviceMonitor": {"enabled": true, "interval": "1m", "labels": {"release": "prometheus"}},
-                    "prometheusRule": {"enabled": true, "labels": {"release": "prometheus"}},
-                },
-                "networkPolicy": {
-                    "enabled": true,
-                    "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
-                    "extraEgress": [{"ports": [{"port": 14000, "protocol": "TCP"}]}],
-                },
-            }),
-        ),
-        ("no admission policy", json!({"admissionPolicy": {"enabled": false}})),
-        ("cert-manager's annotations", json!({"shim": {"acceptCertManagerAnnotations": true}})),
-    ]
-}
+use support::helm::value_sets;
 
 fn objects(overrides: Value) -> Vec<Value> {
     helm::objects(&RELEASE, &helm::values(&overrides))
@@ -66,13 +44,6 @@ fn of_kind<T: serde::de::DeserializeOwned>(objects: &[Value], kind: &str) -> Vec
 
 fn kinds(objects: &[Value]) -> Vec<&str> {
     objects.iter().map(|o| o["kind"].as_str().unwrap()).collect()
-}
-
-fn deploy_objects() -> Vec<Value> {
-    let mut files: Vec<_> =
-        std::fs::read_dir(helm::repo_root().join("deploy")).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    files.iter().flat_map(|f| helm::documents(&f.display().to_string(), &std::fs::read_to_string(f).unwrap())).collect()
 }
 
 fn container_args(objects: &[Value]) -> Vec<String> {
@@ -425,48 +396,16 @@ fn with_watch_namespace_the_admission_policy_keeps_to_that_namespace() {
     assert!(binding["spec"].get("matchResources").is_none(), "a cluster-wide release covers every namespace");
 }
 
-/// prometheus-operator's CRDs, installed where the cluster lacks them (a real cluster with
-/// prometheus-operator keeps its own, whose schemas then check the chart's objects). Returns
-/// the names of those it installed, for removal.
-async fn ensure_prometheus_operator_crds(cluster: &TestCluster) -> Vec<String> {
-    let text = include_str!("fixtures/prometheus-operator-crds.yaml");
-    let api = Api::<CustomResourceDefinition>::all(cluster.client());
-    let mut installed = Vec::new();
-    for doc in yaml_serde::Deserializer::from_str(text) {
-        let crd = CustomResourceDefinition::deserialize(doc).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        if api.get_opt(&name).await.unwrap().is_none() {
-            cluster.install_crd(&crd).await.unwrap();
-            installed.push(name);
-        }
-    }
-    installed
-}
-
-/// Server-side applies `object` as a dry run, through discovery (as `kubectl apply` finds kinds).
+/// Server-side applies `object` as a dry run.
 async fn apply(cluster: &TestCluster, object: &Value) -> kube::Result<DynamicObject> {
-    let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((group, version)) => (group, version),
-        None => ("", object["apiVersion"].as_str().unwrap()),
-    };
-    let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
-    let (resource, capabilities) = pinned_kind(&cluster.client(), &gvk).await?;
-    let api: Api<DynamicObject> = match capabilities.scope {
-        Scope::Namespaced => {
-            Api::namespaced_with(cluster.client(), object["metadata"]["namespace"].as_str().unwrap(), &resource)
-        }
-        Scope::Cluster => Api::all_with(cluster.client(), &resource),
-    };
-    let mut params = PatchParams::apply("certpilot-helm-test").force();
-    params.dry_run = true;
-    api.patch(object["metadata"]["name"].as_str().unwrap(), &params, &Patch::Apply(object)).await
+    support::install::apply_object(&cluster.client(), object, true).await
 }
 
 /// Every value set's objects are accepted by the API server, with the CRDs they need.
 #[tokio::test]
 async fn rendered_objects_apply_to_a_cluster() {
     let cluster = TestCluster::start("helm").await.unwrap();
-    let installed = ensure_prometheus_operator_crds(&cluster).await;
+    let installed = support::install::ensure_prometheus_operator_crds(&cluster).await;
     // Cluster-scoped objects are named after the release: unique, on a shared cluster.
     let name = unique_name("certpilot");
     let release = Release { name: &name, namespace: cluster.namespace() };

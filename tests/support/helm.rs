@@ -187,3 +187,36 @@ fn to_json(value: &Tmpl) -> Result<Value, TemplateError> {
         Tmpl::Function(_) => return Err(TemplateError::Exec("a function has no YAML".into())),
     })
 }
+
+/// The chart's CRDs (`crds/`), which Helm installs before the templates.
+pub fn crds() -> Vec<Value> {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(chart_dir().join("crds")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files.iter().flat_map(|f| documents(&f.display().to_string(), &read(f))).collect()
+}
+
+/// The value sets the chart is tested with, by what they exercise.
+pub fn value_sets() -> Vec<(&'static str, Value)> {
+    vec![
+        ("defaults", json!({})),
+        ("watchNamespace", json!({"watchNamespace": "default"})),
+        ("two replicas with a disruption budget", json!({"replicaCount": 2, "podDisruptionBudget": {"enabled": true}})),
+        (
+            "monitoring and network policy",
+            json!({
+                "metrics": {
+                    "serviceMonitor": {"enabled": true, "interval": "1m", "labels": {"release": "prometheus"}},
+                    "prometheusRule": {"enabled": true, "labels": {"release": "prometheus"}},
+                },
+                "networkPolicy": {
+                    "enabled": true,
+                    "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+                    "extraEgress": [{"ports": [{"port": 14000, "protocol": "TCP"}]}],
+                },
+            }),
+        ),
+        ("no admission policy", json!({"admissionPolicy": {"enabled": false}})),
+        ("cert-manager's annotations", json!({"shim": {"acceptCertManagerAnnotations": true}})),
+    ]
+}

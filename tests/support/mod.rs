@@ -173,8 +173,15 @@ impl Operator {
             }
             Err(_) => std::process::Command::new(env!("CARGO_BIN_EXE_certpilot")),
         };
+        // The Secrets ClusterIssuers name are in the watched namespace, unless told otherwise.
+        let resources: &[&str] = if extra.contains(&"--cluster-resource-namespace") {
+            &[]
+        } else {
+            &["--cluster-resource-namespace", namespace]
+        };
         let child = command
-            .args(["controller", "--namespace", namespace, "--cluster-resource-namespace", namespace])
+            .args(["controller", "--namespace", namespace])
+            .args(resources)
             .args(probe)
             .args(["--retry-base", "2s", "--retry-max", "10s"])
             .args(floor)
@@ -290,6 +297,7 @@ pub async fn cert_manager_secret(
 pub mod a2c;
 pub mod bind;
 pub mod helm;
+pub mod install;
 pub mod pdns;
 pub mod pebble;
 pub mod proxy;

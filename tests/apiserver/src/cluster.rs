@@ -92,6 +92,11 @@ impl TestCluster {
         Ok(Self { backend, config, client, namespace, kubeconfig_file: None })
     }
 
+    /// The client configuration of this cluster (as the admin), for clients of other runtimes.
+    pub fn config(&self) -> Config {
+        self.config.clone()
+    }
+
     pub fn client(&self) -> Client {
         self.client.clone()
     }
