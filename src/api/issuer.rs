@@ -149,6 +149,9 @@ pub struct AcmeSolver {
     pub dns_persist01: Option<DnsPersist01Solver>,
 }
 
+/// How many names, and how many zones, one selector lists at most (its `maxItems`).
+pub const SELECTOR_MAX_ENTRIES: usize = 50;
+
 /// Names a solver is used for.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]

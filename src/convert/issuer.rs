@@ -5,7 +5,7 @@ use crate::api::{
     IssuerSpec, SecretKeySelector,
     issuer::{
         AcmeIssuer, AcmeSolver, CaIssuer, CnameStrategy, Dns01Solver, ExternalAccountBinding, Http01Solver,
-        Rfc2136Solver, SelfSignedIssuer, SolverSelector,
+        Rfc2136Solver, SELECTOR_MAX_ENTRIES, SelfSignedIssuer, SolverSelector,
     },
 };
 use base64::Engine;
@@ -73,7 +73,11 @@ fn acme_issuer(acme: source::Acme, scope: &Scope, f: &mut Findings) -> Option<Ac
         .solvers
         .into_iter()
         .enumerate()
-        .filter_map(|(i, solver)| self::solver(solver, &format!("spec.acme.solvers[{i}]"), scope, f))
+        .filter_map(|(i, solver)| {
+            let path = format!("spec.acme.solvers[{i}]");
+            self::solver(solver, &path, scope, f).map(|solver| split(solver, &path, f))
+        })
+        .flatten()
         .collect();
     if solvers.is_empty() {
         f.add("spec.acme.solvers", Problem::NoSolvers);
@@ -143,6 +147,27 @@ fn solver(solver: source::Solver, path: &str, scope: &Scope, f: &mut Findings) -
         out.selector = self::selector(selector, out.http01.is_some(), &format!("{path}.selector"), f)?;
     }
     Some(out)
+}
+
+/// `solver`, as solvers whose selectors list at most `SELECTOR_MAX_ENTRIES` names and zones
+/// each: the same settings for every name and zone it selected.
+fn split(solver: AcmeSolver, path: &str, f: &mut Findings) -> Vec<AcmeSolver> {
+    let Some(selector) = solver.selector.clone() else { return vec![solver] };
+    let (names, zones) = (selector.dns_names.unwrap_or_default(), selector.dns_zones.unwrap_or_default());
+    if names.len() <= SELECTOR_MAX_ENTRIES && zones.len() <= SELECTOR_MAX_ENTRIES {
+        return vec![solver];
+    }
+    let with = |dns_names: Option<Vec<String>>, dns_zones: Option<Vec<String>>| AcmeSolver {
+        selector: Some(SolverSelector { dns_names, dns_zones }),
+        ..solver.clone()
+    };
+    let solvers: Vec<AcmeSolver> = names
+        .chunks(SELECTOR_MAX_ENTRIES)
+        .map(|chunk| with(Some(chunk.to_vec()), None))
+        .chain(zones.chunks(SELECTOR_MAX_ENTRIES).map(|chunk| with(None, Some(chunk.to_vec()))))
+        .collect();
+    f.add(format!("{path}.selector"), Problem::SelectorSplit { solvers: solvers.len() });
+    solvers
 }
 
 /// The selector: `Some(None)` when it selects everything, `None` when the solver must be left

@@ -115,6 +115,7 @@ pub enum Problem {
     UsagesWidened { added: Vec<String> },
     Pkcs1NotRsa,
     NoSolvers,
+    SelectorSplit { solvers: usize },
 }
 
 /// Why a duration cannot be carried over.
@@ -155,6 +156,7 @@ impl Problem {
                 | Self::UsagesWidened { .. }
                 | Self::Pkcs1NotRsa
                 | Self::NoSolvers
+                | Self::SelectorSplit { .. }
                 | Self::KeystoreAlias
                 | Self::NoTruststore { .. }
                 | Self::Pkcs12LegacyDefault
@@ -391,6 +393,11 @@ impl fmt::Display for Problem {
             Self::NoSolvers => write!(
                 f,
                 "no solver is left, so this issuer cannot validate any name until you add one (http01, dns01 with rfc2136, or tlsAlpn01)"
+            ),
+            Self::SelectorSplit { solvers } => write!(
+                f,
+                "a certpilot selector takes at most {max} names and {max} zones, so this solver became {solvers} solvers with the same settings, each selecting a part of them",
+                max = crate::api::issuer::SELECTOR_MAX_ENTRIES
             ),
         }
     }

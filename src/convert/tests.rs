@@ -2,8 +2,9 @@ use super::{report::DurationProblem, *};
 use crate::api::{
     CertificateSpec, IssuerKind, IssuerSpec, SecretKeySelector,
     certificate::{KeyAlgorithm, KeyEncoding, OutputFormat, OutputFormatType, Pkcs12Profile, RotationPolicy},
-    issuer::{AcmeIssuer, AcmeSolver, CnameStrategy},
+    issuer::{AcmeIssuer, AcmeSolver, CnameStrategy, SELECTOR_MAX_ENTRIES, SolverSelector},
 };
+use kube::CustomResourceExt;
 use base64::Engine;
 use serde_json::json;
 
@@ -593,6 +594,35 @@ fn selectors() {
     assert!(has(&findings, &format!("{path}[2].selector"), &Problem::SelectorEmptied));
     let zone = Problem::InvalidZone { zone: "*.example.com".into() };
     assert!(has(&findings, &format!("{path}[3].selector.dnsZones[0]"), &zone));
+}
+
+/// A selector longer than certpilot's CRD allows becomes several solvers with the same
+/// settings, together selecting what it selected; the limit is the CRD's own.
+#[test]
+fn long_selectors_are_split_over_solvers() {
+    let names: Vec<String> = (0..120).map(|i| format!("h{i}.example.com")).collect();
+    let zones: Vec<String> = (0..60).map(|i| format!("z{i}.example.org")).collect();
+    let http = json!({"ingress": {"ingressClassName": "nginx"}});
+    let (solvers, findings) = self::solvers(
+        "ClusterIssuer",
+        json!([{"selector": {"dnsNames": names, "dnsZones": zones}, "http01": http}, {"http01": http}]),
+    );
+    assert_eq!(solvers.len(), 3 + 2 + 1, "names in 3 parts, zones in 2, then the catch-all");
+    let listed = |f: fn(&SolverSelector) -> Option<&Vec<String>>| -> Vec<String> {
+        solvers.iter().filter_map(|s| s.selector.as_ref()).filter_map(f).flatten().cloned().collect()
+    };
+    assert_eq!(listed(|s| s.dns_names.as_ref()), names);
+    assert_eq!(listed(|s| s.dns_zones.as_ref()), zones);
+    assert!(solvers[..5].iter().all(|s| s.http01 == solvers[0].http01 && s.http01.is_some()));
+    assert_eq!(solvers[5].selector, None);
+    assert!(has(&findings, "spec.acme.solvers[0].selector", &Problem::SelectorSplit { solvers: 5 }));
+    assert!(findings.iter().all(|(_, problem)| problem.is_note()), "nothing lost: {findings:?}");
+    let crd = serde_json::to_value(crate::api::ClusterIssuer::crd()).unwrap();
+    let selector = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["acme"]
+        ["properties"]["solvers"]["items"]["properties"]["selector"]["properties"];
+    for list in ["dnsNames", "dnsZones"] {
+        assert_eq!(selector[list]["maxItems"], SELECTOR_MAX_ENTRIES, "{list}");
+    }
 }
 
 // Documents.
