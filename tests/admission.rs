@@ -290,7 +290,12 @@ async fn certpilot_as_another_identity_says_once_why_the_policy_refuses_it() {
     issuers.create(&PostParams::default(), &serde_json::from_value(issuer).unwrap()).await.unwrap();
     let mut web = certificate("web");
     web.spec.issuer_ref = serde_json::from_value(json!({"kind": "Issuer", "name": "local"})).unwrap();
-    Api::<Certificate>::namespaced(cluster.client(), &ns).create(&PostParams::default(), &web).await.unwrap();
+    let certificates = Api::<Certificate>::namespaced(cluster.client(), &ns);
+    certificates.create(&PostParams::default(), &web).await.unwrap();
+    // A real API server applies a new policy a moment later: certpilot starts once it does.
+    let (status, params) = (Patch::Merge(json!({"status": {"phase": "Pending"}})), PatchParams::default());
+    until_refused("the policy to apply", &policy, || certificates.patch_status("web", &params, &status), || async {})
+        .await;
     let log = std::env::temp_dir().join(format!("{}.log", unique_name("certpilot-identity")));
     let probe = support::pebble::free_port();
     let kubeconfig = cluster.kubeconfig_path().unwrap();

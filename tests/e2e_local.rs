@@ -417,7 +417,7 @@ async fn repairs_a_tampered_secret() {
         is_ready(c) && c.status.as_ref().unwrap().serial_number != before.serial_number
     })
     .await;
-    assert_eq!(after.status.as_ref().unwrap().last_attempt.as_ref().unwrap().type_, AttemptType::Reissue, "{after:#?}");
+    assert_eq!(after.status.as_ref().unwrap().last_attempt.as_ref().unwrap().type_, AttemptType::Repair, "{after:#?}");
     assert_secret_matches(&env.secret_data("app-tls").await, &["a.example.com"]);
 }
 

@@ -4,8 +4,8 @@ use crate::api::{
     certificate::{KeyAlgorithm, KeyEncoding, OutputFormat, OutputFormatType, Pkcs12Profile, RotationPolicy},
     issuer::{AcmeIssuer, AcmeSolver, CnameStrategy, SELECTOR_MAX_ENTRIES, SolverSelector},
 };
-use kube::CustomResourceExt;
 use base64::Engine;
+use kube::CustomResourceExt;
 use serde_json::json;
 
 fn run(documents: &[Value]) -> Conversion {

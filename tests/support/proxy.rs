@@ -23,8 +23,8 @@ enum Rule {
     /// `404 page not found`, as for a resource the API server does not serve: requests under
     /// `/apis/<group>/` for `/<plural>`.
     NotServed { group: String, plural: String },
-    /// No answer, ever (for requests of this method).
-    Hang { method: http::Method, fragment: String },
+    /// No answer, ever (for requests of this method, and whose body contains `body`).
+    Hang { method: http::Method, fragment: String, body: String },
 }
 
 #[derive(Clone)]
@@ -77,7 +77,14 @@ impl ApiProxy {
 
     /// Requests of `method` whose path contains `fragment` are never answered.
     pub fn hang(&self, method: http::Method, fragment: &str) {
-        self.rules.lock().unwrap().push(Rule::Hang { method, fragment: fragment.to_string() });
+        self.hang_with_body(method, fragment, "");
+    }
+
+    /// Requests of `method` whose path contains `fragment` and whose body contains `body` are
+    /// never answered (and never reach the cluster).
+    pub fn hang_with_body(&self, method: http::Method, fragment: &str, body: &str) {
+        let rule = Rule::Hang { method, fragment: fragment.to_string(), body: body.to_string() };
+        self.rules.lock().unwrap().push(rule);
     }
 
     /// Every request goes through again.
@@ -101,9 +108,11 @@ enum Verdict {
 }
 
 /// What applies to a request: hanging wins over refusing.
-fn verdict(rules: &[Rule], method: &http::Method, path: &str) -> Option<Verdict> {
+fn verdict(rules: &[Rule], method: &http::Method, path: &str, body: &str) -> Option<Verdict> {
     let applies = |rule: &Rule| match rule {
-        Rule::Hang { method: m, fragment } => m == method && path.contains(fragment.as_str()),
+        Rule::Hang { method: m, fragment, body: within } => {
+            m == method && path.contains(fragment.as_str()) && body.contains(within.as_str())
+        }
         Rule::NotServed { group, plural } => path.contains(group.as_str()) && path.contains(plural.as_str()),
     };
     let matching: Vec<&Rule> = rules.iter().filter(|r| applies(r)).collect();
@@ -117,17 +126,16 @@ fn verdict(rules: &[Rule], method: &http::Method, path: &str) -> Option<Verdict>
 }
 
 async fn forward(State(shared): State<Shared>, request: Request) -> Response {
-    let path = request.uri().path().to_string();
-    let rules = shared.rules.lock().unwrap().clone();
-    match verdict(&rules, request.method(), &path) {
-        Some(Verdict::Hang) => return std::future::pending().await,
-        Some(Verdict::NotFound) => return (StatusCode::NOT_FOUND, "404 page not found\n").into_response(),
-        None => {}
-    }
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    let rules = shared.rules.lock().unwrap().clone();
+    match verdict(&rules, &parts.method, parts.uri.path(), &String::from_utf8_lossy(&bytes)) {
+        Some(Verdict::Hang) => return std::future::pending().await,
+        Some(Verdict::NotFound) => return (StatusCode::NOT_FOUND, "404 page not found\n").into_response(),
+        None => {}
+    }
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
     let mut upstream = http::Request::builder().method(parts.method).uri(path_and_query);
     for (name, value) in &parts.headers {
