@@ -51,6 +51,13 @@ fn operator(proxy: &ApiProxy, namespace: &str, extra: &[&str]) -> (Operator, std
     (Operator::spawn(proxy.kubeconfig(), namespace, extra, Stdio::from(file)), log)
 }
 
+/// SIGTERM stops the operator within two seconds, and it exits as a stop should (status 0).
+async fn stops_cleanly(mut operator: Operator, log: &std::path::Path) {
+    let exited = operator.terminate(STOPS_WITHIN).await.expect("stopped within 2 s of SIGTERM");
+    assert!(exited.success(), "{exited}");
+    std::fs::remove_file(log).ok();
+}
+
 fn lines_with(log: &std::path::Path, text: &str) -> usize {
     std::fs::read_to_string(log).unwrap_or_default().lines().filter(|l| l.contains(text)).count()
 }
@@ -110,15 +117,12 @@ async fn sigterm_stops_certpilot_while_its_caches_cannot_fill() {
     // Every list and watch of certpilot's kinds waits forever for its answer.
     proxy.hang(http::Method::GET, "/apis/certpilot.dev/");
     let probe = free_port();
-    let (mut operator, log) =
-        operator(&proxy, cluster.namespace(), &["--probe-address", &format!("127.0.0.1:{probe}")]);
+    let (operator, log) = operator(&proxy, cluster.namespace(), &["--probe-address", &format!("127.0.0.1:{probe}")]);
     eventually("the operator to serve its probes", WAIT, || async {
         (http_get(probe, "/healthz").await.0 == 200).then_some(())
     })
     .await;
-    let exited = operator.terminate(STOPS_WITHIN).await.expect("stopped within 2 s of SIGTERM");
-    assert!(exited.success(), "{exited}");
-    std::fs::remove_file(&log).ok();
+    stops_cleanly(operator, &log).await;
 }
 
 #[tokio::test]
@@ -127,7 +131,7 @@ async fn sigterm_stops_certpilot_while_an_attempt_is_mid_phase() {
     let proxy = ApiProxy::start(&cluster).await;
     // The attempt's first status write (its phase) waits forever for its answer.
     proxy.hang(http::Method::PATCH, "/certificateattempts/");
-    let (mut operator, log) = operator(&proxy, cluster.namespace(), &[]);
+    let (operator, log) = operator(&proxy, cluster.namespace(), &[]);
     let issuers: Api<Issuer> = Api::namespaced(cluster.client(), cluster.namespace());
     apply(
         &issuers,
@@ -139,9 +143,7 @@ async fn sigterm_stops_certpilot_while_an_attempt_is_mid_phase() {
     apply(&certificates, certificate("web", "Issuer", "local")).await;
     let attempts: Api<certpilot::api::CertificateAttempt> = Api::namespaced(cluster.client(), cluster.namespace());
     wait_for(&attempts, "web-1", "the attempt to be made", WAIT, |_| true).await;
-    let exited = operator.terminate(STOPS_WITHIN).await.expect("stopped within 2 s of SIGTERM");
-    assert!(exited.success(), "{exited}");
-    std::fs::remove_file(&log).ok();
+    stops_cleanly(operator, &log).await;
 }
 
 #[tokio::test]
@@ -150,7 +152,7 @@ async fn sigterm_stops_certpilot_with_solver_connections_open() {
     let cluster = cluster("life-term-solver").await;
     let proxy = ApiProxy::start(&cluster).await;
     let (http, tls) = (free_port(), free_port());
-    let (mut operator, log) = operator(
+    let (operator, log) = operator(
         &proxy,
         cluster.namespace(),
         &["--solver-http-address", &format!("127.0.0.1:{http}"), "--solver-tls-address", &format!("127.0.0.1:{tls}")],
@@ -160,7 +162,5 @@ async fn sigterm_stops_certpilot_with_solver_connections_open() {
     let _tls_client = eventually("the TLS-ALPN-01 solver to listen", WAIT, || connect(tls)).await;
     // A request that never ends on the one, a handshake never begun on the other.
     http_client.write_all(b"GET /.well-known/acme-challenge/x HTTP/1.1\r\nHost: a.example.com\r\n").await.unwrap();
-    let exited = operator.terminate(STOPS_WITHIN).await.expect("stopped within 2 s of SIGTERM");
-    assert!(exited.success(), "{exited}");
-    std::fs::remove_file(&log).ok();
+    stops_cleanly(operator, &log).await;
 }

@@ -189,7 +189,7 @@ impl From<Forbidden> for ApiError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn action(method: &str, path_and_query: &str) -> Action {
@@ -202,7 +202,8 @@ mod tests {
         Action::of_request(method, path, &query)
     }
 
-    fn resource(verb: &str, group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Action {
+    /// An action on a resource, as the tests here and in `rbac.rs` write them.
+    pub(crate) fn resource(verb: &str, group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Action {
         Action::Resource(ResourceAction {
             verb: verb.into(),
             group: group.into(),

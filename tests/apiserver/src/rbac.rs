@@ -265,21 +265,10 @@ fn cluster_role_binding(name: &str, role: &str, groups: &[&str]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::{attributes::tests::resource, store::Store};
 
     fn sa(namespace: &str, name: &str) -> UserInfo {
         UserInfo::impersonated(&format!("system:serviceaccount:{namespace}:{name}"), &[], "")
-    }
-
-    fn resource(verb: &str, group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Action {
-        Action::Resource(ResourceAction {
-            verb: verb.into(),
-            group: group.into(),
-            resource: resource.into(),
-            subresource: sub.into(),
-            namespace: ns.into(),
-            name: name.into(),
-        })
     }
 
     fn put(state: &mut State, plural: &str, namespace: &str, object: Value) {
