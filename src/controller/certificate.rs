@@ -316,8 +316,12 @@ async fn renewal_info(
     let secrets: Api<Secret> = ctx.namespaced(&ctx.issuer_secret_namespace(issuer_ref.kind, Some(namespace)));
     let key = issuer_ref.key(namespace);
     let source = AccountSource { key: &key, issuer_name: &issuer_ref.name, spec: acme, secrets: &secrets };
-    let Ok(account) = ctx.accounts.get(&source).await? else {
-        return Ok(unsupported(1));
+    let account = match ctx.accounts.get(&source).await {
+        Ok(account) => account,
+        Err(stop) => {
+            stop.failure()?;
+            return Ok(unsupported(1));
+        }
     };
     let Some((aki, serial)) = certificate_id.split_once('.') else { return Ok(unsupported(24)) };
     let id = instant_acme::CertificateIdentifier { authority_key_identifier: aki.into(), serial: serial.into() };

@@ -80,7 +80,7 @@ async fn evaluate(
     let secrets: Api<Secret> = ctx.namespaced(namespace);
     if let Some(acme) = &spec.acme {
         let source = AccountSource { key, issuer_name: name, spec: acme, secrets: &secrets };
-        return Ok(match ctx.accounts.get(&source).await? {
+        return Ok(match ctx.accounts.get(&source).await {
             Ok(account) => {
                 let mut message = format!("ACME account {} registered at {}", account.uri(), acme.server);
                 let mut reason = "AccountRegistered";
@@ -95,7 +95,8 @@ async fn evaluate(
                 };
                 (ready, status)
             }
-            Err(failure) => {
+            Err(stop) => {
+                let failure = stop.failure()?;
                 let message =
                     format!("could not register or load an ACME account at {}: {}", acme.server, failure.message);
                 (Condition::new("Ready", false, failure.code.as_str(), message), IssuerStatus::default())

@@ -134,6 +134,47 @@ impl Failure {
     }
 }
 
+/// Why a step stopped short: the attempt fails for a reason it records and shows the user
+/// (`Failed`), or the API server could not be asked (`Api`: the pass is tried again). One type,
+/// so that a step's code reads as a line of `?`s rather than nested results.
+#[derive(Debug)]
+pub enum Stop {
+    Failed(Failure),
+    Api(crate::error::Error),
+}
+
+/// What a step of issuance comes to.
+pub type Outcome<T> = std::result::Result<T, Stop>;
+
+impl Stop {
+    /// The failure to record, or the API error passed on to the caller: where a failure is a
+    /// state to show (an issuer's condition) rather than the end of an attempt.
+    pub fn failure(self) -> crate::error::Result<Failure> {
+        match self {
+            Stop::Failed(failure) => Ok(failure),
+            Stop::Api(error) => Err(error),
+        }
+    }
+}
+
+impl From<Failure> for Stop {
+    fn from(failure: Failure) -> Self {
+        Stop::Failed(failure)
+    }
+}
+
+impl From<crate::error::Error> for Stop {
+    fn from(error: crate::error::Error) -> Self {
+        Stop::Api(error)
+    }
+}
+
+impl From<kube::Error> for Stop {
+    fn from(error: kube::Error) -> Self {
+        Stop::Api(error.into())
+    }
+}
+
 /// Whether an API error is a refusal that retrying will not change (the object is invalid,
 /// forbidden by policy or quota), as opposed to a conflict or an outage.
 pub fn is_refusal(error: &kube::Error) -> Option<&kube::core::Status> {

@@ -6,7 +6,7 @@ pub mod local;
 pub mod signer;
 pub mod steps;
 
-pub use failure::{Failure, FailureCode};
+pub use failure::{Failure, FailureCode, Outcome, Stop};
 
 /// A certificate obtained and verified, ready for the Secret.
 pub struct Obtained {

@@ -92,9 +92,9 @@ async fn remove_dns_records(
         let (Some(solver), Some(written), Some(value)) = (solver, written, record.record_value.as_deref()) else {
             continue;
         };
-        let removed = match dns01::configured(&secrets, &solver).await? {
+        let removed = match dns01::configured(&secrets, &solver).await {
             Ok(provider) => dns01::cleanup(&provider, written, value).await,
-            Err(failure) => Err(failure),
+            Err(stop) => Err(stop.failure()?),
         };
         if let Err(failure) = removed {
             tracing::warn!(attempt = %attempt.name_any(), name = %record.dns_name, error = %failure.message, "could not remove the DNS-01 record");

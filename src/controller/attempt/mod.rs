@@ -1,6 +1,6 @@
 //! The CertificateAttempt controller: the only writer of an attempt's status. It runs an
 //! attempt only when it is certpilot's own (see `policy::trust`), drives it through its phases
-//! (`phases.rs`, one function per phase), performs the cancellations the Certificate controller
+//! (`phases/`, one function per phase), performs the cancellations the Certificate controller
 //! asks for, and cleans up behind every attempt that ends or is deleted (`cleanup.rs`).
 
 mod cleanup;

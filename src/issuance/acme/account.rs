@@ -6,8 +6,7 @@
 use super::client::{AcmeHttpClient, Observer, RetryAfter};
 use crate::{
     api::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, issuer::AcmeIssuer},
-    error::Result,
-    issuance::{Failure, FailureCode as C, failure::is_refusal},
+    issuance::{Failure, FailureCode as C, Outcome, Stop, failure::is_refusal},
     secret::written_by_certpilot,
 };
 use base64::Engine;
@@ -73,45 +72,35 @@ fn fingerprint(spec: &AcmeIssuer) -> String {
 impl AccountCache {
     /// The issuer's account: the one in memory while the spec is unchanged, else loaded from
     /// (or registered and saved to) the account Secret.
-    pub async fn get(&self, source: &AccountSource<'_>) -> Result<std::result::Result<Arc<AcmeAccount>, Failure>> {
+    pub async fn get(&self, source: &AccountSource<'_>) -> Outcome<Arc<AcmeAccount>> {
         let mut entries = self.entries.lock().await;
         let wanted = fingerprint(source.spec);
         if let Some(entry) = entries.get(source.key).filter(|e| e.fingerprint == wanted) {
-            return Ok(Ok(entry.account.clone()));
+            return Ok(entry.account.clone());
         }
-        let account = match load_or_register(source).await? {
-            Ok(account) => Arc::new(account),
-            Err(failure) => return Ok(Err(failure)),
-        };
+        let account = Arc::new(load_or_register(source).await?);
         entries.insert(source.key.to_string(), Entry { fingerprint: wanted, account: account.clone(), note: None });
-        Ok(Ok(account))
+        Ok(account)
     }
 
     /// After the CA answered `accountDoesNotExist` for `stale`: registers the account again with
     /// the same key (a new one if that is refused), saves it, and keeps it for the issuer.
-    pub async fn reregister(
-        &self,
-        source: &AccountSource<'_>,
-        stale: &AcmeAccount,
-    ) -> Result<std::result::Result<Arc<AcmeAccount>, Failure>> {
+    pub async fn reregister(&self, source: &AccountSource<'_>, stale: &AcmeAccount) -> Outcome<Arc<AcmeAccount>> {
         let mut entries = self.entries.lock().await;
         if let Some(entry) = entries.get(source.key).filter(|e| e.account.uri() != stale.uri()) {
             // Another attempt already registered it again.
-            return Ok(Ok(entry.account.clone()));
+            return Ok(entry.account.clone());
         }
         let existing = source.secrets.get_opt(&secret_name(source.issuer_name, source.spec)).await?;
         let key_pem = existing.as_ref().and_then(|s| secret_data(s, &key_field(source.spec)));
         let registered = match key_pem {
             Some(pem) => match from_key(source.spec, &pem).await {
-                Ok(registered) => Ok(registered),
+                Ok(registered) => registered,
                 Err(_) => register(source).await?,
             },
             None => register(source).await?,
         };
-        let account = match keep_registered(source, existing.as_ref(), registered).await? {
-            Ok(account) => account,
-            Err(failure) => return Ok(Err(failure)),
-        };
+        let account = keep_registered(source, existing.as_ref(), registered).await?;
         let note = format!(
             "the CA no longer knew account {}; registered again as {} at {}",
             stale.uri(),
@@ -121,7 +110,7 @@ impl AccountCache {
         let account = Arc::new(account);
         let fingerprint = fingerprint(source.spec);
         entries.insert(source.key.to_string(), Entry { fingerprint, account: account.clone(), note: Some(note) });
-        Ok(Ok(account))
+        Ok(account)
     }
 
     /// What the issuer's status should say about its account, if anything.
@@ -144,28 +133,29 @@ fn secret_data(secret: &Secret, key: &str) -> Option<Vec<u8>> {
 
 /// Loads the account saved in the issuer's Secret, registering one first when there is none.
 /// A rejected nonce (the CA asking for a retry) is retried a few times.
-async fn load_or_register(source: &AccountSource<'_>) -> Result<std::result::Result<AcmeAccount, Failure>> {
+async fn load_or_register(source: &AccountSource<'_>) -> Outcome<AcmeAccount> {
     let mut tries = 0;
     loop {
         tries += 1;
-        match load_or_register_once(source).await? {
-            Err(failure) if failure.code == C::BadNonce && tries < 5 => continue,
-            outcome => return Ok(outcome),
+        match load_or_register_once(source).await {
+            Err(Stop::Failed(failure)) if failure.code == C::BadNonce && tries < 5 => continue,
+            outcome => return outcome,
         }
     }
 }
 
-async fn load_or_register_once(source: &AccountSource<'_>) -> Result<std::result::Result<AcmeAccount, Failure>> {
+async fn load_or_register_once(source: &AccountSource<'_>) -> Outcome<AcmeAccount> {
     let spec = source.spec;
     let name = secret_name(source.issuer_name, spec);
     if name.len() > MAX_SECRET_NAME {
         // Registering an account that could never be saved would register a new one each time.
-        return Ok(Err(Failure::new(
+        return Err(Failure::new(
             C::InvalidSpec,
             format!(
                 "the account Secret name {name:?} derived from the issuer's name is not a valid Secret name (longer than {MAX_SECRET_NAME} characters); use a shorter issuer name or set accountKeySecretRef"
             ),
-        )));
+        )
+        .into());
     }
     let existing = source.secrets.get_opt(&name).await?;
     let saved = existing.as_ref().and_then(|s| secret_data(s, CREDENTIALS_KEY));
@@ -173,27 +163,21 @@ async fn load_or_register_once(source: &AccountSource<'_>) -> Result<std::result
         && let Ok(credentials) = serde_json::from_slice::<AccountCredentials>(&json)
         && credentials_directory(&json).as_deref() == Some(spec.server.as_str())
     {
-        let (builder, retry_after, observer) = match builder(spec) {
-            Ok(b) => b,
-            Err(f) => return Ok(Err(f)),
-        };
-        return Ok(builder
-            .from_credentials(credentials)
-            .await
-            .map(|account| AcmeAccount { account, retry_after, observer, raw_requests: Default::default() })
-            .map_err(|e| super::problem::failure(&e)));
+        let (builder, retry_after, observer) = builder(spec)?;
+        let account = builder.from_credentials(credentials).await.map_err(|e| super::problem::failure(&e))?;
+        return Ok(AcmeAccount { account, retry_after, observer, raw_requests: Default::default() });
     }
     if let Some(foreign) = existing.as_ref().filter(|s| !may_save(s)) {
         let user_key = secret_data(foreign, &key_field(spec));
         let Some(pem) = user_key else {
-            return Ok(Err(foreign_secret(source, &name)));
+            return Err(foreign_secret(source, &name).into());
         };
         // The user's own key (e.g. migrated from another client): used, never written over.
-        return Ok(from_key(spec, &pem).await.map(|(account, _)| account));
+        return Ok(from_key(spec, &pem).await?.0);
     }
     let user_key = existing.as_ref().and_then(|s| secret_data(s, &key_field(spec)));
     let registered = match user_key {
-        Some(pem) => from_key(spec, &pem).await,
+        Some(pem) => from_key(spec, &pem).await?,
         None => register(source).await?,
     };
     keep_registered(source, existing.as_ref(), registered).await
@@ -248,10 +232,8 @@ async fn from_key(spec: &AcmeIssuer, pem: &[u8]) -> std::result::Result<Register
 }
 
 /// The external account binding's key, when the issuer has one.
-async fn external_account_key(
-    source: &AccountSource<'_>,
-) -> Result<std::result::Result<Option<ExternalAccountKey>, Failure>> {
-    let Some(binding) = &source.spec.external_account_binding else { return Ok(Ok(None)) };
+async fn external_account_key(source: &AccountSource<'_>) -> Outcome<Option<ExternalAccountKey>> {
+    let Some(binding) = &source.spec.external_account_binding else { return Ok(None) };
     let namespace = source.secrets.namespace().unwrap_or_default();
     let hmac = source
         .secrets
@@ -259,58 +241,51 @@ async fn external_account_key(
         .await?
         .and_then(|s| secret_data(&s, &binding.key_secret_ref.key));
     let Some(hmac) = hmac else {
-        return Ok(Err(Failure::new(
+        return Err(Failure::new(
             C::ExternalAccountKeyMissing,
             format!(
                 "externalAccountBinding: key {:?} of Secret {}/{} not found",
                 binding.key_secret_ref.key, namespace, binding.key_secret_ref.name
             ),
-        )));
+        )
+        .into());
     };
     let text = String::from_utf8_lossy(&hmac).trim().trim_end_matches('=').to_string();
     let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.as_bytes()) else {
-        return Ok(Err(Failure::new(
+        return Err(Failure::new(
             C::InvalidExternalAccountKey,
             "externalAccountBinding: the HMAC key must be base64url, as the CA gave it",
-        )));
+        )
+        .into());
     };
-    Ok(Ok(Some(ExternalAccountKey::new(binding.key_id.clone(), &bytes))))
+    Ok(Some(ExternalAccountKey::new(binding.key_id.clone(), &bytes)))
 }
 
 /// Registers a new account (with the contact email and, when configured, external account binding).
-async fn register(source: &AccountSource<'_>) -> Result<std::result::Result<Registered, Failure>> {
+async fn register(source: &AccountSource<'_>) -> Outcome<Registered> {
     let spec = source.spec;
-    let eab = match external_account_key(source).await? {
-        Ok(eab) => eab,
-        Err(failure) => return Ok(Err(failure)),
-    };
+    let eab = external_account_key(source).await?;
     let contact: Vec<String> = spec.email.iter().map(|e| format!("mailto:{e}")).collect();
     let contact_refs: Vec<&str> = contact.iter().map(String::as_str).collect();
     let new_account = NewAccount { contact: &contact_refs, terms_of_service_agreed: true, only_return_existing: false };
-    let (builder, retry_after, observer) = match builder(spec) {
-        Ok(b) => b,
-        Err(f) => return Ok(Err(f)),
-    };
-    let (account, credentials) = match builder.create(&new_account, spec.server.clone(), eab.as_ref()).await {
-        Ok(pair) => pair,
-        Err(e) => return Ok(Err(super::problem::failure(&e))),
-    };
-    let json = serde_json::to_vec(&credentials)?;
+    let (builder, retry_after, observer) = builder(spec)?;
+    let (account, credentials) = builder
+        .create(&new_account, spec.server.clone(), eab.as_ref())
+        .await
+        .map_err(|e| super::problem::failure(&e))?;
+    let json = serde_json::to_vec(&credentials).map_err(crate::error::Error::from)?;
     let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", credentials.private_key().secret_pkcs8_der().to_vec()));
-    Ok(Ok((AcmeAccount { account, retry_after, observer, raw_requests: Default::default() }, (json, pem))))
+    Ok((AcmeAccount { account, retry_after, observer, raw_requests: Default::default() }, (json, pem)))
 }
 
 /// The account just registered (or loaded from a key), once its credentials are saved.
 async fn keep_registered(
     source: &AccountSource<'_>,
     existing: Option<&Secret>,
-    registered: std::result::Result<Registered, Failure>,
-) -> Result<std::result::Result<AcmeAccount, Failure>> {
-    let (account, credentials) = match registered {
-        Ok(pair) => pair,
-        Err(failure) => return Ok(Err(failure)),
-    };
-    Ok(save(source, existing, &credentials).await?.map(|()| account))
+    (account, credentials): Registered,
+) -> Outcome<AcmeAccount> {
+    save(source, existing, &credentials).await?;
+    Ok(account)
 }
 
 /// Saves the credentials: creates the Secret when there is none, updates it when certpilot
@@ -320,7 +295,7 @@ async fn save(
     source: &AccountSource<'_>,
     existing: Option<&Secret>,
     (credentials, key_pem): &(Vec<u8>, String),
-) -> Result<std::result::Result<(), Failure>> {
+) -> Outcome<()> {
     let name = secret_name(source.issuer_name, source.spec);
     let mut secret = Secret {
         data: Some(BTreeMap::from([
@@ -344,21 +319,19 @@ async fn save(
                 .await
                 .map(|_| ())
         }
-        Some(_) => return Ok(Err(foreign_secret(source, &name))),
+        Some(_) => return Err(foreign_secret(source, &name).into()),
     };
-    let error = match written {
-        Ok(()) => return Ok(Ok(())),
-        Err(error) => error,
-    };
+    let Err(error) = written else { return Ok(()) };
     if let Some(status) = is_refusal(&error) {
         let namespace = source.secrets.namespace().unwrap_or_default();
-        return Ok(Err(Failure::refused(&format!("the account Secret {namespace}/{name}"), status)));
+        return Err(Failure::refused(&format!("the account Secret {namespace}/{name}"), status).into());
     }
     if crate::error::is_already_exists(&error) {
-        return Ok(Err(Failure::new(
+        return Err(Failure::new(
             C::SecretNotOwned,
             format!("Secret {name} was created by someone else while certpilot registered the account; try again"),
-        )));
+        )
+        .into());
     }
     Err(error.into())
 }

@@ -14,8 +14,7 @@ pub mod wire;
 
 use crate::{
     api::issuer::{CnameStrategy, Dns01Solver},
-    error::Result,
-    issuance::{Failure, FailureCode as C},
+    issuance::{Failure, FailureCode as C, Outcome},
 };
 use hickory_proto::rr::Name;
 use k8s_openapi::api::core::v1::Secret;
@@ -56,17 +55,14 @@ impl Provider for Configured {
 }
 
 /// The provider `solver` names, its credentials read from `secrets`.
-pub async fn configured(
-    secrets: &Api<Secret>,
-    solver: &Dns01Solver,
-) -> Result<std::result::Result<Configured, Failure>> {
+pub async fn configured(secrets: &Api<Secret>, solver: &Dns01Solver) -> Outcome<Configured> {
     if let Some(spec) = &solver.rfc2136 {
-        return Ok(rfc2136::Rfc2136::new(secrets, spec).await?.map(Configured::Rfc2136));
+        return Ok(Configured::Rfc2136(rfc2136::Rfc2136::new(secrets, spec).await?));
     }
     if let Some(spec) = &solver.powerdns {
-        return Ok(powerdns::PowerDns::new(secrets, spec).await?.map(|p| Configured::PowerDns(Box::new(p))));
+        return Ok(Configured::PowerDns(Box::new(powerdns::PowerDns::new(secrets, spec).await?)));
     }
-    Ok(Err(Failure::new(C::NoSolver, "the dns01 solver names no provider: set rfc2136 or powerdns")))
+    Err(Failure::new(C::NoSolver, "the dns01 solver names no provider: set rfc2136 or powerdns").into())
 }
 
 /// The record name a CA checks for `name`.

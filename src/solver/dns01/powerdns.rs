@@ -5,8 +5,7 @@
 use super::Provider;
 use crate::{
     api::issuer::PowerDnsSolver,
-    error::Result,
-    issuance::{Failure, FailureCode as C},
+    issuance::{Failure, FailureCode as C, Outcome},
 };
 use bytes::Bytes;
 use hickory_proto::rr::Name;
@@ -61,22 +60,23 @@ struct Record {
 
 impl PowerDns {
     /// The provider `solver` describes, its API key read from `secrets`.
-    pub async fn new(secrets: &Api<Secret>, solver: &PowerDnsSolver) -> Result<std::result::Result<Self, Failure>> {
+    pub async fn new(secrets: &Api<Secret>, solver: &PowerDnsSolver) -> Outcome<Self> {
         let reference = &solver.api_key_secret_ref;
         let namespace = secrets.namespace().unwrap_or_default();
         let key = secrets.get_opt(&reference.name).await?.and_then(|s| s.data?.get(&reference.key).cloned());
         let Some(key) = key.map(|k| String::from_utf8_lossy(&k.0).trim().to_string()).filter(|k| !k.is_empty()) else {
-            return Ok(Err(Failure::new(
+            return Err(Failure::new(
                 C::DnsProviderCredentials,
                 format!(
                     "the PowerDNS API key is missing: key {:?} of Secret {namespace}/{} (create it with the server's api-key)",
                     reference.key, reference.name
                 ),
-            )));
+            )
+            .into());
         };
         let server = solver.server_id.as_deref().unwrap_or("localhost");
         let base = format!("{}/api/v1/servers/{server}", solver.url.trim_end_matches('/'));
-        Ok(Ok(Self { client: HttpClient::new(crate::outbound::public_roots()), base, api_key: key }))
+        Ok(Self { client: HttpClient::new(crate::outbound::public_roots()), base, api_key: key })
     }
 
     /// Sends a request and returns the body of a successful answer.

@@ -6,8 +6,7 @@
 use super::{Provider, wire};
 use crate::{
     api::issuer::Rfc2136Solver,
-    error::Result,
-    issuance::{Failure, FailureCode as C},
+    issuance::{Failure, FailureCode as C, Outcome},
 };
 use base64::Engine;
 use hickory_proto::{
@@ -30,8 +29,9 @@ pub struct Rfc2136 {
 
 impl Rfc2136 {
     /// The provider `solver` describes, its TSIG key read from `secrets`.
-    pub async fn new(secrets: &Api<Secret>, solver: &Rfc2136Solver) -> Result<std::result::Result<Self, Failure>> {
-        Ok(signer(secrets, solver).await?.map(|signer| Self { nameserver: solver.nameserver.clone(), signer }))
+    pub async fn new(secrets: &Api<Secret>, solver: &Rfc2136Solver) -> Outcome<Self> {
+        let signer = signer(secrets, solver).await?;
+        Ok(Self { nameserver: solver.nameserver.clone(), signer })
     }
 
     /// A provider for `nameserver` signing with the given TSIG key (`algorithm`: hmac-sha256
@@ -116,23 +116,21 @@ pub fn algorithm(name: Option<&str>) -> std::result::Result<TsigAlgorithm, Strin
     }
 }
 
-async fn signer(
-    secrets: &Api<Secret>,
-    solver: &Rfc2136Solver,
-) -> Result<std::result::Result<Option<TSigner>, Failure>> {
+async fn signer(secrets: &Api<Secret>, solver: &Rfc2136Solver) -> Outcome<Option<TSigner>> {
     let (Some(key_name), Some(secret_ref)) = (&solver.tsig_key_name, &solver.tsig_secret_ref) else {
-        return Ok(Ok(None));
+        return Ok(None);
     };
     let namespace = secrets.namespace().unwrap_or_default();
     let secret = secrets.get_opt(&secret_ref.name).await?;
     let Some(encoded) = secret.and_then(|s| s.data).and_then(|d| d.get(&secret_ref.key).map(|b| b.0.clone())) else {
-        return Ok(Err(Failure::new(
+        return Err(Failure::new(
             C::TsigKeyMissing,
             format!("key {:?} of Secret {namespace}/{} not found", secret_ref.key, secret_ref.name),
-        )));
+        )
+        .into());
     };
     let text = String::from_utf8_lossy(&encoded);
-    Ok(tsigner(key_name, solver.tsig_algorithm.as_deref(), &text).map(Some))
+    Ok(Some(tsigner(key_name, solver.tsig_algorithm.as_deref(), &text)?))
 }
 
 /// A TSIG signer from the key's name, algorithm and base64 secret (as tsig-keygen prints it).

@@ -1,0 +1,521 @@
+//! The attempt's phase machine. `drive` runs one pass: it matches on the phase, calls that
+//! phase's function, and applies the typed transition it returns, until the attempt must wait
+//! (status written, look again later) or ends. What happens in a phase is in its function:
+//!
+//! Pending → Keying → Ordering → Presenting → Validating → Finalizing → Storing → Succeeded
+//! (local issuers go Keying → Finalizing), or Failed at any step.
+//!
+//! Write-ahead: before a side effect that must not be repeated (a CSR for a key, an order at
+//! the CA), what is needed to resume is persisted: the key in a Secret owned by the attempt,
+//! the order URL in status. A pass that crashes resumes from the last persisted phase.
+//!
+//! What the phases use lives beside them: the issuer and the CA (`ca.rs`), the challenges and
+//! their records (`challenges.rs`), the attempt's key (`key.rs`) and the target Secret
+//! (`target.rs`).
+
+mod ca;
+mod challenges;
+mod key;
+mod target;
+
+use super::{cleanup, finish_status};
+use crate::{
+    api::{
+        CertificateAttempt, IssuerKind,
+        attempt::{AttemptPhase, CertificateAttemptStatus, StepPhase},
+    },
+    controller::{apply_status, context::Context},
+    error::{Error, Result},
+    issuance::{
+        Failure, FailureCode as C, Obtained, Stop,
+        acme::{account::AccountSource, order},
+        failure::is_refusal,
+        local,
+        signer::Signer,
+        steps::StepLog,
+    },
+    pki::PrivateKey,
+    solver::ChallengeKind,
+};
+use instant_acme::OrderStatus as CaOrder;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Api, ResourceExt, runtime::controller::Action};
+use std::{sync::Arc, time::Duration};
+use target::Stored;
+
+use key::GENERATE_KEY_STEP;
+const PLACE_ORDER_STEP: &str = "PlaceOrder";
+
+/// Most phases one pass goes through (a guard: each phase moves forward or waits).
+const MAX_STEPS_PER_PASS: usize = 12;
+
+/// What a phase function decided.
+pub enum Transition {
+    /// Go on to the next phase in this pass.
+    Next(AttemptPhase),
+    /// Write the status first (write-ahead), then go on to the next phase in this pass.
+    Persist(AttemptPhase),
+    /// Write the status and look again after this long.
+    Wait(Duration),
+    /// The attempt ends without a certificate.
+    Fail(Failure),
+    /// The Secret holds the new certificate.
+    Succeed,
+}
+
+/// Why a phase stopped before deciding where to go: the attempt fails, it must wait (for an
+/// order slot, say), or the API server could not be asked (the pass is tried again).
+enum Halt {
+    Fail(Failure),
+    Wait(Duration),
+    Api(Error),
+}
+
+/// What a phase, or a step within one, comes to.
+type Phase<T> = std::result::Result<T, Halt>;
+
+impl From<Stop> for Halt {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::Failed(failure) => Halt::Fail(failure),
+            Stop::Api(error) => Halt::Api(error),
+        }
+    }
+}
+
+impl From<Failure> for Halt {
+    fn from(failure: Failure) -> Self {
+        Halt::Fail(failure)
+    }
+}
+
+impl From<Error> for Halt {
+    fn from(error: Error) -> Self {
+        Halt::Api(error)
+    }
+}
+
+impl From<kube::Error> for Halt {
+    fn from(error: kube::Error) -> Self {
+        Halt::Api(error.into())
+    }
+}
+
+/// Everything one pass works with; what is not in `status` lives only for the pass.
+struct Pass<'a> {
+    ctx: &'a Context,
+    attempt: &'a CertificateAttempt,
+    namespace: String,
+    status: CertificateAttemptStatus,
+    log: StepLog,
+    signer: Option<Signer>,
+    account: Option<Arc<crate::issuance::acme::account::AcmeAccount>>,
+    order: Option<instant_acme::Order>,
+    key: Option<PrivateKey>,
+    obtained: Option<Obtained>,
+    reregistered: bool,
+    /// This pass recorded that it is about to place the order.
+    order_intent_saved: bool,
+}
+
+/// Runs the attempt until it waits or ends.
+pub async fn drive(ctx: &Context, api: &Api<CertificateAttempt>, attempt: &CertificateAttempt) -> Result<Action> {
+    let mut status = attempt.status.clone().unwrap_or_default();
+    let log = StepLog::from(std::mem::take(&mut status.steps));
+    let namespace = attempt.namespace().unwrap_or_default();
+    let mut pass = Pass {
+        ctx,
+        attempt,
+        namespace,
+        status,
+        log,
+        signer: None,
+        account: None,
+        order: None,
+        key: None,
+        obtained: None,
+        reregistered: false,
+        order_intent_saved: false,
+    };
+    let before = attempt.status.clone().unwrap_or_default();
+    for _ in 0..MAX_STEPS_PER_PASS {
+        let transition = settle(pass.step().await)?;
+        match pass.recover(transition).await? {
+            Transition::Next(phase) => pass.status.phase = phase,
+            Transition::Persist(phase) => {
+                pass.status.phase = phase;
+                pass.save(api).await?;
+            }
+            Transition::Wait(after) => {
+                let saved = pass.snapshot();
+                if saved != before {
+                    apply_status(ctx, api, &attempt.name_any(), &saved).await?;
+                }
+                return Ok(Action::requeue(after));
+            }
+            Transition::Fail(failure) => return pass.end(api, Some(failure)).await,
+            Transition::Succeed => return pass.end(api, None).await,
+        }
+    }
+    pass.save(api).await?;
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+/// The transition a phase's outcome comes to. A write the API server refuses for good (the
+/// object is invalid, or a policy forbids it) fails the attempt, saying so; any other API
+/// error is the pass's, tried again.
+fn settle(outcome: Phase<Transition>) -> Result<Transition> {
+    match outcome {
+        Ok(transition) => Ok(transition),
+        Err(Halt::Fail(failure)) => Ok(Transition::Fail(failure)),
+        Err(Halt::Wait(after)) => Ok(Transition::Wait(after)),
+        Err(Halt::Api(Error::Kube(error))) => match is_refusal(&error) {
+            Some(refusal) => Ok(Transition::Fail(Failure::refused("a write of the attempt", refusal))),
+            None => Err(Error::Kube(error)),
+        },
+        Err(Halt::Api(error)) => Err(error),
+    }
+}
+
+impl Pass<'_> {
+    /// The phase machine: one function per phase.
+    async fn step(&mut self) -> Phase<Transition> {
+        match self.status.phase {
+            AttemptPhase::Pending => Ok(self.pending()),
+            AttemptPhase::Keying => self.keying().await,
+            AttemptPhase::Ordering => self.ordering().await,
+            AttemptPhase::Presenting => self.presenting().await,
+            AttemptPhase::Validating => self.validating().await,
+            AttemptPhase::Finalizing => self.finalizing().await,
+            AttemptPhase::Storing => self.storing().await,
+            // Ended attempts are settled by the reconciler before any pass begins.
+            AttemptPhase::Succeeded | AttemptPhase::Failed | AttemptPhase::Cancelled | AttemptPhase::Rejected => {
+                Ok(Transition::Wait(Duration::from_secs(3600)))
+            }
+        }
+    }
+
+    /// Pending: note the start (kept across restarts) and get a key.
+    fn pending(&mut self) -> Transition {
+        self.status.started_at.get_or_insert_with(|| Time(Timestamp::now()));
+        Transition::Next(AttemptPhase::Keying)
+    }
+
+    /// Keying: the key for this attempt. ACME keys are saved in a Secret owned by the attempt
+    /// before the CA sees a CSR; a local signature needs no such care (nothing leaves).
+    async fn keying(&mut self) -> Phase<Transition> {
+        let signer = self.signer().await?;
+        let acme = matches!(signer, Signer::Acme(_));
+        if acme {
+            // Made for a local issuer that has become an ACME one: what it will set up must be
+            // cleaned up, so it holds its finalizer from here on.
+            super::hold(&self.ctx.namespaced(&self.namespace), self.attempt).await?;
+        }
+        self.log.begin(GENERATE_KEY_STEP);
+        let (key, how) = self.key_for(acme).await?;
+        self.log.succeed(how);
+        self.key = Some(key);
+        self.signer = Some(signer);
+        Ok(if acme { Transition::Persist(AttemptPhase::Ordering) } else { Transition::Next(AttemptPhase::Finalizing) })
+    }
+
+    /// Ordering: place the order within the issuer's limit of orders in flight. The intent is
+    /// recorded first and the order's URL right after: an attempt found with the intent but no
+    /// URL was stopped in between, and takes up the order it placed from the account's list of
+    /// orders (RFC 8555 §7.1.2.1). A CA without that list gets asked again (Let's Encrypt
+    /// answers a repeated request with the same pending order).
+    async fn ordering(&mut self) -> Phase<Transition> {
+        self.acme_guard()?;
+        let issuer = self.acme_issuer().await?;
+        let account = self.account(&issuer).await?;
+        if !self.order_intent_saved {
+            let stopped = self.log.steps.iter().any(|s| s.name == PLACE_ORDER_STEP && s.phase == StepPhase::Running);
+            if stopped && let Some(placed) = order::find_placed(&account, &self.attempt.spec).await {
+                self.log.succeed(format!("found order {} placed before the operator stopped", placed.url));
+                self.status.order = Some(placed);
+                return Ok(Transition::Persist(AttemptPhase::Presenting));
+            }
+            self.log.begin(PLACE_ORDER_STEP);
+            self.order_intent_saved = true;
+            return Ok(Transition::Persist(AttemptPhase::Ordering));
+        }
+        let issuer_key = self.issuer_key();
+        let sends_replaces = self.ctx.sends_replaces(&issuer_key);
+        let placed =
+            order::place(&account, &self.attempt.spec, &issuer, sends_replaces).await.inspect_err(|failure| {
+                if failure.code == C::ReplacesNotReflected {
+                    self.ctx.forget_replaces(&issuer_key);
+                }
+            })?;
+        self.log.succeed(format!("placed order {}", placed.url));
+        self.status.order = Some(placed);
+        Ok(Transition::Persist(AttemptPhase::Presenting))
+    }
+
+    /// Presenting: publish each pending challenge's record once, then tell the CA to check
+    /// them as soon as they can be seen (DNS-01 records are looked up on later passes).
+    async fn presenting(&mut self) -> Phase<Transition> {
+        let (issuer, account, mut order) = self.open_order().await?;
+        if order.state().status != CaOrder::Pending {
+            self.order = Some(order);
+            return Ok(Transition::Next(AttemptPhase::Validating));
+        }
+        if !self.log.steps.iter().any(|s| s.name == "Present") {
+            self.log.begin("Present");
+        }
+        let mut challenges = order::challenges(&account, &mut order, &issuer.solvers).await?;
+        let persist_issuers = self.persist_values(&issuer, &account, &mut challenges).await?;
+        if self.status.challenges.is_empty() {
+            // Write-ahead: the records are known before any is published, so that cleanup
+            // finds whatever a pass stopped midway had published.
+            self.status.challenges = challenges.iter().map(|c| c.record.clone()).collect();
+            self.order = Some(order);
+            return Ok(Transition::Persist(AttemptPhase::Presenting));
+        }
+        let mut ready = Vec::new();
+        let mut waiting = Vec::new();
+        for challenge in challenges {
+            let mut record = self.known_record(&challenge);
+            if challenge.pending {
+                if record.presented_at.is_none() {
+                    self.delegate(&challenge, &mut record).await?;
+                    self.present(&challenge, &record).await?;
+                    record.presented_at = Some(Time(Timestamp::now()));
+                }
+                if challenge.kind == ChallengeKind::DnsPersist01 {
+                    let checked = self.persist_check(&challenge, &mut record, &persist_issuers, account.uri()).await;
+                    // A refusal ends the attempt before the CA was told anything: no failed
+                    // validation at the CA, and the record says what is wrong.
+                    self.upsert_record(record.clone());
+                    checked?;
+                }
+                self.serve(&challenge);
+                if self.visible(&challenge, &mut record).await {
+                    ready.push((record.dns_name.clone(), challenge.kind));
+                } else {
+                    waiting.push(record.dns_name.clone());
+                }
+            }
+            self.upsert_record(record);
+        }
+        if !waiting.is_empty() {
+            return Ok(Transition::Wait(Duration::from_secs(2)));
+        }
+        order::tell_ready(&account, &mut order, &ready).await?;
+        self.log.succeed(format!("published {} validation record(s) and told the CA to check them", ready.len()));
+        self.log.begin("Validate");
+        self.order = Some(order);
+        Ok(Transition::Persist(AttemptPhase::Validating))
+    }
+
+    /// Validating: the CA checks the records; follow its verdict per name.
+    async fn validating(&mut self) -> Phase<Transition> {
+        let (issuer, account, mut order) = self.open_order().await?;
+        self.status.order = Some(order::order_status(&mut order));
+        match order.state().status {
+            CaOrder::Pending => {
+                self.serve_again(&account, &mut order, &issuer).await;
+                order::challenge_states(&account, &mut order, &mut self.status.challenges).await?;
+                Ok(Transition::Wait(self.poll_interval()))
+            }
+            CaOrder::Invalid => Err(order::invalid_order(&mut order, &mut self.status).await.into()),
+            CaOrder::Ready | CaOrder::Processing | CaOrder::Valid => {
+                for record in &mut self.status.challenges {
+                    record.status = "valid".into();
+                }
+                if self.log.steps.iter().any(|s| s.name == "Validate" && s.finished_at.is_none()) {
+                    self.log.succeed("every name was validated");
+                }
+                self.order = Some(order);
+                Ok(Transition::Next(AttemptPhase::Finalizing))
+            }
+        }
+    }
+
+    /// Finalizing: sign locally, or send the CSR and download the chain; either way the result
+    /// is verified against the key and the names before it may be stored.
+    async fn finalizing(&mut self) -> Phase<Transition> {
+        let signer = self.signer().await?;
+        if !matches!(signer, Signer::Acme(_)) {
+            let Some(key) = self.key.take() else { return Ok(Transition::Next(AttemptPhase::Keying)) };
+            self.obtained = Some(local::sign(&self.attempt.spec, &signer, key, &mut self.log)?);
+            return Ok(Transition::Next(AttemptPhase::Storing));
+        }
+        self.signer = Some(signer);
+        self.acme_guard()?;
+        let issuer = self.acme_issuer().await?;
+        let account = self.account(&issuer).await?;
+        let key = self.saved_key().await?;
+        let mut order = self.order(&account).await?;
+        self.status.order = Some(order::order_status(&mut order));
+        match order.state().status {
+            CaOrder::Ready => {
+                self.log.begin("Finalize");
+                order::finalize(&account, &mut order, &self.attempt.spec, &key).await?;
+                self.log.succeed("sent the CSR");
+                Ok(Transition::Wait(Duration::from_secs(1)))
+            }
+            CaOrder::Pending | CaOrder::Processing => Ok(Transition::Wait(Duration::from_secs(1))),
+            CaOrder::Invalid => Err(order::invalid_order(&mut order, &mut self.status).await.into()),
+            CaOrder::Valid => {
+                self.log.begin("Download");
+                let downloaded = order::download(&account, &mut order, &issuer, &self.attempt.spec, &key).await?;
+                let Some(downloaded) = downloaded else { return Ok(Transition::Wait(Duration::from_secs(1))) };
+                self.log.succeed(downloaded.chain_note);
+                self.log.begin("Verify");
+                self.log.succeed(format!(
+                    "the certificate matches the key and names; valid until {}",
+                    downloaded.obtained.info.not_after
+                ));
+                self.obtained = Some(downloaded.obtained);
+                Ok(Transition::Next(AttemptPhase::Storing))
+            }
+        }
+    }
+
+    /// Storing: write the verified certificate to the target Secret in one server-side apply,
+    /// after checking again that certpilot may write it.
+    async fn storing(&mut self) -> Phase<Transition> {
+        let Some(obtained) = self.obtained.take() else {
+            // Nothing in hand (a pass never stores across restarts): obtain it again.
+            return Ok(Transition::Next(AttemptPhase::Finalizing));
+        };
+        self.log.begin("WriteSecret");
+        let name = &self.attempt.spec.secret_name;
+        let (note, obtained) = match self.write_target(&obtained).await? {
+            Stored::Written => (format!("wrote Secret {name}"), obtained),
+            Stored::TakenOver => (format!("took over Secret {name} from cert-manager and wrote it"), obtained),
+            Stored::Already(info) => (
+                format!(
+                    "Secret {name} already holds this attempt's certificate (its status was not recorded before a restart)"
+                ),
+                Obtained { info: *info, ..obtained },
+            ),
+        };
+        self.log.succeed(note);
+        self.obtained = Some(obtained);
+        Ok(Transition::Succeed)
+    }
+
+    /// Handles what a phase may recover from: the CA forgot the account (register again, place
+    /// a new order), or a transient hiccup while an order is under way (try again shortly).
+    async fn recover(&mut self, transition: Transition) -> Result<Transition> {
+        let Transition::Fail(failure) = transition else { return Ok(transition) };
+        let ordering = matches!(
+            self.status.phase,
+            AttemptPhase::Ordering | AttemptPhase::Presenting | AttemptPhase::Validating | AttemptPhase::Finalizing
+        );
+        if failure.code == C::AccountDoesNotExist && ordering && !self.reregistered {
+            return settle(self.reregister(failure).await);
+        }
+        if failure.code.is_transient() && ordering && !self.timed_out() {
+            tracing::warn!(attempt = %self.attempt.name_any(), error = %failure.message, "transient ACME failure; trying again");
+            let wait = if failure.code == C::BadNonce { Duration::from_millis(500) } else { Duration::from_secs(10) };
+            return Ok(Transition::Wait(wait));
+        }
+        Ok(Transition::Fail(failure))
+    }
+
+    async fn reregister(&mut self, failure: Failure) -> Phase<Transition> {
+        self.reregistered = true;
+        let issuer = self.acme_issuer().await?;
+        let Some(stale) = self.account.take() else { return Ok(Transition::Fail(failure)) };
+        let secrets = self.issuer_secrets();
+        let key = self.issuer_key();
+        let source = AccountSource {
+            key: &key,
+            issuer_name: &self.attempt.spec.issuer_ref.name,
+            spec: &issuer,
+            secrets: &secrets,
+        };
+        let account = self.ctx.accounts.reregister(&source, &stale).await?;
+        self.log.begin("RegisterAccount");
+        self.log.succeed(format!(
+            "the CA no longer knew account {}; registered again as {}; a new order follows",
+            stale.uri(),
+            account.uri()
+        ));
+        self.account = Some(account);
+        self.order = None;
+        self.status.order = None;
+        self.status.challenges.clear();
+        Ok(Transition::Persist(AttemptPhase::Ordering))
+    }
+
+    /// Ends the attempt: status first, then cleanup, then the finalizer; an Event and a metric.
+    /// A step still running when the attempt fails is the one that failed.
+    async fn end(mut self, api: &Api<CertificateAttempt>, failure: Option<Failure>) -> Result<Action> {
+        if let Some(failure) = &failure {
+            self.log.fail(failure.message.clone());
+        }
+        let mut status = self.snapshot();
+        finish_status(&mut status, failure.as_ref());
+        if let Some(obtained) = &self.obtained {
+            status.issued = Some(crate::api::attempt::IssuedCertificate {
+                serial_number: obtained.info.serial_hex.clone(),
+                not_before: Time(obtained.info.not_before),
+                not_after: Time(obtained.info.not_after),
+                fingerprint_sha256: obtained.info.fingerprint_sha256.clone(),
+            });
+        }
+        let name = self.attempt.name_any();
+        apply_status(self.ctx, api, &name, &status).await?;
+        self.status = status.clone();
+        let mut ended = self.attempt.clone();
+        ended.status = Some(status);
+        cleanup::run(self.ctx, &ended).await?;
+        super::release(api, &ended).await?;
+        self.announce(failure.as_ref()).await;
+        let kind = match self.attempt.spec.issuer_ref.kind {
+            IssuerKind::Issuer => "Issuer",
+            IssuerKind::ClusterIssuer => "ClusterIssuer",
+        };
+        self.ctx.metrics.attempt_finished(kind, if failure.is_none() { "succeeded" } else { "failed" });
+        if let Some(failure) = &failure {
+            self.ctx.metrics.attempt_failed(kind, failure.code.as_str());
+        }
+        Ok(Action::await_change())
+    }
+
+    /// An Event on the Certificate for the attempt's outcome.
+    async fn announce(&self, failure: Option<&Failure>) {
+        let Some(certificate) = self.certificate_ref() else { return };
+        let name = self.attempt.name_any();
+        match (failure, &self.obtained) {
+            (None, Some(obtained)) => {
+                let note = format!(
+                    "attempt {name} wrote Secret {}: serial {}, valid until {}",
+                    self.attempt.spec.secret_name, obtained.info.serial_hex, obtained.info.not_after
+                );
+                self.ctx.event(&certificate, false, "Issued", "Issue", note).await;
+            }
+            (Some(failure), _) => {
+                let note = format!("attempt {name} failed ({}): {}", failure.code, failure.message);
+                self.ctx.event(&certificate, true, "AttemptFailed", "Issue", note).await;
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// The Certificate this attempt is for, as Events name it.
+    fn certificate_ref(&self) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+        let owner = self.attempt.owner_references().iter().find(|o| o.kind == "Certificate")?;
+        Some(k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(owner.api_version.clone()),
+            kind: Some(owner.kind.clone()),
+            name: Some(owner.name.clone()),
+            namespace: Some(self.namespace.clone()),
+            uid: Some(owner.uid.clone()),
+            ..Default::default()
+        })
+    }
+
+    fn snapshot(&self) -> CertificateAttemptStatus {
+        CertificateAttemptStatus { steps: self.log.steps.clone(), ..self.status.clone() }
+    }
+
+    async fn save(&self, api: &Api<CertificateAttempt>) -> Result<()> {
+        apply_status(self.ctx, api, &self.attempt.name_any(), &self.snapshot()).await.map(|_| ())
+    }
+}
