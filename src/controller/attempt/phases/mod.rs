@@ -519,3 +519,30 @@ impl Pass<'_> {
         apply_status(self.ctx, api, &self.attempt.name_any(), &self.snapshot()).await.map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> Halt {
+        let status = kube::core::Status::failure("no", "Reason").with_code(code);
+        Halt::Api(Error::Kube(kube::Error::Api(Box::new(status))))
+    }
+
+    #[test]
+    fn a_refused_write_fails_the_attempt_and_other_api_errors_are_tried_again() {
+        assert!(matches!(settle(Err(api_error(422))), Ok(Transition::Fail(f)) if f.code == C::ApiServerRefused));
+        assert!(matches!(settle(Err(api_error(403))), Ok(Transition::Fail(f)) if f.code == C::ApiServerRefused));
+        assert!(matches!(settle(Err(api_error(409))), Err(Error::Kube(_))));
+        assert!(matches!(settle(Err(api_error(500))), Err(Error::Kube(_))));
+    }
+
+    #[test]
+    fn a_halt_becomes_the_transition_it_names() {
+        let wait = Duration::from_secs(5);
+        assert!(matches!(settle(Err(Halt::Wait(wait))), Ok(Transition::Wait(w)) if w == wait));
+        let failure = Failure::new(C::Timeout, "too long");
+        assert!(matches!(settle(Err(failure.into())), Ok(Transition::Fail(f)) if f.code == C::Timeout));
+        assert!(matches!(settle(Ok(Transition::Succeed)), Ok(Transition::Succeed)));
+    }
+}
