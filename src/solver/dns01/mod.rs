@@ -10,6 +10,7 @@
 
 pub mod powerdns;
 pub mod rfc2136;
+pub mod webhook;
 pub mod wire;
 
 use crate::{
@@ -37,6 +38,7 @@ pub trait Provider {
 pub enum Configured {
     Rfc2136(rfc2136::Rfc2136),
     PowerDns(Box<powerdns::PowerDns>),
+    Webhook(Box<webhook::Webhook>),
 }
 
 impl Provider for Configured {
@@ -44,6 +46,7 @@ impl Provider for Configured {
         match self {
             Self::Rfc2136(p) => p.add_txt(fqdn, value).await,
             Self::PowerDns(p) => p.add_txt(fqdn, value).await,
+            Self::Webhook(p) => p.add_txt(fqdn, value).await,
         }
     }
 
@@ -51,6 +54,7 @@ impl Provider for Configured {
         match self {
             Self::Rfc2136(p) => p.remove_txt(fqdn, value).await,
             Self::PowerDns(p) => p.remove_txt(fqdn, value).await,
+            Self::Webhook(p) => p.remove_txt(fqdn, value).await,
         }
     }
 }
@@ -66,7 +70,10 @@ pub async fn configured(
     if let Some(spec) = &solver.powerdns {
         return Ok(powerdns::PowerDns::new(secrets, spec).await?.map(|p| Configured::PowerDns(Box::new(p))));
     }
-    Ok(Err(Failure::new(C::NoSolver, "the dns01 solver names no provider: set rfc2136 or powerdns")))
+    if let Some(spec) = &solver.webhook {
+        return Ok(webhook::Webhook::new(secrets, spec).await?.map(|p| Configured::Webhook(Box::new(p))));
+    }
+    Ok(Err(Failure::new(C::NoSolver, "the dns01 solver names no provider: set rfc2136, powerdns or webhook")))
 }
 
 /// The record name a CA checks for `name`.
@@ -81,7 +88,7 @@ fn fqdn(text: &str) -> std::result::Result<Name, Failure> {
 }
 
 /// The servers checks ask: `--dns-check-nameservers` when given, else the DNS server the
-/// solver's provider names (none for a PowerDNS without `nameserver`). Read from the spec, so
+/// solver's provider names (none for a PowerDNS or webhook without `nameserver`). Read from the spec, so
 /// that a check needs no credentials (and no read of their Secret).
 pub fn check_servers(overrides: &[String], solver: &Dns01Solver) -> Vec<String> {
     if !overrides.is_empty() {
@@ -89,7 +96,8 @@ pub fn check_servers(overrides: &[String], solver: &Dns01Solver) -> Vec<String> 
     }
     let rfc2136 = solver.rfc2136.as_ref().map(|r| r.nameserver.clone());
     let powerdns = solver.powerdns.as_ref().and_then(|p| p.nameserver.clone());
-    rfc2136.into_iter().chain(powerdns).collect()
+    let webhook = solver.webhook.as_ref().and_then(|w| w.nameserver.clone());
+    rfc2136.into_iter().chain(powerdns).chain(webhook).collect()
 }
 
 /// Where certpilot writes the record for `name`: `_acme-challenge.<name>`, or with
