@@ -35,6 +35,34 @@ pub fn public_roots() -> rustls::RootCertStore {
     rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
 }
 
+/// Adds the certificates of `bundle` (a resource's `caBundle`, PEM) to `roots`.
+pub fn add_pem_roots(roots: &mut rustls::RootCertStore, bundle: &str) -> Result<(), String> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(bundle.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("caBundle is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("caBundle holds no PEM CERTIFICATE".into());
+    }
+    for cert in certs {
+        roots.add(cert).map_err(|e| format!("caBundle: {e}"))?;
+    }
+    Ok(())
+}
+
+/// An `E` wrapped in I/O errors under a failed request (rustls' errors come wrapped twice),
+/// which `source()` does not see through.
+pub fn io_inner<'a, E: std::error::Error + 'static>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
+    let mut current: &(dyn std::error::Error + 'static) = cause;
+    loop {
+        let inner: &(dyn std::error::Error + 'static) = current.downcast_ref::<std::io::Error>()?.get_ref()?;
+        if let Some(found) = inner.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = inner;
+    }
+}
+
 /// An HTTP/1.1 client over `http://` or `https://` (trusting the roots it was given) whose
 /// every request carries certpilot's `User-Agent`. `B` is the request body type.
 pub struct HttpClient<B> {

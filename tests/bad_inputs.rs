@@ -163,7 +163,7 @@ fn rejected_issuers() -> Vec<(Value, &'static str)> {
         (acme(json!({"email": "mailto:ops@example.com"})), "email must be an address"),
         (acme(json!({"email": "ops@example"})), "email must be an address"),
         (acme(json!({"email": "ops @example.com"})), "email must be an address"),
-        (acme(json!({"solvers": [{"dns01": {}}]})), "dns01 needs a provider"),
+        (acme(json!({"solvers": [{"dns01": {}}]})), "dns01 needs exactly one provider"),
         (
             acme(json!({"solvers": [{"http01": {}, "dns01": {}}]})),
             "exactly one of http01, dns01, tlsAlpn01 or dnsPersist01",

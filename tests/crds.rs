@@ -237,12 +237,33 @@ async fn issuer_rules_reject_bad_input() {
         solver.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         acme(json!({"dns01": {"rfc2136": solver}}))
     };
+    let webhook = |extra: Value| {
+        let mut solver = json!({"url": "https://hook.example"});
+        solver.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        acme(json!({"dns01": {"webhook": solver}}))
+    };
     let cases = [
         (acme_spec(json!({"server": "http://acme.example/dir"})), "server must be an https:// URL"),
         (acme_spec(json!({"email": "not-an-email"})), "email must be an address"),
         (acme_spec(json!({"email": "mailto:ops@example.com"})), "email must be an address"),
         (acme_spec(json!({"email": "ops@example"})), "email must be an address"),
-        (acme(json!({"dns01": {}})), "dns01 needs a provider"),
+        (acme(json!({"dns01": {}})), "dns01 needs exactly one provider"),
+        (
+            acme(
+                json!({"dns01": {"rfc2136": {"nameserver": "127.0.0.1:53"}, "webhook": {"url": "https://hook.example"}}}),
+            ),
+            "dns01 needs exactly one provider",
+        ),
+        (webhook(json!({"url": "hook.example"})), "webhook.url must be an http:// or https:// URL"),
+        (webhook(json!({"timeout": "30"})), "webhook.timeout must be a Go duration from 1s to 2m"),
+        (webhook(json!({"timeout": "10m"})), "webhook.timeout must be a Go duration from 1s to 2m"),
+        (webhook(json!({"timeout": "500ms"})), "webhook.timeout must be a Go duration from 1s to 2m"),
+        (
+            webhook(
+                json!({"basicAuthSecretRef": {"name": "a"}, "bearerTokenSecretRef": {"name": "b", "key": "token"}}),
+            ),
+            "webhook takes one kind of authentication",
+        ),
         (rfc2136(json!({"tsigAlgorithm": "hmac-md5"})), "tsigAlgorithm must be hmac-sha256"),
         (acme(json!({"http01": {}, "selector": {"dnsZones": ["Example.com"]}})), "dnsZones must be lowercase"),
         (acme(json!({"http01": {}, "selector": {"dnsZones": ["*.example.com"]}})), "dnsZones must be lowercase"),
@@ -272,6 +293,9 @@ async fn issuer_rules_reject_bad_input() {
         acme.email = Some("ops@example.com".into());
     }
     issuers.create(&pp, &good).await.expect("a correct ACME issuer is accepted");
+    let mut good = webhook(json!({"timeout": "1m30s", "bearerTokenSecretRef": {"name": "hook", "key": "token"}}));
+    good.metadata.name = Some("good-webhook".into());
+    issuers.create(&pp, &good).await.expect("a correct webhook solver is accepted");
     let cluster_issuers: Api<ClusterIssuer> = Api::all(c.client());
     let name = certpilot_test_apiserver::cluster::unique_name("cel-ci");
     let bad: ClusterIssuer = serde_json::from_value(json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "ClusterIssuer", "metadata": {"name": name}, "spec": {}})).unwrap();

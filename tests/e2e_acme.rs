@@ -441,6 +441,102 @@ async fn a_wrong_powerdns_api_key_is_reported() {
     assert!(attempt.error_message.unwrap().contains("apiKeySecretRef"));
 }
 
+/// An ACME issuer named `hook` whose dns01 solver calls `hook`, with `extra` fields (credentials).
+async fn webhook_issuer(env: &Env, hook: &support::webhook::Webhook, bind: &Bind, extra: Value) {
+    let mut webhook = json!({"url": hook.url, "nameserver": bind.address, "timeout": "10s"});
+    if let Some(ca) = &hook.ca_pem {
+        webhook["caBundle"] = json!(ca);
+    }
+    webhook.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    env.acme_issuer("hook", json!({"solvers": [{"dns01": {"webhook": webhook}}]})).await;
+}
+
+#[tokio::test]
+async fn dns01_through_a_webhook_over_https_that_writes_to_bind() {
+    use support::webhook::{Auth, Webhook};
+    let bind = Bind::start();
+    let (username, password) = ("certpilot".to_string(), "s3cret".to_string());
+    let hook = Webhook::start_tls(&bind, Auth::Basic { username: username.clone(), password: password.clone() }).await;
+    let dns = bind.address.clone();
+    let env = Env::start("acme-webhook", |o| o.dns_server = Some(dns)).await;
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("hook-auth".into());
+    secret.type_ = Some("kubernetes.io/basic-auth".into());
+    secret.string_data = Some([("username".to_string(), username), ("password".to_string(), password)].into());
+    env.api::<Secret>().create(&Default::default(), &secret).await.unwrap();
+    webhook_issuer(&env, &hook, &bind, json!({"basicAuthSecretRef": {"name": "hook-auth"}})).await;
+    env.certificate("hooked", &["*.certpilot.test", "certpilot.test"], "hook").await;
+    let attempt = ready_attempt(&env, "hooked").await;
+    assert_eq!(attempt.challenges.len(), 2, "a wildcard and its base name share one record name");
+    assert_acme_secret(&env.api::<Secret>().get("hooked-tls").await.unwrap(), &["*.certpilot.test", "certpilot.test"]);
+    txt_removed(&bind.address, "_acme-challenge.certpilot.test.").await;
+    let values: Vec<String> = attempt.challenges.iter().map(|c| c.record_value.clone().unwrap()).collect();
+    // The webhook notes a call once BIND has answered it, a moment after BIND serves the change.
+    eventually("the webhook to have presented and cleaned up both values", WAIT, || {
+        let calls = hook.calls();
+        let answered = |call: &str, value: &String| {
+            calls.iter().any(|c| {
+                c.call == call && c.fqdn == "_acme-challenge.certpilot.test." && &c.value == value && c.status == 200
+            })
+        };
+        let done = values.iter().all(|v| answered("present", v) && answered("cleanup", v));
+        async move { done.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_webhook_refusing_the_token_fails_the_attempt_and_nothing_reaches_bind() {
+    use support::webhook::{Auth, Webhook};
+    let bind = Bind::start();
+    let hook = Webhook::start(&bind, Auth::Bearer("the-right-token".into())).await;
+    let dns = bind.address.clone();
+    let env = Env::start("acme-webhook-badtoken", |o| o.dns_server = Some(dns)).await;
+    env.secret("hook-token", "token", "a-wrong-token").await;
+    webhook_issuer(&env, &hook, &bind, json!({"bearerTokenSecretRef": {"name": "hook-token", "key": "token"}})).await;
+    let serial = soa_serial(&bind).await;
+    env.certificate("refused", &["refused.certpilot.test"], "hook").await;
+    let attempt = failed_attempt(&env, "refused").await;
+    assert_eq!(attempt.error_code.as_deref(), Some("DNSProviderCredentials"), "{attempt:#?}");
+    let message = attempt.error_message.unwrap();
+    let secret = format!("Secret {}/hook-token (bearerTokenSecretRef)", env.cluster.namespace());
+    assert!(message.contains("401 Unauthorized: {\"error\": \"invalid credentials\"}"), "{message}");
+    assert!(message.contains(&secret), "{message}");
+    let cert = env.api::<Certificate>().get("refused").await.unwrap();
+    let issuing = cert.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Issuing").unwrap();
+    assert_eq!(issuing.reason, "DNSProviderCredentials");
+    assert!(issuing.message.contains(&secret), "{issuing:?}");
+    let calls = hook.calls();
+    assert!(
+        calls.iter().any(|c| c.call == "present" && c.fqdn == "_acme-challenge.refused.certpilot.test."),
+        "{calls:#?}"
+    );
+    assert!(calls.iter().all(|c| c.status == 401), "{calls:#?}");
+    assert_eq!(soa_serial(&bind).await, serial, "nothing reached BIND");
+}
+
+#[tokio::test]
+async fn a_webhook_whose_ca_is_not_in_ca_bundle_is_not_trusted() {
+    use support::webhook::{Auth, Webhook};
+    let bind = Bind::start();
+    let hook = Webhook::start_tls(&bind, Auth::Bearer("token".into())).await;
+    let dns = bind.address.clone();
+    let env = Env::start("acme-webhook-untrusted", |o| o.dns_server = Some(dns)).await;
+    env.secret("hook-token", "token", "token").await;
+    // No caBundle: the webhook's private CA is not among the public roots.
+    let webhook = json!({"url": hook.url, "bearerTokenSecretRef": {"name": "hook-token", "key": "token"}});
+    env.acme_issuer("hook", json!({"solvers": [{"dns01": {"webhook": webhook}}]})).await;
+    let serial = soa_serial(&bind).await;
+    env.certificate("untrusted", &["untrusted.certpilot.test"], "hook").await;
+    let attempt = failed_attempt(&env, "untrusted").await;
+    assert_eq!(attempt.error_code.as_deref(), Some("DNSUpdateFailed"), "{attempt:#?}");
+    let message = attempt.error_message.unwrap();
+    assert!(message.contains(&format!("TLS with the webhook at {}/present failed", hook.url)), "{message}");
+    assert!(message.contains("set webhook.caBundle"), "{message}");
+    assert!(hook.calls().is_empty(), "no request got through: {:#?}", hook.calls());
+    assert_eq!(soa_serial(&bind).await, serial, "nothing reached BIND");
+}
+
 #[tokio::test]
 async fn dns_check_nameservers_replace_the_providers_and_silence_is_reported_not_waited_on() {
     let bind = Bind::start();

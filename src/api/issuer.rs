@@ -1,6 +1,6 @@
 //! `Issuer` (namespaced) and `ClusterIssuer` (cluster-wide): where certificates come from.
 
-use super::{SecretKeySelector, conditions::Condition};
+use super::{LocalSecretReference, SecretKeySelector, conditions::Condition};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -188,8 +188,8 @@ pub struct Http01Solver {
 /// How TXT records are published.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.rfc2136) || has(self.powerdns)").message("dns01 needs a provider that publishes the TXT records: set rfc2136 or powerdns"))]
-#[x_kube(validation = Rule::new("!(has(self.rfc2136) && has(self.powerdns))").message("dns01 takes one provider: set rfc2136 or powerdns, not both (use two solvers with selectors for two)"))]
+// One provider: a new provider is one more entry in the list (and in the message).
+#[x_kube(validation = Rule::new("[has(self.rfc2136), has(self.powerdns), has(self.webhook)].filter(x, x).size() == 1").message("dns01 needs exactly one provider to publish the TXT records: set one of rfc2136, powerdns or webhook (for two providers, use two solvers with selectors)"))]
 pub struct Dns01Solver {
     /// RFC 2136 dynamic updates (BIND, Knot, PowerDNS…), signed with TSIG.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,6 +197,11 @@ pub struct Dns01Solver {
     /// The PowerDNS Authoritative Server's HTTP API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub powerdns: Option<PowerDnsSolver>,
+    /// A web service of the user's that writes the records to any DNS with an API: certpilot
+    /// posts `{"fqdn", "value"}` to `<url>/present` and `<url>/cleanup` (lego's `httpreq`
+    /// protocol, so servers written for it work as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSolver>,
     /// `Follow`: when `_acme-challenge.<name>` is a CNAME (delegated to a zone this provider
     /// may update), write the record where the chain ends. `None` (default): write it at
     /// `_acme-challenge.<name>` itself.
@@ -225,6 +230,40 @@ pub struct PowerDnsSolver {
     /// The API key (`api-key` in pdns.conf), in a Secret.
     pub api_key_secret_ref: SecretKeySelector,
     /// `host:port` where the server answers DNS, asked whether a record is served before the
+    /// CA is (`--dns-check-nameservers` overrides it; with neither, the CA is asked at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nameserver: Option<String>,
+}
+
+/// A webhook speaking lego's `httpreq` protocol (its default mode): `POST <url>/present` and
+/// `POST <url>/cleanup` with `{"fqdn": "_acme-challenge.example.com.", "value": "…"}`; any 2xx
+/// answer is success, and a repeated call must succeed too.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.basicAuthSecretRef) && has(self.bearerTokenSecretRef))").message("webhook takes one kind of authentication: basicAuthSecretRef or bearerTokenSecretRef, not both"))]
+pub struct WebhookSolver {
+    /// Base URL of the webhook, e.g. `https://dns-hook.dns.svc:8443/acme` (certpilot appends
+    /// `/present` and `/cleanup` to its path).
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("webhook.url must be an http:// or https:// URL, e.g. https://dns-hook.dns.svc:8443 (certpilot posts to <url>/present and <url>/cleanup)"))]
+    pub url: String,
+    /// HTTP basic authentication: a Secret with the keys `username` and `password` (the keys
+    /// of a `kubernetes.io/basic-auth` Secret), as lego's `HTTPREQ_USERNAME`/`HTTPREQ_PASSWORD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth_secret_ref: Option<LocalSecretReference>,
+    /// `Authorization: Bearer <token>`, the token in a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeySelector>,
+    /// PEM bundle of CA certificates to trust for the webhook's TLS, instead of the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// How long one call may take, connecting included (Go duration, 1s to 2m; default 30s,
+    /// as lego's `HTTPREQ_HTTP_TIMEOUT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(r"self.matches('^([0-9]{1,5}(\\.[0-9]{1,9})?h)?([0-9]{1,6}(\\.[0-9]{1,9})?m)?([0-9]{1,6}(\\.[0-9]{1,9})?s)?([0-9]{1,6}(ms|us|ns))?$') && self.size() > 1 && duration(self) >= duration('1s') && duration(self) <= duration('2m')").message("webhook.timeout must be a Go duration from 1s to 2m, e.g. 30s"))]
+    pub timeout: Option<String>,
+    /// `host:port` where the zone's DNS answers, asked whether a record is served before the
     /// CA is (`--dns-check-nameservers` overrides it; with neither, the CA is asked at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nameserver: Option<String>,

@@ -87,6 +87,15 @@ pub struct SecretKeySelector {
     pub key: String,
 }
 
+/// A Secret in the issuer's namespace (for a `ClusterIssuer`: the operator's namespace), whose
+/// keys the field naming it says.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalSecretReference {
+    /// Name of the Secret.
+    pub name: String,
+}
+
 /// Every CRD of the project, in install order.
 pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     use kube::CustomResourceExt;

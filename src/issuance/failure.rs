@@ -102,6 +102,9 @@ failure_codes! {
     TsigKeyInvalid => "TSIGKeyInvalid", transient: false;
     DnsAnswerNotSigned => "DNSAnswerNotSigned", transient: false;
     DnsProviderCredentials => "DNSProviderCredentials", transient: false;
+    /// A DNS provider's API (a webhook) could not be reached, did not answer in time or said it
+    /// is unavailable for now (502, 503, 504): tried again shortly.
+    DnsProviderUnreachable => "DNSProviderUnreachable", transient: true;
     /// The DNS-PERSIST-01 record is missing or would not authorise the request.
     DnsPersistRecord => "DNSPersistRecord", transient: false;
     /// The CA names no issuer domain name (`caaIdentities`), which DNS-PERSIST-01 needs.

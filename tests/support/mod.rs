@@ -301,6 +301,7 @@ pub mod install;
 pub mod pdns;
 pub mod pebble;
 pub mod proxy;
+pub mod webhook;
 
 /// The status and body of `GET path` on a local port (status 0 when nothing answers).
 pub async fn http_get(port: u16, path: &str) -> (u16, String) {

@@ -6,7 +6,6 @@ use crate::outbound;
 use bytes::Bytes;
 use instant_acme::{BodyWrapper, BytesResponse, Error, HttpClient};
 use jiff::Timestamp;
-use rustls_pki_types::{CertificateDer, pem::PemObject};
 use std::{
     future::Future,
     pin::Pin,
@@ -92,15 +91,7 @@ impl AcmeHttpClient {
     pub fn new(ca_bundle: Option<&str>) -> Result<(Self, RetryAfter, Observer), String> {
         let mut roots = outbound::public_roots();
         if let Some(bundle) = ca_bundle {
-            let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(bundle.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("caBundle is not PEM: {e}"))?;
-            if certs.is_empty() {
-                return Err("caBundle holds no PEM CERTIFICATE".into());
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| format!("caBundle: {e}"))?;
-            }
+            outbound::add_pem_roots(&mut roots, bundle)?;
         }
         let retry_after = RetryAfter::default();
         let observer = Observer::default();

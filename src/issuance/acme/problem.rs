@@ -89,7 +89,9 @@ pub fn transport_failure(error: &(dyn std::error::Error + 'static)) -> Failure {
     let chain = std::iter::successors(Some(error), |e| e.source());
     let mut texts = Vec::new();
     for cause in chain {
-        if let Some(tls) = cause.downcast_ref::<rustls::Error>().or_else(|| io_inner::<rustls::Error>(cause)) {
+        if let Some(tls) =
+            cause.downcast_ref::<rustls::Error>().or_else(|| crate::outbound::io_inner::<rustls::Error>(cause))
+        {
             return tls_failure(tls);
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
@@ -121,18 +123,6 @@ pub fn transport_failure(error: &(dyn std::error::Error + 'static)) -> Failure {
         );
     }
     Failure::new(C::CaUnreachable, format!("the ACME server could not be reached: {}", texts.join(": ")))
-}
-
-/// An `E` wrapped in I/O errors (TLS errors come wrapped twice), which `source()` skips.
-fn io_inner<'a, E: std::error::Error + 'static>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
-    let mut current: &(dyn std::error::Error + 'static) = cause;
-    loop {
-        let inner: &(dyn std::error::Error + 'static) = current.downcast_ref::<std::io::Error>()?.get_ref()?;
-        if let Some(found) = inner.downcast_ref::<E>() {
-            return Some(found);
-        }
-        current = inner;
-    }
 }
 
 fn tls_failure(error: &rustls::Error) -> Failure {

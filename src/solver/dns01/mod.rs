@@ -10,6 +10,7 @@
 
 pub mod powerdns;
 pub mod rfc2136;
+pub mod webhook;
 pub mod wire;
 
 use crate::{
@@ -36,6 +37,7 @@ pub trait Provider {
 pub enum Configured {
     Rfc2136(rfc2136::Rfc2136),
     PowerDns(Box<powerdns::PowerDns>),
+    Webhook(Box<webhook::Webhook>),
 }
 
 impl Provider for Configured {
@@ -43,6 +45,7 @@ impl Provider for Configured {
         match self {
             Self::Rfc2136(p) => p.add_txt(fqdn, value).await,
             Self::PowerDns(p) => p.add_txt(fqdn, value).await,
+            Self::Webhook(p) => p.add_txt(fqdn, value).await,
         }
     }
 
@@ -50,6 +53,7 @@ impl Provider for Configured {
         match self {
             Self::Rfc2136(p) => p.remove_txt(fqdn, value).await,
             Self::PowerDns(p) => p.remove_txt(fqdn, value).await,
+            Self::Webhook(p) => p.remove_txt(fqdn, value).await,
         }
     }
 }
@@ -62,7 +66,10 @@ pub async fn configured(secrets: &Api<Secret>, solver: &Dns01Solver) -> Outcome<
     if let Some(spec) = &solver.powerdns {
         return Ok(Configured::PowerDns(Box::new(powerdns::PowerDns::new(secrets, spec).await?)));
     }
-    Err(Failure::new(C::NoSolver, "the dns01 solver names no provider: set rfc2136 or powerdns").into())
+    if let Some(spec) = &solver.webhook {
+        return Ok(Configured::Webhook(Box::new(webhook::Webhook::new(secrets, spec).await?)));
+    }
+    Err(Failure::new(C::NoSolver, "the dns01 solver names no provider: set rfc2136, powerdns or webhook").into())
 }
 
 /// The record name a CA checks for `name`.
@@ -77,7 +84,7 @@ fn fqdn(text: &str) -> std::result::Result<Name, Failure> {
 }
 
 /// The servers checks ask: `--dns-check-nameservers` when given, else the DNS server the
-/// solver's provider names (none for a PowerDNS without `nameserver`). Read from the spec, so
+/// solver's provider names (none for a PowerDNS or webhook without `nameserver`). Read from the spec, so
 /// that a check needs no credentials (and no read of their Secret).
 pub fn check_servers(overrides: &[String], solver: &Dns01Solver) -> Vec<String> {
     if !overrides.is_empty() {
@@ -85,7 +92,8 @@ pub fn check_servers(overrides: &[String], solver: &Dns01Solver) -> Vec<String> 
     }
     let rfc2136 = solver.rfc2136.as_ref().map(|r| r.nameserver.clone());
     let powerdns = solver.powerdns.as_ref().and_then(|p| p.nameserver.clone());
-    rfc2136.into_iter().chain(powerdns).collect()
+    let webhook = solver.webhook.as_ref().and_then(|w| w.nameserver.clone());
+    rfc2136.into_iter().chain(powerdns).chain(webhook).collect()
 }
 
 /// Where certpilot writes the record for `name`: `_acme-challenge.<name>`, or with
