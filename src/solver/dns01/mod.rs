@@ -10,6 +10,7 @@
 
 pub mod powerdns;
 pub mod rfc2136;
+pub mod route53;
 pub mod wire;
 
 use crate::{
@@ -37,6 +38,7 @@ pub trait Provider {
 pub enum Configured {
     Rfc2136(rfc2136::Rfc2136),
     PowerDns(Box<powerdns::PowerDns>),
+    Route53(Box<route53::Route53>),
 }
 
 impl Provider for Configured {
@@ -44,6 +46,7 @@ impl Provider for Configured {
         match self {
             Self::Rfc2136(p) => p.add_txt(fqdn, value).await,
             Self::PowerDns(p) => p.add_txt(fqdn, value).await,
+            Self::Route53(p) => p.add_txt(fqdn, value).await,
         }
     }
 
@@ -51,14 +54,17 @@ impl Provider for Configured {
         match self {
             Self::Rfc2136(p) => p.remove_txt(fqdn, value).await,
             Self::PowerDns(p) => p.remove_txt(fqdn, value).await,
+            Self::Route53(p) => p.remove_txt(fqdn, value).await,
         }
     }
 }
 
-/// The provider `solver` names, its credentials read from `secrets`.
+/// The provider `solver` names, its credentials read from `secrets` (or, where it names none and
+/// `ambient_allowed`, certpilot's own: see [`route53`]).
 pub async fn configured(
     secrets: &Api<Secret>,
     solver: &Dns01Solver,
+    ambient_allowed: bool,
 ) -> Result<std::result::Result<Configured, Failure>> {
     if let Some(spec) = &solver.rfc2136 {
         return Ok(rfc2136::Rfc2136::new(secrets, spec).await?.map(Configured::Rfc2136));
@@ -66,7 +72,11 @@ pub async fn configured(
     if let Some(spec) = &solver.powerdns {
         return Ok(powerdns::PowerDns::new(secrets, spec).await?.map(|p| Configured::PowerDns(Box::new(p))));
     }
-    Ok(Err(Failure::new(C::NoSolver, "the dns01 solver names no provider: set rfc2136 or powerdns")))
+    if let Some(spec) = &solver.route53 {
+        let provider = route53::Route53::new(secrets, spec, ambient_allowed).await?;
+        return Ok(provider.map(|p| Configured::Route53(Box::new(p))));
+    }
+    Ok(Err(Failure::new(C::NoSolver, "the dns01 solver names no provider: set rfc2136, powerdns or route53")))
 }
 
 /// The record name a CA checks for `name`.
@@ -81,8 +91,9 @@ fn fqdn(text: &str) -> std::result::Result<Name, Failure> {
 }
 
 /// The servers checks ask: `--dns-check-nameservers` when given, else the DNS server the
-/// solver's provider names (none for a PowerDNS without `nameserver`). Read from the spec, so
-/// that a check needs no credentials (and no read of their Secret).
+/// solver's provider names (none for a PowerDNS without `nameserver`, nor for Route 53, whose
+/// INSYNC answers the question). Read from the spec, so that a check needs no credentials (and
+/// no read of their Secret).
 pub fn check_servers(overrides: &[String], solver: &Dns01Solver) -> Vec<String> {
     if !overrides.is_empty() {
         return overrides.to_vec();
@@ -136,6 +147,9 @@ pub enum Served {
     NoAnswer { errors: Vec<String> },
     /// There is no server to ask.
     Unchecked,
+    /// Not looked up: the provider waited until it had published the record on all its
+    /// nameservers (Route 53's INSYNC).
+    ConfirmedByProvider { provider: &'static str },
 }
 
 impl Served {
@@ -152,12 +166,19 @@ impl Served {
             Self::Unchecked => Some(format!(
                 "{record} was not looked up (no nameserver to ask: set the provider's nameserver or --dns-check-nameservers); the CA is asked at once"
             )),
+            Self::ConfirmedByProvider { provider } => Some(format!(
+                "{record} was not looked up: {provider} reported the change on all its nameservers (INSYNC), so the CA is asked now (--dns-check-nameservers would look it up first)"
+            )),
         }
     }
 }
 
-/// Whether any of `servers` answers `record` with `value`.
-pub async fn served(servers: &[String], record: &str, value: &str) -> Served {
+/// Whether any of `servers` answers `record` with `value`; with no server to ask, what
+/// `solver`'s provider confirmed itself.
+pub async fn served(solver: &Dns01Solver, servers: &[String], record: &str, value: &str) -> Served {
+    if servers.is_empty() && solver.route53.is_some() {
+        return Served::ConfirmedByProvider { provider: "Route 53" };
+    }
     if servers.is_empty() {
         return Served::Unchecked;
     }
@@ -186,7 +207,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_server_to_ask_nothing_is_looked_up_and_the_status_says_so() {
         let record = "_acme-challenge.example.com.";
-        assert_eq!(served(&[], record, "v").await, Served::Unchecked);
+        assert_eq!(served(&Dns01Solver::default(), &[], record, "v").await, Served::Unchecked);
         assert!(Served::Unchecked.describe(record).unwrap().contains("--dns-check-nameservers"));
         assert_eq!(Served::Yes.describe(record), None);
         let solver = Dns01Solver { cname_strategy: Some(CnameStrategy::Follow), ..Default::default() };
@@ -200,9 +221,23 @@ mod tests {
     async fn a_server_that_does_not_answer_is_reported_not_waited_for() {
         // A port nothing listens on: connection refused at once.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-        let found = served(std::slice::from_ref(&closed), "_acme-challenge.example.com.", "v").await;
+        let found =
+            served(&Dns01Solver::default(), std::slice::from_ref(&closed), "_acme-challenge.example.com.", "v").await;
         let Served::NoAnswer { errors } = &found else { panic!("{found:?}") };
         assert!(errors[0].contains(&closed), "{errors:?}");
         assert!(found.describe("x").unwrap().contains("the CA is asked anyway"));
+    }
+
+    #[tokio::test]
+    async fn route53_is_not_looked_up_its_insync_says_the_record_is_out() {
+        let route53 = Dns01Solver { route53: Some(Default::default()), ..Default::default() };
+        let record = "_acme-challenge.example.com.";
+        let found = served(&route53, &[], record, "v").await;
+        assert_eq!(found, Served::ConfirmedByProvider { provider: "Route 53" });
+        assert!(found.describe(record).unwrap().contains("INSYNC"));
+        assert!(check_servers(&[], &route53).is_empty());
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let overridden = check_servers(std::slice::from_ref(&closed), &route53);
+        assert!(matches!(served(&route53, &overridden, record, "v").await, Served::NoAnswer { .. }));
     }
 }
