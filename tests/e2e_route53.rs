@@ -220,3 +220,42 @@ async fn a_wildcard_and_its_base_share_one_record_set_written_with_keys_from_a_s
     assert!(r53.moto.txt_sets(&r53.private_zone).await.is_empty(), "the private zone of the same name is left alone");
     r53.assert_calls_name_certpilot();
 }
+
+#[tokio::test]
+async fn web_identity_credentials_from_the_environment_sign_without_any_key_in_a_secret() {
+    // As on EKS with IRSA: a token file and a role in the operator's environment, no key
+    // anywhere. moto's STS exchanges the token (AssumeRoleWithWebIdentity) for the keys that
+    // sign the Route 53 calls.
+    let token_file = std::env::temp_dir().join(format!("certpilot-web-identity-{}", free_port()));
+    std::fs::write(&token_file, "projected-service-account-token").unwrap();
+    let role = "arn:aws:iam::123456789012:role/certpilot-dns01";
+    let web_identity = |front: &str| {
+        [
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.display().to_string()),
+            ("AWS_ROLE_ARN", role.to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            // STS is moto too, through the front.
+            ("AWS_ENDPOINT_URL_STS", front.to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .to_vec()
+    };
+    let args = ["--issuer-ambient-credentials"];
+    let r53 = Route53Test::start("route53-web-identity", Bind::start(), ZONE, &args, web_identity).await;
+    r53.issuer(json!({"route53": r53.solver(json!({}))})).await;
+    r53.certificate("irsa", &["*.certpilot.test"]).await;
+    let attempt = r53.attempt("irsa", CertificatePhase::Ready).await;
+    r53.assert_issued("irsa", &["*.certpilot.test"]).await;
+    assert!(r53.copied_at("_acme-challenge.certpilot.test.").contains(&quoted_values(&attempt)));
+    let seen = r53.front.seen();
+    let exchange = seen.iter().find(|s| s.body.contains("Action=AssumeRoleWithWebIdentity"));
+    let exchange = exchange.unwrap_or_else(|| panic!("certpilot asked STS for keys: {seen:?}"));
+    assert!(exchange.body.contains("WebIdentityToken=projected-service-account-token"), "{exchange:?}");
+    assert!(exchange.body.contains("certpilot-dns01"), "{exchange:?}");
+    assert!(exchange.user_agent.starts_with(certpilot::outbound::PRODUCT), "STS calls name certpilot: {exchange:?}");
+    let key_id = exchange.answer.split("<AccessKeyId>").nth(1).and_then(|a| a.split('<').next()).unwrap();
+    let calls: Vec<_> = seen.iter().filter(|s| s.target.starts_with("/2013-04-01/")).collect();
+    assert!(calls.iter().all(|c| c.key_id.as_deref() == Some(key_id)), "signed with STS's keys: {calls:?}");
+    r53.txt_left("_acme-challenge.certpilot.test.", &[]).await;
+    let _ = std::fs::remove_file(token_file);
+}
