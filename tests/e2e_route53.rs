@@ -259,3 +259,61 @@ async fn web_identity_credentials_from_the_environment_sign_without_any_key_in_a
     r53.txt_left("_acme-challenge.certpilot.test.", &[]).await;
     let _ = std::fs::remove_file(token_file);
 }
+
+#[tokio::test]
+async fn a_throttled_change_is_retried_and_cleanup_leaves_values_certpilot_did_not_write() {
+    let r53 = Route53Test::start("route53-throttle", Bind::start(), ZONE, &[], |_| Vec::new()).await;
+    let record = "_acme-challenge.certpilot.test.";
+    let owners = "\"site-verification=owner\"";
+    r53.moto.put_txt(&r53.zone, record, &[owners]).await;
+    r53.front.throttle_changes(1);
+    let mut solver = r53.solver(r53.keys("AKIDCERTPILOTTEST").await);
+    solver["hostedZoneID"] = json!(r53.zone);
+    r53.issuer(json!({"route53": solver})).await;
+    r53.certificate("throttled", &["certpilot.test"]).await;
+    let attempt = r53.attempt("throttled", CertificatePhase::Ready).await;
+    let changes = r53.front.changes();
+    assert_eq!(changes[0].status, 400, "the first change was throttled: {changes:?}");
+    assert_eq!(changes[1].status, 200, "and the same change tried again: {changes:?}");
+    assert_eq!(changes[0].body, changes[1].body);
+    let mut expected = quoted_values(&attempt);
+    expected.push(owners.to_string());
+    expected.sort();
+    let copied = r53.copied_at(record);
+    assert!(copied.contains(&expected), "certpilot's value was added beside the owner's: {copied:?}");
+    r53.txt_left(record, &[owners]).await;
+}
+
+#[tokio::test]
+async fn keys_route53_refuses_are_a_credentials_failure_naming_the_action_and_the_zone() {
+    let r53 = Route53Test::start("route53-denied", Bind::start(), ZONE, &[], |_| Vec::new()).await;
+    let mut solver = r53.solver(r53.keys("AKIDUNKNOWNTOAWS").await);
+    solver["hostedZoneID"] = json!(r53.zone);
+    r53.moto.check_keys().await;
+    r53.issuer(json!({"route53": solver})).await;
+    r53.certificate("denied", &["denied.certpilot.test"]).await;
+    let attempt = r53.attempt("denied", CertificatePhase::Failed).await;
+    assert_eq!(attempt.error_code.as_deref(), Some("DNSProviderCredentials"), "{attempt:#?}");
+    let message = attempt.error_message.unwrap_or_default();
+    assert!(message.contains("route53:ListResourceRecordSets"), "names the action: {message}");
+    assert!(message.contains(&r53.zone), "names the zone: {message}");
+    assert!(message.contains("AKIDUNKNOWNTOAWS"), "names the key: {message}");
+}
+
+#[tokio::test]
+async fn a_cname_is_followed_to_the_route53_zone_it_delegates_to() {
+    // `_acme-challenge.www.certpilot.test` (on BIND) is a CNAME into `delegated.test`, a
+    // Route 53 zone. Route 53's nameservers are not reachable here, so the CNAME is looked up
+    // where --dns-check-nameservers says.
+    let bind = Bind::start_with(&[("delegated.test", "")], "_acme-challenge.www IN CNAME www.delegated.test.");
+    let check = bind.address.clone();
+    let args = ["--dns-check-nameservers", &check];
+    let r53 = Route53Test::start("route53-cname", bind, "delegated.test", &args, |_| Vec::new()).await;
+    let keys = r53.keys("AKIDCERTPILOTTEST").await;
+    r53.issuer(json!({"cnameStrategy": "Follow", "route53": r53.solver(keys)})).await;
+    r53.certificate("delegated", &["www.certpilot.test"]).await;
+    let attempt = r53.attempt("delegated", CertificatePhase::Ready).await;
+    assert_eq!(attempt.challenges[0].delegated_to.as_deref(), Some("www.delegated.test."));
+    assert!(r53.copied_at("www.delegated.test.").contains(&quoted_values(&attempt)));
+    r53.txt_left("www.delegated.test.", &[]).await;
+}
