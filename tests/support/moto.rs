@@ -75,7 +75,7 @@ impl Moto {
     }
 
     /// Every TXT record set in `zone`: name (no trailing dot) and values (as stored, quoted).
-    pub async fn txt_sets(&self, zone: &str) -> Vec<(String, Vec<String>)> {
+    pub async fn txt_sets(&self, zone: &str) -> TxtSets {
         let listed = self.client.list_resource_record_sets().hosted_zone_id(zone).send().await.expect("moto lists");
         listed
             .resource_record_sets()
@@ -158,6 +158,9 @@ pub struct Seen {
     pub answer: String,
 }
 
+/// TXT record sets: names and values (as stored, quoted).
+pub type TxtSets = Vec<(String, Vec<String>)>;
+
 /// BIND serving what moto stores: moto's hosted zone (its id) and the BIND zone of the same name.
 struct Mirror {
     moto: Client,
@@ -167,7 +170,7 @@ struct Mirror {
     /// Names the mirror wrote to BIND, to remove what moto no longer has.
     written: tokio::sync::Mutex<BTreeSet<String>>,
     /// What moto stored at each copy: TXT record names and values (as stored, quoted).
-    copies: Mutex<Vec<Vec<(String, Vec<String>)>>>,
+    copies: Mutex<Vec<TxtSets>>,
 }
 
 struct Shared {
@@ -238,7 +241,7 @@ impl Route53Front {
     /// What moto stored each time the front copied it into BIND (at each `GetChange`, just
     /// before certpilot learns that its change is out): TXT names (with a trailing dot) and
     /// values, quoted as stored.
-    pub fn copies(&self) -> Vec<Vec<(String, Vec<String>)>> {
+    pub fn copies(&self) -> Vec<TxtSets> {
         self.shared.mirror.as_ref().map(|m| m.copies.lock().unwrap().clone()).unwrap_or_default()
     }
 
@@ -284,10 +287,11 @@ async fn forward(State(shared): State<Arc<Shared>>, request: axum::extract::Requ
     let (status, headers, answer) = if throttled {
         (400, vec![("content-type".to_string(), "text/xml".to_string())], THROTTLING.to_string())
     } else {
-        if seen.method == "GET" && seen.target.starts_with("/2013-04-01/change/") {
-            if let Some(mirror) = &shared.mirror {
-                mirror.copy().await;
-            }
+        if seen.method == "GET"
+            && seen.target.starts_with("/2013-04-01/change/")
+            && let Some(mirror) = &shared.mirror
+        {
+            mirror.copy().await;
         }
         let (status, headers, answer) = send(&shared, &parts, body).await;
         // Route 53 answers a change PENDING: only GetChange says when it is out.
