@@ -1,7 +1,8 @@
-//! certpilot's outbound HTTP: the clients it calls CAs, DNS providers' APIs and the Kubernetes
-//! API with are built here, and each names certpilot in `User-Agent`. RFC 8555 §6.1 requires
-//! one of every ACME client (Let's Encrypt's Pebble refuses requests without it), and a provider's
-//! or API server's logs then say who called. A new provider gets it by building its client here.
+//! certpilot's outbound HTTP: the clients it calls CAs, DNS providers' APIs (AWS's among them)
+//! and the Kubernetes API with are built here, and each names certpilot in `User-Agent`.
+//! RFC 8555 §6.1 requires one of every ACME client (Let's Encrypt's Pebble refuses requests
+//! without it), and a provider's or API server's logs then say who called. A new provider gets
+//! it by building its client here.
 
 use http::{
     HeaderMap, HeaderValue, Request,
@@ -21,13 +22,68 @@ pub const PRODUCT: &str = concat!("certpilot/", env!("CARGO_PKG_VERSION"));
 /// as RFC 8555 §6.1 asks for the ACME software and the client library beneath it; without one,
 /// the header is certpilot's token alone.
 pub fn identify(headers: &mut HeaderMap) {
-    let library = headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-    let agent = match library {
-        Some(agent) if agent.starts_with(PRODUCT) => return,
-        Some(library) => HeaderValue::try_from(format!("{PRODUCT} {library}")),
-        None => Ok(HeaderValue::from_static(PRODUCT)),
+    let library = headers.get(USER_AGENT).and_then(|v| v.to_str().ok());
+    let Some(agent) = named(library) else { return };
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::try_from(agent).unwrap_or_else(|_: InvalidHeaderValue| HeaderValue::from_static(PRODUCT)),
+    );
+}
+
+/// The `User-Agent` that names certpilot before `library`'s, or `None` when it already does.
+fn named(library: Option<&str>) -> Option<String> {
+    match library.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(agent) if agent.starts_with(PRODUCT) => None,
+        Some(library) => Some(format!("{PRODUCT} {library}")),
+        None => Some(PRODUCT.to_string()),
+    }
+}
+
+/// The AWS SDK's HTTP client (hyper 1 and rustls on aws-lc-rs, as the SDK builds it), with
+/// certpilot's product token put first in each request's `User-Agent`, before the SDK's own. It
+/// carries every AWS request: Route 53's, and those of the credential providers behind it (STS
+/// for web identity tokens and roles, EKS Pod Identity). SigV4 leaves `User-Agent` unsigned, so
+/// naming certpilot after signing is safe.
+pub fn aws_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let sdk = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::AwsLc)).build_https();
+    aws_smithy_runtime_api::client::http::SharedHttpClient::new(aws::Named(sdk))
+}
+
+mod aws {
+    use aws_smithy_runtime_api::client::{
+        http::{
+            HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+            SharedHttpConnector,
+        },
+        orchestrator::HttpRequest,
+        runtime_components::RuntimeComponents,
     };
-    headers.insert(USER_AGENT, agent.unwrap_or_else(|_: InvalidHeaderValue| HeaderValue::from_static(PRODUCT)));
+
+    #[derive(Debug)]
+    pub(super) struct Named(pub(super) SharedHttpClient);
+
+    impl HttpClient for Named {
+        fn http_connector(
+            &self,
+            settings: &HttpConnectorSettings,
+            components: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(NamedConnector(self.0.http_connector(settings, components)))
+        }
+    }
+
+    #[derive(Debug)]
+    struct NamedConnector(SharedHttpConnector);
+
+    impl HttpConnector for NamedConnector {
+        fn call(&self, mut request: HttpRequest) -> HttpConnectorFuture {
+            if let Some(agent) = super::named(request.headers().get("user-agent")) {
+                request.headers_mut().insert("user-agent", agent);
+            }
+            self.0.call(request)
+        }
+    }
 }
 
 /// The public web roots: what a client trusts when the resource names no CA of its own.

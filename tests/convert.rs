@@ -68,8 +68,20 @@ const EXPECTED: &[(&str, i32, &[&str])] = &[
         "route53-cloudflare.yaml",
         2,
         &[
-            "spec.acme.solvers[0].dns01.route53: no provider for route53 in certpilot",
-            "spec.acme.solvers[1].dns01.cloudflare: no provider for cloudflare in certpilot",
+            "note: ClusterIssuer/letsencrypt-dns spec.acme.solvers[0].dns01.route53: no keys: certpilot uses its own AWS identity",
+            "not converted: ClusterIssuer/letsencrypt-dns spec.acme.solvers[1].dns01.cloudflare: no provider for cloudflare in certpilot",
+            "through a dns01.webhook solver",
+            "1 thing(s) not converted",
+        ],
+    ),
+    (
+        "route53-eks.yaml",
+        0,
+        &[
+            "note: ClusterIssuer/letsencrypt-route53 spec.acme.solvers[0].dns01.route53.auth.kubernetes.serviceAccountRef: certpilot does not request tokens for ServiceAccount \"cert-manager-route53\"",
+            "assumes arn:aws:iam::123456789012:role/cert-manager-route53",
+            "note: ClusterIssuer/letsencrypt-route53-keys spec.acme.solvers[0].dns01.route53.secretAccessKeySecretRef: ",
+            "converted 2 resource(s); 0 thing(s) not converted",
         ],
     ),
     ("vault-issuer.yaml", 2, &["not converted: Issuer/sandbox/vault-issuer: certpilot has no vault issuer"]),

@@ -264,6 +264,14 @@ async fn issuer_rules_reject_bad_input() {
             ),
             "webhook takes one kind of authentication",
         ),
+        (
+            acme(
+                json!({"dns01": {"route53": {}, "powerdns": {"url": "http://pdns:8081", "apiKeySecretRef": {"name": "p", "key": "k"}}}}),
+            ),
+            "dns01 needs exactly one provider",
+        ),
+        (acme(json!({"dns01": {"route53": {"accessKeyID": "AKID"}}})), "route53 keys come in pairs"),
+        (acme(json!({"dns01": {"route53": {"endpoint": "ftp://r53"}}})), "endpoint must be an http"),
         (rfc2136(json!({"tsigAlgorithm": "hmac-md5"})), "tsigAlgorithm must be hmac-sha256"),
         (acme(json!({"http01": {}, "selector": {"dnsZones": ["Example.com"]}})), "dnsZones must be lowercase"),
         (acme(json!({"http01": {}, "selector": {"dnsZones": ["*.example.com"]}})), "dnsZones must be lowercase"),

@@ -214,6 +214,21 @@ fn watch_namespace_gets_roles_and_a_cluster_role_for_cluster_issuers_only() {
     }
 }
 
+/// `issuerAmbientCredentials` passes the operator its flag, off by default; the ServiceAccount
+/// carries the annotations IRSA reads.
+#[test]
+fn ambient_credentials_for_issuers_and_the_service_accounts_annotations() {
+    let flag = "--issuer-ambient-credentials".to_string();
+    assert!(!container_args(&objects(json!({}))).contains(&flag));
+    let role = "arn:aws:iam::123456789012:role/certpilot-dns01";
+    let objects = objects(json!({"issuerAmbientCredentials": true,
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": role}}}));
+    let args = container_args(&objects);
+    assert!(settings(&args).contains("issuer_ambient_credentials: true"), "{args:?}");
+    let account: k8s_openapi::api::core::v1::ServiceAccount = of_kind(&objects, "ServiceAccount").remove(0);
+    assert_eq!(account.metadata.annotations.unwrap()["eks.amazonaws.com/role-arn"], role);
+}
+
 /// `shim.acceptCertManagerAnnotations` passes the operator its flag; off by default.
 #[test]
 fn the_shim_accepts_cert_managers_annotations_only_when_asked() {

@@ -189,7 +189,7 @@ pub struct Http01Solver {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 // One provider: a new provider is one more entry in the list (and in the message).
-#[x_kube(validation = Rule::new("[has(self.rfc2136), has(self.powerdns), has(self.webhook)].filter(x, x).size() == 1").message("dns01 needs exactly one provider to publish the TXT records: set one of rfc2136, powerdns or webhook (for two providers, use two solvers with selectors)"))]
+#[x_kube(validation = Rule::new("[has(self.rfc2136), has(self.powerdns), has(self.webhook), has(self.route53)].filter(x, x).size() == 1").message("dns01 needs exactly one provider to publish the TXT records: set one of rfc2136, powerdns, webhook or route53 (for two providers, use two solvers with selectors)"))]
 pub struct Dns01Solver {
     /// RFC 2136 dynamic updates (BIND, Knot, PowerDNS…), signed with TSIG.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,6 +202,9 @@ pub struct Dns01Solver {
     /// protocol, so servers written for it work as they are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSolver>,
+    /// Amazon Route 53 (or an API compatible with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route53: Option<Route53Solver>,
     /// `Follow`: when `_acme-challenge.<name>` is a CNAME (delegated to a zone this provider
     /// may update), write the record where the chain ends. `None` (default): write it at
     /// `_acme-challenge.<name>` itself.
@@ -267,6 +270,41 @@ pub struct WebhookSolver {
     /// CA is (`--dns-check-nameservers` overrides it; with neither, the CA is asked at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nameserver: Option<String>,
+}
+
+/// Amazon Route 53, its fields spelt as cert-manager's. Without keys, certpilot uses its own AWS
+/// identity (ambient credentials: IRSA, EKS Pod Identity, environment), for ClusterIssuers, and
+/// for Issuers only when it runs with `--issuer-ambient-credentials`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.accessKeyID) && has(self.accessKeyIDSecretRef))").message("route53 takes the access key id inline (accessKeyID) or from a Secret (accessKeyIDSecretRef), not both"))]
+#[x_kube(validation = Rule::new("(has(self.accessKeyID) || has(self.accessKeyIDSecretRef)) == has(self.secretAccessKeySecretRef)").message("route53 keys come in pairs: an access key id (accessKeyID or accessKeyIDSecretRef) with secretAccessKeySecretRef, or neither for ambient credentials"))]
+pub struct Route53Solver {
+    /// The AWS region requests are signed for and STS is asked in (Route 53 itself is global):
+    /// the operator's `AWS_REGION` when unset, else `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The hosted zone to write to (`Z…`). When unset, the public hosted zone with the longest
+    /// name that holds the record (private zones are used only when named here).
+    #[serde(default, rename = "hostedZoneID", skip_serializing_if = "Option::is_none")]
+    pub hosted_zone_id: Option<String>,
+    /// The access key id, inline (it is not secret on its own).
+    #[serde(default, rename = "accessKeyID", skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// The access key id, in a Secret.
+    #[serde(default, rename = "accessKeyIDSecretRef", skip_serializing_if = "Option::is_none")]
+    pub access_key_id_secret_ref: Option<SecretKeySelector>,
+    /// The secret access key, in a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_secret_ref: Option<SecretKeySelector>,
+    /// An IAM role ARN to assume (STS AssumeRole) with the keys or the ambient credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Base URL of a Route 53 API other than AWS's (an AWS-compatible service, a test server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("route53.endpoint must be an http:// or https:// URL"))]
+    pub endpoint: Option<String>,
 }
 
 /// An authoritative server that accepts signed dynamic updates.

@@ -76,6 +76,12 @@ pub struct ControllerArgs {
     /// controller first, or both act on the same Ingresses.
     #[arg(long, env = "CERTPILOT_ACCEPT_CERT_MANAGER_ANNOTATIONS")]
     pub accept_cert_manager_annotations: bool,
+    /// Let namespaced Issuers use certpilot's own cloud identity (ambient credentials: IRSA,
+    /// EKS Pod Identity, the environment) when their DNS-01 solver names no keys.
+    /// ClusterIssuers always may; an Issuer could otherwise write, with certpilot's rights, to
+    /// zones its namespace was never given.
+    #[arg(long, env = "CERTPILOT_ISSUER_AMBIENT_CREDENTIALS")]
+    pub issuer_ambient_credentials: bool,
 }
 
 /// A client for the cluster the kubeconfig (or the Pod's service account) names, which tells
@@ -165,6 +171,7 @@ pub async fn operate(client: kube::Client, args: ControllerArgs) -> anyhow::Resu
             .filter(|s| !s.is_empty())
             .collect(),
         accept_cert_manager_annotations: args.accept_cert_manager_annotations,
+        issuer_ambient_credentials: args.issuer_ambient_credentials,
     };
     tracing::info!(namespace = ?settings.watch_namespace, "starting certpilot");
     let solvers = Arc::new(SolverState::default());

@@ -37,6 +37,9 @@ pub struct Settings {
     pub dns_check_nameservers: Vec<String>,
     /// The Ingress/Gateway shim honours cert-manager's annotations too.
     pub accept_cert_manager_annotations: bool,
+    /// Namespaced Issuers may use certpilot's own cloud identity (ambient credentials), as
+    /// ClusterIssuers always may.
+    pub issuer_ambient_credentials: bool,
 }
 
 impl Default for Settings {
@@ -52,6 +55,7 @@ impl Default for Settings {
             min_renewal_interval: jiff::SignedDuration::from_mins(5),
             dns_check_nameservers: Vec::new(),
             accept_cert_manager_annotations: false,
+            issuer_ambient_credentials: false,
         }
     }
 }
@@ -203,6 +207,13 @@ impl Context {
     /// The namespace of an issuer's Secrets: its own, or the operator's for ClusterIssuers.
     pub fn issuer_secret_namespace(&self, kind: crate::api::IssuerKind, namespace: Option<&str>) -> String {
         crate::issuance::signer::secret_namespace(kind, namespace, &self.settings.cluster_resource_namespace)
+    }
+
+    /// Whether an issuer of `kind` may use certpilot's own cloud identity (ambient credentials)
+    /// when its solver names no keys: a namespaced Issuer could otherwise write, with the
+    /// operator's rights, to zones its namespace's owners were never given.
+    pub fn ambient_credentials_allowed(&self, kind: crate::api::IssuerKind) -> bool {
+        kind == crate::api::IssuerKind::ClusterIssuer || self.settings.issuer_ambient_credentials
     }
 
     /// An API for namespaced `K` in `namespace`.

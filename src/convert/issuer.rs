@@ -5,7 +5,7 @@ use crate::api::{
     IssuerSpec, SecretKeySelector,
     issuer::{
         AcmeIssuer, AcmeSolver, CaIssuer, CnameStrategy, Dns01Solver, ExternalAccountBinding, Http01Solver,
-        Rfc2136Solver, SELECTOR_MAX_ENTRIES, SelfSignedIssuer, SolverSelector,
+        Rfc2136Solver, Route53Solver, SELECTOR_MAX_ENTRIES, SelfSignedIssuer, SolverSelector,
     },
 };
 use base64::Engine;
@@ -288,15 +288,75 @@ fn gateway_solver(route: source::Http01Gateway, path: &str, scope: &Scope, f: &m
 }
 
 fn dns01_solver(dns01: source::Dns01, path: &str, scope: &Scope, f: &mut Findings) -> Option<Dns01Solver> {
-    let Some(rfc2136) = dns01.rfc2136 else {
-        let provider = dns01.rest.keys().next().cloned().unwrap_or_else(|| "(none)".into());
-        f.add(format!("{path}.{provider}"), Problem::NoDnsProvider { provider });
-        return None;
+    let cname_strategy = (dns01.cname_strategy.as_deref() == Some("Follow")).then_some(CnameStrategy::Follow);
+    let solver = match (dns01.rfc2136, dns01.route53) {
+        (Some(rfc2136), _) => Dns01Solver {
+            rfc2136: Some(rfc2136_solver(rfc2136, &format!("{path}.rfc2136"), scope, f)),
+            ..Default::default()
+        },
+        (None, Some(route53)) => Dns01Solver {
+            route53: Some(route53_solver(route53, &format!("{path}.route53"), scope, f)),
+            ..Default::default()
+        },
+        (None, None) => {
+            let provider = dns01.rest.keys().next().cloned().unwrap_or_else(|| "(none)".into());
+            f.add(format!("{path}.{provider}"), Problem::NoDnsProvider { provider });
+            return None;
+        }
     };
     f.unmapped(path, &dns01.rest);
-    let cname_strategy = (dns01.cname_strategy.as_deref() == Some("Follow")).then_some(CnameStrategy::Follow);
-    let rfc2136 = Some(rfc2136_solver(rfc2136, &format!("{path}.rfc2136"), scope, f));
-    Some(Dns01Solver { rfc2136, cname_strategy, ..Default::default() })
+    Some(Dns01Solver { cname_strategy, ..solver })
+}
+
+/// cert-manager's fields carry over by name; its ServiceAccount tokens become certpilot's own
+/// AWS identity (ambient credentials), which then assumes the same role.
+fn route53_solver(route53: source::Route53, path: &str, scope: &Scope, f: &mut Findings) -> Route53Solver {
+    f.unmapped(path, &route53.rest);
+    let mut secret_ref = |field: &str, secret: Option<source::SecretRef>| {
+        let secret = secret?;
+        let Some(key) = secret.key.filter(|k| !k.is_empty()) else {
+            f.add(format!("{path}.{field}.key"), Problem::Route53KeyMissing);
+            return None;
+        };
+        cluster_secret(scope, &format!("{path}.{field}"), &secret.name, f);
+        Some(SecretKeySelector { name: secret.name, key })
+    };
+    let id_ref = secret_ref("accessKeyIDSecretRef", route53.access_key_id_secret_ref);
+    let secret_key_ref = secret_ref("secretAccessKeySecretRef", route53.secret_access_key_secret_ref);
+    let access_key_id = route53.access_key_id.filter(|_| id_ref.is_none());
+    // Keys come in pairs; half a pair is no credentials at all.
+    let keys = secret_key_ref.is_some() && (id_ref.is_some() || access_key_id.is_some());
+    let role = route53.role;
+    let service_account = route53.auth.and_then(|auth| {
+        f.unmapped(&format!("{path}.auth"), &auth.rest);
+        let kubernetes = auth.kubernetes?;
+        f.unmapped(&format!("{path}.auth.kubernetes"), &kubernetes.rest);
+        kubernetes.service_account_ref
+    });
+    match service_account {
+        Some(account) => {
+            f.unmapped(&format!("{path}.auth.kubernetes.serviceAccountRef"), &account.rest);
+            let problem = Problem::Route53ServiceAccount {
+                name: account.name,
+                role: role.clone(),
+                namespaced: matches!(scope, Scope::Namespace(_)),
+            };
+            f.add(format!("{path}.auth.kubernetes.serviceAccountRef"), problem);
+        }
+        None if !keys => f.add(path, Problem::Route53Ambient { namespaced: matches!(scope, Scope::Namespace(_)) }),
+        None => {}
+    }
+    let (access_key_id, access_key_id_secret_ref, secret_access_key_secret_ref) =
+        if keys { (access_key_id, id_ref, secret_key_ref) } else { (None, None, None) };
+    Route53Solver {
+        region: route53.region,
+        hosted_zone_id: route53.hosted_zone_id,
+        access_key_id,
+        access_key_id_secret_ref,
+        secret_access_key_secret_ref,
+        role,
+        endpoint: None,
+    }
 }
 
 fn rfc2136_solver(rfc2136: source::Rfc2136, path: &str, scope: &Scope, f: &mut Findings) -> Rfc2136Solver {

@@ -103,6 +103,7 @@ pub enum Problem {
     GatewayNamespace { name: String },
     TsigAlgorithm { value: Option<String> },
     TsigKeyMissing,
+    Route53KeyMissing,
     CaExtension { field: String },
 
     // Converted; something else to do.
@@ -116,6 +117,8 @@ pub enum Problem {
     Pkcs1NotRsa,
     NoSolvers,
     SelectorSplit { solvers: usize },
+    Route53ServiceAccount { name: String, role: Option<String>, namespaced: bool },
+    Route53Ambient { namespaced: bool },
 }
 
 /// Why a duration cannot be carried over.
@@ -157,6 +160,8 @@ impl Problem {
                 | Self::Pkcs1NotRsa
                 | Self::NoSolvers
                 | Self::SelectorSplit { .. }
+                | Self::Route53ServiceAccount { .. }
+                | Self::Route53Ambient { .. }
                 | Self::KeystoreAlias
                 | Self::NoTruststore { .. }
                 | Self::Pkcs12LegacyDefault
@@ -165,6 +170,10 @@ impl Problem {
 }
 
 const LEFT_OUT: &str = "left out of the output";
+
+/// What a note about ambient credentials adds for a namespaced Issuer.
+const AMBIENT_FOR_ISSUERS: &str =
+    "; an Issuer (not a ClusterIssuer) may use it only when certpilot runs with --issuer-ambient-credentials";
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -319,7 +328,7 @@ impl fmt::Display for Problem {
             Self::SolverWithoutType => write!(f, "the solver has neither http01 nor dns01; left out"),
             Self::NoDnsProvider { provider } => write!(
                 f,
-                "no provider for {provider} in certpilot (only rfc2136 and powerdns); the solver is left out: CNAME _acme-challenge to a zone on an RFC 2136 server or PowerDNS and use cnameStrategy: Follow, or keep cert-manager for these names"
+                "no provider for {provider} in certpilot (built in: rfc2136, powerdns, route53, webhook); the solver is left out: reach {provider} through a dns01.webhook solver and a webhook server for it, or CNAME _acme-challenge to a zone on an RFC 2136 server, PowerDNS or Route 53 and use cnameStrategy: Follow, or keep cert-manager for these names"
             ),
             Self::MatchLabels => write!(
                 f,
@@ -364,6 +373,10 @@ impl fmt::Display for Problem {
                 f,
                 "tsigSecretSecretRef has no key; left out, so updates are unsigned: add the key and convert again"
             ),
+            Self::Route53KeyMissing => write!(
+                f,
+                "the Secret reference has no key; the keys are left out, so certpilot would use its own AWS identity: add the key and convert again"
+            ),
             Self::CaExtension { field } => {
                 write!(f, "certpilot does not put {field} into certificates it signs; left out")
             }
@@ -394,6 +407,23 @@ impl fmt::Display for Problem {
                 f,
                 "no solver is left, so this issuer cannot validate any name until you add one (http01, dns01 with rfc2136, or tlsAlpn01)"
             ),
+            Self::Route53ServiceAccount { name, role, namespaced } => {
+                write!(
+                    f,
+                    "certpilot does not request tokens for ServiceAccount {name:?}: it uses its own AWS identity (ambient credentials){}. Give certpilot's ServiceAccount an IAM role (IRSA annotation eks.amazonaws.com/role-arn, or an EKS Pod Identity association)",
+                    role.as_deref().map(|r| format!(" and assumes {r} with it")).unwrap_or_default()
+                )?;
+                if role.is_some() {
+                    f.write_str(" that may sts:AssumeRole the role, and let the role's trust policy trust it")?;
+                }
+                f.write_str(if *namespaced { AMBIENT_FOR_ISSUERS } else { "" })
+            }
+            Self::Route53Ambient { namespaced } => {
+                f.write_str(
+                    "no keys: certpilot uses its own AWS identity (ambient credentials), as cert-manager used its own: give certpilot's ServiceAccount the IAM role (IRSA annotation eks.amazonaws.com/role-arn, or an EKS Pod Identity association)",
+                )?;
+                f.write_str(if *namespaced { AMBIENT_FOR_ISSUERS } else { "" })
+            }
             Self::SelectorSplit { solvers } => write!(
                 f,
                 "a certpilot selector takes at most {max} names and {max} zones, so this solver became {solvers} solvers with the same settings, each selecting a part of them",

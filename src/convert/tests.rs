@@ -553,8 +553,75 @@ fn tsig_algorithms_certpilot_does_not_sign_with() {
 }
 
 #[test]
+fn dns01_route53_solvers_with_keys() {
+    let route53 = json!({"region": "eu-west-1", "hostedZoneID": "Z2ABCDEFGHIJKL", "accessKeyID": "AKIDEXAMPLE",
+        "secretAccessKeySecretRef": {"name": "aws", "key": "secret-access-key"},
+        "role": "arn:aws:iam::123456789012:role/dns"});
+    let (solvers, findings) =
+        self::solvers("Issuer", json!([{"dns01": {"cnameStrategy": "Follow", "route53": route53}}]));
+    assert_eq!(findings, [], "keys, role, region and zone carry over as they are");
+    let dns01 = solvers[0].dns01.as_ref().unwrap();
+    assert_eq!(dns01.cname_strategy, Some(CnameStrategy::Follow));
+    let route53 = dns01.route53.as_ref().unwrap();
+    assert_eq!(route53.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(route53.hosted_zone_id.as_deref(), Some("Z2ABCDEFGHIJKL"));
+    assert_eq!(route53.access_key_id.as_deref(), Some("AKIDEXAMPLE"));
+    assert_eq!(route53.role.as_deref(), Some("arn:aws:iam::123456789012:role/dns"));
+    let secret = route53.secret_access_key_secret_ref.as_ref().unwrap();
+    assert_eq!((secret.name.as_str(), secret.key.as_str()), ("aws", "secret-access-key"));
+    assert_eq!(route53.endpoint, None);
+
+    let path = "spec.acme.solvers[0].dns01.route53";
+    let (solvers, findings) = self::solvers(
+        "ClusterIssuer",
+        json!([{"dns01": {"route53": {"accessKeyIDSecretRef": {"name": "aws", "key": "id"},
+                                      "secretAccessKeySecretRef": {"name": "aws", "key": "secret"}}}}]),
+    );
+    let route53 = solvers[0].dns01.as_ref().unwrap().route53.as_ref().unwrap();
+    assert_eq!(route53.access_key_id_secret_ref.as_ref().unwrap().key, "id");
+    let copy = Problem::ClusterIssuerSecret { secret: "aws".into() };
+    assert!(has(&findings, &format!("{path}.secretAccessKeySecretRef"), &copy), "{findings:?}");
+
+    let (solvers, findings) = self::solvers(
+        "Issuer",
+        json!([{"dns01": {"route53": {"accessKeyID": "AKIDEXAMPLE", "secretAccessKeySecretRef": {"name": "aws"}}}}]),
+    );
+    let route53 = solvers[0].dns01.as_ref().unwrap().route53.as_ref().unwrap();
+    assert_eq!((route53.access_key_id.as_ref(), route53.secret_access_key_secret_ref.as_ref()), (None, None));
+    assert!(has(&findings, &format!("{path}.secretAccessKeySecretRef.key"), &Problem::Route53KeyMissing));
+    assert!(findings.iter().all(|(_, p)| p.is_note() || *p == Problem::Route53KeyMissing), "{findings:?}");
+}
+
+/// cert-manager's ServiceAccount tokens (and its own identity) become certpilot's own AWS
+/// identity: converted, with a note saying what to give certpilot's ServiceAccount.
+#[test]
+fn dns01_route53_without_keys_uses_certpilots_own_identity() {
+    let role = "arn:aws:iam::123456789012:role/dns";
+    let path = "spec.acme.solvers[0].dns01.route53";
+    let irsa = json!({"region": "us-east-1", "role": role,
+        "auth": {"kubernetes": {"serviceAccountRef": {"name": "cert-manager-route53", "audiences": ["sts.amazonaws.com"]}}}});
+    let (solvers, findings) = self::solvers("ClusterIssuer", json!([{"dns01": {"route53": irsa}}]));
+    let route53 = solvers[0].dns01.as_ref().unwrap().route53.as_ref().unwrap();
+    assert_eq!(route53.role.as_deref(), Some(role));
+    assert_eq!(route53.secret_access_key_secret_ref, None);
+    let account = Problem::Route53ServiceAccount {
+        name: "cert-manager-route53".into(),
+        role: Some(role.into()),
+        namespaced: false,
+    };
+    assert_eq!(findings, [(format!("{path}.auth.kubernetes.serviceAccountRef"), account.clone())]);
+    assert!(account.is_note());
+    assert!(account.to_string().contains("eks.amazonaws.com/role-arn"), "{account}");
+
+    let (_, findings) = self::solvers("Issuer", json!([{"dns01": {"route53": {"region": "us-east-1"}}}]));
+    let ambient = Problem::Route53Ambient { namespaced: true };
+    assert_eq!(findings, [(path.to_string(), ambient.clone())]);
+    assert!(ambient.to_string().contains("--issuer-ambient-credentials"), "{ambient}");
+}
+
+#[test]
 fn dns01_providers_certpilot_lacks_leave_the_solver_out() {
-    for provider in ["cloudflare", "route53", "webhook"] {
+    for provider in ["cloudflare", "azureDNS", "webhook"] {
         let (solvers, findings) = self::solvers(
             "ClusterIssuer",
             json!([{"dns01": {provider: {}}}, {"http01": {"ingress": {"ingressClassName": "nginx"}}}]),

@@ -218,5 +218,10 @@ pub fn value_sets() -> Vec<(&'static str, Value)> {
         ),
         ("no admission policy", json!({"admissionPolicy": {"enabled": false}})),
         ("cert-manager's annotations", json!({"shim": {"acceptCertManagerAnnotations": true}})),
+        (
+            "IRSA for Issuers",
+            json!({"issuerAmbientCredentials": true,
+                   "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/dns"}}}),
+        ),
     ]
 }

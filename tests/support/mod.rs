@@ -151,13 +151,29 @@ impl Operator {
     }
 
     pub fn start_with(cluster: &mut TestCluster, extra: &[&str]) -> Self {
+        Self::start_with_env(cluster, extra, &[])
+    }
+
+    /// `start_with`, with `env` added to the operator's environment.
+    pub fn start_with_env(cluster: &mut TestCluster, extra: &[&str], env: &[(String, String)]) -> Self {
         let kubeconfig = cluster.kubeconfig_path().expect("kubeconfig for the operator");
-        Self::spawn(&kubeconfig, cluster.namespace(), extra, std::process::Stdio::inherit())
+        Self::spawn_with_env(&kubeconfig, cluster.namespace(), extra, env, std::process::Stdio::inherit())
     }
 
     /// The operator binary on the cluster `kubeconfig` names, restricted to `namespace`, its
     /// log (stderr) going to `log`.
     pub fn spawn(kubeconfig: &std::path::Path, namespace: &str, extra: &[&str], log: std::process::Stdio) -> Self {
+        Self::spawn_with_env(kubeconfig, namespace, extra, &[], log)
+    }
+
+    /// `spawn`, with `env` added to the operator's environment.
+    pub fn spawn_with_env(
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+        log: std::process::Stdio,
+    ) -> Self {
         let probe: &[&str] = if extra.contains(&"--probe-address") { &[] } else { &["--probe-address", "127.0.0.1:0"] };
         // Tests renew within seconds; a test of the floor itself sets its own.
         let floor: &[&str] =
@@ -187,6 +203,10 @@ impl Operator {
             .args(floor)
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
+            // AWS's SDK never asks EC2's instance metadata address (off this machine) for a
+            // region or credentials the test did not give.
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", std::env::var("CERTPILOT_TEST_LOG").unwrap_or_else(|_| "warn,certpilot=info".into()))
             .stdin(std::process::Stdio::null())
             .stderr(log)
@@ -298,6 +318,7 @@ pub mod a2c;
 pub mod bind;
 pub mod helm;
 pub mod install;
+pub mod moto;
 pub mod pdns;
 pub mod pebble;
 pub mod proxy;

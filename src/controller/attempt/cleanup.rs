@@ -92,7 +92,8 @@ async fn remove_dns_records(
         let (Some(solver), Some(written), Some(value)) = (solver, written, record.record_value.as_deref()) else {
             continue;
         };
-        let removed = match dns01::configured(&secrets, &solver).await {
+        let ambient = ctx.ambient_credentials_allowed(attempt.spec.issuer_ref.kind);
+        let removed = match dns01::configured(&secrets, &solver, ambient).await {
             Ok(provider) => dns01::cleanup(&provider, written, value).await,
             Err(stop) => Err(stop.failure()?),
         };

@@ -10,6 +10,7 @@
 
 pub mod powerdns;
 pub mod rfc2136;
+pub mod route53;
 pub mod webhook;
 pub mod wire;
 
@@ -38,6 +39,7 @@ pub enum Configured {
     Rfc2136(rfc2136::Rfc2136),
     PowerDns(Box<powerdns::PowerDns>),
     Webhook(Box<webhook::Webhook>),
+    Route53(Box<route53::Route53>),
 }
 
 impl Provider for Configured {
@@ -46,6 +48,7 @@ impl Provider for Configured {
             Self::Rfc2136(p) => p.add_txt(fqdn, value).await,
             Self::PowerDns(p) => p.add_txt(fqdn, value).await,
             Self::Webhook(p) => p.add_txt(fqdn, value).await,
+            Self::Route53(p) => p.add_txt(fqdn, value).await,
         }
     }
 
@@ -54,12 +57,14 @@ impl Provider for Configured {
             Self::Rfc2136(p) => p.remove_txt(fqdn, value).await,
             Self::PowerDns(p) => p.remove_txt(fqdn, value).await,
             Self::Webhook(p) => p.remove_txt(fqdn, value).await,
+            Self::Route53(p) => p.remove_txt(fqdn, value).await,
         }
     }
 }
 
-/// The provider `solver` names, its credentials read from `secrets`.
-pub async fn configured(secrets: &Api<Secret>, solver: &Dns01Solver) -> Outcome<Configured> {
+/// The provider `solver` names, its credentials read from `secrets` (or, where it names none and
+/// `ambient_allowed`, certpilot's own: see [`route53`]).
+pub async fn configured(secrets: &Api<Secret>, solver: &Dns01Solver, ambient_allowed: bool) -> Outcome<Configured> {
     if let Some(spec) = &solver.rfc2136 {
         return Ok(Configured::Rfc2136(rfc2136::Rfc2136::new(secrets, spec).await?));
     }
@@ -69,7 +74,11 @@ pub async fn configured(secrets: &Api<Secret>, solver: &Dns01Solver) -> Outcome<
     if let Some(spec) = &solver.webhook {
         return Ok(Configured::Webhook(Box::new(webhook::Webhook::new(secrets, spec).await?)));
     }
-    Err(Failure::new(C::NoSolver, "the dns01 solver names no provider: set rfc2136, powerdns or webhook").into())
+    if let Some(spec) = &solver.route53 {
+        return Ok(Configured::Route53(Box::new(route53::Route53::new(secrets, spec, ambient_allowed).await?)));
+    }
+    Err(Failure::new(C::NoSolver, "the dns01 solver names no provider: set rfc2136, powerdns, webhook or route53")
+        .into())
 }
 
 /// The record name a CA checks for `name`.
@@ -84,8 +93,9 @@ fn fqdn(text: &str) -> std::result::Result<Name, Failure> {
 }
 
 /// The servers checks ask: `--dns-check-nameservers` when given, else the DNS server the
-/// solver's provider names (none for a PowerDNS or webhook without `nameserver`). Read from the spec, so
-/// that a check needs no credentials (and no read of their Secret).
+/// solver's provider names (none for a PowerDNS or webhook without `nameserver`, nor for
+/// Route 53, whose INSYNC answers the question). Read from the spec, so that a check needs no
+/// credentials (and no read of their Secret).
 pub fn check_servers(overrides: &[String], solver: &Dns01Solver) -> Vec<String> {
     if !overrides.is_empty() {
         return overrides.to_vec();
@@ -140,6 +150,9 @@ pub enum Served {
     NoAnswer { errors: Vec<String> },
     /// There is no server to ask.
     Unchecked,
+    /// Not looked up: the provider waited until it had published the record on all its
+    /// nameservers (Route 53's INSYNC).
+    ConfirmedByProvider { provider: &'static str },
 }
 
 impl Served {
@@ -156,12 +169,19 @@ impl Served {
             Self::Unchecked => Some(format!(
                 "{record} was not looked up (no nameserver to ask: set the provider's nameserver or --dns-check-nameservers); the CA is asked at once"
             )),
+            Self::ConfirmedByProvider { provider } => Some(format!(
+                "{record} was not looked up: {provider} reported the change on all its nameservers (INSYNC), so the CA is asked now (--dns-check-nameservers would look it up first)"
+            )),
         }
     }
 }
 
-/// Whether any of `servers` answers `record` with `value`.
-pub async fn served(servers: &[String], record: &str, value: &str) -> Served {
+/// Whether any of `servers` answers `record` with `value`; with no server to ask, what
+/// `solver`'s provider confirmed itself.
+pub async fn served(solver: &Dns01Solver, servers: &[String], record: &str, value: &str) -> Served {
+    if servers.is_empty() && solver.route53.is_some() {
+        return Served::ConfirmedByProvider { provider: "Route 53" };
+    }
     if servers.is_empty() {
         return Served::Unchecked;
     }
@@ -190,7 +210,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_server_to_ask_nothing_is_looked_up_and_the_status_says_so() {
         let record = "_acme-challenge.example.com.";
-        assert_eq!(served(&[], record, "v").await, Served::Unchecked);
+        assert_eq!(served(&Dns01Solver::default(), &[], record, "v").await, Served::Unchecked);
         assert!(Served::Unchecked.describe(record).unwrap().contains("--dns-check-nameservers"));
         assert_eq!(Served::Yes.describe(record), None);
         let solver = Dns01Solver { cname_strategy: Some(CnameStrategy::Follow), ..Default::default() };
@@ -204,9 +224,23 @@ mod tests {
     async fn a_server_that_does_not_answer_is_reported_not_waited_for() {
         // A port nothing listens on: connection refused at once.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-        let found = served(std::slice::from_ref(&closed), "_acme-challenge.example.com.", "v").await;
+        let found =
+            served(&Dns01Solver::default(), std::slice::from_ref(&closed), "_acme-challenge.example.com.", "v").await;
         let Served::NoAnswer { errors } = &found else { panic!("{found:?}") };
         assert!(errors[0].contains(&closed), "{errors:?}");
         assert!(found.describe("x").unwrap().contains("the CA is asked anyway"));
+    }
+
+    #[tokio::test]
+    async fn route53_is_not_looked_up_its_insync_says_the_record_is_out() {
+        let route53 = Dns01Solver { route53: Some(Default::default()), ..Default::default() };
+        let record = "_acme-challenge.example.com.";
+        let found = served(&route53, &[], record, "v").await;
+        assert_eq!(found, Served::ConfirmedByProvider { provider: "Route 53" });
+        assert!(found.describe(record).unwrap().contains("INSYNC"));
+        assert!(check_servers(&[], &route53).is_empty());
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let overridden = check_servers(std::slice::from_ref(&closed), &route53);
+        assert!(matches!(served(&route53, &overridden, record, "v").await, Served::NoAnswer { .. }));
     }
 }

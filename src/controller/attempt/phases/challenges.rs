@@ -69,7 +69,8 @@ impl Pass<'_> {
         let Some(solver) = challenge.solver.dns01.as_ref() else {
             return Err(Failure::new(C::NoSolver, "the challenge's solver has no dns01").into());
         };
-        Ok(dns01::configured(&self.issuer_secrets(), solver).await?)
+        let ambient = self.ctx.ambient_credentials_allowed(self.attempt.spec.issuer_ref.kind);
+        Ok(dns01::configured(&self.issuer_secrets(), solver, ambient).await?)
     }
 
     /// Where the DNS-01 record for `challenge` goes (the end of a CNAME chain when the solver
@@ -217,11 +218,14 @@ impl Pass<'_> {
         };
         let servers = dns01::check_servers(&self.ctx.settings.dns_check_nameservers, solver);
         let name = record.delegated_to.clone().or_else(|| record.record_name.clone()).unwrap_or_default();
-        let found = dns01::served(&servers, &name, record.record_value.as_deref().unwrap_or_default()).await;
+        let found = dns01::served(solver, &servers, &name, record.record_value.as_deref().unwrap_or_default()).await;
         record.dns_check = found.describe(&name);
         let waited = record.presented_at.as_ref().map(|t| Timestamp::now().duration_since(t.0)).unwrap_or_default();
         match found {
-            dns01::Served::Yes | dns01::Served::NoAnswer { .. } | dns01::Served::Unchecked => true,
+            dns01::Served::Yes
+            | dns01::Served::NoAnswer { .. }
+            | dns01::Served::Unchecked
+            | dns01::Served::ConfirmedByProvider { .. } => true,
             dns01::Served::NotYet { .. } if waited > PROPAGATION_LIMIT => {
                 record.dns_check =
                     Some(format!("{name} was still not served after {PROPAGATION_LIMIT:#}; the CA is asked anyway"));
