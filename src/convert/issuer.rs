@@ -318,7 +318,6 @@ fn route53_solver(route53: source::Route53, path: &str, scope: &Scope, f: &mut F
             f.add(format!("{path}.{field}.key"), Problem::Route53KeyMissing);
             return None;
         };
-        cluster_secret(scope, &format!("{path}.{field}"), &secret.name, f);
         Some(SecretKeySelector { name: secret.name, key })
     };
     let id_ref = secret_ref("accessKeyIDSecretRef", route53.access_key_id_secret_ref);
@@ -348,6 +347,15 @@ fn route53_solver(route53: source::Route53, path: &str, scope: &Scope, f: &mut F
     }
     let (access_key_id, access_key_id_secret_ref, secret_access_key_secret_ref) =
         if keys { (access_key_id, id_ref, secret_key_ref) } else { (None, None, None) };
+    // Only the Secrets the output still names need copying.
+    for (field, secret) in [
+        ("accessKeyIDSecretRef", &access_key_id_secret_ref),
+        ("secretAccessKeySecretRef", &secret_access_key_secret_ref),
+    ] {
+        if let Some(secret) = secret {
+            cluster_secret(scope, &format!("{path}.{field}"), &secret.name, f);
+        }
+    }
     Route53Solver {
         region: route53.region,
         hosted_zone_id: route53.hosted_zone_id,

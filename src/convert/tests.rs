@@ -580,7 +580,14 @@ fn dns01_route53_solvers_with_keys() {
     let route53 = solvers[0].dns01.as_ref().unwrap().route53.as_ref().unwrap();
     assert_eq!(route53.access_key_id_secret_ref.as_ref().unwrap().key, "id");
     let copy = Problem::ClusterIssuerSecret { secret: "aws".into() };
+    assert!(has(&findings, &format!("{path}.accessKeyIDSecretRef"), &copy), "{findings:?}");
     assert!(has(&findings, &format!("{path}.secretAccessKeySecretRef"), &copy), "{findings:?}");
+    let (_, findings) = self::solvers(
+        "ClusterIssuer",
+        json!([{"dns01": {"route53": {"accessKeyIDSecretRef": {"name": "aws", "key": "id"},
+                                      "secretAccessKeySecretRef": {"name": "aws"}}}}]),
+    );
+    assert!(!findings.iter().any(|(_, p)| *p == copy), "half a pair is left out, so no Secret to copy: {findings:?}");
 
     let (solvers, findings) = self::solvers(
         "Issuer",

@@ -495,6 +495,27 @@ mod tests {
         assert!(header_values(&head, "authorization")[0].contains("Credential=AKIDTEST/"), "{head}");
     }
 
+    /// Route 53 refuses credentials with 403; an answer in another error shape (IAM's, as moto
+    /// gives) is still a credentials failure naming the action, the zone and the key.
+    #[tokio::test]
+    async fn a_403_is_a_credentials_failure_whatever_its_body() {
+        let iam_shaped =
+            "<ErrorResponse><Errors><Error><Code>InvalidClientTokenId</Code></Error></Errors></ErrorResponse>";
+        let api = crate::outbound::testing::Recorder::start(403, |_| iam_shaped.into()).await;
+        let solver = Route53Solver {
+            endpoint: Some(api.url.clone()),
+            hosted_zone_id: Some("ZCERTPILOT".into()),
+            ..Default::default()
+        };
+        let keys = Credentials::new("AKIDTEST", "secret", None, None, "test");
+        let provider = Route53::connect(&solver, Some((keys, "access key AKIDTEST".into()))).await;
+        let failed = provider.add_txt(&"_acme-challenge.example.com.".parse().unwrap(), "v").await.unwrap_err();
+        assert_eq!(failed.code, C::DnsProviderCredentials, "{failed:?}");
+        for part in ["route53:ListResourceRecordSets", "ZCERTPILOT", "AKIDTEST", "HTTP 403"] {
+            assert!(failed.message.contains(part), "{part}: {}", failed.message);
+        }
+    }
+
     #[test]
     fn ambient_credentials_refused_say_how_to_allow_them() {
         let failure = ambient_refused();
