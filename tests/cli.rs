@@ -36,7 +36,7 @@ fn without_a_cluster_the_controller_says_so_in_one_line() {
 
 mod support;
 
-use certpilot::api::{Certificate, CertificatePhase};
+use certpilot::api::{Certificate, CertificateAttempt, CertificatePhase};
 use certpilot_test_apiserver::cluster::TestCluster;
 use kube::{
     Api,
@@ -44,7 +44,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 use std::{path::Path, time::Duration};
-use support::{Operator, install_certpilot_crds, wait_for};
+use support::{Operator, eventually, install_certpilot_crds, wait_for};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -118,6 +118,25 @@ async fn status_attempts_inspect_and_renew_explain_a_certificate() {
 
     let renewed = run(&certpilot, &kubeconfig, None, &[&["renew", "web"][..], &ns].concat());
     assert!(renewed.starts_with("web-2  Manual  Succeeded"), "{renewed}");
+
+    // Keeping one attempt prunes web-1: the Certificate's status.history still shows it.
+    let keep_one = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Certificate", "metadata": {"name": "web"},
+        "spec": {"secretName": "web-tls", "dnsNames": ["web.example.com"], "issuerRef": {"name": "local"}, "attemptHistoryLimit": 1}});
+    certificates.patch("web", &params, &Patch::Apply(keep_one)).await.unwrap();
+    let attempts_api: Api<CertificateAttempt> = Api::namespaced(cluster.client(), &namespace);
+    eventually("web-1 to be pruned", WAIT, || async {
+        attempts_api.get_opt("web-1").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let attempts = run(&certpilot, &kubeconfig, None, &[&["attempts", "web"][..], &ns].concat());
+    let first = attempts.lines().next().unwrap_or_default();
+    assert!(first.starts_with("web-1  Issue  Succeeded"), "{attempts}");
+    assert!(
+        first.contains("Issuer/local, serial ")
+            && first.ends_with("(pruned: kept in the Certificate's status.history)"),
+        "{attempts}"
+    );
+    assert!(attempts.contains("\nweb-2  Manual  Succeeded"), "{attempts}");
     let history: Value = serde_json::from_str(&run(
         &certpilot,
         &kubeconfig,
@@ -127,6 +146,7 @@ async fn status_attempts_inspect_and_renew_explain_a_certificate() {
     .unwrap();
     let types: Vec<&str> = history.as_array().unwrap().iter().map(|a| a["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["Issue", "Manual"]);
+    assert_eq!((history[0]["pruned"].as_bool(), history[1]["pruned"].as_bool()), (Some(true), None), "{history}");
 
     // Installed as `kubectl-certpilot` on the PATH, the same binary is a kubectl plugin.
     let plugins = std::env::temp_dir().join(format!("certpilot-plugin-{}", std::process::id()));

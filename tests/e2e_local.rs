@@ -364,6 +364,64 @@ async fn manual_renewals_and_the_attempt_history_limit() {
     assert!(remaining.iter().any(|a| a.spec.renew_request.as_deref() == Some("round-3")));
 }
 
+/// `status.history` keeps the latest ten attempts, newest first, as they ended, when all but
+/// two objects are pruned; and the Certificate stays under 8 KiB.
+#[tokio::test]
+async fn the_history_on_the_certificate_outlives_pruned_attempts() {
+    let env = Env::start("e2e-history").await;
+    env.self_signed_issuer("local").await;
+    env.certificate("hist", json!({"secretName": "hist-tls", "dnsNames": ["h.example.com"], "issuerRef": {"name": "local"}, "attemptHistoryLimit": 2})).await;
+    env.ready("hist").await;
+    let mut serials = BTreeMap::new();
+    for round in 1..=15u32 {
+        let name = format!("hist-{}", round + 1);
+        let request = json!({"metadata": {"annotations": {"certpilot.dev/renew": format!("round-{round}")}}});
+        env.certificates().patch("hist", &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();
+        wait_for(&env.certificates(), "hist", &format!("{name} to succeed"), WAIT, |c: &Certificate| {
+            is_ready(c)
+                && c.status
+                    .as_ref()
+                    .unwrap()
+                    .last_attempt
+                    .as_ref()
+                    .is_some_and(|a| a.name == name && a.phase == AttemptPhase::Succeeded)
+        })
+        .await;
+        // The latest attempt is never pruned: its object is there to read.
+        let attempt = env.attempts().get(&name).await.unwrap();
+        serials.insert(name, attempt.status.unwrap().issued.expect("a succeeded attempt's certificate").serial_number);
+    }
+    let remaining = eventually("the attempts pruned to two", WAIT, || async {
+        let items = env.attempts().list(&ListParams::default()).await.unwrap().items;
+        (items.len() <= 2).then_some(items)
+    })
+    .await;
+    let mut left: Vec<String> = remaining.iter().map(ResourceExt::name_any).collect();
+    left.sort();
+    assert_eq!(left, ["hist-15", "hist-16"]);
+
+    let history = env.certificates().get("hist").await.unwrap().status.unwrap().history;
+    let names: Vec<&str> = history.iter().map(|e| e.name.as_str()).collect();
+    let expected: Vec<String> = (7..=16).rev().map(|i| format!("hist-{i}")).collect();
+    assert_eq!(names, expected, "the latest ten, newest first");
+    for entry in &history {
+        assert_eq!((entry.type_, entry.phase), (AttemptType::Manual, AttemptPhase::Succeeded), "{entry:?}");
+        assert_eq!(entry.issuer, "Issuer/local");
+        assert_eq!(entry.serial.as_ref(), Some(&serials[&entry.name]), "{entry:?}");
+        assert!(entry.started_at.is_some() && entry.finished_at.is_some() && entry.error_code.is_none(), "{entry:?}");
+    }
+    // The object as the API server returns and stores it: every field, managedFields included
+    // (`kubectl get -o json` prints the same, indented).
+    let resource = kube::core::ApiResource::erase::<Certificate>(&());
+    let raw = Api::<kube::core::DynamicObject>::namespaced_with(env.cluster.client(), env.ns(), &resource)
+        .get("hist")
+        .await
+        .unwrap();
+    let json = serde_json::to_string(&raw).unwrap();
+    assert!(json.len() < 8 * 1024, "the Certificate is {} bytes: {json}", json.len());
+    eprintln!("the Certificate with a full history: {} bytes as JSON", json.len());
+}
+
 #[tokio::test]
 async fn a_ready_certificate_costs_no_api_writes() {
     let env = Env::start("e2e-at-rest").await;

@@ -156,6 +156,44 @@ pub struct AttemptSummary {
     pub phase: AttemptPhase,
 }
 
+/// How many attempts `status.history` keeps.
+pub const HISTORY_LENGTH: usize = 10;
+/// The longest serial number `status.history` records (hex; 64 bytes, beyond RFC 5280's 20).
+pub const HISTORY_SERIAL_MAX: usize = 128;
+/// The longest error code `status.history` records.
+pub const HISTORY_ERROR_CODE_MAX: usize = 64;
+
+/// One attempt in brief, kept in `status.history` when the CertificateAttempt is pruned.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptHistoryEntry {
+    /// Name of the CertificateAttempt (`<certificate>-<index>`); the object may have been pruned.
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Issue, Renew, Reissue, Manual or Repair.
+    #[serde(rename = "type")]
+    pub type_: AttemptType,
+    /// The attempt's phase when last seen.
+    pub phase: AttemptPhase,
+    /// The issuer it was made with, as `Kind/name`.
+    #[schemars(length(max = 267))]
+    pub issuer: String,
+    /// When work on the attempt began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Serial number of the certificate it produced (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = HISTORY_SERIAL_MAX))]
+    pub serial: Option<String>,
+    /// Class of failure, as the attempt's `errorCode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = HISTORY_ERROR_CODE_MAX))]
+    pub error_code: Option<String>,
+}
+
 /// What is happening to the certificate.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -220,6 +258,10 @@ pub struct CertificateStatus {
     /// Why the next renewal waits longer than the renewal policy says (the renewal floor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_held: Option<String>,
+    /// The latest attempts, newest first (at most 10), kept when the CertificateAttempts are pruned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = HISTORY_LENGTH))]
+    pub history: Vec<AttemptHistoryEntry>,
 }
 
 /// What the CA said about renewing the current certificate.

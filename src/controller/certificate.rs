@@ -567,7 +567,7 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
         }
         _ => {}
     }
-    let mut status = summarise(&observed, &decision);
+    let mut status = summarise(&observed, &decision, &previous.history);
     status.renewal_info = renewal_info;
     status.attempt_index = (latest_index > 0).then_some(latest_index);
     conditions::stamp(&mut status.conditions, &previous.conditions, observed.now);

@@ -4,7 +4,7 @@
 use super::trigger::{Decision, Observed, SecretState};
 use crate::api::{
     attempt::AttemptPhase,
-    certificate::{AttemptSummary, CertificatePhase, CertificateStatus},
+    certificate::{AttemptHistoryEntry, AttemptSummary, CertificatePhase, CertificateStatus},
     conditions::Condition,
 };
 use jiff::Timestamp;
@@ -14,8 +14,9 @@ pub const READY: &str = "Ready";
 pub const ISSUING: &str = "Issuing";
 
 /// The status for `observed` after `decision` (conditions without transition times: the
-/// controller stamps those against the previous status).
-pub fn summarise(o: &Observed, decision: &Decision) -> CertificateStatus {
+/// controller stamps those against the previous status), its history merged into
+/// `previous_history`.
+pub fn summarise(o: &Observed, decision: &Decision, previous_history: &[AttemptHistoryEntry]) -> CertificateStatus {
     let assessment = o.assess();
     let stored = o.stored();
     let latest = o.latest();
@@ -47,6 +48,7 @@ pub fn summarise(o: &Observed, decision: &Decision) -> CertificateStatus {
             Decision::Held { message, .. } => Some(message.clone()),
             _ => None,
         },
+        history: super::history::merge(previous_history, &o.attempts),
     };
     if let Some(a) = latest.filter(|a| a.phase != AttemptPhase::Succeeded) {
         status.validation_records = a.challenges.clone();
@@ -187,7 +189,7 @@ mod tests {
             SecretState::Present(Box::new(stored(now() - SignedDuration::from_hours(24), 90))),
             vec![attempt(1, AttemptPhase::Succeeded)],
         );
-        let s = summarise(&o, &o.decide());
+        let s = summarise(&o, &o.decide(), &[]);
         assert_eq!(s.phase, CertificatePhase::Ready);
         assert!(condition(&s, READY).is_true());
         assert!(condition(&s, READY).message.contains("renews at"));
@@ -198,14 +200,27 @@ mod tests {
     }
 
     #[test]
+    fn the_history_keeps_pruned_attempts_and_adds_the_ones_seen() {
+        let fresh = || SecretState::Present(Box::new(stored(now() - SignedDuration::from_hours(24), 90)));
+        let first = observed(fresh(), vec![attempt(1, AttemptPhase::Succeeded), attempt(2, AttemptPhase::Failed)]);
+        let before = summarise(&first, &first.decide(), &[]).history;
+        // app-1 was pruned since.
+        let later = observed(fresh(), vec![attempt(2, AttemptPhase::Failed), attempt(3, AttemptPhase::Succeeded)]);
+        let s = summarise(&later, &later.decide(), &before);
+        let names: Vec<&str> = s.history.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["app-3", "app-2", "app-1"]);
+        assert_eq!(s.history[2], before[1]);
+    }
+
+    #[test]
     fn issuing_and_pending_validation() {
         let o = observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Ordering)]);
-        let s = summarise(&o, &o.decide());
+        let s = summarise(&o, &o.decide(), &[]);
         assert_eq!(s.phase, CertificatePhase::Issuing);
         assert!(condition(&s, ISSUING).is_true());
         assert!(!condition(&s, READY).is_true());
         let o = observed(SecretState::Missing, vec![attempt(1, AttemptPhase::Validating)]);
-        assert_eq!(summarise(&o, &o.decide()).phase, CertificatePhase::PendingValidation);
+        assert_eq!(summarise(&o, &o.decide(), &[]).phase, CertificatePhase::PendingValidation);
     }
 
     #[test]
@@ -214,7 +229,7 @@ mod tests {
             SecretState::Present(Box::new(stored(now() - SignedDuration::from_hours(24 * 70), 90))),
             vec![attempt(2, AttemptPhase::Finalizing)],
         );
-        let s = summarise(&o, &o.decide());
+        let s = summarise(&o, &o.decide(), &[]);
         assert_eq!(s.phase, CertificatePhase::Renewing);
         assert!(condition(&s, READY).is_true());
     }
@@ -227,7 +242,7 @@ mod tests {
         f.retry_after = Some(now() + SignedDuration::from_hours(1));
         let o = observed(SecretState::Missing, vec![f]);
         let d = o.decide();
-        let s = summarise(&o, &d);
+        let s = summarise(&o, &d, &[]);
         assert_eq!(s.phase, CertificatePhase::Failed);
         assert_eq!(s.attempts_count, 1);
         assert_eq!(s.next_attempt_time, Some(Time(now() + SignedDuration::from_hours(1))));
@@ -242,7 +257,7 @@ mod tests {
     fn blocked_by_the_issuer() {
         let mut o = observed(SecretState::Missing, vec![]);
         o.issuer = crate::policy::trigger::IssuerState::NotFound("ClusterIssuer local not found".into());
-        let s = summarise(&o, &o.decide());
+        let s = summarise(&o, &o.decide(), &[]);
         assert_eq!(s.phase, CertificatePhase::Pending);
         assert_eq!(condition(&s, READY).reason, "IssuerNotFound");
         assert!(condition(&s, READY).message.contains("not found"));
@@ -253,7 +268,7 @@ mod tests {
         let mut stored = stored(now() - SignedDuration::from_hours(24), 90);
         stored.issuer = None;
         let o = observed(SecretState::Adopted(Box::new(stored.clone())), vec![]);
-        let s = summarise(&o, &o.decide());
+        let s = summarise(&o, &o.decide(), &[]);
         assert_eq!(s.phase, CertificatePhase::Ready);
         let ready = condition(&s, READY);
         assert!(ready.is_true());
@@ -275,7 +290,7 @@ mod tests {
     fn a_secret_that_cannot_be_adopted_is_not_ready() {
         let reason = crate::policy::adopt::NotAdoptable::KeyMismatch;
         let o = observed(SecretState::NotAdoptable { reason }, vec![]);
-        let s = summarise(&o, &o.decide());
+        let s = summarise(&o, &o.decide(), &[]);
         assert_eq!(s.phase, CertificatePhase::Pending);
         let ready = condition(&s, READY);
         assert!(!ready.is_true());
@@ -290,7 +305,7 @@ mod tests {
         f.finished_at = Some(now());
         let o =
             observed(SecretState::Present(Box::new(stored(now() - SignedDuration::from_hours(24 * 100), 90))), vec![f]);
-        let s = summarise(&o, &o.decide());
+        let s = summarise(&o, &o.decide(), &[]);
         assert_eq!(s.phase, CertificatePhase::Expired);
         assert_eq!(condition(&s, READY).reason, "Expired");
     }

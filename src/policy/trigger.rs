@@ -75,8 +75,12 @@ pub struct AttemptView {
     pub names: NameRequest,
     pub issuer: IssuerRef,
     pub key: String,
+    /// When work on it began (not when it was created: a Pending attempt has not begun).
+    pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub retry_after: Option<Timestamp>,
+    /// The serial number (hex) of the certificate it produced.
+    pub serial: Option<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub challenges: Vec<ValidationRecord>,

@@ -58,11 +58,13 @@ impl AttemptRecord {
             },
             issuer: spec.issuer_ref.clone(),
             key: spec.key_algorithm.clone(),
+            started_at: status.started_at.map(|t| t.0),
             finished_at: status.finished_at.map(|t| t.0),
             retry_after: status.retry_after.map(|t| t.0),
             error_code: status.error_code,
             error_message: status.error_message,
             challenges: status.challenges,
+            serial: status.issued.map(|i| i.serial_number),
             matches_spec: false,
         };
         Self {
