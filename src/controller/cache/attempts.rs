@@ -63,6 +63,7 @@ impl AttemptRecord {
             error_code: status.error_code,
             error_message: status.error_message,
             challenges: status.challenges,
+            fallback_reason: spec.fallback_reason.clone(),
             matches_spec: false,
         };
         Self {
