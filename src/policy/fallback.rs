@@ -134,7 +134,8 @@ pub fn cycle(attempts: &[AttemptView], generation: i64) -> Vec<&AttemptView> {
 ///
 /// After a failure on the CA's side with issuer `i`, the next attempt goes to `i + 1`; after
 /// the last, back to `issuerRef` (with the backoff). A failure on the user's side keeps the
-/// issuer. An issuer that is not ready is passed over while another follows it.
+/// issuer. An issuer found not ready is passed over while another follows it; one not checked
+/// yet or not found (perhaps created a moment after the Certificate) is waited for.
 pub fn next_issuer(
     listed: &[(IssuerRef, IssuerState)],
     cycle: &[&AttemptView],
@@ -161,7 +162,7 @@ pub fn next_issuer(
         }
     }
     while position + 1 < listed.len()
-        && let (issuer, IssuerState::NotReady(why) | IssuerState::NotFound(why)) = &listed[position]
+        && let (issuer, IssuerState::NotReady(why)) = &listed[position]
     {
         fallback_reason = Some(format!("{issuer} cannot be used: {why}"));
         position += 1;
@@ -314,8 +315,12 @@ mod tests {
         let choice = next_issuer(&states, &[], None);
         assert_eq!(choice.issuer, issuer("zerossl"));
         assert!(choice.fallback_reason.unwrap().contains("directory is unreachable"));
-        states[1].1 = IssuerState::NotFound("no such ClusterIssuer".into());
+        states[1].1 = IssuerState::NotReady("its account was refused".into());
         let choice = next_issuer(&states, &[], None);
         assert_eq!((choice.issuer, choice.state), (issuer("zerossl"), states[1].1.clone()), "the last is kept");
+        for waited_for in [IssuerState::Unchecked("not checked yet".into()), IssuerState::NotFound("none".into())] {
+            states[0].1 = waited_for;
+            assert_eq!(next_issuer(&states, &[], None).issuer, issuer("le"), "{:?}", states[0].1);
+        }
     }
 }

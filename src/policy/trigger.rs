@@ -24,6 +24,9 @@ pub enum IssuerState {
     Ready,
     NotFound(String),
     NotReady(String),
+    /// Not looked at yet (just created, or certpilot just started): waited for like one not
+    /// ready, but never passed over for a fallback, which would win every race at creation.
+    Unchecked(String),
     /// Ready, but it may not issue for the names asked for (a CA's name constraints).
     CannotIssue(String),
 }
@@ -371,7 +374,7 @@ impl Observed {
             IssuerState::NotFound(message) => {
                 return Some(Decision::Blocked { reason: "IssuerNotFound", message: message.clone() });
             }
-            IssuerState::NotReady(message) => {
+            IssuerState::NotReady(message) | IssuerState::Unchecked(message) => {
                 return Some(Decision::Blocked { reason: "IssuerNotReady", message: message.clone() });
             }
             IssuerState::CannotIssue(message) => {
@@ -852,9 +855,14 @@ pub(crate) mod tests {
         o.issuer = IssuerState::NotReady("the CA Secret is missing".into());
         o.fallbacks = vec![(fallback(), IssuerState::Ready)];
         assert_eq!(start_type(o.decide()), AttemptType::Issue);
-        o.fallbacks[0].1 = IssuerState::NotReady("not checked yet".into());
+        o.fallbacks[0].1 = IssuerState::NotReady("its CA Secret is missing too".into());
+        let blocked = o.decide();
+        assert!(matches!(&blocked, Decision::Blocked { reason: "IssuerNotReady", message } if message.contains("too")));
+        o.issuer = IssuerState::Unchecked("not checked yet".into());
+        o.fallbacks[0].1 = IssuerState::Ready;
+        let waits = o.decide();
         assert!(
-            matches!(o.decide(), Decision::Blocked { reason: "IssuerNotReady", message } if message.contains("not checked"))
+            matches!(&waits, Decision::Blocked { reason: "IssuerNotReady", message } if message.contains("not checked"))
         );
     }
 }
