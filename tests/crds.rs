@@ -182,6 +182,18 @@ async fn certificate_rules_reject_bad_input_with_clear_messages() {
         (json!({"dnsNames": ["a.example.com"], "commonName": "tab\there"}), "must not contain control characters"),
         (json!({"commonName": "My Service"}), "a commonName without dnsNames or ipAddresses must be"),
         (json!({"commonName": "Web.Example.com"}), "a commonName without dnsNames or ipAddresses must be"),
+        (
+            json!({"dnsNames": ["a.example.com"], "fallbackIssuerRefs": [{"name": "b"}, {"name": "local"}]}),
+            "fallbackIssuerRefs must not repeat issuerRef",
+        ),
+        (
+            json!({"dnsNames": ["a.example.com"], "fallbackIssuerRefs": [{"name": "b"}, {"name": "b", "kind": "Issuer"}]}),
+            "fallbackIssuerRefs must not name an issuer twice",
+        ),
+        (
+            json!({"dnsNames": ["a.example.com"], "fallbackIssuerRefs": [{"name": "b"}, {"name": "c"}, {"name": "d"}, {"name": "e"}]}),
+            "fallbackIssuerRefs",
+        ),
     ];
     for (spec, expected) in cases {
         let message = rejection(api.create(&pp, &certificate(spec.clone())).await, &spec.to_string());
@@ -202,6 +214,10 @@ async fn certificate_rules_reject_bad_input_with_clear_messages() {
         ("cn-ip", json!({"commonName": "10.0.0.7"})),
         ("cn-label", json!({"commonName": "My Service", "dnsNames": ["a.example.com"]})),
         ("cn-ca", json!({"commonName": "Example Root CA", "isCA": true})),
+        (
+            "fallbacks",
+            json!({"dnsNames": ["a.example.com"], "fallbackIssuerRefs": [{"name": "local", "kind": "ClusterIssuer"}, {"name": "b"}, {"name": "c"}]}),
+        ),
     ] {
         let mut cert = certificate(spec.clone());
         cert.metadata.name = Some(name.into());

@@ -1343,3 +1343,87 @@ async fn dns_persist01_issues_on_pebble_2_10() {
     let names = ["*.wild.certpilot.test", "wild.certpilot.test"];
     assert_openssl_reads(&env.api::<Secret>().get("wild-tls").await.unwrap(), &names);
 }
+
+/// A Certificate of `issuer` with the fallback issuers `fallbacks`.
+async fn certificate_with_fallbacks(env: &Env, name: &str, issuer: &str, fallbacks: &[&str]) {
+    let fallbacks: Vec<Value> = fallbacks.iter().map(|f| json!({"name": f})).collect();
+    let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Certificate", "metadata": {"name": name},
+        "spec": {"secretName": format!("{name}-tls"), "dnsNames": [format!("{name}.certpilot.test")],
+                 "issuerRef": {"name": issuer}, "fallbackIssuerRefs": fallbacks}});
+    env.apply::<Certificate>(doc).await;
+}
+
+/// The attempts of Certificate `name`, oldest first.
+async fn attempts_of(env: &Env, name: &str) -> Vec<CertificateAttempt> {
+    let mut attempts = env.api::<CertificateAttempt>().list(&ListParams::default()).await.unwrap().items;
+    attempts.retain(|a| a.spec.certificate_name == name);
+    attempts.sort_by_key(|a| a.metadata.creation_timestamp.clone().map(|t| t.0));
+    attempts
+}
+
+/// The issue's first test: the primary CA stopped, the Certificate is issued by the fallback
+/// after exactly one failed attempt; the primary back, the next renewal goes to it. The backoff
+/// is ten minutes, so the fallback's attempt is Ready within the wait only if it came at once.
+#[tokio::test]
+async fn a_ca_that_is_down_hands_over_to_the_fallback_and_the_next_renewal_goes_back() {
+    let mut env = Env::start_with_args("acme-fallback", |_| {}, &["--retry-base", "10m", "--retry-max", "10m"]).await;
+    let fallback = Pebble::start(env.pebble.same_solvers());
+    env.acme_issuer("primary", json!({})).await;
+    env.apply::<Issuer>(fallback.acme_issuer("fallback", json!({}))).await;
+    env.issuer_condition("primary", |r| r == "AccountRegistered").await;
+    env.issuer_condition("fallback", |r| r == "AccountRegistered").await;
+    env.pebble.stop();
+
+    certificate_with_fallbacks(&env, "web", "primary", &["fallback"]).await;
+    let status = env.ready("web").await.status.unwrap();
+    let issued_by = status.issued_by.expect("status.issuedBy");
+    assert_eq!(issued_by.name, "fallback");
+    let reason = issued_by.fallback_reason.expect("why the fallback issued it");
+    assert!(reason.contains("Issuer/primary") && reason.contains("CAUnreachable"), "{reason}");
+    let attempts = attempts_of(&env, "web").await;
+    let outcome: Vec<(&str, AttemptPhase)> =
+        attempts.iter().map(|a| (a.spec.issuer_ref.name.as_str(), a.status.as_ref().unwrap().phase)).collect();
+    assert_eq!(outcome, [("primary", AttemptPhase::Failed), ("fallback", AttemptPhase::Succeeded)]);
+    assert_eq!(attempts[0].status.as_ref().unwrap().error_code.as_deref(), Some("CAUnreachable"));
+    assert_eq!(attempts[1].spec.fallback_reason.as_deref(), Some(reason.as_str()));
+    assert_eq!(fallback.new_orders(), 1);
+    assert_acme_secret(&env.api::<Secret>().get("web-tls").await.unwrap(), &["web.certpilot.test"]);
+
+    env.pebble.start_again();
+    let status = env.renew_now("web", "primary-is-back").await.status.unwrap();
+    let issued_by = status.issued_by.expect("status.issuedBy");
+    assert_eq!((issued_by.name.as_str(), issued_by.fallback_reason), ("primary", None));
+    let renewal = attempts_of(&env, "web").await.pop().unwrap();
+    assert_eq!((renewal.spec.issuer_ref.name.as_str(), renewal.spec.fallback_reason), ("primary", None));
+    // The primary, restarted, forgot the account: its first order is refused, the second
+    // follows the account's registration anew. The fallback is not asked again.
+    assert_eq!((env.pebble.new_orders(), fallback.new_orders()), (2, 1));
+}
+
+/// The issue's second test: the CA cannot validate the name (Pebble checks HTTP-01 on a port
+/// where nothing listens), a failure any CA would meet: the next attempt, after the backoff,
+/// goes to the same issuer, and the fallback is never asked.
+#[tokio::test]
+async fn a_validation_failure_the_user_caused_keeps_the_issuer_and_never_asks_the_fallback() {
+    let env = Env::start("acme-fallback-user", |o| o.http_port = free_port()).await;
+    let fallback = Pebble::start(env.pebble.same_solvers());
+    env.acme_issuer("primary", json!({})).await;
+    env.apply::<Issuer>(fallback.acme_issuer("fallback", json!({}))).await;
+    certificate_with_fallbacks(&env, "broken", "primary", &["fallback"]).await;
+    let status = wait_for(&env.api::<Certificate>(), "broken", "two failed attempts", WAIT, |c: &Certificate| {
+        c.status.as_ref().is_some_and(|s| s.attempts_count >= 2 && s.phase == CertificatePhase::Failed)
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(status.issued_by, None);
+    let attempts = attempts_of(&env, "broken").await;
+    assert!(attempts.len() >= 2, "{attempts:#?}");
+    for attempt in &attempts {
+        assert_eq!(attempt.spec.issuer_ref.name, "primary", "{attempt:#?}");
+        assert_eq!(attempt.spec.fallback_reason, None);
+    }
+    let failed = attempts.iter().filter_map(|a| a.status.as_ref()).filter(|s| s.phase == AttemptPhase::Failed);
+    assert!(failed.clone().count() >= 2 && failed.clone().all(|s| s.error_code.as_deref() == Some("Connection")));
+    assert_eq!(fallback.new_orders(), 0);
+}

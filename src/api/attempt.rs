@@ -62,8 +62,11 @@ pub struct CertificateAttemptSpec {
     /// Whether a CA certificate was requested.
     #[serde(default, rename = "isCA")]
     pub is_ca: bool,
-    /// The issuer asked.
+    /// The issuer asked: the Certificate's `issuerRef`, or one of its `fallbackIssuerRefs`.
     pub issuer_ref: IssuerRef,
+    /// Why a fallback issuer was asked instead of `issuerRef` (what failed on the CA's side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
     /// The private key settings.
     pub private_key: PrivateKeySpec,
     /// The key algorithm in words (e.g. `ECDSA-256`), for display.

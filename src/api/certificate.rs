@@ -47,6 +47,7 @@ pub const DNS_NAME_PATTERN: &str =
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.dnsNames) || has(self.ipAddresses) || has(self.commonName)").message("at least one of dnsNames, ipAddresses or commonName is required"))]
 #[x_kube(validation = Rule::new(r"(has(self.isCA) && self.isCA) || has(self.dnsNames) || has(self.ipAddresses) || !has(self.commonName) || isIP(self.commonName) || self.commonName.matches('^(\\*\\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')").message("a commonName without dnsNames or ipAddresses must be a lowercase DNS name or an IP address (unless isCA): certpilot copies it into the subjectAltName, the only name clients check"))]
+#[x_kube(validation = Rule::new("!has(self.fallbackIssuerRefs) || self.fallbackIssuerRefs.all(f, f.name != self.issuerRef.name || (has(f.kind) ? f.kind : 'Issuer') != (has(self.issuerRef.kind) ? self.issuerRef.kind : 'Issuer'))").message("fallbackIssuerRefs must not repeat issuerRef: it is always tried first"))]
 #[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.renewBeforePercentage)").message("set renewBefore or renewBeforePercentage, not both"))]
 #[x_kube(validation = Rule::new(r"!has(self.renewBefore) || !has(self.duration) || !self.renewBefore.matches('^([0-9]{1,5}(\\.[0-9]{1,9})?h)?([0-9]{1,6}(\\.[0-9]{1,9})?m)?([0-9]{1,6}(\\.[0-9]{1,9})?s)?([0-9]{1,6}(ms|us|ns))?$') || !self.duration.matches('^([0-9]{1,5}(\\.[0-9]{1,9})?h)?([0-9]{1,6}(\\.[0-9]{1,9})?m)?([0-9]{1,6}(\\.[0-9]{1,9})?s)?([0-9]{1,6}(ms|us|ns))?$') || duration(self.renewBefore) < duration(self.duration)").message("renewBefore must be shorter than duration"))]
 #[x_kube(validation = Rule::new(r"!has(self.duration) || !self.duration.matches('^([0-9]{1,5}(\\.[0-9]{1,9})?h)?([0-9]{1,6}(\\.[0-9]{1,9})?m)?([0-9]{1,6}(\\.[0-9]{1,9})?s)?([0-9]{1,6}(ms|us|ns))?$') || duration(self.duration) >= duration('1m')").message("duration must be at least 1m"))]
@@ -75,6 +76,14 @@ pub struct CertificateSpec {
     pub common_name: Option<String>,
     /// The issuer that signs this certificate.
     pub issuer_ref: IssuerRef,
+    /// Issuers tried in order when an attempt fails for a reason on the CA's side (unreachable,
+    /// 5xx, a rate limit that outlasts the certificate, an account it refuses, a CA that is not
+    /// ready); a failure on the user's side keeps the issuer. Every renewal starts again with
+    /// `issuerRef`. At most 3, none equal to `issuerRef`, no duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 3))]
+    #[x_kube(validation = Rule::new("self.all(f, self.exists_one(g, g.name == f.name && (has(g.kind) ? g.kind : 'Issuer') == (has(f.kind) ? f.kind : 'Issuer')))").message("fallbackIssuerRefs must not name an issuer twice"))]
+    pub fallback_issuer_refs: Option<Vec<IssuerRef>>,
     /// Requested lifetime as a Go duration (e.g. `2160h`); CAs may cap it. Default 2160h for local issuers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
@@ -262,6 +271,22 @@ pub struct CertificateStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = HISTORY_LENGTH))]
     pub history: Vec<AttemptHistoryEntry>,
+    /// The issuer that issued the current certificate, and why a fallback issuer did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<IssuedBy>,
+}
+
+/// The issuer of the current certificate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedBy {
+    /// `Issuer` or `ClusterIssuer`.
+    pub kind: super::IssuerKind,
+    /// Its name.
+    pub name: String,
+    /// Set when it is one of `fallbackIssuerRefs`: what failed on the CA's side before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
 }
 
 /// What the CA said about renewing the current certificate.
@@ -322,6 +347,10 @@ impl CertificateSpec {
             addresses.push(cn.clone());
         }
         addresses
+    }
+    /// `issuerRef`, then `fallbackIssuerRefs`: the order attempts go through them.
+    pub fn issuers(&self) -> Vec<IssuerRef> {
+        std::iter::once(&self.issuer_ref).chain(self.fallback_issuer_refs.iter().flatten()).cloned().collect()
     }
     pub fn private_key(&self) -> PrivateKeySpec {
         self.private_key.clone().unwrap_or_default()

@@ -2,7 +2,11 @@
 //! records the CA checks, the next attempt, expiry and renewal), or a table of many.
 
 use super::output::{Cluster, Palette, Scope, print, relative, table, when};
-use crate::api::{Certificate, CertificatePhase, attempt::ValidationRecord, certificate::AttemptSummary};
+use crate::api::{
+    Certificate, CertificatePhase,
+    attempt::ValidationRecord,
+    certificate::{AttemptSummary, IssuedBy},
+};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{ResourceExt, api::ListParams};
@@ -32,6 +36,12 @@ pub struct CertificateReport {
     /// What happens next, or what the user should do.
     pub next: String,
     pub issuer: String,
+    /// `fallbackIssuerRefs`, in the order they are tried.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallback_issuers: Vec<String>,
+    /// The issuer of the current certificate, and why a fallback issued it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<IssuedBy>,
     pub secret_name: String,
     pub names: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,7 +100,6 @@ pub fn report(certificate: &Certificate) -> CertificateReport {
     let spec = &certificate.spec;
     let mut names = spec.covered_dns_names();
     names.extend(spec.covered_ip_addresses());
-    let kind = format!("{:?}", spec.issuer_ref.kind);
     CertificateReport {
         namespace: certificate.namespace().unwrap_or_default(),
         name: certificate.name_any(),
@@ -98,7 +107,9 @@ pub fn report(certificate: &Certificate) -> CertificateReport {
         ready,
         next: next_step(&certificate.name_any(), &status),
         why,
-        issuer: format!("{kind}/{}", spec.issuer_ref.name),
+        issuer: spec.issuer_ref.to_string(),
+        fallback_issuers: spec.fallback_issuer_refs.iter().flatten().map(ToString::to_string).collect(),
+        issued_by: status.issued_by,
         secret_name: spec.secret_name.clone(),
         names,
         not_after: status.not_after,
@@ -155,6 +166,12 @@ pub fn screen(report: &CertificateReport, palette: &Palette, now: Timestamp) -> 
     line("Next", report.next.clone());
     line("Names", report.names.join(", "));
     line("Issuer", report.issuer.clone());
+    if !report.fallback_issuers.is_empty() {
+        line("Fallbacks", report.fallback_issuers.join(", "));
+    }
+    if let Some(IssuedBy { kind, name, fallback_reason: Some(reason) }) = &report.issued_by {
+        line("Issued by", format!("{kind:?}/{name}, a fallback: {reason}"));
+    }
     line("Secret", report.secret_name.clone());
     line("Expires", when(report.not_after.as_ref(), now));
     line("Renews", when(report.renewal_time.as_ref(), now));
@@ -262,6 +279,30 @@ mod tests {
 
     fn time(text: &str) -> Time {
         Time(text.parse().unwrap())
+    }
+
+    #[test]
+    fn a_certificate_from_a_fallback_issuer_says_so_and_why() {
+        let status = CertificateStatus {
+            phase: CertificatePhase::Ready,
+            issued_by: Some(IssuedBy {
+                kind: crate::api::IssuerKind::Issuer,
+                name: "zerossl".into(),
+                fallback_reason: Some("ClusterIssuer/le failed on the CA's side (CAUnreachable): refused".into()),
+            }),
+            ..Default::default()
+        };
+        let mut cert = certificate(status);
+        cert.spec.fallback_issuer_refs =
+            Some(vec![crate::api::IssuerRef { kind: crate::api::IssuerKind::Issuer, name: "zerossl".into() }]);
+        let r = report(&cert);
+        assert_eq!(r.fallback_issuers, ["Issuer/zerossl"]);
+        let text = screen(&r, &Palette::default(), "2026-11-29T00:00:00Z".parse().unwrap());
+        assert!(text.contains("Fallbacks     Issuer/zerossl\n"), "{text}");
+        assert!(text.contains("Issued by     Issuer/zerossl, a fallback: ClusterIssuer/le failed"), "{text}");
+        let from_issuer_ref = report(&certificate(CertificateStatus::default()));
+        let text = screen(&from_issuer_ref, &Palette::default(), "2026-11-29T00:00:00Z".parse().unwrap());
+        assert!(!text.contains("Fallbacks") && !text.contains("Issued by"), "{text}");
     }
 
     #[test]

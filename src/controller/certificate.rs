@@ -114,7 +114,7 @@ struct Observation {
     observed: Observed,
     attempts: Vec<Arc<AttemptRecord>>,
     renewal_info: Option<RenewalInfoStatus>,
-    /// The issuer is an ACME one (or unknown: then it is taken to be), so an attempt it makes
+    /// The next attempt's issuer is an ACME one (or unknown: then it is taken to be), so an attempt it makes
     /// sets up what must be cleaned up after it.
     acme_issuer: bool,
     /// The index the next attempt takes.
@@ -226,7 +226,14 @@ fn cache_behind(cached: Option<&WatchedSecret>, latest: Option<&AttemptRecord>) 
 /// What the caches (and, where they may be behind, the API server) say about `cert`; `None`
 /// while they are catching up with what this process just did.
 async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: Desired) -> Result<Option<Observation>> {
-    let (issuer, issuer_spec) = issuer_state(ctx, namespace, &desired.issuer, &desired.names);
+    let (issuer, _) = issuer_state(ctx, namespace, &desired.issuer, &desired.names);
+    let fallbacks: Vec<(IssuerRef, IssuerState)> = cert
+        .spec
+        .fallback_issuer_refs
+        .iter()
+        .flatten()
+        .map(|fallback| (fallback.clone(), issuer_state(ctx, namespace, fallback, &desired.names).0))
+        .collect();
     let Some((attempts, next_index)) = attempts_and_next_index(ctx, cert, namespace).await? else {
         return Ok(None);
     };
@@ -238,10 +245,16 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
     let latest = attempts.last().map(Arc::as_ref);
     let secret = target_secret(ctx, namespace, &desired.secret_name, &name, &desired.names, latest).await?;
     let previous = cert.status.as_ref().and_then(|s| s.renewal_info.clone());
-    let acme_issuer = issuer_spec.as_ref().is_none_or(|s| s.acme.is_some());
-    let renewal_info = match (&secret, issuer_spec.and_then(|s| s.acme)) {
-        (SecretState::Present(stored), Some(acme)) if issuer == IssuerState::Ready => match &stored.ari_id {
-            Some(id) => Some(renewal_info(ctx, namespace, &desired.issuer, &acme, id, previous).await?),
+    // Renewal information comes from the CA that issued the certificate, a fallback's included.
+    let stored_issuer = match &secret {
+        SecretState::Present(stored) => stored.issuer.clone().filter(|i| cert.spec.issuers().contains(i)),
+        _ => None,
+    };
+    let ari_issuer = stored_issuer.unwrap_or_else(|| desired.issuer.clone());
+    let (ari_issuer_state, ari_issuer_spec) = issuer_state(ctx, namespace, &ari_issuer, &desired.names);
+    let renewal_info = match (&secret, ari_issuer_spec.and_then(|s| s.acme)) {
+        (SecretState::Present(stored), Some(acme)) if ari_issuer_state == IssuerState::Ready => match &stored.ari_id {
+            Some(id) => Some(renewal_info(ctx, namespace, &ari_issuer, &acme, id, previous).await?),
             None => None,
         },
         _ => None,
@@ -253,6 +266,7 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
     let mut observed = Observed {
         now: Timestamp::now(),
         issuer,
+        fallbacks,
         secret,
         attempts: attempts
             .iter()
@@ -269,6 +283,8 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
     if observed.in_progress().is_none() && observed.assess().need.is_some() {
         observed.keystore_password = keystore_password_problem(ctx, namespace, cert).await?;
     }
+    let (_, next_issuer_spec) = issuer_state(ctx, namespace, &observed.next_issuer().issuer, &observed.desired.names);
+    let acme_issuer = next_issuer_spec.as_ref().is_none_or(|s| s.acme.is_some());
     Ok(Some(Observation { observed, attempts, renewal_info, acme_issuer, next_index }))
 }
 
@@ -367,8 +383,12 @@ fn new_attempt(
     cleanup: bool,
 ) -> Result<CertificateAttempt> {
     let name = cert.name_any();
-    let mut spec = snapshot(cert, type_, reason);
-    spec.replaces = replaces;
+    let issuer = observed.next_issuer();
+    let mut spec = snapshot(cert, type_, reason, &issuer.issuer);
+    spec.fallback_reason = issuer.fallback_reason;
+    // The certificate a renewal order replaces is known only to the CA that issued it.
+    let same_ca = observed.stored().is_some_and(|stored| stored.issuer.as_ref() == Some(&issuer.issuer));
+    spec.replaces = replaces.filter(|_| same_ca);
     spec.renew_request = observed.desired.renew_request.clone();
     let mut attempt = CertificateAttempt::new(&attempt_name(&name, index), spec);
     attempt.metadata.namespace = cert.namespace();
@@ -641,7 +661,7 @@ fn certificates_for_issuer(
     store
         .state()
         .iter()
-        .filter(|c| c.spec.issuer_ref.kind == kind && c.spec.issuer_ref.name == name)
+        .filter(|c| c.spec.issuers().iter().any(|issuer| issuer.kind == kind && issuer.name == name))
         .filter(|c| kind == IssuerKind::ClusterIssuer || c.namespace() == namespace)
         .map(|c| ObjectRef::from_obj(c.as_ref()))
         .collect()

@@ -294,7 +294,7 @@ fn readiness(issuer_ref: &IssuerRef, status: Option<IssuerStatus>) -> IssuerStat
             "{:?} {} is not ready ({}): {}",
             issuer_ref.kind, issuer_ref.name, c.reason, c.message
         )),
-        None => IssuerState::NotReady(format!("{:?} {} has not been checked yet", issuer_ref.kind, issuer_ref.name)),
+        None => IssuerState::Unchecked(format!("{:?} {} has not been checked yet", issuer_ref.kind, issuer_ref.name)),
     }
 }
 

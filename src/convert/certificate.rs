@@ -42,6 +42,8 @@ pub fn convert(spec: source::CertificateSpec, f: &mut Findings) -> Option<Certif
         ip_addresses: non_empty(ip_addresses),
         common_name,
         issuer_ref,
+        // cert-manager has no fallback issuers.
+        fallback_issuer_refs: None,
         duration,
         renew_before,
         renew_before_percentage: renew_before_percentage(spec.renew_before_percentage, f),

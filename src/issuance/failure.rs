@@ -14,6 +14,11 @@ macro_rules! failure_codes {
         impl FailureCode {
             pub const ALL: &[FailureCode] = &[$(FailureCode::$name,)*];
 
+            /// The code an attempt's `errorCode` names, if it is one of these.
+            pub fn parse(text: &str) -> Option<FailureCode> {
+                Self::ALL.iter().copied().find(|code| code.as_str() == text)
+            }
+
             pub fn as_str(self) -> &'static str {
                 match self {
                     $(FailureCode::$name => $text,)*

@@ -5,6 +5,7 @@
 pub mod adopt;
 pub mod backoff;
 pub mod cluster_issuer;
+pub mod fallback;
 pub mod history;
 pub mod persist;
 pub mod renewal;

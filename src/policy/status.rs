@@ -4,7 +4,7 @@
 use super::trigger::{Decision, Observed, SecretState};
 use crate::api::{
     attempt::AttemptPhase,
-    certificate::{AttemptHistoryEntry, AttemptSummary, CertificatePhase, CertificateStatus},
+    certificate::{AttemptHistoryEntry, AttemptSummary, CertificatePhase, CertificateStatus, IssuedBy},
     conditions::Condition,
 };
 use jiff::Timestamp;
@@ -49,6 +49,7 @@ pub fn summarise(o: &Observed, decision: &Decision, previous_history: &[AttemptH
             _ => None,
         },
         history: super::history::merge(previous_history, &o.attempts),
+        issued_by: issued_by(o),
     };
     if let Some(a) = latest.filter(|a| a.phase != AttemptPhase::Succeeded) {
         status.validation_records = a.challenges.clone();
@@ -60,6 +61,19 @@ pub fn summarise(o: &Observed, decision: &Decision, previous_history: &[AttemptH
         condition.observed_generation = Some(o.desired.generation);
     }
     status
+}
+
+/// The issuer of the stored certificate, and why a fallback issued it: in the words of the
+/// attempt that did (or, when that attempt was pruned, saying only that it was a fallback).
+fn issued_by(o: &Observed) -> Option<IssuedBy> {
+    let issuer = o.stored()?.issuer.as_ref()?;
+    let fallback_reason = (issuer != &o.desired.issuer).then(|| {
+        let issuing = o.attempts.iter().rev().find(|a| a.phase == AttemptPhase::Succeeded && &a.issuer == issuer);
+        issuing.and_then(|a| a.fallback_reason.clone()).unwrap_or_else(|| {
+            format!("issued by fallback issuer {issuer}; the attempt that says why is no longer kept")
+        })
+    });
+    Some(IssuedBy { kind: issuer.kind, name: issuer.name.clone(), fallback_reason })
 }
 
 fn phase(o: &Observed, usable: bool, expired: bool) -> CertificatePhase {
@@ -176,7 +190,11 @@ fn issuing_condition(o: &Observed, decision: &Decision) -> Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::trigger::tests::{attempt, now, observed, stored};
+    use crate::api::{IssuerKind, IssuerRef};
+    use crate::policy::trigger::{
+        IssuerState,
+        tests::{attempt, issuer, now, observed, stored},
+    };
     use jiff::SignedDuration;
 
     fn condition<'a>(s: &'a CertificateStatus, t: &str) -> &'a Condition {
@@ -210,6 +228,30 @@ mod tests {
         let names: Vec<&str> = s.history.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["app-3", "app-2", "app-1"]);
         assert_eq!(s.history[2], before[1]);
+    }
+
+    #[test]
+    fn the_issuer_of_the_certificate_and_why_a_fallback_issued_it() {
+        let secret = |issuer: IssuerRef| {
+            let mut stored = stored(now() - SignedDuration::from_hours(24), 90);
+            stored.issuer = Some(issuer);
+            SecretState::Present(Box::new(stored))
+        };
+        let o = observed(secret(issuer()), vec![attempt(1, AttemptPhase::Succeeded)]);
+        let by = summarise(&o, &o.decide(), &[]).issued_by.unwrap();
+        assert_eq!((by.kind, by.name.as_str(), by.fallback_reason), (issuer().kind, "local", None));
+        let backup = IssuerRef { kind: IssuerKind::Issuer, name: "backup".into() };
+        let mut succeeded = attempt(2, AttemptPhase::Succeeded);
+        succeeded.issuer = backup.clone();
+        succeeded.fallback_reason = Some("ClusterIssuer/local failed on the CA's side (CAUnreachable)".into());
+        let mut o = observed(secret(backup.clone()), vec![attempt(1, AttemptPhase::Failed), succeeded]);
+        o.fallbacks = vec![(backup.clone(), IssuerState::Ready)];
+        let by = summarise(&o, &o.decide(), &[]).issued_by.unwrap();
+        assert_eq!(by.name, "backup");
+        assert!(by.fallback_reason.unwrap().contains("CAUnreachable"));
+        o.attempts.clear();
+        let pruned = summarise(&o, &o.decide(), &[]).issued_by.unwrap().fallback_reason.unwrap();
+        assert!(pruned.contains("fallback issuer Issuer/backup"), "{pruned}");
     }
 
     #[test]

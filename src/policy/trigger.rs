@@ -3,6 +3,7 @@
 use super::{
     adopt::NotAdoptable,
     backoff::BackoffPolicy,
+    fallback::{Choice, cycle, next_issuer},
     renewal::{RenewalSettings, RenewalTime, SuggestedWindow, renewal_time},
 };
 use crate::{
@@ -23,6 +24,9 @@ pub enum IssuerState {
     Ready,
     NotFound(String),
     NotReady(String),
+    /// Not looked at yet (just created, or certpilot just started): waited for like one not
+    /// ready, but never passed over for a fallback, which would win every race at creation.
+    Unchecked(String),
     /// Ready, but it may not issue for the names asked for (a CA's name constraints).
     CannotIssue(String),
 }
@@ -84,6 +88,8 @@ pub struct AttemptView {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub challenges: Vec<ValidationRecord>,
+    /// Why it went to a fallback issuer instead of `issuerRef`.
+    pub fallback_reason: Option<String>,
     /// The attempt's snapshot still asks for what the Certificate asks for (`policy::trust`).
     pub matches_spec: bool,
 }
@@ -109,7 +115,10 @@ pub struct Desired {
 pub struct Observed {
     pub now: Timestamp,
     pub desired: Desired,
+    /// The state of `desired.issuer` (the Certificate's `issuerRef`).
     pub issuer: IssuerState,
+    /// The Certificate's `fallbackIssuerRefs`, in order, with their states.
+    pub fallbacks: Vec<(IssuerRef, IssuerState)>,
     pub secret: SecretState,
     /// Attempts of this Certificate, oldest first.
     pub attempts: Vec<AttemptView>,
@@ -157,6 +166,18 @@ pub struct Assessment {
 }
 
 impl Observed {
+    /// The issuer the next attempt goes to (`policy::fallback`).
+    pub fn next_issuer(&self) -> Choice {
+        let listed: Vec<(IssuerRef, IssuerState)> =
+            std::iter::once((self.desired.issuer.clone(), self.issuer.clone())).chain(self.fallbacks.clone()).collect();
+        let needed_by = self.stored().map(|stored| stored.info.not_after);
+        next_issuer(&listed, &cycle(&self.attempts, self.desired.generation), needed_by)
+    }
+
+    fn lists_issuer(&self, issuer: &IssuerRef) -> bool {
+        issuer == &self.desired.issuer || self.fallbacks.iter().any(|(fallback, _)| fallback == issuer)
+    }
+
     pub fn latest(&self) -> Option<&AttemptView> {
         self.attempts.last()
     }
@@ -262,7 +283,7 @@ impl Observed {
             return Some(format!("the spec changed: {e}"));
         }
         match &stored.issuer {
-            Some(issuer) if issuer != &self.desired.issuer => {
+            Some(issuer) if !self.lists_issuer(issuer) => {
                 return Some(format!("the issuer changed from {issuer} to {}", self.desired.issuer));
             }
             None => {
@@ -353,11 +374,11 @@ impl Observed {
         if let SecretState::NotAdoptable { reason } = &self.secret {
             return Some(not_adoptable(&self.desired.secret_name, reason));
         }
-        match &self.issuer {
+        match &self.next_issuer().state {
             IssuerState::NotFound(message) => {
                 return Some(Decision::Blocked { reason: "IssuerNotFound", message: message.clone() });
             }
-            IssuerState::NotReady(message) => {
+            IssuerState::NotReady(message) | IssuerState::Unchecked(message) => {
                 return Some(Decision::Blocked { reason: "IssuerNotReady", message: message.clone() });
             }
             IssuerState::CannotIssue(message) => {
@@ -396,6 +417,11 @@ impl Observed {
     /// Retry-After. A changed spec or a new renewal request skips the backoff, never Retry-After.
     fn backing_off_until(&self, type_: AttemptType) -> Option<Timestamp> {
         let failed = self.latest().filter(|a| a.phase == AttemptPhase::Failed)?;
+        if self.next_issuer().switched {
+            // The next issuer has not failed yet: neither the backoff nor the last CA's
+            // Retry-After applies to it.
+            return None;
+        }
         let failed_at = failed.finished_at.unwrap_or(self.now);
         let until =
             self.backoff.next_attempt(self.consecutive_failures(), failed_at, failed.retry_after, &self.jitter_key);
@@ -473,6 +499,7 @@ pub(crate) mod tests {
                 outputs: Vec::new(),
             },
             issuer: IssuerState::Ready,
+            fallbacks: Vec::new(),
             secret,
             attempts,
             jitter_key: "ns/app".into(),
@@ -788,5 +815,58 @@ pub(crate) mod tests {
         let mut o = observed(SecretState::Missing, vec![f]);
         o.desired.generation = 2;
         assert!(matches!(o.decide(), Decision::Start { .. }));
+    }
+
+    fn fallback() -> IssuerRef {
+        IssuerRef { kind: IssuerKind::Issuer, name: "backup".into() }
+    }
+
+    fn failed_just_now(code: FailureCode) -> AttemptView {
+        let mut a = attempt(1, AttemptPhase::Failed);
+        a.finished_at = Some(now() - SignedDuration::from_secs(5));
+        a.error_code = Some(code.as_str().into());
+        a.retry_after = Some(now() + SignedDuration::from_hours(2));
+        a
+    }
+
+    #[test]
+    fn a_failure_on_the_cas_side_goes_to_the_fallback_without_backoff_or_retry_after() {
+        let mut o = observed(SecretState::Missing, vec![failed_just_now(FailureCode::RateLimited)]);
+        assert!(matches!(o.decide(), Decision::BackingOff { .. }), "no fallback: the backoff applies");
+        o.fallbacks = vec![(fallback(), IssuerState::Ready)];
+        assert_eq!(start_type(o.decide()), AttemptType::Issue);
+        assert_eq!(o.next_issuer().issuer, fallback());
+        let o = observed(SecretState::Missing, vec![failed_just_now(FailureCode::Dns)]);
+        let mut user = o.clone();
+        user.fallbacks = vec![(fallback(), IssuerState::Ready)];
+        assert!(matches!(user.decide(), Decision::BackingOff { .. }), "a failure on the user's side waits");
+        assert_eq!(user.next_issuer().issuer, issuer());
+    }
+
+    #[test]
+    fn a_certificate_from_a_fallback_is_kept_until_its_renewal() {
+        let mut from_fallback = stored(now() - SignedDuration::from_hours(24), 90);
+        from_fallback.issuer = Some(fallback());
+        let mut o = observed(SecretState::Present(Box::new(from_fallback)), vec![attempt(1, AttemptPhase::Succeeded)]);
+        assert!(matches!(o.decide(), Decision::Start { type_: AttemptType::Reissue, .. }), "not listed: reissued");
+        o.fallbacks = vec![(fallback(), IssuerState::Ready)];
+        assert_eq!(o.decide(), Decision::UpToDate);
+    }
+
+    #[test]
+    fn an_issuer_ref_that_is_not_ready_hands_over_to_a_ready_fallback() {
+        let mut o = observed(SecretState::Missing, vec![]);
+        o.issuer = IssuerState::NotReady("the CA Secret is missing".into());
+        o.fallbacks = vec![(fallback(), IssuerState::Ready)];
+        assert_eq!(start_type(o.decide()), AttemptType::Issue);
+        o.fallbacks[0].1 = IssuerState::NotReady("its CA Secret is missing too".into());
+        let blocked = o.decide();
+        assert!(matches!(&blocked, Decision::Blocked { reason: "IssuerNotReady", message } if message.contains("too")));
+        o.issuer = IssuerState::Unchecked("not checked yet".into());
+        o.fallbacks[0].1 = IssuerState::Ready;
+        let waits = o.decide();
+        assert!(
+            matches!(&waits, Decision::Blocked { reason: "IssuerNotReady", message } if message.contains("not checked"))
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! so that making and checking cannot drift apart.
 
 use crate::api::{
-    Certificate, CertificateAttempt, CertificateAttemptSpec, GROUP,
+    Certificate, CertificateAttempt, CertificateAttemptSpec, GROUP, IssuerRef,
     attempt::AttemptType,
     certificate::{CertificateSpec, OutputFormat},
 };
@@ -22,8 +22,9 @@ pub enum Verdict {
     Rejected(String),
 }
 
-/// The attempt spec a Certificate asks for now (type and reason are the decision's).
-pub fn snapshot(cert: &Certificate, type_: AttemptType, reason: &str) -> CertificateAttemptSpec {
+/// The attempt spec a Certificate asks for now, of `issuer` (type, reason and issuer are the
+/// decision's; the issuer is `issuerRef` or one of `fallbackIssuerRefs`, see `policy::fallback`).
+pub fn snapshot(cert: &Certificate, type_: AttemptType, reason: &str, issuer: &IssuerRef) -> CertificateAttemptSpec {
     let spec = &cert.spec;
     let key = spec.private_key();
     CertificateAttemptSpec {
@@ -36,7 +37,8 @@ pub fn snapshot(cert: &Certificate, type_: AttemptType, reason: &str) -> Certifi
         common_name: spec.common_name.clone(),
         duration: spec.duration.clone(),
         is_ca: spec.is_ca(),
-        issuer_ref: spec.issuer_ref.clone(),
+        issuer_ref: issuer.clone(),
+        fallback_reason: None,
         key_algorithm: crate::pki::keys::describe_spec(&key),
         private_key: key,
         profile: spec.profile.clone(),
@@ -136,8 +138,15 @@ pub fn verdict(attempt: &CertificateAttempt, cert: Option<&Certificate>) -> Verd
     if !is_indexed_name(&attempt.name_any(), name) {
         return Verdict::Rejected(format!("its name is not {name}-<index>, as certpilot names attempts"));
     }
-    let wanted = snapshot(cert, spec.type_, &spec.reason);
-    match difference(spec, &wanted) {
+    let change = if cert.spec.issuers().contains(&spec.issuer_ref) {
+        difference(spec, &snapshot(cert, spec.type_, &spec.reason, &spec.issuer_ref))
+    } else {
+        Some(format!(
+            "spec.issuerRef is {}, which is neither the Certificate's issuerRef nor one of its fallbackIssuerRefs",
+            spec.issuer_ref
+        ))
+    };
+    match change {
         None => Verdict::Trusted,
         Some(change) if spec.certificate_generation < generation => Verdict::Superseded(format!(
             "superseded: the Certificate changed (generation {} to {generation}): {change}",
@@ -155,6 +164,8 @@ pub struct Claim {
     /// as certpilot makes them (`None`: it is never trusted).
     owner_uid: Option<String>,
     generation: i64,
+    /// The issuer it asks, which the Certificate must list.
+    issuer: IssuerRef,
     /// A digest of the fields that must equal the Certificate's (see `requested`).
     requested: u64,
 }
@@ -164,6 +175,7 @@ pub fn claim(attempt: &CertificateAttempt) -> Claim {
     Claim {
         owner_uid: controller_of(attempt).ok().filter(|_| well_formed).map(|owner| owner.uid.clone()),
         generation: attempt.spec.certificate_generation,
+        issuer: attempt.spec.issuer_ref.clone(),
         requested: requested_digest(&attempt.spec),
     }
 }
@@ -174,7 +186,8 @@ pub fn trusts(claim: &Claim, cert: &Certificate) -> bool {
     claim.owner_uid.is_some()
         && cert.uid() == claim.owner_uid
         && claim.generation <= generation
-        && claim.requested == requested_digest(&snapshot(cert, AttemptType::Issue, ""))
+        && cert.spec.issuers().contains(&claim.issuer)
+        && claim.requested == requested_digest(&snapshot(cert, AttemptType::Issue, "", &claim.issuer))
 }
 
 fn requested_digest(spec: &CertificateAttemptSpec) -> u64 {
@@ -203,13 +216,21 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::Resource;
 
+    fn ca() -> IssuerRef {
+        IssuerRef { kind: IssuerKind::ClusterIssuer, name: "ca".into() }
+    }
+
+    fn fallback() -> IssuerRef {
+        IssuerRef { kind: IssuerKind::Issuer, name: "backup".into() }
+    }
+
     fn cert() -> Certificate {
         let mut cert = Certificate::new(
             "web",
             CertificateSpec {
                 secret_name: "web-tls".into(),
                 dns_names: Some(vec!["web.example.com".into()]),
-                issuer_ref: IssuerRef { kind: IssuerKind::ClusterIssuer, name: "ca".into() },
+                issuer_ref: ca(),
                 ..Default::default()
             },
         );
@@ -221,7 +242,7 @@ mod tests {
 
     fn attempt_for(cert: &Certificate, index: u32) -> CertificateAttempt {
         let mut attempt =
-            CertificateAttempt::new(&attempt_name("web", index), snapshot(cert, AttemptType::Issue, "new"));
+            CertificateAttempt::new(&attempt_name("web", index), snapshot(cert, AttemptType::Issue, "new", &ca()));
         attempt.metadata.owner_references = Some(vec![cert.controller_owner_ref(&()).unwrap()]);
         attempt
     }
@@ -230,6 +251,25 @@ mod tests {
     fn certpilots_own_attempts_are_trusted() {
         let cert = cert();
         assert_eq!(verdict(&attempt_for(&cert, 1), Some(&cert)), Verdict::Trusted);
+    }
+
+    #[test]
+    fn an_attempt_may_ask_a_fallback_issuer_the_certificate_lists_and_no_other() {
+        let mut cert = cert();
+        let mut to_fallback = attempt_for(&cert, 1);
+        to_fallback.spec.issuer_ref = fallback();
+        let Verdict::Rejected(why) = verdict(&to_fallback, Some(&cert)) else { panic!("an unlisted issuer") };
+        assert!(why.contains("Issuer/backup") && why.contains("fallbackIssuerRefs"), "{why}");
+        assert!(!trusts(&claim(&to_fallback), &cert));
+        cert.spec.fallback_issuer_refs = Some(vec![fallback()]);
+        assert_eq!(verdict(&to_fallback, Some(&cert)), Verdict::Trusted);
+        assert!(trusts(&claim(&to_fallback), &cert));
+        to_fallback.spec.fallback_reason = Some("ca was down".into());
+        assert_eq!(verdict(&to_fallback, Some(&cert)), Verdict::Trusted, "the reason is the decision's, not asked for");
+        let mut dropped = cert.clone();
+        dropped.spec.fallback_issuer_refs = None;
+        dropped.metadata.generation = Some(4);
+        assert!(matches!(verdict(&to_fallback, Some(&dropped)), Verdict::Superseded(_)), "the fallback was removed");
     }
 
     #[test]
@@ -295,6 +335,8 @@ mod tests {
         let mut changed = cert.clone();
         changed.metadata.generation = Some(4);
         changed.spec.dns_names = Some(vec!["new.example.com".into()]);
+        let mut with_fallback = cert.clone();
+        with_fallback.spec.fallback_issuer_refs = Some(vec![fallback()]);
         type Mutation = Box<dyn Fn(&mut CertificateAttempt)>;
         let mutations: Vec<Mutation> = vec![
             Box::new(|_| {}),
@@ -302,6 +344,8 @@ mod tests {
             Box::new(|a| a.spec.is_ca = true),
             Box::new(|a| a.spec.secret_name = "victim-tls".into()),
             Box::new(|a| a.spec.issuer_ref.name = "other".into()),
+            Box::new(|a| a.spec.issuer_ref = fallback()),
+            Box::new(|a| a.spec.fallback_reason = Some("ca was down".into())),
             Box::new(|a| a.spec.duration = Some("1h".into())),
             Box::new(|a| a.spec.certificate_generation = 4),
             Box::new(|a| a.spec.certificate_generation = 2),
@@ -316,7 +360,7 @@ mod tests {
         for (i, mutate) in mutations.iter().enumerate() {
             let mut attempt = attempt_for(&cert, 1);
             mutate(&mut attempt);
-            for judge in [&cert, &other, &changed] {
+            for judge in [&cert, &other, &changed, &with_fallback] {
                 let trusted = verdict(&attempt, Some(judge)) == Verdict::Trusted;
                 assert_eq!(trusts(&claim(&attempt), judge), trusted, "mutation {i}, judged by {:?}", judge.uid());
             }

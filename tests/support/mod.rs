@@ -178,6 +178,10 @@ impl Operator {
         // Tests renew within seconds; a test of the floor itself sets its own.
         let floor: &[&str] =
             if extra.contains(&"--min-renewal-interval") { &[] } else { &["--min-renewal-interval", "1s"] };
+        // Failures are retried within seconds; a test that must tell a retry from a switch of
+        // issuer sets its own backoff.
+        let retry: &[&str] =
+            if extra.contains(&"--retry-base") { &[] } else { &["--retry-base", "2s", "--retry-max", "10s"] };
         // `CERTPILOT_OPERATOR_WRAP`, e.g. `heaptrack`: a command to run the operator under
         // (for profiling a test or the scale bench).
         let mut command = match std::env::var("CERTPILOT_OPERATOR_WRAP") {
@@ -199,7 +203,7 @@ impl Operator {
             .args(["controller", "--namespace", namespace])
             .args(resources)
             .args(probe)
-            .args(["--retry-base", "2s", "--retry-max", "10s"])
+            .args(retry)
             .args(floor)
             .args(extra)
             .env("KUBECONFIG", kubeconfig)

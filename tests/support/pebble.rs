@@ -244,11 +244,29 @@ impl Pebble {
     /// Stops the CA and starts it again on the same address: it forgets every account and
     /// order, as a private CA restored from backup or a restarted test CA does.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stops the CA process (its DNS server stays): its address refuses connections, as a CA
+    /// that is down does.
+    pub fn stop(&mut self) {
         let mut ca = self.children.pop().expect("the CA process");
         let _ = ca.kill();
         let _ = ca.wait();
+    }
+
+    /// Starts the CA stopped by [`Pebble::stop`] again on the same address, knowing no account.
+    pub fn start_again(&mut self) {
         self.children.push(spawn_logged(ca_process(&self.ca_command), self.log.clone()));
         wait_for_port(self.acme_port);
+    }
+
+    /// Options for another Pebble that validates at the same solver ports as this one, so that
+    /// one operator serves both CAs' challenges.
+    pub fn same_solvers(&self) -> PebbleOptions {
+        let options = &self.ca_command.3;
+        PebbleOptions { http_port: options.http_port, tls_port: options.tls_port, ..PebbleOptions::on_free_ports() }
     }
 
     /// The subject of Pebble's root number `index` (0 is the default chain's root).

@@ -65,6 +65,7 @@ impl AttemptRecord {
             error_message: status.error_message,
             challenges: status.challenges,
             serial: status.issued.map(|i| i.serial_number),
+            fallback_reason: spec.fallback_reason.clone(),
             matches_spec: false,
         };
         Self {

@@ -35,12 +35,16 @@ use crate::{
         steps::StepLog,
     },
     pki::PrivateKey,
+    policy::fallback,
     solver::ChallengeKind,
 };
 use instant_acme::OrderStatus as CaOrder;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{Api, ResourceExt, runtime::controller::Action};
+use kube::{
+    Api, ResourceExt,
+    runtime::{controller::Action, reflector::ObjectRef},
+};
 use std::{sync::Arc, time::Duration};
 use target::Stored;
 
@@ -409,12 +413,21 @@ impl Pass<'_> {
         if failure.code == C::AccountDoesNotExist && ordering && !self.reregistered {
             return settle(self.reregister(failure).await);
         }
-        if failure.code.is_transient() && ordering && !self.timed_out() {
+        if failure.code.is_transient() && ordering && !self.timed_out() && !self.hands_over(&failure) {
             tracing::warn!(attempt = %self.attempt.name_any(), error = %failure.message, "transient ACME failure; trying again");
             let wait = if failure.code == C::BadNonce { Duration::from_millis(500) } else { Duration::from_secs(10) };
             return Ok(Transition::Wait(wait));
         }
         Ok(Transition::Fail(failure))
+    }
+
+    /// A fallback issuer follows this attempt's: the failure ends the attempt, and the next
+    /// one goes to the fallback at once instead of this one waiting for its CA.
+    fn hands_over(&self, failure: &Failure) -> bool {
+        let spec = &self.attempt.spec;
+        let certificate =
+            self.ctx.caches.certificates.get(&ObjectRef::new(&spec.certificate_name).within(&self.namespace));
+        certificate.is_some_and(|c| fallback::hand_over(&c.spec.issuers(), &spec.issuer_ref, failure.code))
     }
 
     async fn reregister(&mut self, failure: Failure) -> Phase<Transition> {
