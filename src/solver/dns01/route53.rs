@@ -8,7 +8,8 @@
 //! Identity, the environment, AssumeRole) are `aws-config`'s default chain, with its STS calls,
 //! caching and refreshing; with the signing crate alone, certpilot would write and keep that chain
 //! and Route 53's XML itself. The SDK rides on the same hyper, rustls and aws-lc-rs as the rest
-//! of certpilot; what it costs in build time and binary size is in the commit that added it.
+//! of certpilot. Its cost, measured when it was added: 25 more crates, the release binary
+//! 42.6 MB → 52.0 MB, and the SDK's crates about a tenth of a clean build's compile time.
 
 use super::Provider;
 use crate::{
