@@ -299,13 +299,25 @@ fn dns01_solver(dns01: source::Dns01, path: &str, scope: &Scope, f: &mut Finding
             ..Default::default()
         },
         (None, None) => {
-            let provider = dns01.rest.keys().next().cloned().unwrap_or_else(|| "(none)".into());
-            f.add(format!("{path}.{provider}"), Problem::NoDnsProvider { provider });
+            let (provider, problem) = match dns01.rest.get("webhook") {
+                Some(webhook) => ("webhook".to_string(), Problem::CertManagerWebhook { solver: webhook_name(webhook) }),
+                None => {
+                    let provider = dns01.rest.keys().next().cloned().unwrap_or_else(|| "(none)".into());
+                    (provider.clone(), Problem::NoDnsProvider { provider })
+                }
+            };
+            f.add(format!("{path}.{provider}"), problem);
             return None;
         }
     };
     f.unmapped(path, &dns01.rest);
     Some(Dns01Solver { cname_strategy, ..solver })
+}
+
+/// How cert-manager names a webhook solver: `<groupName>/<solverName>`.
+fn webhook_name(webhook: &serde_json::Value) -> String {
+    let field = |name: &str| webhook.get(name).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+    format!("{}/{}", field("groupName"), field("solverName"))
 }
 
 /// cert-manager's fields carry over by name; its ServiceAccount tokens become certpilot's own

@@ -49,40 +49,84 @@ impl fmt::Display for Finding {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Problem {
     // The whole resource is left out.
-    NotCertManager { api_version: String },
-    OldApiVersion { api_version: String },
+    NotCertManager {
+        api_version: String,
+    },
+    OldApiVersion {
+        api_version: String,
+    },
     NoCounterpart,
-    Malformed { error: String },
-    UnsupportedIssuerType { issuer_type: String },
+    Malformed {
+        error: String,
+    },
+    UnsupportedIssuerType {
+        issuer_type: String,
+    },
     NoIssuerType,
-    ExternalIssuer { group: String },
-    UnknownIssuerKind { kind: String },
+    ExternalIssuer {
+        group: String,
+    },
+    UnknownIssuerKind {
+        kind: String,
+    },
     NoNamesLeft,
-    TooManyNames { count: usize },
+    TooManyNames {
+        count: usize,
+    },
     MissingSecretName,
 
     // A field is left out or changed; the rest of the resource is converted.
     NoCounterpartField,
     NoUriOrEmailSans,
     NoSubject,
-    Usages { unsupported: Vec<String> },
+    Usages {
+        unsupported: Vec<String>,
+    },
     KeystoreNoPassword,
     KeystoreLiteralPassword,
     KeystoreAlias,
-    NoTruststore { file: String },
+    NoTruststore {
+        file: String,
+    },
     Pkcs12LegacyDefault,
-    Pkcs12Profile { value: String },
-    OutputFormat { format: String },
-    InvalidDnsName { name: String },
-    InvalidIpAddress { address: String },
+    Pkcs12Profile {
+        value: String,
+    },
+    OutputFormat {
+        format: String,
+    },
+    InvalidDnsName {
+        name: String,
+    },
+    InvalidIpAddress {
+        address: String,
+    },
     CommonNameTooLong,
-    Duration { value: String, why: DurationProblem },
-    RenewBeforePercentage { value: i32 },
-    KeyAlgorithm { value: String },
-    KeySize { algorithm: String, size: i32, used: i32 },
-    KeyEncoding { value: String },
-    RotationPolicy { value: String },
-    HistoryLimit { value: i32, used: i32 },
+    Duration {
+        value: String,
+        why: DurationProblem,
+    },
+    RenewBeforePercentage {
+        value: i32,
+    },
+    KeyAlgorithm {
+        value: String,
+    },
+    KeySize {
+        algorithm: String,
+        size: i32,
+        used: i32,
+    },
+    KeyEncoding {
+        value: String,
+    },
+    RotationPolicy {
+        value: String,
+    },
+    HistoryLimit {
+        value: i32,
+        used: i32,
+    },
     CertManagerAnnotation,
     SkipTlsVerify,
     ServerNotHttps,
@@ -91,34 +135,78 @@ pub enum Problem {
     EabKeyMissing,
     SolverWithoutType,
     SelectorEmptied,
-    NoDnsProvider { provider: String },
+    NoDnsProvider {
+        provider: String,
+    },
+    /// cert-manager's own `webhook` solver: an API service in cert-manager's protocol.
+    CertManagerWebhook {
+        solver: String,
+    },
     MatchLabels,
-    Http01WildcardSelector { name: String },
-    InvalidZone { zone: String },
+    Http01WildcardSelector {
+        name: String,
+    },
+    InvalidZone {
+        zone: String,
+    },
     IngressName,
-    Http01Option { option: String },
-    ParentRefs { count: usize },
+    Http01Option {
+        option: String,
+    },
+    ParentRefs {
+        count: usize,
+    },
     NoParentRefs,
-    ParentRefKind { kind: String },
-    GatewayNamespace { name: String },
-    TsigAlgorithm { value: Option<String> },
+    ParentRefKind {
+        kind: String,
+    },
+    GatewayNamespace {
+        name: String,
+    },
+    TsigAlgorithm {
+        value: Option<String>,
+    },
     TsigKeyMissing,
     Route53KeyMissing,
-    CaExtension { field: String },
+    CaExtension {
+        field: String,
+    },
 
     // Converted; something else to do.
-    Lowercased { from: String, to: String },
-    IngressClassAnnotation { class: String },
-    AccountKeyNotReused { secret: String, new_secret: String },
-    ClusterIssuerSecret { secret: String },
-    GatewayRoutes { gateway: String },
+    Lowercased {
+        from: String,
+        to: String,
+    },
+    IngressClassAnnotation {
+        class: String,
+    },
+    AccountKeyNotReused {
+        secret: String,
+        new_secret: String,
+    },
+    ClusterIssuerSecret {
+        secret: String,
+    },
+    GatewayRoutes {
+        gateway: String,
+    },
     TcpOnly,
-    UsagesWidened { added: Vec<String> },
+    UsagesWidened {
+        added: Vec<String>,
+    },
     Pkcs1NotRsa,
     NoSolvers,
-    SelectorSplit { solvers: usize },
-    Route53ServiceAccount { name: String, role: Option<String>, namespaced: bool },
-    Route53Ambient { namespaced: bool },
+    SelectorSplit {
+        solvers: usize,
+    },
+    Route53ServiceAccount {
+        name: String,
+        role: Option<String>,
+        namespaced: bool,
+    },
+    Route53Ambient {
+        namespaced: bool,
+    },
 }
 
 /// Why a duration cannot be carried over.
@@ -329,6 +417,10 @@ impl fmt::Display for Problem {
             Self::NoDnsProvider { provider } => write!(
                 f,
                 "no provider for {provider} in certpilot (built in: rfc2136, powerdns, route53, webhook); the solver is left out: reach {provider} through a dns01.webhook solver and a webhook server for it, or CNAME _acme-challenge to a zone on an RFC 2136 server, PowerDNS or Route 53 and use cnameStrategy: Follow, or keep cert-manager for these names"
+            ),
+            Self::CertManagerWebhook { solver } => write!(
+                f,
+                "cert-manager's webhook solver {solver} is an API service speaking cert-manager's own protocol, which certpilot does not; the solver is left out: run a server in lego's httpreq protocol for that DNS (POST /present and /cleanup with {{\"fqdn\", \"value\"}}) and name it in dns01.webhook, or CNAME _acme-challenge to a zone on an RFC 2136 server, PowerDNS or Route 53 and use cnameStrategy: Follow, or keep cert-manager for these names"
             ),
             Self::MatchLabels => write!(
                 f,

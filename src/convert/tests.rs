@@ -628,7 +628,7 @@ fn dns01_route53_without_keys_uses_certpilots_own_identity() {
 
 #[test]
 fn dns01_providers_certpilot_lacks_leave_the_solver_out() {
-    for provider in ["cloudflare", "azureDNS", "webhook"] {
+    for provider in ["cloudflare", "azureDNS"] {
         let (solvers, findings) = self::solvers(
             "ClusterIssuer",
             json!([{"dns01": {provider: {}}}, {"http01": {"ingress": {"ingressClassName": "nginx"}}}]),
@@ -637,6 +637,12 @@ fn dns01_providers_certpilot_lacks_leave_the_solver_out() {
         let path = format!("spec.acme.solvers[0].dns01.{provider}");
         assert!(has(&findings, &path, &Problem::NoDnsProvider { provider: provider.into() }));
     }
+    let webhook = json!({"groupName": "acme.example.com", "solverName": "gandi", "config": {}});
+    let (solvers, findings) = self::solvers("ClusterIssuer", json!([{"dns01": {"webhook": webhook}}]));
+    assert!(solvers.is_empty());
+    let own = Problem::CertManagerWebhook { solver: "acme.example.com/gandi".into() };
+    assert!(has(&findings, "spec.acme.solvers[0].dns01.webhook", &own), "{findings:?}");
+    assert!(own.to_string().contains("lego's httpreq protocol"), "{own}");
     let (solvers, findings) = self::solvers("Issuer", json!([{"selector": {"dnsZones": ["example.com"]}}]));
     assert!(solvers.is_empty());
     assert!(has(&findings, "spec.acme.solvers[0]", &Problem::SolverWithoutType));
