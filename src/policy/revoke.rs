@@ -1,0 +1,137 @@
+//! Revocation requests: the `certpilot.dev/revoke` annotation, `<reason>[,no-reissue]@<time>`.
+//! The time makes a second request distinct from the first; the same value twice is one
+//! request. Which attempts a request leads to is decided in `policy::trigger`.
+
+use jiff::Timestamp;
+
+/// Why a certificate is revoked (RFC 5280 §5.3.1 CRLReason), in the words ACME and CRLs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RevocationReason {
+    Unspecified,
+    KeyCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+    PrivilegeWithdrawn,
+}
+
+impl RevocationReason {
+    /// Every reason a subscriber may give. `cACompromise`, `certificateHold`, `removeFromCRL`
+    /// and `aACompromise` are the CA's to give, not a certificate holder's.
+    pub const ALL: &[RevocationReason] = &[
+        Self::Unspecified,
+        Self::KeyCompromise,
+        Self::AffiliationChanged,
+        Self::Superseded,
+        Self::CessationOfOperation,
+        Self::PrivilegeWithdrawn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::KeyCompromise => "keyCompromise",
+            Self::AffiliationChanged => "affiliationChanged",
+            Self::Superseded => "superseded",
+            Self::CessationOfOperation => "cessationOfOperation",
+            Self::PrivilegeWithdrawn => "privilegeWithdrawn",
+        }
+    }
+
+    /// The CRLReason code (RFC 5280 §5.3.1).
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Unspecified => 0,
+            Self::KeyCompromise => 1,
+            Self::AffiliationChanged => 3,
+            Self::Superseded => 4,
+            Self::CessationOfOperation => 5,
+            Self::PrivilegeWithdrawn => 9,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| r.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for RevocationReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One revocation request, as the annotation states it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevokeRequest {
+    pub reason: RevocationReason,
+    /// Issue a new certificate (with a new key) once the current one is revoked.
+    pub reissue: bool,
+    pub requested_at: Timestamp,
+}
+
+const NO_REISSUE: &str = "no-reissue";
+
+impl RevokeRequest {
+    /// The annotation's value for this request.
+    pub fn annotation(&self) -> String {
+        let flag = if self.reissue { String::new() } else { format!(",{NO_REISSUE}") };
+        format!("{}{flag}@{}", self.reason, self.requested_at)
+    }
+
+    /// Reads an annotation value, saying what is wrong with one that cannot be read.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let expected = "expected <reason>[,no-reissue]@<RFC 3339 time>, e.g. keyCompromise@2026-06-01T12:00:00Z";
+        let (head, time) = value.rsplit_once('@').ok_or_else(|| format!("{value:?}: {expected}"))?;
+        let requested_at = time
+            .parse::<Timestamp>()
+            .map_err(|_| format!("{value:?}: {time:?} is not an RFC 3339 time; {expected}"))?;
+        let mut parts = head.split(',');
+        let reason_text = parts.next().unwrap_or_default();
+        let reason = RevocationReason::parse(reason_text).ok_or_else(|| {
+            let known: Vec<&str> = RevocationReason::ALL.iter().map(|r| r.as_str()).collect();
+            format!("{value:?}: {reason_text:?} is not a revocation reason; one of {}", known.join(", "))
+        })?;
+        let mut reissue = true;
+        for flag in parts {
+            match flag {
+                NO_REISSUE => reissue = false,
+                other => return Err(format!("{value:?}: unknown flag {other:?}; {expected}")),
+            }
+        }
+        Ok(Self { reason, reissue, requested_at })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_read_back_as_written() {
+        let at: Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
+        for reissue in [true, false] {
+            for &reason in RevocationReason::ALL {
+                let request = RevokeRequest { reason, reissue, requested_at: at };
+                assert_eq!(RevokeRequest::parse(&request.annotation()), Ok(request));
+            }
+        }
+        let plain = RevokeRequest::parse("keyCompromise@2026-06-01T12:00:00Z").unwrap();
+        assert!(plain.reissue);
+        assert_eq!(plain.reason.code(), 1);
+        assert!(!RevokeRequest::parse("superseded,no-reissue@2026-06-01T12:00:00.5Z").unwrap().reissue);
+    }
+
+    #[test]
+    fn a_malformed_request_says_what_is_wrong() {
+        let wrong = |value: &str, part: &str| {
+            let message = RevokeRequest::parse(value).unwrap_err();
+            assert!(message.contains(part), "{value}: {message}");
+        };
+        wrong("keyCompromise", "expected <reason>");
+        wrong("keyCompromise@yesterday", "not an RFC 3339 time");
+        wrong("leaked@2026-06-01T12:00:00Z", "one of unspecified, keyCompromise");
+        wrong("cACompromise@2026-06-01T12:00:00Z", "not a revocation reason");
+        wrong("superseded,later@2026-06-01T12:00:00Z", "unknown flag");
+    }
+}
