@@ -5,7 +5,11 @@
 mod support;
 
 use certpilot::{
-    api::{Certificate, CertificateAttempt, Issuer, attempt::AttemptPhase, certificate::CertificatePhase},
+    api::{
+        Certificate, CertificateAttempt, Issuer,
+        attempt::{AttemptPhase, AttemptType},
+        certificate::CertificatePhase,
+    },
     pki::{
         PrivateKey,
         cert::{parse_chain, pem_certificates},
@@ -1426,4 +1430,74 @@ async fn a_validation_failure_the_user_caused_keeps_the_issuer_and_never_asks_th
     let failed = attempts.iter().filter_map(|a| a.status.as_ref()).filter(|s| s.phase == AttemptPhase::Failed);
     assert!(failed.clone().count() >= 2 && failed.clone().all(|s| s.error_code.as_deref() == Some("Connection")));
     assert_eq!(fallback.new_orders(), 0);
+}
+
+/// Asks for the revocation of Certificate `name` with annotation value `request`, and waits
+/// for the attempt of type `last` that ends it (the Revoke attempt, or the Reissue after it).
+async fn revoke(env: &Env, name: &str, request: &str, last: AttemptType) -> Certificate {
+    let patch = json!({"metadata": {"annotations": {"certpilot.dev/revoke": request}}});
+    env.api::<Certificate>().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_for(
+        &env.api::<Certificate>(),
+        name,
+        &format!("the {last:?} attempt after a revocation"),
+        WAIT,
+        |c: &Certificate| {
+            c.status.as_ref().is_some_and(|s| {
+                s.phase == CertificatePhase::Ready
+                    && s.last_attempt.as_ref().is_some_and(|a| a.phase == AttemptPhase::Succeeded && a.type_ == last)
+            })
+        },
+    )
+    .await
+}
+
+/// The Revoke attempt of Certificate `name` that answered `request`.
+async fn revoke_attempt(env: &Env, request: &str) -> CertificateAttempt {
+    let attempts = env.api::<CertificateAttempt>().list(&ListParams::default()).await.unwrap().items;
+    attempts
+        .into_iter()
+        .find(|a| a.spec.type_ == AttemptType::Revoke && a.spec.revoke_request.as_deref() == Some(request))
+        .expect("a Revoke attempt for the request")
+}
+
+fn tls(secret: &Secret, key: &str) -> Vec<u8> {
+    secret.data.as_ref().unwrap()[key].0.clone()
+}
+
+#[tokio::test]
+async fn revocation_revokes_at_the_ca_with_the_reason_then_reissues_with_a_new_key() {
+    let env = Env::start("acme-revoke", |_| {}).await;
+    env.acme_issuer("pebble", json!({})).await;
+    env.certificate("web", &["web.certpilot.test"], "pebble").await;
+    let serial = env.ready("web").await.status.unwrap().serial_number.unwrap();
+    let before = env.api::<Secret>().get("web-tls").await.unwrap();
+    assert_eq!(env.pebble.cert_status(&serial).await["Status"], "Valid");
+
+    let request = "keyCompromise@2026-06-01T12:00:00Z";
+    let reissued = revoke(&env, "web", request, AttemptType::Reissue).await.status.unwrap();
+    let revoked = env.pebble.cert_status(&serial).await;
+    assert_eq!(revoked["Status"], "Revoked", "{revoked}");
+    assert_eq!(revoked["Reason"], 1, "keyCompromise: {revoked}");
+    let attempt = revoke_attempt(&env, request).await;
+    let status = attempt.status.unwrap();
+    assert_eq!(status.phase, AttemptPhase::Succeeded);
+    let record = status.revoked.unwrap();
+    assert!(record.serial_number.eq_ignore_ascii_case(&serial) && record.reason == "keyCompromise");
+    assert!(!record.already_revoked);
+    let steps: Vec<&str> = status.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(steps, ["Revoke"]);
+    assert_ne!(reissued.serial_number.as_deref(), Some(serial.as_str()));
+    let after = env.api::<Secret>().get("web-tls").await.unwrap();
+    assert_acme_secret(&after, &["web.certpilot.test"]);
+    assert_ne!(tls(&after, "tls.key"), tls(&before, "tls.key"), "the reissue has a new key");
+
+    // --no-reissue: the new certificate is revoked and the Secret keeps it.
+    let new_serial = reissued.serial_number.unwrap();
+    let only = "superseded,no-reissue@2026-06-01T13:00:00Z";
+    revoke(&env, "web", only, AttemptType::Revoke).await;
+    let revoked = env.pebble.cert_status(&new_serial).await;
+    assert_eq!((revoked["Status"].as_str(), revoked["Reason"].as_u64()), (Some("Revoked"), Some(4)), "{revoked}");
+    let kept = env.api::<Secret>().get("web-tls").await.unwrap();
+    assert_eq!(tls(&kept, "tls.crt"), tls(&after, "tls.crt"));
 }
