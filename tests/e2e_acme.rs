@@ -1433,8 +1433,16 @@ async fn a_validation_failure_the_user_caused_keeps_the_issuer_and_never_asks_th
 }
 
 /// Asks for the revocation of Certificate `name` with annotation value `request`, and waits
-/// for the attempt of type `last` that ends it (the Revoke attempt, or the Reissue after it).
+/// for the attempt of type `last` that ends it (the Revoke attempt, or the Reissue after it)
+/// to succeed.
 async fn revoke(env: &Env, name: &str, request: &str, last: AttemptType) -> Certificate {
+    revoke_until(env, name, request, last, AttemptPhase::Succeeded).await
+}
+
+/// `revoke`, until the attempt of type `last` ends in `phase`, the Certificate still Ready.
+async fn revoke_until(env: &Env, name: &str, request: &str, last: AttemptType, phase: AttemptPhase) -> Certificate {
+    let before = env.api::<Certificate>().get(name).await.unwrap();
+    let previous = before.status.and_then(|s| s.last_attempt).map(|a| a.name);
     let patch = json!({"metadata": {"annotations": {"certpilot.dev/revoke": request}}});
     env.api::<Certificate>().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     wait_for(
@@ -1445,7 +1453,9 @@ async fn revoke(env: &Env, name: &str, request: &str, last: AttemptType) -> Cert
         |c: &Certificate| {
             c.status.as_ref().is_some_and(|s| {
                 s.phase == CertificatePhase::Ready
-                    && s.last_attempt.as_ref().is_some_and(|a| a.phase == AttemptPhase::Succeeded && a.type_ == last)
+                    && s.last_attempt
+                        .as_ref()
+                        .is_some_and(|a| a.phase == phase && a.type_ == last && Some(&a.name) != previous.as_ref())
             })
         },
     )
@@ -1500,4 +1510,33 @@ async fn revocation_revokes_at_the_ca_with_the_reason_then_reissues_with_a_new_k
     assert_eq!((revoked["Status"].as_str(), revoked["Reason"].as_u64()), (Some("Revoked"), Some(4)), "{revoked}");
     let kept = env.api::<Secret>().get("web-tls").await.unwrap();
     assert_eq!(tls(&kept, "tls.crt"), tls(&after, "tls.crt"));
+
+    // Revoking twice does nothing more, and says so.
+    let again = "keyCompromise,no-reissue@2026-06-01T14:00:00Z";
+    revoke(&env, "web", again, AttemptType::Revoke).await;
+    let status = revoke_attempt(&env, again).await.status.unwrap();
+    assert!(status.revoked.unwrap().already_revoked);
+    assert!(status.steps[0].message.contains("already revoked"), "{:?}", status.steps);
+    assert_eq!(env.pebble.cert_status(&new_serial).await["Reason"], 4, "the first reason stands");
+}
+
+#[tokio::test]
+async fn revoking_a_certificate_the_ca_no_longer_knows_says_so() {
+    let mut env = Env::start("acme-revoke-unknown", |_| {}).await;
+    env.acme_issuer("pebble", json!({})).await;
+    env.certificate("web", &["web.certpilot.test"], "pebble").await;
+    let serial = env.ready("web").await.status.unwrap().serial_number.unwrap();
+    // Pebble forgets every account and certificate.
+    env.pebble.restart();
+    let request = "keyCompromise@2026-06-01T12:00:00Z";
+    revoke_until(&env, "web", request, AttemptType::Revoke, AttemptPhase::Failed).await;
+    let status = revoke_attempt(&env, request).await.status.unwrap();
+    assert_eq!(status.error_code.as_deref(), Some("CertificateUnknown"), "{status:?}");
+    let message = status.error_message.unwrap();
+    assert!(message.contains("does not know this certificate"), "{message}");
+    let steps: Vec<&str> = status.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(steps, ["Revoke", "RegisterAccount"], "the forgotten account was registered again first");
+    // A failed revocation is answered: no reissue follows, the certificate stays.
+    let cert = env.ready("web").await.status.unwrap();
+    assert_eq!(cert.serial_number.as_deref(), Some(serial.as_str()));
 }

@@ -420,10 +420,10 @@ impl Pass<'_> {
             self.status.phase,
             AttemptPhase::Ordering | AttemptPhase::Presenting | AttemptPhase::Validating | AttemptPhase::Finalizing
         );
-        if failure.code == C::AccountDoesNotExist && ordering && !self.reregistered {
+        let revoking = self.status.phase == AttemptPhase::Revoking;
+        if failure.code == C::AccountDoesNotExist && (ordering || revoking) && !self.reregistered {
             return settle(self.reregister(failure).await);
         }
-        let revoking = self.status.phase == AttemptPhase::Revoking;
         if failure.code.is_transient() && (ordering || revoking) && !self.timed_out() && !self.hands_over(&failure) {
             tracing::warn!(attempt = %self.attempt.name_any(), error = %failure.message, "transient ACME failure; trying again");
             let wait = if failure.code == C::BadNonce { Duration::from_millis(500) } else { Duration::from_secs(10) };
@@ -454,13 +454,18 @@ impl Pass<'_> {
             secrets: &secrets,
         };
         let account = self.ctx.accounts.reregister(&source, &stale).await?;
+        let revoking = self.status.phase == AttemptPhase::Revoking;
+        let next = if revoking { "the revocation is asked again" } else { "a new order follows" };
         self.log.begin("RegisterAccount");
         self.log.succeed(format!(
-            "the CA no longer knew account {}; registered again as {}; a new order follows",
+            "the CA no longer knew account {}; registered again as {}; {next}",
             stale.uri(),
             account.uri()
         ));
         self.account = Some(account);
+        if revoking {
+            return Ok(Transition::Next(AttemptPhase::Revoking));
+        }
         self.order = None;
         self.status.order = None;
         self.status.challenges.clear();
