@@ -623,6 +623,25 @@ async fn renewal_information_sets_the_renewal_time_and_profiles_reach_the_ca() {
 }
 
 #[tokio::test]
+async fn a_revocation_at_acme2certifier_reaches_its_crl() {
+    let (env, a2c) = a2c_env("acme-a2c-revoke", 3600).await;
+    env.certificate("gone", &["gone.certpilot.test"], "a2c").await;
+    let serial = env.ready("gone").await.status.unwrap().serial_number.unwrap();
+    // As openssl prints it: upper case, without the DER sign byte certpilot's hex may keep.
+    let printed = serial.to_uppercase().trim_start_matches("00").to_string();
+    assert!(!a2c.crl_text().contains(&printed));
+    let request = "keyCompromise@2026-06-01T12:00:00Z";
+    let reissued = revoke(&env, "gone", request, AttemptType::Reissue).await.status.unwrap();
+    assert_ne!(reissued.serial_number.as_deref(), Some(serial.as_str()));
+    let crl = a2c.crl_text();
+    let entry = crl.split("Serial Number:").find(|e| e.trim().starts_with(&printed));
+    let entry = entry.unwrap_or_else(|| panic!("serial {serial} not in the CRL:\n{crl}"));
+    assert!(entry.contains("Revocation Date"), "{entry}");
+    // acme2certifier checks the reason (it refuses one it does not know) but its OpenSSL
+    // handler writes no reason into the CRL: the reason is checked at Pebble instead.
+}
+
+#[tokio::test]
 async fn renewals_name_the_certificate_they_replace() {
     let (env, a2c) = a2c_env("acme-replaces", 3600).await;
     env.certificate("repl", &["repl.certpilot.test"], "a2c").await;
