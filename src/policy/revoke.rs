@@ -2,6 +2,7 @@
 //! The time makes a second request distinct from the first; the same value twice is one
 //! request. Which attempts a request leads to is decided in `policy::trigger`.
 
+use crate::api::issuer::RevokedSerial;
 use jiff::Timestamp;
 
 /// Why a certificate is revoked (RFC 5280 §5.3.1 CRLReason), in the words ACME and CRLs use.
@@ -103,9 +104,54 @@ impl RevokeRequest {
     }
 }
 
+/// A CA issuer's list of revoked certificates with `serial` added: `None` when it is listed
+/// already (revoking twice does nothing more). Certificates expired by `now` leave the list;
+/// if it is still full, the entry that expires first makes room (it leaves the CRL soonest
+/// anyway), so the list never exceeds `max`.
+pub fn record(list: &[RevokedSerial], entry: RevokedSerial, now: Timestamp, max: usize) -> Option<Vec<RevokedSerial>> {
+    if list.iter().any(|r| r.serial_number.eq_ignore_ascii_case(&entry.serial_number)) {
+        return None;
+    }
+    let mut kept: Vec<RevokedSerial> = list.iter().filter(|r| r.not_after.0 > now).cloned().collect();
+    kept.push(entry);
+    while kept.len() > max.max(1) {
+        let soonest = kept.iter().enumerate().min_by_key(|(_, r)| r.not_after.0).map(|(i, _)| i).unwrap_or(0);
+        kept.remove(soonest);
+    }
+    Some(kept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jiff::SignedDuration;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn entry(serial: &str, expires_in_days: i64) -> RevokedSerial {
+        let now: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        RevokedSerial {
+            serial_number: serial.into(),
+            reason: "keyCompromise".into(),
+            revoked_at: Time(now),
+            not_after: Time(now + SignedDuration::from_hours(24 * expires_in_days)),
+        }
+    }
+
+    #[test]
+    fn the_revoked_list_keeps_each_serial_once_and_stays_bounded() {
+        let now: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        let list = record(&[], entry("0A", 30), now, 3).unwrap();
+        assert_eq!(record(&list, entry("0a", 30), now, 3), None, "revoking twice does nothing more");
+        let list = record(&list, entry("0B", -1), now, 3).unwrap();
+        assert_eq!(list.len(), 2);
+        let list = record(&list, entry("0C", 10), now, 3).unwrap();
+        let serials: Vec<&str> = list.iter().map(|r| r.serial_number.as_str()).collect();
+        assert_eq!(serials, ["0A", "0C"], "the expired one left");
+        let list = record(&list, entry("0D", 20), now, 3).unwrap();
+        let list = record(&list, entry("0E", 40), now, 3).unwrap();
+        let serials: Vec<&str> = list.iter().map(|r| r.serial_number.as_str()).collect();
+        assert_eq!(serials, ["0A", "0D", "0E"], "full: the one expiring first made room");
+    }
 
     #[test]
     fn requests_read_back_as_written() {

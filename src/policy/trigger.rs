@@ -231,15 +231,18 @@ impl Observed {
         })
     }
 
-    /// Why the certificate must be replaced after a revocation: its Revoke attempt succeeded,
-    /// the request did not say `no-reissue`, and no certificate was stored since.
+    /// Why the certificate must be replaced after a revocation: its Revoke attempt succeeded
+    /// (or the issuer cannot revoke: a self-signed certificate is still replaced), the request
+    /// did not say `no-reissue`, and no certificate was stored since.
     pub fn revoked_not_replaced(&self) -> Option<String> {
         let (value, request) = self.revoke_request()?;
         let made_under = |a: &AttemptView| a.revoke_request.as_deref() == Some(value);
         let revoke = self.attempts.iter().rposition(|a| a.type_ == AttemptType::Revoke && made_under(a))?;
         let (revoked, after) = (&self.attempts[revoke], &self.attempts[revoke + 1..]);
         let replaced = after.iter().any(|a| a.phase == AttemptPhase::Succeeded && made_under(a));
-        (request.reissue && revoked.phase == AttemptPhase::Succeeded && !replaced).then(|| {
+        let not_possible = revoked.error_code.as_deref() == Some(FailureCode::RevocationNotPossible.as_str());
+        let done = revoked.phase == AttemptPhase::Succeeded || (revoked.phase == AttemptPhase::Failed && not_possible);
+        (request.reissue && done && !replaced).then(|| {
             format!(
                 "the certificate was revoked ({}) by attempt {}: a new one with a new key replaces it",
                 request.reason, revoked.name
@@ -994,6 +997,10 @@ pub(crate) mod tests {
             observed(fresh(), vec![attempt(1, AttemptPhase::Succeeded), revoke(2, AttemptPhase::Failed, REVOKE)]);
         o.desired.revoke_request = Some(REVOKE.into());
         assert_eq!(o.decide(), Decision::UpToDate, "a failed revocation is answered, not retried");
+        // A self-signed certificate cannot be revoked, but is still replaced when asked.
+        let mut self_signed = o.clone();
+        self_signed.attempts[1].error_code = Some(FailureCode::RevocationNotPossible.as_str().into());
+        assert_eq!(start_type(self_signed.decide()), AttemptType::Reissue);
         assert_eq!(o.consecutive_failures(), 0, "and it does not count as a failed issuance");
         // A value that cannot be read asks for nothing.
         o.desired.revoke_request = Some("leaked".into());

@@ -20,6 +20,7 @@
 
 mod ca;
 mod challenges;
+mod crl;
 mod key;
 mod revoke;
 mod target;

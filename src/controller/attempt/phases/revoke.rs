@@ -1,4 +1,5 @@
-//! Revoking: the certificate a Revoke attempt names, revoked at the issuer that issued it.
+//! Revoking: the certificate a Revoke attempt names, revoked at the issuer that issued it: an
+//! ACME CA is asked (`revokeCert`); a CA issuer records it and publishes its CRL (`crl.rs`).
 //! The attempt revokes exactly the serial it was made for, read from the target Secret only
 //! now (certpilot's own Secret for this Certificate; anyone else's is not looked into).
 
@@ -10,7 +11,10 @@ use crate::{
         acme::revoke::{Revoked, revoke},
         signer::Signer,
     },
-    pki::cert::{info, pem_certificates},
+    pki::{
+        CertInfo,
+        cert::{info, pem_certificates},
+    },
     policy::revoke::RevokeRequest,
     secret,
 };
@@ -26,7 +30,9 @@ impl Pass<'_> {
             self.log.begin(REVOKE_STEP);
         }
         let request = self.revoke_request()?;
-        let (serial, der) = self.current_certificate().await?;
+        let (leaf, der) = self.current_certificate().await?;
+        let serial = leaf.serial_hex.clone();
+        let mut published = None;
         let outcome = match self.signer().await? {
             Signer::SelfSigned => {
                 return Err(Failure::new(
@@ -38,27 +44,25 @@ impl Pass<'_> {
                 )
                 .into());
             }
-            Signer::Ca(_) => {
-                return Err(Failure::new(
-                    C::RevocationNotPossible,
-                    format!(
-                        "{} is a CA issuer, which does not revoke yet: certificate {serial} stays valid; stop using it",
-                        self.attempt.spec.issuer_ref
-                    ),
-                )
-                .into());
+            Signer::Ca(ca) => {
+                let (revoked, crl) = self.revoke_at_ca(&ca, &leaf, request.reason).await?;
+                published = crl;
+                revoked
             }
             Signer::Acme(acme) => {
                 let account = self.account(&acme).await?;
                 revoke(&account.account, &der, request.reason).await?
             }
         };
-        let note = match outcome {
+        let mut note = match outcome {
             Revoked::Now => format!("the CA revoked certificate {serial} ({})", request.reason),
             Revoked::Already => {
                 format!("certificate {serial} was already revoked at the CA: revoking twice does nothing more")
             }
         };
+        if let Some(published) = published {
+            note.push_str(&format!("; published the CRL in {published}"));
+        }
         self.log.succeed(note);
         self.status.revoked = Some(RevokedCertificate {
             serial_number: serial,
@@ -76,7 +80,7 @@ impl Pass<'_> {
 
     /// The serial and DER of the certificate to revoke: the one the attempt names, still in
     /// certpilot's own Secret for this Certificate.
-    async fn current_certificate(&self) -> Phase<(String, Vec<u8>)> {
+    async fn current_certificate(&self) -> Phase<(CertInfo, Vec<u8>)> {
         let spec = &self.attempt.spec;
         let name = &spec.secret_name;
         let Some(wanted) = spec.revoke_serial.clone() else {
@@ -87,12 +91,15 @@ impl Pass<'_> {
         let target = target.filter(|t| secret::may_write(&t.metadata, &spec.certificate_name));
         let chain = target.as_ref().and_then(|t| t.data.as_ref()?.get(secret::TLS_CERT)).map(|b| b.0.clone());
         let leaf = chain.and_then(|pem| pem_certificates(&pem).ok()?.into_iter().next());
-        let found = leaf.and_then(|der| Some((info(&der).ok()?.serial_hex, der)));
+        let found = leaf.and_then(|der| Some((info(&der).ok()?, der)));
         match found {
-            Some((serial, der)) if serial.eq_ignore_ascii_case(&wanted) => Ok((serial, der)),
-            Some((serial, _)) => Err(Failure::new(
+            Some((leaf, der)) if leaf.serial_hex.eq_ignore_ascii_case(&wanted) => Ok((leaf, der)),
+            Some((leaf, _)) => Err(Failure::new(
                 C::NothingToRevoke,
-                format!("Secret {name} now holds certificate {serial}, not {wanted} which this attempt was made to revoke; nothing was revoked"),
+                format!(
+                    "Secret {name} now holds certificate {}, not {wanted} which this attempt was made to revoke; nothing was revoked",
+                    leaf.serial_hex
+                ),
             )
             .into()),
             None => Err(Failure::new(
