@@ -6,7 +6,7 @@ use super::output::{Cluster, Palette, Scope, print};
 use crate::api::{AttemptType, Certificate, CertificateAttempt, RENEW_ANNOTATION};
 use jiff::Timestamp;
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{Patch, PatchParams},
     runtime::wait::await_condition,
 };
@@ -47,19 +47,30 @@ pub async fn run(args: RenewArgs) -> anyhow::Result<()> {
         println!("renewal of Certificate {namespace}/{name} requested ({RENEW_ANNOTATION}={requested})");
         return Ok(());
     }
-    follow(&cluster, name, previous.as_ref(), AttemptType::Manual, &args.timeout, &args.scope).await.map(|_| ())
+    let attempt = follow(&cluster, name, previous.as_ref(), AttemptType::Manual, &args.timeout).await?;
+    let shown = report(&attempt);
+    let palette = Palette::for_stdout();
+    print(args.scope.output, &shown, || screen(&shown, &palette, Timestamp::now()))?;
+    succeeded(&attempt)
+}
+
+/// An error unless `attempt` succeeded.
+pub(super) fn succeeded(attempt: &CertificateAttempt) -> anyhow::Result<()> {
+    match attempt.status.as_ref().map(|s| s.phase) {
+        Some(crate::api::AttemptPhase::Succeeded) => Ok(()),
+        phase => anyhow::bail!("the {:?} attempt {} ended {phase:?}", attempt.spec.type_, attempt.name_any()),
+    }
 }
 
 /// Waits for the attempt of type `type_` that follows `previous` on Certificate `name` to
-/// start and end, then shows it; its name, or an error unless it succeeded.
+/// start and end; the attempt as it ended.
 pub(super) async fn follow(
     cluster: &Cluster,
     name: &str,
     previous: Option<&String>,
     type_: AttemptType,
     limit: &str,
-    scope: &Scope,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<CertificateAttempt> {
     let timeout = crate::policy::parse_duration(limit)
         .ok_or_else(|| anyhow::anyhow!("--timeout: {limit:?} is not a duration such as 5m"))?
         .unsigned_abs();
@@ -76,17 +87,10 @@ pub(super) async fn follow(
     let attempts: Api<CertificateAttempt> = cluster.api();
     let ended =
         |a: Option<&CertificateAttempt>| a.and_then(|a| a.status.as_ref()).is_some_and(|s| s.phase.is_terminal());
-    let attempt = tokio::time::timeout(timeout, await_condition(attempts, &attempt_name, ended))
+    tokio::time::timeout(timeout, await_condition(attempts, &attempt_name, ended))
         .await
         .map_err(within(format!("the {type_:?} attempt did not end")))??
-        .ok_or_else(|| anyhow::anyhow!("CertificateAttempt {attempt_name} was deleted"))?;
-    let shown = report(&attempt);
-    let palette = Palette::for_stdout();
-    print(scope.output, &shown, || screen(&shown, &palette, Timestamp::now()))?;
-    match attempt.status.map(|s| s.phase) {
-        Some(crate::api::AttemptPhase::Succeeded) => Ok(attempt_name),
-        phase => anyhow::bail!("the {type_:?} attempt {attempt_name} ended {phase:?}"),
-    }
+        .ok_or_else(|| anyhow::anyhow!("CertificateAttempt {attempt_name} was deleted"))
 }
 
 pub(super) fn last_attempt(certificate: Option<&Certificate>) -> Option<String> {

@@ -2,15 +2,17 @@
 //! revoked (the `certpilot.dev/revoke` annotation), then waits for the Revoke attempt and, unless
 //! `--no-reissue`, the Reissue with a new key that follows it; `--no-wait` returns at once.
 
-use super::output::{Cluster, Scope};
-use super::renew::{follow, last_attempt};
+use super::attempts::{report, screen};
+use super::output::{Cluster, Palette, Scope, print};
+use super::renew::{follow, last_attempt, succeeded};
 use crate::{
     api::{AttemptType, Certificate, REVOKE_ANNOTATION},
+    issuance::FailureCode,
     policy::revoke::{RevocationReason, RevokeRequest},
 };
 use jiff::Timestamp;
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{Patch, PatchParams},
 };
 
@@ -64,9 +66,20 @@ pub async fn run(args: RevokeArgs) -> anyhow::Result<()> {
         println!("revocation of Certificate {namespace}/{name} requested ({REVOKE_ANNOTATION}={value})");
         return Ok(());
     }
-    let revoked = follow(&cluster, name, previous.as_ref(), AttemptType::Revoke, &args.timeout, &args.scope).await?;
-    if args.no_reissue {
-        return Ok(());
+    let mut ended = vec![follow(&cluster, name, previous.as_ref(), AttemptType::Revoke, &args.timeout).await?];
+    let revoke = &ended[0];
+    let not_possible = || {
+        let code = revoke.status.as_ref().and_then(|s| s.error_code.as_deref());
+        code == Some(FailureCode::RevocationNotPossible.as_str())
+    };
+    // The reissue follows a revocation, or a self-signed certificate no CA can revoke.
+    if !args.no_reissue && (succeeded(revoke).is_ok() || not_possible()) {
+        let after = Some(revoke.name_any());
+        ended.push(follow(&cluster, name, after.as_ref(), AttemptType::Reissue, &args.timeout).await?);
     }
-    follow(&cluster, name, Some(&revoked), AttemptType::Reissue, &args.timeout, &args.scope).await.map(|_| ())
+    let shown: Vec<_> = ended.iter().map(report).collect();
+    let palette = Palette::for_stdout();
+    let now = Timestamp::now();
+    print(args.scope.output, &shown, || shown.iter().map(|r| screen(r, &palette, now)).collect::<Vec<_>>().join("\n"))?;
+    ended.iter().try_for_each(succeeded)
 }
