@@ -285,4 +285,20 @@ mod tests {
             )
         );
     }
+
+    #[test]
+    fn revocations_are_counted_by_reason() {
+        let metrics = Metrics::default();
+        metrics.revoked("Issuer", "keyCompromise");
+        metrics.revoked("Issuer", "no such reason");
+        let text = metrics.encode();
+        assert!(
+            text.contains("certpilot_revocations_total{issuer_kind=\"Issuer\",reason=\"keyCompromise\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certpilot_revocations_total{issuer_kind=\"Issuer\",reason=\"unspecified\"} 1"),
+            "{text}"
+        );
+    }
 }

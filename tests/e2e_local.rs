@@ -798,6 +798,14 @@ async fn a_ca_issuer_records_a_revocation_and_publishes_its_crl() {
     assert!(entry.contains("Key Compromise"), "{entry}");
     let attempt = attempt_under(&env, request, AttemptType::Revoke).await.status.unwrap();
     assert!(attempt.steps[0].message.contains("ConfigMap") && attempt.steps[0].message.contains("root-crl"));
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.cluster.client(), env.ns());
+    let revoked = eventually("a Revoked event", WAIT, || async {
+        let listed = events.list(&ListParams::default()).await.unwrap().items;
+        listed.into_iter().find(|e| e.reason.as_deref() == Some("Revoked"))
+    })
+    .await;
+    assert_eq!(revoked.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("api"));
+    assert!(revoked.note.unwrap().contains("keyCompromise"));
 
     // Someone else's Secret under the CRL's name is not written: the revocation is recorded,
     // and the attempt says why no CRL was published.
