@@ -425,7 +425,9 @@ impl Pass<'_> {
         if failure.code == C::AccountDoesNotExist && (ordering || revoking) && !self.reregistered {
             return settle(self.reregister(failure).await);
         }
-        if failure.code.is_transient() && (ordering || revoking) && !self.timed_out() && !self.hands_over(&failure) {
+        // A revocation is the issuing CA's to make: it is never handed over to a fallback.
+        let tried_here = revoking || (ordering && !self.hands_over(&failure));
+        if failure.code.is_transient() && tried_here && !self.timed_out() {
             tracing::warn!(attempt = %self.attempt.name_any(), error = %failure.message, "transient ACME failure; trying again");
             let wait = if failure.code == C::BadNonce { Duration::from_millis(500) } else { Duration::from_secs(10) };
             return Ok(Transition::Wait(wait));
