@@ -62,6 +62,15 @@ impl std::fmt::Display for RevocationReason {
     }
 }
 
+/// How a CA answered a revocation that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// Revoked now.
+    Now,
+    /// It was revoked before: revoking twice does nothing more.
+    Already,
+}
+
 /// One revocation request, as the annotation states it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RevokeRequest {

@@ -4,19 +4,10 @@
 use super::problem;
 use crate::{
     issuance::{Failure, FailureCode as C},
-    policy::revoke::RevocationReason,
+    policy::revoke::{RevocationReason, Revoked},
 };
 use instant_acme::{Account, RevocationRequest};
 use rustls_pki_types::CertificateDer;
-
-/// How the CA answered a revocation that did not fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revoked {
-    /// Revoked now.
-    Now,
-    /// It was revoked before: revoking twice does nothing more.
-    Already,
-}
 
 /// Asks the CA to revoke `der` for `reason`.
 pub async fn revoke(account: &Account, der: &[u8], reason: RevocationReason) -> Result<Revoked, Failure> {

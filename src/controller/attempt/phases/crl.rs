@@ -10,12 +10,12 @@ use crate::{
         issuer::{CrlTarget, IssuerSpec, REVOKED_MAX, RevokedSerial},
     },
     controller::issuer::IssuerObject,
-    issuance::{Failure, FailureCode as C, acme::revoke::Revoked},
+    issuance::{Failure, FailureCode as C},
     pki::{
         CertInfo,
         sign::{CertificateAuthority, CrlEntry},
     },
-    policy::revoke::{RevocationReason, record},
+    policy::revoke::{RevocationReason, Revoked, record},
 };
 use jiff::Timestamp;
 use k8s_openapi::{

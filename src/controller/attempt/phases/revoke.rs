@@ -6,16 +6,12 @@
 use super::{Pass, Phase, Transition};
 use crate::{
     api::attempt::RevokedCertificate,
-    issuance::{
-        Failure, FailureCode as C,
-        acme::revoke::{Revoked, revoke},
-        signer::Signer,
-    },
+    issuance::{Failure, FailureCode as C, acme::revoke::revoke, signer::Signer},
     pki::{
         CertInfo,
         cert::{info, pem_certificates},
     },
-    policy::revoke::RevokeRequest,
+    policy::revoke::{RevokeRequest, Revoked},
     secret,
 };
 use jiff::Timestamp;
