@@ -39,6 +39,13 @@ pub struct FailureLabels {
     pub error_code: &'static str,
 }
 
+/// A revocation's issuer kind and reason (a fixed set: `policy::revoke::RevocationReason`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevocationLabels {
+    pub issuer_kind: &'static str,
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     reconciles: Family<ControllerLabel, Counter>,
@@ -46,6 +53,7 @@ pub struct Metrics {
     durations: Family<ControllerLabel, Histogram>,
     attempts: Family<AttemptLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
+    revocations: Family<RevocationLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -58,6 +66,7 @@ impl Default for Metrics {
         });
         let attempts = Family::<AttemptLabels, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
+        let revocations = Family::<RevocationLabels, Counter>::default();
         registry.register("reconcile", "Reconciles by controller", reconciles.clone());
         registry.register("reconcile_errors", "Failed reconciles by controller and error", errors.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration by controller", durations.clone());
@@ -71,7 +80,12 @@ impl Default for Metrics {
             "Failed certificate attempts by issuer kind and error code",
             failures.clone(),
         );
-        Self { registry, reconciles, errors, durations, attempts, failures }
+        registry.register(
+            "revocations",
+            "Certificates revoked by Revoke attempts, by issuer kind and reason",
+            revocations.clone(),
+        );
+        Self { registry, reconciles, errors, durations, attempts, failures, revocations }
     }
 }
 
@@ -101,6 +115,12 @@ impl Metrics {
 
     pub fn attempt_finished(&self, issuer_kind: &'static str, outcome: &'static str) {
         self.attempts.get_or_create(&AttemptLabels { issuer_kind, outcome }).inc();
+    }
+
+    /// A Revoke attempt revoked a certificate (or found it revoked already).
+    pub fn revoked(&self, issuer_kind: &'static str, reason: &str) {
+        let reason = crate::policy::revoke::RevocationReason::parse(reason).map_or("unspecified", |r| r.as_str());
+        self.revocations.get_or_create(&RevocationLabels { issuer_kind, reason }).inc();
     }
 
     pub fn attempt_failed(&self, issuer_kind: &'static str, error_code: &'static str) {
@@ -263,6 +283,22 @@ mod tests {
             text.contains(
                 "certpilot_attempt_failures_total{issuer_kind=\"ClusterIssuer\",error_code=\"RateLimited\"} 2"
             )
+        );
+    }
+
+    #[test]
+    fn revocations_are_counted_by_reason() {
+        let metrics = Metrics::default();
+        metrics.revoked("Issuer", "keyCompromise");
+        metrics.revoked("Issuer", "no such reason");
+        let text = metrics.encode();
+        assert!(
+            text.contains("certpilot_revocations_total{issuer_kind=\"Issuer\",reason=\"keyCompromise\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certpilot_revocations_total{issuer_kind=\"Issuer\",reason=\"unspecified\"} 1"),
+            "{text}"
         );
     }
 }

@@ -161,3 +161,45 @@ async fn status_attempts_inspect_and_renew_explain_a_certificate() {
     assert!(through_kubectl.starts_with(&format!("Certificate {namespace}/web: Ready\n")), "{through_kubectl}");
     assert!(help.contains("Usage: kubectl certpilot"), "{help}");
 }
+
+/// `revoke` on a CA issuer: the Revoke attempt and the Reissue after it, for scripts; with
+/// `--no-reissue`, only the Revoke attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_shows_the_revocation_and_the_reissue() {
+    let mut cluster = TestCluster::start("cli-revoke").await.expect("cluster");
+    install_certpilot_crds(&cluster).await;
+    let _operator = Operator::start(&mut cluster);
+    let namespace = cluster.namespace().to_string();
+    let kubeconfig = cluster.kubeconfig_path().unwrap();
+    let params = PatchParams::apply("cli-test").force();
+    let issuers: Api<certpilot::api::Issuer> = Api::namespaced(cluster.client(), &namespace);
+    let certificates: Api<Certificate> = Api::namespaced(cluster.client(), &namespace);
+    let ready = |c: &Certificate| c.status.as_ref().is_some_and(|s| s.phase == CertificatePhase::Ready);
+    let bootstrap = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "bootstrap"}, "spec": {"selfSigned": {}}});
+    issuers.patch("bootstrap", &params, &Patch::Apply(bootstrap)).await.unwrap();
+    let root = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Certificate", "metadata": {"name": "root"},
+        "spec": {"secretName": "root-ca", "commonName": "cli root", "isCA": true, "issuerRef": {"name": "bootstrap"}}});
+    certificates.patch("root", &params, &Patch::Apply(root)).await.unwrap();
+    wait_for(&certificates, "root", "root to be Ready", WAIT, ready).await;
+    let ca = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "ca"}, "spec": {"ca": {"secretName": "root-ca"}}});
+    issuers.patch("ca", &params, &Patch::Apply(ca)).await.unwrap();
+    let web = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Certificate", "metadata": {"name": "web"},
+        "spec": {"secretName": "web-tls", "dnsNames": ["web.example.com"], "issuerRef": {"name": "ca"}}});
+    certificates.patch("web", &params, &Patch::Apply(web)).await.unwrap();
+    let serial = wait_for(&certificates, "web", "web to be Ready", WAIT, ready).await.status.unwrap().serial_number;
+
+    let certpilot = [env!("CARGO_BIN_EXE_certpilot")];
+    let ns = ["-n", namespace.as_str()];
+    let args = [&["revoke", "web", "--reason", "keyCompromise", "-o", "json"][..], &ns].concat();
+    let shown: Value = serde_json::from_str(&run(&certpilot, &kubeconfig, None, &args)).unwrap();
+    let types: Vec<&str> = shown.as_array().unwrap().iter().map(|a| a["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["Revoke", "Reissue"], "{shown}");
+    assert!(shown.as_array().unwrap().iter().all(|a| a["phase"] == "Succeeded"), "{shown}");
+    let revoked = &issuers.get("ca").await.unwrap().status.unwrap().revoked;
+    assert_eq!(revoked.iter().map(|r| Some(r.serial_number.clone())).collect::<Vec<_>>(), [serial]);
+
+    let text = run(&certpilot, &kubeconfig, None, &[&["revoke", "web", "--no-reissue"][..], &ns].concat());
+    assert!(text.starts_with("web-4  Revoke  Succeeded"), "{text}");
+    assert!(!text.contains("Reissue"), "{text}");
+    assert_eq!(issuers.get("ca").await.unwrap().status.unwrap().revoked.len(), 2);
+}

@@ -5,7 +5,11 @@
 mod support;
 
 use certpilot::{
-    api::{Certificate, CertificateAttempt, Issuer, attempt::AttemptPhase, certificate::CertificatePhase},
+    api::{
+        Certificate, CertificateAttempt, Issuer,
+        attempt::{AttemptPhase, AttemptType},
+        certificate::CertificatePhase,
+    },
     pki::{
         PrivateKey,
         cert::{parse_chain, pem_certificates},
@@ -616,6 +620,25 @@ async fn renewal_information_sets_the_renewal_time_and_profiles_reach_the_ca() {
     );
     // The issuer's profile reached the CA with the order.
     assert_eq!(a2c.query("select profile from orders"), ["shortlived"]);
+}
+
+#[tokio::test]
+async fn a_revocation_at_acme2certifier_reaches_its_crl() {
+    let (env, a2c) = a2c_env("acme-a2c-revoke", 3600).await;
+    env.certificate("gone", &["gone.certpilot.test"], "a2c").await;
+    let serial = env.ready("gone").await.status.unwrap().serial_number.unwrap();
+    // As openssl prints it: upper case, without the DER sign byte certpilot's hex may keep.
+    let printed = serial.to_uppercase().trim_start_matches("00").to_string();
+    assert!(!a2c.crl_text().contains(&printed));
+    let request = "keyCompromise@2026-06-01T12:00:00Z";
+    let reissued = revoke(&env, "gone", request, AttemptType::Reissue).await.status.unwrap();
+    assert_ne!(reissued.serial_number.as_deref(), Some(serial.as_str()));
+    let crl = a2c.crl_text();
+    let entry = crl.split("Serial Number:").find(|e| e.trim().starts_with(&printed));
+    let entry = entry.unwrap_or_else(|| panic!("serial {serial} not in the CRL:\n{crl}"));
+    assert!(entry.contains("Revocation Date"), "{entry}");
+    // acme2certifier checks the reason (it refuses one it does not know) but its OpenSSL
+    // handler writes no reason into the CRL: the reason is checked at Pebble instead.
 }
 
 #[tokio::test]
@@ -1426,4 +1449,113 @@ async fn a_validation_failure_the_user_caused_keeps_the_issuer_and_never_asks_th
     let failed = attempts.iter().filter_map(|a| a.status.as_ref()).filter(|s| s.phase == AttemptPhase::Failed);
     assert!(failed.clone().count() >= 2 && failed.clone().all(|s| s.error_code.as_deref() == Some("Connection")));
     assert_eq!(fallback.new_orders(), 0);
+}
+
+/// Asks for the revocation of Certificate `name` with annotation value `request`, and waits
+/// for the attempt of type `last` that ends it (the Revoke attempt, or the Reissue after it)
+/// to succeed.
+async fn revoke(env: &Env, name: &str, request: &str, last: AttemptType) -> Certificate {
+    revoke_until(env, name, request, last, AttemptPhase::Succeeded).await
+}
+
+/// `revoke`, until the attempt of type `last` ends in `phase`, the Certificate still Ready.
+async fn revoke_until(env: &Env, name: &str, request: &str, last: AttemptType, phase: AttemptPhase) -> Certificate {
+    let before = env.api::<Certificate>().get(name).await.unwrap();
+    let previous = before.status.and_then(|s| s.last_attempt).map(|a| a.name);
+    let patch = json!({"metadata": {"annotations": {"certpilot.dev/revoke": request}}});
+    env.api::<Certificate>().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_for(
+        &env.api::<Certificate>(),
+        name,
+        &format!("the {last:?} attempt after a revocation"),
+        WAIT,
+        |c: &Certificate| {
+            c.status.as_ref().is_some_and(|s| {
+                s.phase == CertificatePhase::Ready
+                    && s.last_attempt
+                        .as_ref()
+                        .is_some_and(|a| a.phase == phase && a.type_ == last && Some(&a.name) != previous.as_ref())
+            })
+        },
+    )
+    .await
+}
+
+/// The Revoke attempt of Certificate `name` that answered `request`.
+async fn revoke_attempt(env: &Env, request: &str) -> CertificateAttempt {
+    let attempts = env.api::<CertificateAttempt>().list(&ListParams::default()).await.unwrap().items;
+    attempts
+        .into_iter()
+        .find(|a| a.spec.type_ == AttemptType::Revoke && a.spec.revoke_request.as_deref() == Some(request))
+        .expect("a Revoke attempt for the request")
+}
+
+fn tls(secret: &Secret, key: &str) -> Vec<u8> {
+    secret.data.as_ref().unwrap()[key].0.clone()
+}
+
+#[tokio::test]
+async fn revocation_revokes_at_the_ca_with_the_reason_then_reissues_with_a_new_key() {
+    let env = Env::start("acme-revoke", |_| {}).await;
+    env.acme_issuer("pebble", json!({})).await;
+    env.certificate("web", &["web.certpilot.test"], "pebble").await;
+    let serial = env.ready("web").await.status.unwrap().serial_number.unwrap();
+    let before = env.api::<Secret>().get("web-tls").await.unwrap();
+    assert_eq!(env.pebble.cert_status(&serial).await["Status"], "Valid");
+
+    let request = "keyCompromise@2026-06-01T12:00:00Z";
+    let reissued = revoke(&env, "web", request, AttemptType::Reissue).await.status.unwrap();
+    let revoked = env.pebble.cert_status(&serial).await;
+    assert_eq!(revoked["Status"], "Revoked", "{revoked}");
+    assert_eq!(revoked["Reason"], 1, "keyCompromise: {revoked}");
+    let attempt = revoke_attempt(&env, request).await;
+    let status = attempt.status.unwrap();
+    assert_eq!(status.phase, AttemptPhase::Succeeded);
+    let record = status.revoked.unwrap();
+    assert!(record.serial_number.eq_ignore_ascii_case(&serial) && record.reason == "keyCompromise");
+    assert!(!record.already_revoked);
+    let steps: Vec<&str> = status.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(steps, ["Revoke"]);
+    assert_ne!(reissued.serial_number.as_deref(), Some(serial.as_str()));
+    let after = env.api::<Secret>().get("web-tls").await.unwrap();
+    assert_acme_secret(&after, &["web.certpilot.test"]);
+    assert_ne!(tls(&after, "tls.key"), tls(&before, "tls.key"), "the reissue has a new key");
+
+    // --no-reissue: the new certificate is revoked and the Secret keeps it.
+    let new_serial = reissued.serial_number.unwrap();
+    let only = "superseded,no-reissue@2026-06-01T13:00:00Z";
+    revoke(&env, "web", only, AttemptType::Revoke).await;
+    let revoked = env.pebble.cert_status(&new_serial).await;
+    assert_eq!((revoked["Status"].as_str(), revoked["Reason"].as_u64()), (Some("Revoked"), Some(4)), "{revoked}");
+    let kept = env.api::<Secret>().get("web-tls").await.unwrap();
+    assert_eq!(tls(&kept, "tls.crt"), tls(&after, "tls.crt"));
+
+    // Revoking twice does nothing more, and says so.
+    let again = "keyCompromise,no-reissue@2026-06-01T14:00:00Z";
+    revoke(&env, "web", again, AttemptType::Revoke).await;
+    let status = revoke_attempt(&env, again).await.status.unwrap();
+    assert!(status.revoked.unwrap().already_revoked);
+    assert!(status.steps[0].message.contains("already revoked"), "{:?}", status.steps);
+    assert_eq!(env.pebble.cert_status(&new_serial).await["Reason"], 4, "the first reason stands");
+}
+
+#[tokio::test]
+async fn revoking_a_certificate_the_ca_no_longer_knows_says_so() {
+    let mut env = Env::start("acme-revoke-unknown", |_| {}).await;
+    env.acme_issuer("pebble", json!({})).await;
+    env.certificate("web", &["web.certpilot.test"], "pebble").await;
+    let serial = env.ready("web").await.status.unwrap().serial_number.unwrap();
+    // Pebble forgets every account and certificate.
+    env.pebble.restart();
+    let request = "keyCompromise@2026-06-01T12:00:00Z";
+    revoke_until(&env, "web", request, AttemptType::Revoke, AttemptPhase::Failed).await;
+    let status = revoke_attempt(&env, request).await.status.unwrap();
+    assert_eq!(status.error_code.as_deref(), Some("CertificateUnknown"), "{status:?}");
+    let message = status.error_message.unwrap();
+    assert!(message.contains("does not know this certificate"), "{message}");
+    let steps: Vec<&str> = status.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(steps, ["Revoke", "RegisterAccount"], "the forgotten account was registered again first");
+    // A failed revocation is answered: no reissue follows, the certificate stays.
+    let cert = env.ready("web").await.status.unwrap();
+    assert_eq!(cert.serial_number.as_deref(), Some(serial.as_str()));
 }

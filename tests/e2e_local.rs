@@ -719,3 +719,127 @@ async fn a_missing_keystore_password_blocks_and_leaves_the_secret_alone() {
     let writes = changes_since(&env.secrets(), &since, "metadata.name=app-tls", Duration::from_secs(6)).await;
     assert!(writes.is_empty(), "Secret writes at rest: {writes:#?}");
 }
+
+/// Asks for the revocation of Certificate `name` with annotation value `request`, and waits
+/// for the attempt after it of type `last` to end in `phase`.
+async fn revoke(env: &Env, name: &str, request: &str, last: AttemptType, phase: AttemptPhase) -> Certificate {
+    let before = env.certificates().get(name).await.unwrap();
+    let previous = before.status.and_then(|s| s.last_attempt).map(|a| a.name);
+    let patch = json!({"metadata": {"annotations": {"certpilot.dev/revoke": request}}});
+    env.certificates().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_for(&env.certificates(), name, &format!("the {last:?} attempt after a revocation"), WAIT, |c: &Certificate| {
+        is_ready(c)
+            && c.status
+                .as_ref()
+                .and_then(|s| s.last_attempt.as_ref())
+                .is_some_and(|a| a.type_ == last && a.phase == phase && Some(&a.name) != previous.as_ref())
+    })
+    .await
+}
+
+/// The attempt of type `type_` made under revocation request `request`.
+async fn attempt_under(env: &Env, request: &str, type_: AttemptType) -> CertificateAttempt {
+    let attempts = env.attempts().list(&ListParams::default()).await.unwrap().items;
+    attempts
+        .into_iter()
+        .find(|a| a.spec.type_ == type_ && a.spec.revoke_request.as_deref() == Some(request))
+        .unwrap_or_else(|| panic!("no {type_:?} attempt for {request}"))
+}
+
+/// `openssl crl -text` of `pem`, its signature checked against the CA in `ca_pem`.
+fn openssl_crl(pem: &str, ca_pem: &str) -> String {
+    let dir = std::env::temp_dir().join(unique_name("certpilot-crl"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.crl"), pem).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+    let output = std::process::Command::new("openssl")
+        .args(["crl", "-noout", "-text", "-in"])
+        .arg(dir.join("ca.crl"))
+        .arg("-CAfile")
+        .arg(dir.join("ca.pem"))
+        .output()
+        .expect("openssl runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stderr.contains("verify OK"), "{stderr}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_ca_issuer_records_a_revocation_and_publishes_its_crl() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let env = Env::start("e2e-ca-revoke").await;
+    env.self_signed_issuer("bootstrap").await;
+    env.certificate("root", json!({"secretName": "root-ca", "commonName": "certpilot revoking root", "isCA": true, "issuerRef": {"name": "bootstrap"}})).await;
+    env.ready("root").await;
+    let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "ca"},
+        "spec": {"ca": {"secretName": "root-ca", "crl": {"configMapName": "root-crl"}}}});
+    env.apply(&env.issuers(), doc).await;
+    env.certificate("api", json!({"secretName": "api-tls", "dnsNames": ["api.internal"], "issuerRef": {"name": "ca"}}))
+        .await;
+    let serial = env.ready("api").await.status.unwrap().serial_number.unwrap();
+    let key_before = text(&env.secret_data("api-tls").await, "tls.key");
+
+    let request = "keyCompromise@2026-06-01T12:00:00Z";
+    let reissued = revoke(&env, "api", request, AttemptType::Reissue, AttemptPhase::Succeeded).await;
+    assert_ne!(reissued.status.unwrap().serial_number.as_deref(), Some(serial.as_str()));
+    assert_ne!(text(&env.secret_data("api-tls").await, "tls.key"), key_before, "a new key");
+    let status = env.issuers().get("ca").await.unwrap().status.unwrap();
+    assert_eq!(status.revoked.len(), 1);
+    assert!(status.revoked[0].serial_number.eq_ignore_ascii_case(&serial));
+    assert_eq!((status.revoked[0].reason.as_str(), status.crl_number), ("keyCompromise", Some(1)));
+    let configmaps: Api<ConfigMap> = Api::namespaced(env.cluster.client(), env.ns());
+    let crl = configmaps.get("root-crl").await.unwrap().data.unwrap()["ca.crl"].clone();
+    let ca_pem = text(&env.secret_data("root-ca").await, "tls.crt");
+    let printed = openssl_crl(&crl, &ca_pem);
+    let listed = serial.to_uppercase().trim_start_matches("00").to_string();
+    let entry = printed.split("Serial Number:").find(|e| e.trim().starts_with(&listed));
+    let entry = entry.unwrap_or_else(|| panic!("serial {serial} not in the CRL:\n{printed}"));
+    assert!(entry.contains("Key Compromise"), "{entry}");
+    let attempt = attempt_under(&env, request, AttemptType::Revoke).await.status.unwrap();
+    assert!(attempt.steps[0].message.contains("ConfigMap") && attempt.steps[0].message.contains("root-crl"));
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.cluster.client(), env.ns());
+    let revoked = eventually("a Revoked event", WAIT, || async {
+        let listed = events.list(&ListParams::default()).await.unwrap().items;
+        listed.into_iter().find(|e| e.reason.as_deref() == Some("Revoked"))
+    })
+    .await;
+    assert_eq!(revoked.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("api"));
+    assert!(revoked.note.unwrap().contains("keyCompromise"));
+
+    // Someone else's Secret under the CRL's name is not written: the revocation is recorded,
+    // and the attempt says why no CRL was published.
+    let mut theirs = Secret::default();
+    theirs.metadata.name = Some("taken-crl".into());
+    theirs.string_data = Some([("ca.crl".to_string(), "theirs".to_string())].into());
+    env.secrets().create(&PostParams::default(), &theirs).await.unwrap();
+    let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer", "metadata": {"name": "ca"},
+        "spec": {"ca": {"secretName": "root-ca", "crl": {"secretName": "taken-crl"}}}});
+    env.apply(&env.issuers(), doc).await;
+    let second = "superseded,no-reissue@2026-06-01T13:00:00Z";
+    revoke(&env, "api", second, AttemptType::Revoke, AttemptPhase::Failed).await;
+    let failed = attempt_under(&env, second, AttemptType::Revoke).await.status.unwrap();
+    assert_eq!(failed.error_code.as_deref(), Some("SecretNotOwned"));
+    assert!(failed.error_message.unwrap().contains("certpilot did not create it"));
+    assert_eq!(text(&env.secret_data("taken-crl").await, "ca.crl"), "theirs");
+    assert_eq!(env.issuers().get("ca").await.unwrap().status.unwrap().revoked.len(), 2);
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_is_not_revoked_but_reissued_with_a_new_key() {
+    let env = Env::start("e2e-selfsigned-revoke").await;
+    env.self_signed_issuer("local").await;
+    env.certificate(
+        "plain",
+        json!({"secretName": "plain-tls", "dnsNames": ["plain.example.com"], "issuerRef": {"name": "local"}}),
+    )
+    .await;
+    env.ready("plain").await;
+    let key_before = text(&env.secret_data("plain-tls").await, "tls.key");
+    let request = "keyCompromise@2026-06-01T12:00:00Z";
+    revoke(&env, "plain", request, AttemptType::Reissue, AttemptPhase::Succeeded).await;
+    let refused = attempt_under(&env, request, AttemptType::Revoke).await.status.unwrap();
+    assert_eq!(refused.error_code.as_deref(), Some("RevocationNotPossible"));
+    assert!(refused.error_message.unwrap().contains("self-signed"));
+    assert_ne!(text(&env.secret_data("plain-tls").await, "tls.key"), key_before);
+}

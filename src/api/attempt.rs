@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 pub struct CertificateAttemptSpec {
     /// The Certificate this attempt is for.
     pub certificate_name: String,
-    /// Issue (first certificate), Renew (renewal time reached), Reissue (the spec or Secret changed) or Manual (renewal requested).
+    /// Issue (first certificate), Renew (renewal time reached), Reissue (the spec or Secret changed), Manual (renewal requested), Repair or Revoke (revocation requested).
     #[serde(rename = "type")]
     pub type_: AttemptType,
     /// Why the attempt was made, in words.
@@ -82,6 +82,20 @@ pub struct CertificateAttemptSpec {
     /// The value of the `certpilot.dev/renew` annotation this attempt answers (Manual attempts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renew_request: Option<String>,
+    /// The value of the `certpilot.dev/revoke` annotation when the attempt was made: the Revoke
+    /// attempt answers it, and the attempts after it carry it, so that it is answered once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub revoke_request: Option<String>,
+    /// The serial number (hex) of the certificate a Revoke attempt revokes: the Certificate's
+    /// current one when the attempt was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub revoke_serial: Option<String>,
+    /// Generate a new key whatever `privateKey.rotationPolicy` says: the certificate this one
+    /// replaces was revoked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_key: bool,
     /// Labels and annotations for the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
@@ -124,6 +138,9 @@ pub enum AttemptType {
     /// The Secret certpilot stored a certificate in was deleted or damaged since: the first
     /// repair starts at once, a second within `--min-renewal-interval` waits for it.
     Repair,
+    /// A user asked for the current certificate to be revoked with the `certpilot.dev/revoke`
+    /// annotation; a Reissue with a new key follows unless the request said `no-reissue`.
+    Revoke,
 }
 
 /// Attempt lifecycle phases, in the order an attempt goes through them.
@@ -145,6 +162,8 @@ pub enum AttemptPhase {
     Finalizing,
     /// Writing the verified certificate and key to the Secret.
     Storing,
+    /// Revoke attempts: asking the CA that issued the certificate to revoke it.
+    Revoking,
     /// The Secret holds the new certificate.
     Succeeded,
     /// The attempt ended without a certificate; see errorCode and errorMessage.
@@ -263,11 +282,26 @@ pub struct IssuedCertificate {
     pub fingerprint_sha256: String,
 }
 
+/// The certificate a Revoke attempt revoked, and how the CA answered.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedCertificate {
+    /// Serial number (hex).
+    pub serial_number: String,
+    /// The reason given (RFC 5280 CRLReason, e.g. `keyCompromise`).
+    pub reason: String,
+    /// When certpilot revoked it (or found it revoked).
+    pub revoked_at: Time,
+    /// The CA already had it revoked: the request changed nothing.
+    #[serde(default)]
+    pub already_revoked: bool,
+}
+
 /// The course and outcome of an attempt.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateAttemptStatus {
-    /// Pending, Keying, Ordering, Presenting, Validating, Finalizing, Storing, Succeeded, Failed, Cancelled or Rejected.
+    /// Pending, Keying, Ordering, Presenting, Validating, Finalizing, Storing, Revoking, Succeeded, Failed, Cancelled or Rejected.
     #[serde(default)]
     pub phase: AttemptPhase,
     /// When work on the attempt began.
@@ -298,6 +332,9 @@ pub struct CertificateAttemptStatus {
     /// The certificate produced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued: Option<IssuedCertificate>,
+    /// What a Revoke attempt revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<RevokedCertificate>,
     /// Conditions, for tools that expect them (`Succeeded`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(transform = super::conditions::list_map_by_type)]

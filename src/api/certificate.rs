@@ -158,7 +158,7 @@ pub enum RenewalSource {
 pub struct AttemptSummary {
     /// Name of the CertificateAttempt (`kubectl get certificateattempt <name>` for every detail).
     pub name: String,
-    /// Issue, Renew, Reissue or Manual.
+    /// Issue, Renew, Reissue, Manual, Repair or Revoke.
     #[serde(rename = "type")]
     pub type_: AttemptType,
     /// The attempt's phase.
@@ -179,7 +179,7 @@ pub struct AttemptHistoryEntry {
     /// Name of the CertificateAttempt (`<certificate>-<index>`); the object may have been pruned.
     #[schemars(length(max = 253))]
     pub name: String,
-    /// Issue, Renew, Reissue, Manual or Repair.
+    /// Issue, Renew, Reissue, Manual, Repair or Revoke.
     #[serde(rename = "type")]
     pub type_: AttemptType,
     /// The attempt's phase when last seen.

@@ -1,6 +1,7 @@
 //! `Issuer` (namespaced) and `ClusterIssuer` (cluster-wide): where certificates come from.
 
 use super::{LocalSecretReference, SecretKeySelector, conditions::Condition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +79,47 @@ pub struct CaIssuer {
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("secretName must be a valid Secret name (lowercase letters, digits, '-' and '.')"))]
     pub secret_name: String,
+    /// Where certpilot publishes the CA's certificate revocation list (PEM, key `ca.crl`) when
+    /// a certificate it signed is revoked (`certpilot revoke`). Optional: the revoked serials
+    /// are in the issuer's `status.revoked` either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<CrlTarget>,
+}
+
+/// The Secret or ConfigMap (in the issuer's Secret namespace) a CA issuer's CRL is written to.
+/// certpilot creates it and writes only one it created.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretName) != has(self.configMapName)").message("crl names exactly one of secretName or configMapName"))]
+pub struct CrlTarget {
+    /// A Secret to hold the CRL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+    /// A ConfigMap to hold the CRL (a CRL is public).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map_name: Option<String>,
+}
+
+/// The longest list of revoked certificates a CA issuer keeps in its status (expired ones
+/// leave it first: RFC 5280 lets a CRL drop them).
+pub const REVOKED_MAX: usize = 500;
+
+/// A certificate a CA issuer revoked.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedSerial {
+    /// Serial number (hex).
+    #[schemars(length(max = 128))]
+    pub serial_number: String,
+    /// The reason (RFC 5280 CRLReason, e.g. `keyCompromise`).
+    #[schemars(length(max = 32))]
+    pub reason: String,
+    /// When it was revoked.
+    pub revoked_at: Time,
+    /// When the certificate expires (then it leaves the list and the CRL).
+    pub not_after: Time,
 }
 
 /// An ACME account at a certificate authority, and how to answer its challenges.
@@ -380,6 +422,14 @@ pub struct IssuerStatus {
     /// For dnsPersist01 solvers: the TXT records to publish, exactly.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub persist_records: Vec<PersistRecord>,
+    /// For `ca` issuers: the certificates revoked with certpilot, until they expire (at most
+    /// 500). Written by Revoke attempts only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = REVOKED_MAX))]
+    pub revoked: Vec<RevokedSerial>,
+    /// For `ca` issuers: the number of the latest CRL published (RFC 5280 cRLNumber).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_number: Option<i64>,
 }
 
 /// A DNS-PERSIST-01 record the domain's owner publishes for this issuer's account.

@@ -35,6 +35,9 @@ pub const CANCEL_ANNOTATION: &str = "certpilot.dev/cancel";
 pub const CERTIFICATE_NAME_LABEL: &str = "certpilot.dev/certificate-name";
 /// Annotation a user changes (to any new value) on a Certificate to request a renewal now.
 pub const RENEW_ANNOTATION: &str = "certpilot.dev/renew";
+/// Annotation a user sets on a Certificate to revoke its current certificate:
+/// `<reason>[,no-reissue]@<RFC 3339 time>` (`policy::revoke`); each new value is one request.
+pub const REVOKE_ANNOTATION: &str = "certpilot.dev/revoke";
 /// Annotation a user puts on an existing Secret to let certpilot take it over.
 pub const ADOPT_ANNOTATION: &str = "certpilot.dev/adopt";
 /// Label on every Certificate the Ingress/Gateway shim created; its value names the kind of

@@ -1,4 +1,4 @@
-//! Command line: `certpilot status|renew|attempts|inspect` for people (also as the kubectl
+//! Command line: `certpilot status|renew|revoke|attempts|inspect` for people (also as the kubectl
 //! plugin `kubectl certpilot …`), `certpilot controller` runs the operator, `certpilot sandbox`
 //! tries it without a cluster, `certpilot convert` reads cert-manager's manifests, `certpilot
 //! crdgen` writes the CRDs.
@@ -8,6 +8,7 @@ mod controller;
 mod inspect;
 mod output;
 mod renew;
+mod revoke;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 mod status;
@@ -29,6 +30,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Renew a Certificate now, then show the attempt (unless --no-wait).
     Renew(renew::RenewArgs),
+    /// Revoke a Certificate's current certificate at its CA, then issue a new one with a new key
+    /// (unless --no-reissue), showing the attempts.
+    Revoke(revoke::RevokeArgs),
     /// A Certificate's attempts: type, phase, step timings, the CA's error.
     Attempts(attempts::AttemptsArgs),
     /// Decode the certificate, chain and key stored in a Secret.
@@ -74,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Status(args) => status::run(args).await,
         Command::Renew(args) => renew::run(args).await,
+        Command::Revoke(args) => revoke::run(args).await,
         Command::Attempts(args) => attempts::run(args).await,
         Command::Inspect(args) => inspect::run(args).await,
         Command::Crdgen { out, bundle } => crdgen(out, bundle),

@@ -6,7 +6,7 @@ use super::output::{Cluster, Palette, Scope, print};
 use crate::api::{AttemptType, Certificate, CertificateAttempt, RENEW_ANNOTATION};
 use jiff::Timestamp;
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{Patch, PatchParams},
     runtime::wait::await_condition,
 };
@@ -30,9 +30,6 @@ pub struct RenewArgs {
 }
 
 pub async fn run(args: RenewArgs) -> anyhow::Result<()> {
-    let timeout = crate::policy::parse_duration(&args.timeout)
-        .ok_or_else(|| anyhow::anyhow!("--timeout: {:?} is not a duration such as 5m", args.timeout))?
-        .unsigned_abs();
     let cluster = Cluster::connect(&args.scope).await?;
     let namespace = cluster.one_namespace()?.to_string();
     let certificates: Api<Certificate> = cluster.api();
@@ -50,35 +47,52 @@ pub async fn run(args: RenewArgs) -> anyhow::Result<()> {
         println!("renewal of Certificate {namespace}/{name} requested ({RENEW_ANNOTATION}={requested})");
         return Ok(());
     }
-    let started = |c: Option<&Certificate>| {
-        c.and_then(|c| c.status.as_ref()?.last_attempt.as_ref())
-            .is_some_and(|a| a.type_ == AttemptType::Manual && Some(&a.name) != previous.as_ref())
-    };
-    let limit = args.timeout.clone();
-    let within = |what: &'static str| {
-        let limit = limit.clone();
-        move |_| anyhow::anyhow!("{what} within {limit}")
-    };
-    let certificate = tokio::time::timeout(timeout, await_condition(certificates, name, started))
-        .await
-        .map_err(within("no renewal attempt started"))??;
-    let attempt_name = last_attempt(certificate.as_ref()).expect("a Manual attempt started");
-    let attempts: Api<CertificateAttempt> = cluster.api();
-    let ended =
-        |a: Option<&CertificateAttempt>| a.and_then(|a| a.status.as_ref()).is_some_and(|s| s.phase.is_terminal());
-    let attempt = tokio::time::timeout(timeout, await_condition(attempts, &attempt_name, ended))
-        .await
-        .map_err(within("the renewal attempt did not end"))??
-        .ok_or_else(|| anyhow::anyhow!("CertificateAttempt {attempt_name} was deleted"))?;
+    let attempt = follow(&cluster, name, previous.as_ref(), AttemptType::Manual, &args.timeout).await?;
     let shown = report(&attempt);
     let palette = Palette::for_stdout();
     print(args.scope.output, &shown, || screen(&shown, &palette, Timestamp::now()))?;
-    match attempt.status.map(|s| s.phase) {
+    succeeded(&attempt)
+}
+
+/// An error unless `attempt` succeeded.
+pub(super) fn succeeded(attempt: &CertificateAttempt) -> anyhow::Result<()> {
+    match attempt.status.as_ref().map(|s| s.phase) {
         Some(crate::api::AttemptPhase::Succeeded) => Ok(()),
-        phase => anyhow::bail!("the renewal attempt {attempt_name} ended {phase:?}"),
+        phase => anyhow::bail!("the {:?} attempt {} ended {phase:?}", attempt.spec.type_, attempt.name_any()),
     }
 }
 
-fn last_attempt(certificate: Option<&Certificate>) -> Option<String> {
+/// Waits for the attempt of type `type_` that follows `previous` on Certificate `name` to
+/// start and end; the attempt as it ended.
+pub(super) async fn follow(
+    cluster: &Cluster,
+    name: &str,
+    previous: Option<&String>,
+    type_: AttemptType,
+    limit: &str,
+) -> anyhow::Result<CertificateAttempt> {
+    let timeout = crate::policy::parse_duration(limit)
+        .ok_or_else(|| anyhow::anyhow!("--timeout: {limit:?} is not a duration such as 5m"))?
+        .unsigned_abs();
+    let certificates: Api<Certificate> = cluster.api();
+    let started = |c: Option<&Certificate>| {
+        c.and_then(|c| c.status.as_ref()?.last_attempt.as_ref())
+            .is_some_and(|a| a.type_ == type_ && Some(&a.name) != previous)
+    };
+    let within = |what: String| move |_| anyhow::anyhow!("{what} within {limit}");
+    let certificate = tokio::time::timeout(timeout, await_condition(certificates, name, started))
+        .await
+        .map_err(within(format!("no {type_:?} attempt started")))??;
+    let attempt_name = last_attempt(certificate.as_ref()).expect("the attempt started");
+    let attempts: Api<CertificateAttempt> = cluster.api();
+    let ended =
+        |a: Option<&CertificateAttempt>| a.and_then(|a| a.status.as_ref()).is_some_and(|s| s.phase.is_terminal());
+    tokio::time::timeout(timeout, await_condition(attempts, &attempt_name, ended))
+        .await
+        .map_err(within(format!("the {type_:?} attempt did not end")))??
+        .ok_or_else(|| anyhow::anyhow!("CertificateAttempt {attempt_name} was deleted"))
+}
+
+pub(super) fn last_attempt(certificate: Option<&Certificate>) -> Option<String> {
     certificate.and_then(|c| c.status.as_ref()?.last_attempt.as_ref()).map(|a| a.name.clone())
 }

@@ -13,6 +13,7 @@ use crate::{
     api::{
         CANCEL_ANNOTATION, CERTIFICATE_NAME_LABEL, CLEANUP_FINALIZER, Certificate, CertificateAttempt, ClusterIssuer,
         FIELD_MANAGER, Issuer, IssuerKind, IssuerRef, MANAGED_BY_LABEL, MANAGED_BY_VALUE, RENEW_ANNOTATION,
+        REVOKE_ANNOTATION,
         attempt::{AttemptPhase, AttemptType},
         certificate::{CertificateStatus, RenewalInfoStatus},
         conditions::{self, Condition},
@@ -68,6 +69,7 @@ fn desired(cert: &Certificate) -> std::result::Result<Desired, String> {
         is_ca: spec.is_ca(),
         generation: cert.metadata.generation.unwrap_or(1),
         renew_request: cert.annotations().get(RENEW_ANNOTATION).cloned(),
+        revoke_request: cert.annotations().get(REVOKE_ANNOTATION).cloned(),
         outputs: spec.additional_output_formats.iter().flatten().map(|f| f.type_).collect(),
     })
 }
@@ -215,6 +217,8 @@ async fn target_secret(
 fn cache_behind(cached: Option<&WatchedSecret>, latest: Option<&AttemptRecord>) -> bool {
     let Some(latest) = latest else { return false };
     match latest.view.phase {
+        // A Revoke attempt writes no Secret.
+        AttemptPhase::Succeeded if latest.view.type_ == AttemptType::Revoke => false,
         AttemptPhase::Succeeded => cached.is_none_or(|secret| !secret.names_attempt(latest.name())),
         AttemptPhase::Failed => {
             latest.view.error_code.as_deref() == Some(crate::issuance::FailureCode::SecretNotOwned.as_str())
@@ -383,9 +387,19 @@ fn new_attempt(
     cleanup: bool,
 ) -> Result<CertificateAttempt> {
     let name = cert.name_any();
-    let issuer = observed.next_issuer();
+    let mut issuer = observed.next_issuer();
+    if type_ == AttemptType::Revoke {
+        // Revoked where it was issued, not where the next certificate would come from.
+        issuer.issuer = observed.revocation_issuer();
+        issuer.fallback_reason = None;
+    }
     let mut spec = snapshot(cert, type_, reason, &issuer.issuer);
     spec.fallback_reason = issuer.fallback_reason;
+    spec.revoke_request = observed.desired.revoke_request.clone();
+    if type_ == AttemptType::Revoke {
+        spec.revoke_serial = observed.stored().map(|stored| stored.info.serial_hex.clone());
+    }
+    spec.new_key = observed.revoked_not_replaced().is_some();
     // The certificate a renewal order replaces is known only to the CA that issued it.
     let same_ca = observed.stored().is_some_and(|stored| stored.issuer.as_ref() == Some(&issuer.issuer));
     spec.replaces = replaces.filter(|_| same_ca);
@@ -574,7 +588,9 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
     match &decision {
         Decision::Start { type_, reason } => {
             let replaces = replaces_for(&observed, &renewal_info, *type_);
-            let attempt = new_attempt(&cert, &observed, next_index, replaces, *type_, reason, acme_issuer)?;
+            // A Revoke attempt sets up nothing that needs cleaning up.
+            let cleanup = acme_issuer && *type_ != AttemptType::Revoke;
+            let attempt = new_attempt(&cert, &observed, next_index, replaces, *type_, reason, cleanup)?;
             observed.attempts.extend(view(&cert, &AttemptRecord::of(&attempt)));
             latest_index = next_index;
             started = Some((attempt, *type_, reason.clone()));

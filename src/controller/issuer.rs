@@ -161,7 +161,11 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, ctx: Arc<Context>) -> Result
         }
         IssuerKind::ClusterIssuer => cluster_issuer_view(&ctx, issuer.as_ref(), &previous, &mut status),
     };
-    if writes && status != previous {
+    // The revoked serials and the CRL number are the Revoke attempts' (another field manager):
+    // never written here, where a stale copy would undo a revocation.
+    let comparable =
+        IssuerStatus { revoked: previous.revoked.clone(), crl_number: previous.crl_number, ..status.clone() };
+    if writes && comparable != previous {
         let written = apply_status(&ctx, &issuer.api_for(ctx.client.clone()), &issuer.name_any(), &status).await;
         match written {
             // A cluster-wide release's admission policy keeps a ClusterIssuer's status to its

@@ -31,7 +31,10 @@ pub fn convert(spec: source::IssuerSpec, scope: &Scope, f: &mut Findings) -> Opt
     if let Some(ca) = spec.ca {
         f.rest("spec.ca", &ca.rest, ca_extension);
         cluster_secret(scope, "spec.ca.secretName", &ca.secret_name, f);
-        return Some(IssuerSpec { ca: Some(CaIssuer { secret_name: ca.secret_name }), ..Default::default() });
+        return Some(IssuerSpec {
+            ca: Some(CaIssuer { secret_name: ca.secret_name, crl: None }),
+            ..Default::default()
+        });
     }
     let Some(acme) = spec.acme else {
         f.left_out(Problem::NoIssuerType);

@@ -63,6 +63,8 @@ failure_codes! {
     Compound => "Compound", transient: false;
     AlreadyReplaced => "AlreadyReplaced", transient: false;
     InvalidProfile => "InvalidProfile", transient: false;
+    /// The certificate was already revoked (a Revoke attempt takes it as done).
+    AlreadyRevoked => "AlreadyRevoked", transient: false;
     AcmeError => "ACMEError", transient: false;
     /// The CA accepted a renewal order without confirming `replaces`.
     ReplacesNotReflected => "ReplacesNotReflected", transient: false;
@@ -114,6 +116,14 @@ failure_codes! {
     DnsPersistRecord => "DNSPersistRecord", transient: false;
     /// The CA names no issuer domain name (`caaIdentities`), which DNS-PERSIST-01 needs.
     DnsPersistUnsupported => "DNSPersistUnsupported", transient: false;
+    // Revocation.
+    /// The CA does not know the certificate (another CA's, or one it has forgotten).
+    CertificateUnknown => "CertificateUnknown", transient: false;
+    /// The Secret holds no certificate certpilot stored for the Certificate, or another one
+    /// than the attempt was made to revoke.
+    NothingToRevoke => "NothingToRevoke", transient: false;
+    /// The issuer cannot revoke (a self-signed certificate has no one to revoke it).
+    RevocationNotPossible => "RevocationNotPossible", transient: false;
     Internal => "Internal", transient: false;
 }
 

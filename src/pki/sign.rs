@@ -142,6 +142,66 @@ impl CertificateAuthority {
     }
 }
 
+/// One certificate a CRL lists.
+pub struct CrlEntry<'a> {
+    /// Serial number (hex).
+    pub serial_hex: &'a str,
+    pub revoked_at: Timestamp,
+    /// RFC 5280 CRLReason code.
+    pub reason_code: u8,
+}
+
+/// How long a CRL is current (its nextUpdate): certpilot writes a new one with each revocation.
+pub const CRL_VALIDITY: SignedDuration = SignedDuration::from_hours(24 * 30);
+
+impl CertificateAuthority {
+    /// The CA's certificate revocation list (PEM) listing `entries`, numbered `number`.
+    pub fn crl(&self, entries: &[CrlEntry], number: u64, now: Timestamp) -> Result<String, PkiError> {
+        let revoked_certs = entries.iter().map(revoked_cert).collect::<Result<Vec<_>, _>>()?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: offset(now)?,
+            next_update: offset(now + CRL_VALIDITY)?,
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, self.key.key_pair())
+            .map_err(|e| PkiError::Signing(e.to_string()))?;
+        let crl = params.signed_by(&issuer).map_err(|e| match e {
+            rcgen::Error::IssuerNotCrlSigner => PkiError::Signing(format!(
+                "the CA certificate {} does not allow signing CRLs (its keyUsage lacks cRLSign); reissue the CA with cRLSign to publish a CRL",
+                self.info.subject
+            )),
+            other => PkiError::Signing(other.to_string()),
+        })?;
+        crl.pem().map_err(|e| PkiError::Signing(e.to_string()))
+    }
+}
+
+fn revoked_cert(entry: &CrlEntry) -> Result<rcgen::RevokedCertParams, PkiError> {
+    use rcgen::RevocationReason as R;
+    let bytes = (0..entry.serial_hex.len())
+        .step_by(2)
+        .map(|i| entry.serial_hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| PkiError::Signing(format!("serial {:?} is not hex", entry.serial_hex)))?;
+    let reason = match entry.reason_code {
+        1 => R::KeyCompromise,
+        3 => R::AffiliationChanged,
+        4 => R::Superseded,
+        5 => R::CessationOfOperation,
+        9 => R::PrivilegeWithdrawn,
+        _ => R::Unspecified,
+    };
+    Ok(rcgen::RevokedCertParams {
+        serial_number: SerialNumber::from_slice(&bytes),
+        revocation_time: offset(entry.revoked_at)?,
+        reason_code: Some(reason),
+        invalidity_date: None,
+    })
+}
+
 /// Default lifetime of locally signed certificates: 90 days.
 pub const DEFAULT_DURATION: SignedDuration = SignedDuration::from_hours(2160);
 
@@ -300,5 +360,35 @@ mod tests {
         );
         let no_sign = CertificateAuthority::load(&fixture("nosign.crt"), &fixture("nosign.key"), now);
         assert!(matches!(&no_sign, Err(PkiError::Mismatch(why)) if why.contains("keyCertSign")), "{:?}", no_sign.err());
+    }
+
+    #[test]
+    fn a_crl_lists_the_revoked_serials_with_their_reasons() {
+        let ca_key = PrivateKey::generate(&PrivateKeySpec::default()).unwrap();
+        let now = Timestamp::now();
+        let names = NameRequest { common_name: Some("Test CA".into()), ..Default::default() };
+        let req = SignRequest {
+            names: &names,
+            key: &ca_key,
+            not_before: now,
+            not_after: now + DEFAULT_DURATION,
+            is_ca: true,
+        };
+        let ca_pem = self_signed(&req).unwrap();
+        let ca = CertificateAuthority::load(
+            &ca_pem,
+            &ca_key.to_pem(crate::api::certificate::KeyEncoding::Pkcs8).unwrap(),
+            now,
+        )
+        .unwrap();
+        let entries = [CrlEntry { serial_hex: "0A1B", revoked_at: now, reason_code: 1 }];
+        let pem = ca.crl(&entries, 7, now).unwrap();
+        let der = pem::parse(&pem).unwrap();
+        let (_, crl) = x509_parser::parse_x509_crl(der.contents()).unwrap();
+        let revoked: Vec<_> = crl.iter_revoked_certificates().collect();
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].raw_serial(), [0x0a, 0x1b]);
+        assert_eq!(revoked[0].reason_code().map(|(_, r)| r.0), Some(1));
+        assert_eq!(crl.crl_number().map(|n| n.to_string()), Some("7".into()));
     }
 }

@@ -81,6 +81,8 @@ pub fn side(code: FailureCode, retry_after: Option<Timestamp>, needed_by: Option
         | C::BadPublicKey
         | C::BadRevocationReason
         | C::InvalidProfile => Side::User,
+        // Revocation: about one certificate at the CA that issued it; no other CA can help.
+        C::AlreadyRevoked | C::CertificateUnknown | C::NothingToRevoke | C::RevocationNotPossible => Side::User,
         // The user's DNS and its provider.
         C::SolverFailed
         | C::DnsUpdateFailed
@@ -123,6 +125,8 @@ pub fn cycle(attempts: &[AttemptView], generation: i64) -> Vec<&AttemptView> {
     let mut cycle: Vec<&AttemptView> = attempts
         .iter()
         .rev()
+        // A Revoke attempt obtains nothing: it neither ends a cycle nor hands one over.
+        .filter(|a| a.type_ != crate::api::attempt::AttemptType::Revoke)
         .take_while(|a| a.phase != AttemptPhase::Succeeded && a.generation == generation)
         .collect();
     cycle.reverse();

@@ -9,6 +9,7 @@ pub mod fallback;
 pub mod history;
 pub mod persist;
 pub mod renewal;
+pub mod revoke;
 pub mod shim;
 pub mod status;
 pub mod trigger;

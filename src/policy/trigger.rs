@@ -5,6 +5,7 @@ use super::{
     backoff::BackoffPolicy,
     fallback::{Choice, cycle, next_issuer},
     renewal::{RenewalSettings, RenewalTime, SuggestedWindow, renewal_time},
+    revoke::RevokeRequest,
 };
 use crate::{
     api::{
@@ -76,6 +77,8 @@ pub struct AttemptView {
     pub phase: AttemptPhase,
     pub generation: i64,
     pub renew_request: Option<String>,
+    /// The `certpilot.dev/revoke` value it was made under (see `CertificateAttemptSpec`).
+    pub revoke_request: Option<String>,
     pub names: NameRequest,
     pub issuer: IssuerRef,
     pub key: String,
@@ -106,6 +109,8 @@ pub struct Desired {
     pub generation: i64,
     /// The current value of the `certpilot.dev/renew` annotation.
     pub renew_request: Option<String>,
+    /// The current value of the `certpilot.dev/revoke` annotation.
+    pub revoke_request: Option<String>,
     /// The additional output formats the Secret must hold.
     pub outputs: Vec<OutputFormatType>,
 }
@@ -186,14 +191,16 @@ impl Observed {
         self.latest().filter(|a| !a.phase.is_terminal())
     }
 
+    /// The latest attempt that stored a certificate (a Revoke attempt stores none).
     fn latest_success(&self) -> Option<&AttemptView> {
-        self.attempts.iter().rev().find(|a| a.phase == AttemptPhase::Succeeded)
+        self.attempts.iter().rev().find(|a| a.phase == AttemptPhase::Succeeded && a.type_ != AttemptType::Revoke)
     }
 
-    /// Failed attempts since the last success (cancelled ones do not count).
+    /// Failed attempts since the last success (cancelled ones do not count, nor do Revoke
+    /// attempts: they obtain nothing, and a failed one is answered, never retried).
     pub fn consecutive_failures(&self) -> u32 {
         let mut count = 0;
-        for attempt in self.attempts.iter().rev() {
+        for attempt in self.attempts.iter().rev().filter(|a| a.type_ != AttemptType::Revoke) {
             match attempt.phase {
                 AttemptPhase::Failed => count += 1,
                 AttemptPhase::Cancelled => {}
@@ -201,6 +208,53 @@ impl Observed {
             }
         }
         count
+    }
+
+    /// The revocation request the annotation holds, with its value, when it can be read.
+    fn revoke_request(&self) -> Option<(&str, RevokeRequest)> {
+        let value = self.desired.revoke_request.as_deref().filter(|v| !v.is_empty())?;
+        Some((value, RevokeRequest::parse(value).ok()?))
+    }
+
+    /// Why a Revoke attempt is needed: a revocation was requested and no attempt was made
+    /// under that request yet (the Revoke attempt and every attempt after it carry it, so a
+    /// request is answered once even when its Revoke attempt has been pruned).
+    pub fn revocation_pending(&self) -> Option<String> {
+        let (value, request) = self.revoke_request()?;
+        let answered = self.attempts.iter().any(|a| a.revoke_request.as_deref() == Some(value));
+        (!answered).then(|| {
+            format!(
+                "revocation ({}) was requested with the {} annotation",
+                request.reason,
+                crate::api::REVOKE_ANNOTATION
+            )
+        })
+    }
+
+    /// Why the certificate must be replaced after a revocation: its Revoke attempt succeeded
+    /// (or the issuer cannot revoke: a self-signed certificate is still replaced), the request
+    /// did not say `no-reissue`, and no certificate was stored since.
+    pub fn revoked_not_replaced(&self) -> Option<String> {
+        let (value, request) = self.revoke_request()?;
+        let made_under = |a: &AttemptView| a.revoke_request.as_deref() == Some(value);
+        let revoke = self.attempts.iter().rposition(|a| a.type_ == AttemptType::Revoke && made_under(a))?;
+        let (revoked, after) = (&self.attempts[revoke], &self.attempts[revoke + 1..]);
+        let replaced = after.iter().any(|a| a.phase == AttemptPhase::Succeeded && made_under(a));
+        let not_possible = revoked.error_code.as_deref() == Some(FailureCode::RevocationNotPossible.as_str());
+        let done = revoked.phase == AttemptPhase::Succeeded || (revoked.phase == AttemptPhase::Failed && not_possible);
+        (request.reissue && done && !replaced).then(|| {
+            format!(
+                "the certificate was revoked ({}) by attempt {}: a new one with a new key replaces it",
+                request.reason, revoked.name
+            )
+        })
+    }
+
+    /// The issuer a Revoke attempt goes to: the one that issued the stored certificate, when
+    /// the Certificate still lists it.
+    pub fn revocation_issuer(&self) -> IssuerRef {
+        let issued_by = self.stored().and_then(|s| s.issuer.clone());
+        issued_by.filter(|issuer| self.lists_issuer(issuer)).unwrap_or_else(|| self.desired.issuer.clone())
     }
 
     /// A renewal was requested with the annotation and no successful attempt answered it yet.
@@ -265,7 +319,9 @@ impl Observed {
             &self.jitter_key,
         );
         let expired = self.now >= stored.info.not_after;
-        let need = if expired {
+        let need = if let Some(why) = self.revoked_not_replaced() {
+            Some((AttemptType::Reissue, why))
+        } else if expired {
             Some((AttemptType::Renew, format!("the certificate expired at {}", stored.info.not_after)))
         } else if self.manual_request_pending() {
             Some((AttemptType::Manual, "a renewal was requested with the certpilot.dev/renew annotation".to_string()))
@@ -320,7 +376,8 @@ impl Observed {
         }
         let last = self.latest_success()?;
         let user_acted = last.generation < self.desired.generation
-            || (type_ == AttemptType::Manual && last.renew_request != self.desired.renew_request);
+            || (type_ == AttemptType::Manual && last.renew_request != self.desired.renew_request)
+            || self.revoked_not_replaced().is_some();
         if user_acted {
             return None;
         }
@@ -345,6 +402,11 @@ impl Observed {
             }
             let reason = format!("superseded: the Certificate changed (generation {})", self.desired.generation);
             return Decision::Supersede { attempt: current.name.clone(), reason };
+        }
+        // What the user asked for at once, whatever else is due: the CA is asked even when the
+        // issuer is not ready or the last attempt failed (the attempt says what stands in the way).
+        if let Some(reason) = self.revocation_pending() {
+            return Decision::Start { type_: AttemptType::Revoke, reason };
         }
         let Some((type_, reason)) = self.assess().need else { return Decision::UpToDate };
         if let Some(blocked) = self.blocker() {
@@ -416,7 +478,8 @@ impl Observed {
     /// After a failure, the next attempt waits for the backoff, or exactly for the CA's
     /// Retry-After. A changed spec or a new renewal request skips the backoff, never Retry-After.
     fn backing_off_until(&self, type_: AttemptType) -> Option<Timestamp> {
-        let failed = self.latest().filter(|a| a.phase == AttemptPhase::Failed)?;
+        let latest = self.attempts.iter().rev().find(|a| a.type_ != AttemptType::Revoke);
+        let failed = latest.filter(|a| a.phase == AttemptPhase::Failed)?;
         if self.next_issuer().switched {
             // The next issuer has not failed yet: neither the backoff nor the last CA's
             // Retry-After applies to it.
@@ -496,6 +559,7 @@ pub(crate) mod tests {
                 is_ca: false,
                 generation: 1,
                 renew_request: None,
+                revoke_request: None,
                 outputs: Vec::new(),
             },
             issuer: IssuerState::Ready,
@@ -868,5 +932,89 @@ pub(crate) mod tests {
         assert!(
             matches!(&waits, Decision::Blocked { reason: "IssuerNotReady", message } if message.contains("not checked"))
         );
+    }
+
+    fn revoke(index: u32, phase: AttemptPhase, request: &str) -> AttemptView {
+        let mut a = attempt(index, phase);
+        a.type_ = AttemptType::Revoke;
+        a.revoke_request = Some(request.into());
+        a
+    }
+
+    const REVOKE: &str = "keyCompromise@2026-06-01T00:00:00Z";
+
+    #[test]
+    fn a_revocation_request_makes_one_revoke_attempt_then_a_reissue() {
+        let mut o = observed(fresh(), vec![attempt(1, AttemptPhase::Succeeded)]);
+        o.desired.revoke_request = Some(REVOKE.into());
+        let Decision::Start { type_, reason } = o.decide() else { panic!("revocation must start") };
+        assert_eq!(type_, AttemptType::Revoke);
+        assert!(reason.contains("keyCompromise"), "{reason}");
+        o.attempts.push(revoke(2, AttemptPhase::Revoking, REVOKE));
+        assert_eq!(o.decide(), Decision::InProgress);
+        o.attempts[1] = revoke(2, AttemptPhase::Succeeded, REVOKE);
+        let Decision::Start { type_, reason } = o.decide() else { panic!("a reissue must follow") };
+        assert_eq!(type_, AttemptType::Reissue);
+        assert!(reason.contains("revoked (keyCompromise)") && reason.contains("new key"), "{reason}");
+        assert!(!o.assess().usable || o.assess().need.is_some());
+        let mut reissued = attempt(3, AttemptPhase::Succeeded);
+        reissued.type_ = AttemptType::Reissue;
+        reissued.revoke_request = Some(REVOKE.into());
+        o.attempts.push(reissued);
+        assert_eq!(o.decide(), Decision::UpToDate, "the same value twice is one request");
+        // Once the Revoke attempt is pruned, the reissue still answers the request.
+        o.attempts.remove(1);
+        assert_eq!(o.decide(), Decision::UpToDate);
+        // A new value is a new request.
+        o.desired.revoke_request = Some("superseded@2026-06-02T00:00:00Z".into());
+        assert_eq!(start_type(o.decide()), AttemptType::Revoke);
+    }
+
+    #[test]
+    fn a_revocation_is_not_held_back_by_the_floor_or_a_backoff() {
+        let mut o = hot(SignedDuration::from_secs(30));
+        o.desired.revoke_request = Some(REVOKE.into());
+        assert_eq!(start_type(o.decide()), AttemptType::Revoke);
+        o.attempts.push(revoke(2, AttemptPhase::Succeeded, REVOKE));
+        assert_eq!(start_type(o.decide()), AttemptType::Reissue, "the reissue is not held by the floor");
+        let mut failed = attempt(1, AttemptPhase::Failed);
+        failed.finished_at = Some(now() - SignedDuration::from_secs(5));
+        let mut o = observed(fresh(), vec![failed]);
+        o.desired.revoke_request = Some(REVOKE.into());
+        assert_eq!(start_type(o.decide()), AttemptType::Revoke);
+    }
+
+    #[test]
+    fn no_reissue_or_a_failed_revocation_leaves_the_certificate() {
+        let no_reissue = "cessationOfOperation,no-reissue@2026-06-01T00:00:00Z";
+        let mut o = observed(
+            fresh(),
+            vec![attempt(1, AttemptPhase::Succeeded), revoke(2, AttemptPhase::Succeeded, no_reissue)],
+        );
+        o.desired.revoke_request = Some(no_reissue.into());
+        assert_eq!(o.decide(), Decision::UpToDate);
+        let mut o =
+            observed(fresh(), vec![attempt(1, AttemptPhase::Succeeded), revoke(2, AttemptPhase::Failed, REVOKE)]);
+        o.desired.revoke_request = Some(REVOKE.into());
+        assert_eq!(o.decide(), Decision::UpToDate, "a failed revocation is answered, not retried");
+        // A self-signed certificate cannot be revoked, but is still replaced when asked.
+        let mut self_signed = o.clone();
+        self_signed.attempts[1].error_code = Some(FailureCode::RevocationNotPossible.as_str().into());
+        assert_eq!(start_type(self_signed.decide()), AttemptType::Reissue);
+        assert_eq!(o.consecutive_failures(), 0, "and it does not count as a failed issuance");
+        // A value that cannot be read asks for nothing.
+        o.desired.revoke_request = Some("leaked".into());
+        assert_eq!(o.decide(), Decision::UpToDate);
+    }
+
+    #[test]
+    fn a_revocation_goes_to_the_issuer_that_issued_the_certificate() {
+        let mut from_fallback = stored(now() - SignedDuration::from_hours(24), 90);
+        from_fallback.issuer = Some(fallback());
+        let mut o = observed(SecretState::Present(Box::new(from_fallback)), vec![attempt(1, AttemptPhase::Succeeded)]);
+        o.fallbacks = vec![(fallback(), IssuerState::Ready)];
+        assert_eq!(o.revocation_issuer(), fallback());
+        o.fallbacks.clear();
+        assert_eq!(o.revocation_issuer(), issuer(), "an issuer no longer listed is not asked");
     }
 }

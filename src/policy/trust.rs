@@ -45,6 +45,9 @@ pub fn snapshot(cert: &Certificate, type_: AttemptType, reason: &str, issuer: &I
         replaces: None,
         certificate_generation: cert.metadata.generation.unwrap_or(1),
         renew_request: None,
+        revoke_request: None,
+        revoke_serial: None,
+        new_key: false,
         secret_template: spec.secret_template.clone().filter(|t| !t.labels.is_empty() || !t.annotations.is_empty()),
         additional_output_formats: output_formats(spec),
     }
@@ -138,6 +141,9 @@ pub fn verdict(attempt: &CertificateAttempt, cert: Option<&Certificate>) -> Verd
     if !is_indexed_name(&attempt.name_any(), name) {
         return Verdict::Rejected(format!("its name is not {name}-<index>, as certpilot names attempts"));
     }
+    if let Some(why) = revokes_another(spec.revoke_serial.as_deref(), cert) {
+        return Verdict::Superseded(why);
+    }
     let change = if cert.spec.issuers().contains(&spec.issuer_ref) {
         difference(spec, &snapshot(cert, spec.type_, &spec.reason, &spec.issuer_ref))
     } else {
@@ -156,6 +162,16 @@ pub fn verdict(attempt: &CertificateAttempt, cert: Option<&Certificate>) -> Verd
     }
 }
 
+/// Why a Revoke attempt for certificate `serial` is no longer wanted: the Certificate's
+/// current certificate is another one (renewed since), and only the current one is revoked.
+fn revokes_another(serial: Option<&str>, cert: &Certificate) -> Option<String> {
+    let serial = serial?;
+    let current = cert.status.as_ref()?.serial_number.as_deref()?;
+    (!current.eq_ignore_ascii_case(serial)).then(|| {
+        format!("superseded: it revokes certificate {serial}, but the Certificate's current certificate is {current}")
+    })
+}
+
 /// What an attempt claims, reduced to what decides whether it is trusted: kept in the cache
 /// instead of the attempt, and judged against the Certificate as it stands by [`trusts`].
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +184,8 @@ pub struct Claim {
     issuer: IssuerRef,
     /// A digest of the fields that must equal the Certificate's (see `requested`).
     requested: u64,
+    /// The certificate a Revoke attempt revokes, which must be the Certificate's current one.
+    revoke_serial: Option<String>,
 }
 
 pub fn claim(attempt: &CertificateAttempt) -> Claim {
@@ -177,6 +195,7 @@ pub fn claim(attempt: &CertificateAttempt) -> Claim {
         generation: attempt.spec.certificate_generation,
         issuer: attempt.spec.issuer_ref.clone(),
         requested: requested_digest(&attempt.spec),
+        revoke_serial: attempt.spec.revoke_serial.clone(),
     }
 }
 
@@ -188,6 +207,7 @@ pub fn trusts(claim: &Claim, cert: &Certificate) -> bool {
         && claim.generation <= generation
         && cert.spec.issuers().contains(&claim.issuer)
         && claim.requested == requested_digest(&snapshot(cert, AttemptType::Issue, "", &claim.issuer))
+        && revokes_another(claim.revoke_serial.as_deref(), cert).is_none()
 }
 
 fn requested_digest(spec: &CertificateAttemptSpec) -> u64 {
@@ -377,5 +397,20 @@ mod tests {
         let name = attempt_name(&long, 12);
         assert!(name.len() <= 253);
         assert_eq!(attempt_index(&long, &name), Some(12));
+    }
+
+    #[test]
+    fn a_revoke_attempt_is_trusted_only_for_the_current_certificate() {
+        let mut cert = cert();
+        cert.status = Some(crate::api::CertificateStatus { serial_number: Some("0A1B".into()), ..Default::default() });
+        let mut revoke = attempt_for(&cert, 1);
+        revoke.spec.type_ = AttemptType::Revoke;
+        revoke.spec.revoke_serial = Some("0a1b".into());
+        assert_eq!(verdict(&revoke, Some(&cert)), Verdict::Trusted);
+        assert!(trusts(&claim(&revoke), &cert));
+        revoke.spec.revoke_serial = Some("0C".into());
+        let Verdict::Superseded(why) = verdict(&revoke, Some(&cert)) else { panic!("another serial is not revoked") };
+        assert!(why.contains("0C") && why.contains("0A1B"), "{why}");
+        assert!(!trusts(&claim(&revoke), &cert));
     }
 }

@@ -184,6 +184,20 @@ impl A2c {
     }
 }
 
+impl A2c {
+    /// The CA's CRL as `openssl crl -text` reads it (acme2certifier's OpenSSL handler adds each
+    /// certificate it revokes).
+    pub fn crl_text(&self) -> String {
+        let output = Command::new("openssl")
+            .args(["crl", "-noout", "-text", "-in"])
+            .arg(self.dir.join("ca.crl"))
+            .output()
+            .expect("openssl runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
 impl Drop for A2c {
     fn drop(&mut self) {
         let _ = self.child.kill();

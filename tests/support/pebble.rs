@@ -292,6 +292,20 @@ impl Pebble {
         }
     }
 
+    /// What Pebble's management interface says of the certificate with serial `serial` (hex):
+    /// its status (`Valid`, `Revoked`) and, when revoked, the reason code.
+    pub async fn cert_status(&self, serial: &str) -> serde_json::Value {
+        use instant_acme::{BodyWrapper, HttpClient};
+        let (client, _, _) = certpilot::issuance::acme::client::AcmeHttpClient::new(Some(&self.ca_pem)).unwrap();
+        let url = format!("https://127.0.0.1:{}/cert-status-by-serial/{serial}", self.management_port);
+        let request = http::Request::get(&url).body(BodyWrapper::default()).unwrap();
+        let mut response = HttpClient::request(&client, request).await.unwrap();
+        let status = response.parts.status;
+        let body = response.body.into_bytes().await.unwrap_or_default();
+        assert!(status.is_success(), "{url}: {status}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{url}: {e}: {}", String::from_utf8_lossy(&body)))
+    }
+
     /// An `Issuer` named `name` for this Pebble, with one HTTP-01 solver; the fields of
     /// `extra` (an object) replace those of `spec.acme`.
     pub fn acme_issuer(&self, name: &str, extra: serde_json::Value) -> serde_json::Value {

@@ -51,6 +51,7 @@ impl AttemptRecord {
             phase: status.phase,
             generation: spec.certificate_generation,
             renew_request: spec.renew_request.clone(),
+            revoke_request: spec.revoke_request.clone(),
             names: NameRequest {
                 dns_names: spec.dns_names.clone(),
                 ip_addresses: spec.ip_addresses.iter().filter_map(|ip| ip.parse().ok()).collect(),

@@ -6,4 +6,5 @@ pub mod client;
 pub mod directory;
 pub mod order;
 pub mod problem;
+pub mod revoke;
 pub mod slots;

@@ -34,6 +34,7 @@ pub fn code_for_type(problem_type: &str) -> C {
         "compound" => C::Compound,
         "alreadyReplaced" => C::AlreadyReplaced,
         "invalidProfile" => C::InvalidProfile,
+        "alreadyRevoked" => C::AlreadyRevoked,
         _ => C::AcmeError,
     }
 }

@@ -26,7 +26,9 @@ impl Pass<'_> {
     /// (saved first for ACME).
     pub(super) async fn key_for(&self, acme: bool) -> Phase<(PrivateKey, String)> {
         let spec = &self.attempt.spec.private_key;
+        // After a revocation the old key is never kept: it may be the reason for it.
         if spec.rotation_policy == RotationPolicy::Never
+            && !self.attempt.spec.new_key
             && let Some(key) = self.kept_key().await?
         {
             let how = format!("kept the {} key already in the Secret (rotationPolicy: Never)", key.describe());

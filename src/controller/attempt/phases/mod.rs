@@ -5,6 +5,11 @@
 //! Pending → Keying → Ordering → Presenting → Validating → Finalizing → Storing → Succeeded
 //! (local issuers go Keying → Finalizing), or Failed at any step.
 //!
+//! A Revoke attempt goes Pending → Revoking → Succeeded (or Failed): it revokes the serial it
+//! names at the issuer that issued it and obtains nothing. The new certificate with a new key
+//! is another attempt, a Reissue the Certificate controller makes once the Revoke attempt
+//! succeeded (`policy::trigger`), unless the request said `no-reissue`.
+//!
 //! Write-ahead: before a side effect that must not be repeated (a CSR for a key, an order at
 //! the CA), what is needed to resume is persisted: the key in a Secret owned by the attempt,
 //! the order URL in status. A pass that crashes resumes from the last persisted phase.
@@ -15,14 +20,16 @@
 
 mod ca;
 mod challenges;
+mod crl;
 mod key;
+mod revoke;
 mod target;
 
 use super::{cleanup, finish_status};
 use crate::{
     api::{
         CertificateAttempt, IssuerKind,
-        attempt::{AttemptPhase, CertificateAttemptStatus, StepPhase},
+        attempt::{AttemptPhase, AttemptType, CertificateAttemptStatus, StepPhase},
     },
     controller::{apply_status, context::Context},
     error::{Error, Result},
@@ -193,6 +200,7 @@ impl Pass<'_> {
             AttemptPhase::Validating => self.validating().await,
             AttemptPhase::Finalizing => self.finalizing().await,
             AttemptPhase::Storing => self.storing().await,
+            AttemptPhase::Revoking => self.revoking().await,
             // Ended attempts are settled by the reconciler before any pass begins.
             AttemptPhase::Succeeded | AttemptPhase::Failed | AttemptPhase::Cancelled | AttemptPhase::Rejected => {
                 Ok(Transition::Wait(Duration::from_secs(3600)))
@@ -200,10 +208,13 @@ impl Pass<'_> {
         }
     }
 
-    /// Pending: note the start (kept across restarts) and get a key.
+    /// Pending: note the start (kept across restarts) and get a key, or revoke.
     fn pending(&mut self) -> Transition {
         self.status.started_at.get_or_insert_with(|| Time(Timestamp::now()));
-        Transition::Next(AttemptPhase::Keying)
+        match self.attempt.spec.type_ {
+            AttemptType::Revoke => Transition::Next(AttemptPhase::Revoking),
+            _ => Transition::Next(AttemptPhase::Keying),
+        }
     }
 
     /// Keying: the key for this attempt. ACME keys are saved in a Secret owned by the attempt
@@ -410,10 +421,13 @@ impl Pass<'_> {
             self.status.phase,
             AttemptPhase::Ordering | AttemptPhase::Presenting | AttemptPhase::Validating | AttemptPhase::Finalizing
         );
-        if failure.code == C::AccountDoesNotExist && ordering && !self.reregistered {
+        let revoking = self.status.phase == AttemptPhase::Revoking;
+        if failure.code == C::AccountDoesNotExist && (ordering || revoking) && !self.reregistered {
             return settle(self.reregister(failure).await);
         }
-        if failure.code.is_transient() && ordering && !self.timed_out() && !self.hands_over(&failure) {
+        // A revocation is the issuing CA's to make: it is never handed over to a fallback.
+        let tried_here = revoking || (ordering && !self.hands_over(&failure));
+        if failure.code.is_transient() && tried_here && !self.timed_out() {
             tracing::warn!(attempt = %self.attempt.name_any(), error = %failure.message, "transient ACME failure; trying again");
             let wait = if failure.code == C::BadNonce { Duration::from_millis(500) } else { Duration::from_secs(10) };
             return Ok(Transition::Wait(wait));
@@ -443,13 +457,18 @@ impl Pass<'_> {
             secrets: &secrets,
         };
         let account = self.ctx.accounts.reregister(&source, &stale).await?;
+        let revoking = self.status.phase == AttemptPhase::Revoking;
+        let next = if revoking { "the revocation is asked again" } else { "a new order follows" };
         self.log.begin("RegisterAccount");
         self.log.succeed(format!(
-            "the CA no longer knew account {}; registered again as {}; a new order follows",
+            "the CA no longer knew account {}; registered again as {}; {next}",
             stale.uri(),
             account.uri()
         ));
         self.account = Some(account);
+        if revoking {
+            return Ok(Transition::Next(AttemptPhase::Revoking));
+        }
         self.order = None;
         self.status.order = None;
         self.status.challenges.clear();
@@ -485,6 +504,9 @@ impl Pass<'_> {
             IssuerKind::ClusterIssuer => "ClusterIssuer",
         };
         self.ctx.metrics.attempt_finished(kind, if failure.is_none() { "succeeded" } else { "failed" });
+        if let Some(revoked) = &self.status.revoked {
+            self.ctx.metrics.revoked(kind, &revoked.reason);
+        }
         if let Some(failure) = &failure {
             self.ctx.metrics.attempt_failed(kind, failure.code.as_str());
         }
@@ -507,7 +529,15 @@ impl Pass<'_> {
                 let note = format!("attempt {name} failed ({}): {}", failure.code, failure.message);
                 self.ctx.event(&certificate, true, "AttemptFailed", "Issue", note).await;
             }
-            (None, None) => {}
+            (None, None) => {
+                let Some(revoked) = &self.status.revoked else { return };
+                let how = if revoked.already_revoked { "found already revoked" } else { "revoked" };
+                let note = format!(
+                    "attempt {name} {how} certificate {} ({}) at {}",
+                    revoked.serial_number, revoked.reason, self.attempt.spec.issuer_ref
+                );
+                self.ctx.event(&certificate, false, "Revoked", "Revoke", note).await;
+            }
         }
     }
 
