@@ -31,19 +31,11 @@ pub struct RenewArgs {
 
 pub async fn run(args: RenewArgs) -> anyhow::Result<()> {
     let cluster = Cluster::connect(&args.scope).await?;
-    let namespace = cluster.one_namespace()?.to_string();
-    let certificates: Api<Certificate> = cluster.api();
     let name = &args.certificate;
-    let before = certificates
-        .get_opt(name)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no Certificate {name} in namespace {namespace}"))?;
-    let previous = last_attempt(Some(&before));
     let requested = Timestamp::now().to_string();
-    let annotation = serde_json::json!({"metadata": {"annotations": {RENEW_ANNOTATION: requested}}});
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    certificates.patch(name, &params, &Patch::Merge(&annotation)).await?;
+    let previous = annotate(&cluster, name, RENEW_ANNOTATION, &requested).await?;
     if args.no_wait {
+        let namespace = cluster.one_namespace()?;
         println!("renewal of Certificate {namespace}/{name} requested ({RENEW_ANNOTATION}={requested})");
         return Ok(());
     }
@@ -52,6 +44,26 @@ pub async fn run(args: RenewArgs) -> anyhow::Result<()> {
     let palette = Palette::for_stdout();
     print(args.scope.output, &shown, || screen(&shown, &palette, Timestamp::now()))?;
     succeeded(&attempt)
+}
+
+/// Sets `annotation` to `value` on Certificate `name`, as certpilot's CLI; returns the attempt
+/// the Certificate named last, which the attempt asked for will follow.
+pub(super) async fn annotate(
+    cluster: &Cluster,
+    name: &str,
+    annotation: &str,
+    value: &str,
+) -> anyhow::Result<Option<String>> {
+    let namespace = cluster.one_namespace()?;
+    let certificates: Api<Certificate> = cluster.api();
+    let before = certificates
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no Certificate {name} in namespace {namespace}"))?;
+    let patch = serde_json::json!({"metadata": {"annotations": {annotation: value}}});
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    certificates.patch(name, &params, &Patch::Merge(&patch)).await?;
+    Ok(last_attempt(Some(&before)))
 }
 
 /// An error unless `attempt` succeeded.

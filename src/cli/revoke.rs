@@ -4,20 +4,14 @@
 
 use super::attempts::{report, screen};
 use super::output::{Cluster, Palette, Scope, print};
-use super::renew::{follow, last_attempt, succeeded};
+use super::renew::{annotate, follow, succeeded};
 use crate::{
-    api::{AttemptType, Certificate, REVOKE_ANNOTATION},
+    api::{AttemptType, REVOKE_ANNOTATION},
     issuance::FailureCode,
     policy::revoke::{RevocationReason, RevokeRequest},
 };
 use jiff::Timestamp;
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
-};
-
-/// The field manager of the annotation, as for `renew`.
-const FIELD_MANAGER: &str = "certpilot-cli";
+use kube::ResourceExt;
 
 #[derive(clap::Args, Debug)]
 pub struct RevokeArgs {
@@ -49,20 +43,12 @@ fn parse_reason(text: &str) -> Result<RevocationReason, String> {
 
 pub async fn run(args: RevokeArgs) -> anyhow::Result<()> {
     let cluster = Cluster::connect(&args.scope).await?;
-    let namespace = cluster.one_namespace()?.to_string();
-    let certificates: Api<Certificate> = cluster.api();
     let name = &args.certificate;
-    let before = certificates
-        .get_opt(name)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no Certificate {name} in namespace {namespace}"))?;
-    let previous = last_attempt(Some(&before));
     let request = RevokeRequest { reason: args.reason, reissue: !args.no_reissue, requested_at: Timestamp::now() };
     let value = request.annotation();
-    let annotation = serde_json::json!({"metadata": {"annotations": {REVOKE_ANNOTATION: value}}});
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    certificates.patch(name, &params, &Patch::Merge(&annotation)).await?;
+    let previous = annotate(&cluster, name, REVOKE_ANNOTATION, &value).await?;
     if args.no_wait {
+        let namespace = cluster.one_namespace()?;
         println!("revocation of Certificate {namespace}/{name} requested ({REVOKE_ANNOTATION}={value})");
         return Ok(());
     }
