@@ -157,18 +157,6 @@ impl Env {
     }
 }
 
-fn assert_acme_secret(secret: &Secret, names: &[&str]) {
-    let data = secret.data.as_ref().unwrap();
-    let key = PrivateKey::from_pem(std::str::from_utf8(&data["tls.key"].0).unwrap()).unwrap();
-    let leaf = parse_chain(&data["tls.crt"].0).unwrap();
-    assert_eq!(leaf.public_key_info, key.public_key_info());
-    assert!(leaf.issuer.contains("Pebble"), "{}", leaf.issuer);
-    let mut got = leaf.dns_names.clone();
-    got.sort();
-    assert_eq!(got, names);
-    assert!(pem_certificates(&data["tls.crt"].0).unwrap().len() >= 2, "leaf and intermediate");
-}
-
 #[tokio::test]
 async fn issues_with_http01_served_by_the_operator() {
     let env = Env::start("acme-http01", |_| {}).await;

@@ -12,12 +12,8 @@
 
 mod support;
 
-use certpilot::{
-    api::{Certificate, CertificateAttempt, attempt::CertificateAttemptStatus, certificate::CertificatePhase},
-    pki::{
-        PrivateKey,
-        cert::{parse_chain, pem_certificates},
-    },
+use certpilot::api::{
+    Certificate, CertificateAttempt, attempt::CertificateAttemptStatus, certificate::CertificatePhase,
 };
 use certpilot_test_apiserver::cluster::TestCluster;
 use k8s_openapi::api::core::v1::Secret;
@@ -144,15 +140,7 @@ impl Route53Test {
     /// The Secret of Certificate `name` holds a key and Pebble's chain for exactly `names`.
     async fn assert_issued(&self, name: &str, names: &[&str]) {
         let secret = self.api::<Secret>().get(&format!("{name}-tls")).await.unwrap();
-        let data = secret.data.as_ref().unwrap();
-        let key = PrivateKey::from_pem(std::str::from_utf8(&data["tls.key"].0).unwrap()).unwrap();
-        let leaf = parse_chain(&data["tls.crt"].0).unwrap();
-        assert_eq!(leaf.public_key_info, key.public_key_info());
-        assert!(leaf.issuer.contains("Pebble"), "{}", leaf.issuer);
-        let mut got = leaf.dns_names.clone();
-        got.sort();
-        assert_eq!(got, names);
-        assert!(pem_certificates(&data["tls.crt"].0).unwrap().len() >= 2, "leaf and intermediate");
+        assert_acme_secret(&secret, names);
     }
 
     /// Waits until moto's TXT values at `name` are `left` (no record set at all when empty). An

@@ -3,6 +3,11 @@
 //! certificate generated at start.
 #![allow(dead_code)]
 
+use certpilot::pki::{
+    PrivateKey,
+    cert::{parse_chain, pem_certificates},
+};
+use k8s_openapi::api::core::v1::Secret;
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
@@ -367,4 +372,18 @@ impl Drop for Pebble {
 
 fn uuid_like() -> String {
     format!("{}-{}", std::process::id(), free_port())
+}
+
+/// A Secret certpilot wrote from Pebble: a key, and a chain (leaf and intermediate) whose leaf
+/// matches the key and names exactly `names` (sorted).
+pub fn assert_acme_secret(secret: &Secret, names: &[&str]) {
+    let data = secret.data.as_ref().unwrap();
+    let key = PrivateKey::from_pem(std::str::from_utf8(&data["tls.key"].0).unwrap()).unwrap();
+    let leaf = parse_chain(&data["tls.crt"].0).unwrap();
+    assert_eq!(leaf.public_key_info, key.public_key_info());
+    assert!(leaf.issuer.contains("Pebble"), "{}", leaf.issuer);
+    let mut got = leaf.dns_names.clone();
+    got.sort();
+    assert_eq!(got, names);
+    assert!(pem_certificates(&data["tls.crt"].0).unwrap().len() >= 2, "leaf and intermediate");
 }
