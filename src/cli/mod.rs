@@ -4,7 +4,8 @@
 //! crdgen` writes the CRDs.
 
 mod attempts;
-mod controller;
+/// Public for `benches/footprint.rs`, which runs the operator in its own process to count its heap.
+pub mod controller;
 mod inspect;
 mod output;
 mod renew;
