@@ -14,6 +14,8 @@
 //! Parameters (environment): `CERTPILOT_BENCH_CERTIFICATES` (N, default 10000),
 //! `CERTPILOT_BENCH_UNRELATED_SECRETS` (M, 30000), `CERTPILOT_BENCH_IDLE_SECONDS` (60),
 //! `CERTPILOT_BENCH_ACME_CERTIFICATES` (K, 1000; 0 skips the ACME run),
+//! `CERTPILOT_BENCH_RENEWALS` (0: renewal rounds after the restart, for the steady state of
+//! many attempts and a full `status.history`),
 //! `CERTPILOT_BENCH_TIMEOUT_SECONDS` (3600: how long to wait for Ready or quiet at most).
 //!
 //! The operator's requests are told from the bench's own by the `User-Agent` header the server
@@ -23,7 +25,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use certpilot::api::{Certificate, Issuer};
+use certpilot::api::{AttemptPhase, Certificate, Issuer, RENEW_ANNOTATION};
 use certpilot_test_apiserver::{RequestRecord, cluster::TestCluster};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
@@ -35,6 +37,7 @@ use kube::{
 use serde_json::json;
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 use support::{
@@ -59,6 +62,7 @@ struct Params {
     unrelated_secrets: usize,
     idle: Duration,
     acme_certificates: usize,
+    renewals: usize,
     timeout: Duration,
 }
 
@@ -72,6 +76,7 @@ impl Params {
             unrelated_secrets: number("CERTPILOT_BENCH_UNRELATED_SECRETS", 30_000),
             idle: Duration::from_secs(number("CERTPILOT_BENCH_IDLE_SECONDS", 60) as u64),
             acme_certificates: number("CERTPILOT_BENCH_ACME_CERTIFICATES", 1000),
+            renewals: number("CERTPILOT_BENCH_RENEWALS", 0),
             timeout: Duration::from_secs(number("CERTPILOT_BENCH_TIMEOUT_SECONDS", 3600) as u64),
         }
     }
@@ -214,8 +219,7 @@ fn per_issuance(report: &mut Report, label: &str, records: &[RequestRecord], iss
 /// The average JSON size of a Certificate trimmed as the operator caches it: the one object it
 /// keeps whole per certificate (attempts and Secrets are kept as small records of what
 /// decisions read; attempts with work left are kept whole only while they have it).
-async fn cached_certificate_size(client: &Client, namespace: &str) -> String {
-    let api: Api<Certificate> = Api::namespaced(client.clone(), namespace);
+async fn cached_certificate_size(api: &Api<Certificate>) -> String {
     let mut certificates = api.list(&Default::default()).await.expect("list").items;
     let count = certificates.len().max(1);
     let total: usize = certificates
@@ -280,15 +284,54 @@ fn is_ready(cert: &Certificate) -> bool {
     current && status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// How many Certificates exist and how many are Ready, followed with one watch.
+/// How many Certificates exist and how many are Ready, followed with one watch; and, for the
+/// renewal rounds, how many have their latest attempt succeeded at each attempt index.
 struct Readiness {
     counts: watch::Receiver<Counts>,
+    /// Attempt index of each Certificate's newest history entry when it succeeded → how many.
+    succeeded: Arc<Mutex<SucceededAt>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Each Certificate's newest succeeded attempt index (from the head of `status.history`), and
+/// how many Certificates are at each index.
+#[derive(Default)]
+struct SucceededAt {
+    by_name: HashMap<String, u32>,
+    by_index: BTreeMap<u32, usize>,
+}
+
+impl SucceededAt {
+    fn set(&mut self, name: String, index: Option<u32>) {
+        let before = match index {
+            Some(index) => self.by_name.insert(name, index),
+            None => self.by_name.remove(&name),
+        };
+        if let Some(before) = before {
+            *self.by_index.entry(before).or_default() -= 1;
+        }
+        if let Some(index) = index {
+            *self.by_index.entry(index).or_default() += 1;
+        }
+    }
+
+    fn at_least(&self, index: u32) -> usize {
+        self.by_index.range(index..).map(|(_, n)| n).sum()
+    }
+}
+
+/// `c7-3` → 3, when the newest attempt in the Certificate's history succeeded.
+fn succeeded_index(cert: &Certificate) -> Option<u32> {
+    let newest = cert.status.as_ref()?.history.first()?;
+    (newest.phase == AttemptPhase::Succeeded).then_some(())?;
+    newest.name.rsplit('-').next()?.parse().ok()
 }
 
 impl Readiness {
     fn follow(api: Api<Certificate>) -> Self {
         let (tx, counts) = watch::channel(Counts::default());
+        let succeeded = Arc::new(Mutex::new(SucceededAt::default()));
+        let record = succeeded.clone();
         let task = tokio::spawn(async move {
             let mut ready: HashMap<String, bool> = HashMap::new();
             let mut listing: Option<HashMap<String, bool>> = None;
@@ -299,6 +342,7 @@ impl Readiness {
                 match event {
                     Ok(watcher::Event::Init) => listing = Some(HashMap::new()),
                     Ok(watcher::Event::InitApply(cert)) => {
+                        record.lock().expect("lock").set(cert.name_any(), succeeded_index(&cert));
                         listing.get_or_insert_default().insert(cert.name_any(), is_ready(&cert));
                     }
                     Ok(watcher::Event::InitDone) => {
@@ -306,6 +350,7 @@ impl Readiness {
                         ready_count = ready.values().filter(|r| **r).count();
                     }
                     Ok(watcher::Event::Apply(cert)) => {
+                        record.lock().expect("lock").set(cert.name_any(), succeeded_index(&cert));
                         let now = is_ready(&cert);
                         let before = ready.insert(cert.name_any(), now).unwrap_or(false);
                         ready_count = ready_count + usize::from(now) - usize::from(before);
@@ -317,13 +362,34 @@ impl Readiness {
                     }
                     Err(e) => eprintln!("[bench] watch on Certificates: {e}"),
                 }
-                tx.send_if_modified(|counts| {
-                    let new = Counts { total: ready.len(), ready: ready_count };
-                    std::mem::replace(counts, new) != new
-                });
+                // Every event wakes the waiters: the renewal rounds read `succeeded`.
+                tx.send_replace(Counts { total: ready.len(), ready: ready_count });
             }
         });
-        Self { counts, task }
+        Self { counts, succeeded, task }
+    }
+
+    /// Waits until `n` Certificates' newest attempt is attempt `index` or later and succeeded;
+    /// `false` after `timeout`.
+    async fn wait_all_succeeded_at(&mut self, n: usize, index: u32, started: Instant, timeout: Duration) -> bool {
+        let succeeded = self.succeeded.clone();
+        let count = move || succeeded.lock().expect("lock").at_least(index);
+        loop {
+            let wait = self.counts.wait_for(|_| count() >= n);
+            match tokio::time::timeout(Duration::from_secs(10), wait).await {
+                Ok(done) => return done.is_ok(),
+                Err(_) => {
+                    eprintln!(
+                        "[bench] {} of {n} Certificates at attempt {index} after {}",
+                        count(),
+                        seconds(started.elapsed())
+                    );
+                    if started.elapsed() >= timeout {
+                        return false;
+                    }
+                }
+            }
+        }
     }
 
     /// Waits until `n` Certificates are Ready, printing progress; `false` after `timeout`.
@@ -537,7 +603,7 @@ async fn self_signed(report: &mut Report, params: &Params) {
     );
     report.row(
         "Certificate as cached (JSON; attempts and Secrets are cached as records)",
-        cached_certificate_size(&bench_client(&cluster), cluster.namespace()).await,
+        cached_certificate_size(&Api::namespaced(bench_client(&cluster), cluster.namespace())).await,
         "",
     );
 
@@ -594,6 +660,66 @@ async fn self_signed(report: &mut Report, params: &Params) {
     let (changed, example) = changed_statuses(&before_restart, &after_restart);
     report.row("restart: Certificates whose object changed", changed.to_string(), "0");
     report.details.extend(example);
+    if params.renewals > 0 {
+        renewal_rounds(report, params, &certificates, &mut readiness, (operator.pid(), baseline)).await;
+    }
+}
+
+/// The steady state of a cluster that has run for a while: each Certificate renewed
+/// `params.renewals` times by hand (one round at a time, all Certificates at once), so each
+/// has that many more attempts and a longer `status.history`; then the operator's RSS per
+/// certificate against the same baseline.
+async fn renewal_rounds(
+    report: &mut Report,
+    params: &Params,
+    certificates: &Api<Certificate>,
+    readiness: &mut Readiness,
+    (pid, baseline): (u32, u64),
+) {
+    let n = params.certificates;
+    let started = Instant::now();
+    for round in 1..=params.renewals {
+        let request = json!({"metadata": {"annotations": {RENEW_ANNOTATION: format!("bench-round-{round}")}}});
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let request = &request;
+                async move {
+                    certificates
+                        .patch(&format!("c{i}"), &PatchParams::default(), &Patch::Merge(request))
+                        .await
+                        .map(drop)
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+            .expect("renewals are requested");
+        // Attempt 1 issued; round r's attempt is r + 1.
+        let index = u32::try_from(round + 1).expect("a small number of rounds");
+        if !readiness.wait_all_succeeded_at(n, index, started, params.timeout).await {
+            report.row("renewal rounds", format!("round {round} unfinished after {}", seconds(started.elapsed())), "");
+            return;
+        }
+    }
+    let renewals = n * params.renewals;
+    let elapsed = started.elapsed();
+    report.row(
+        &format!("{} renewal rounds (every Certificate renewed by hand, round by round)", params.renewals),
+        format!(
+            "{renewals} renewals in {} ({:.1} renewals/s)",
+            seconds(elapsed),
+            renewals as f64 / elapsed.as_secs_f64()
+        ),
+        "",
+    );
+    let rss = settled_rss(pid).await;
+    let attempts = params.renewals + 1;
+    report.row(
+        &format!("after the rounds: RSS per certificate ({attempts} attempts each, minus baseline)"),
+        format!("{:.2} KiB ({} in all)", rss.saturating_sub(baseline) as f64 / n.max(1) as f64, mib(rss)),
+        "≤ 6 KiB",
+    );
+    report.row("after the rounds: Certificate as cached (JSON)", cached_certificate_size(certificates).await, "");
 }
 
 /// How many Certificates of `after` have another resourceVersion than in `before`, and for the
@@ -675,6 +801,7 @@ fn main() {
     println!("- CERTPILOT_BENCH_UNRELATED_SECRETS={} (10 KiB each)", params.unrelated_secrets);
     println!("- CERTPILOT_BENCH_IDLE_SECONDS={}", params.idle.as_secs());
     println!("- CERTPILOT_BENCH_ACME_CERTIFICATES={}", params.acme_certificates);
+    println!("- CERTPILOT_BENCH_RENEWALS={}", params.renewals);
     println!("- CERTPILOT_BENCH_TIMEOUT_SECONDS={}", params.timeout.as_secs());
     println!(
         "- operator: the test flags of `Operator::start` (--retry-base 2s --retry-max 10s --min-renewal-interval 1s), other flags at their defaults"
