@@ -105,6 +105,8 @@ impl SecretIndex {
         if let SecretState::Present(stored) | SecretState::Adopted(stored) = &mut verified.state {
             stored.info.public_key_info = Vec::new();
             stored.info.subject = String::new();
+            stored.info.dns_names.shrink_to_fit();
+            stored.info.ip_addresses.shrink_to_fit();
         }
         self.entries().map.entry(key(namespace, name)).or_default().verified = Some(verified);
     }
