@@ -100,7 +100,9 @@ fn validation_record(
             Some(format!("http://{bare}/.well-known/acme-challenge/{token}")),
         ),
         ChallengeKind::Dns01 => (Some(format!("_acme-challenge.{bare}")), Some(dns_value.to_string()), None),
-        ChallengeKind::TlsAlpn01 => (None, None, None),
+        // Every replica's TLS-ALPN-01 server builds its certificate from it (it is not secret:
+        // the token and the account key's thumbprint, both public to whoever sees the order).
+        ChallengeKind::TlsAlpn01 => (None, Some(key_authorization.to_string()), None),
         // The value names the account and the CA: the attempt fills it in (see `persist_value`).
         ChallengeKind::DnsPersist01 => (Some(crate::policy::persist::record_name(bare)), None, None),
     };
