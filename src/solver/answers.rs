@@ -106,14 +106,21 @@ impl Answers {
     async fn wait_for<T>(&self, pick: impl Fn(&Answer) -> Option<T>) -> Option<T> {
         // Subscribed before looking: a change between the look and the wait still wakes it.
         let mut changed = self.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + self.wait;
+        let asked = tokio::time::Instant::now();
+        let deadline = asked + self.wait;
         loop {
             if let Some(found) = self.entries().find(&pick) {
+                if asked.elapsed() > Duration::from_millis(1) {
+                    tracing::debug!(waited = ?asked.elapsed(), "a challenge not known when asked arrived");
+                }
                 return Some(found);
             }
             match tokio::time::timeout_at(deadline, changed.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return None,
+                Ok(Err(_)) | Err(_) => {
+                    tracing::debug!(waited = ?asked.elapsed(), "asked for a challenge this replica does not know");
+                    return None;
+                }
             }
         }
     }

@@ -1,0 +1,99 @@
+//! A TCP front for several operator replicas, playing the solver Service (kube-proxy) in front
+//! of them: each connection goes to the next replica, round-robin, among those whose `/readyz`
+//! answers 200 at that moment (a Pod's readiness decides its Service endpoints); with none
+//! ready, the connection is closed. One listener for HTTP-01 and one for TLS-ALPN-01, where
+//! the CA validates.
+#![allow(dead_code)]
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicUsize, Ordering},
+};
+use tokio::net::{TcpListener, TcpStream};
+
+/// One replica's ports: its probe server and its two solver servers.
+#[derive(Clone, Copy, Debug)]
+pub struct Replica {
+    pub probe: u16,
+    pub http: u16,
+    pub tls: u16,
+}
+
+impl Replica {
+    /// A replica on free loopback ports.
+    pub fn on_free_ports() -> Self {
+        use super::pebble::free_port;
+        Self { probe: free_port(), http: free_port(), tls: free_port() }
+    }
+
+    /// The operator's flags to serve on these ports.
+    pub fn args(&self) -> Vec<String> {
+        [("--probe-address", self.probe), ("--solver-http-address", self.http), ("--solver-tls-address", self.tls)]
+            .into_iter()
+            .flat_map(|(flag, port)| [flag.to_string(), format!("127.0.0.1:{port}")])
+            .collect()
+    }
+}
+
+pub struct Front {
+    /// For each connection forwarded, in order: the index of the replica it went to.
+    forwarded: Arc<Mutex<Vec<usize>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Front {
+    /// Listens on `http_port` (forwarded to each replica's HTTP-01 port) and `tls_port` (to its
+    /// TLS-ALPN-01 port) of 127.0.0.1.
+    pub async fn start(http_port: u16, tls_port: u16, replicas: Vec<Replica>) -> Self {
+        let replicas = Arc::new(replicas);
+        let next = Arc::new(AtomicUsize::new(0));
+        let forwarded = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (port, backend) in [(http_port, (|r: &Replica| r.http) as fn(&Replica) -> u16), (tls_port, |r| r.tls)] {
+            let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("the front's port is free");
+            let (replicas, next, forwarded) = (replicas.clone(), next.clone(), forwarded.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let (replicas, next, forwarded) = (replicas.clone(), next.clone(), forwarded.clone());
+                    tokio::spawn(async move {
+                        let Some((index, mut upstream)) = pick(&replicas, &next, backend).await else { return };
+                        forwarded.lock().unwrap().push(index);
+                        let mut client = client;
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    });
+                }
+            }));
+        }
+        Self { forwarded, tasks }
+    }
+
+    /// How many connections went to each replica so far.
+    pub fn forwarded(&self) -> Vec<usize> {
+        self.forwarded.lock().unwrap().clone()
+    }
+}
+
+/// The next ready replica after the last one picked (each pick starts one further, and tries
+/// every replica once from there), connected to at the port `backend` names.
+async fn pick(replicas: &[Replica], next: &AtomicUsize, backend: fn(&Replica) -> u16) -> Option<(usize, TcpStream)> {
+    let start = next.fetch_add(1, Ordering::Relaxed);
+    for offset in 0..replicas.len() {
+        let index = (start + offset) % replicas.len();
+        let replica = &replicas[index];
+        if super::http_status(replica.probe, "/readyz").await != 200 {
+            continue;
+        }
+        if let Ok(stream) = TcpStream::connect(("127.0.0.1", backend(replica))).await {
+            return Some((index, stream));
+        }
+    }
+    None
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
