@@ -163,6 +163,7 @@ pub async fn tell_ready(
     order: &mut Order,
     ready: &[(String, ChallengeKind)],
 ) -> Result<(), Failure> {
+    let mut refused = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz.map_err(|e| failed(account, &e))?;
@@ -172,8 +173,28 @@ pub async fn tell_ready(
             continue;
         }
         let Some(mut challenge) = authz.challenge(kind.as_acme()) else { continue };
-        if challenge.status == ChallengeStatus::Pending {
-            challenge.set_ready().await.map_err(|e| failed(account, &e))?;
+        if challenge.status == ChallengeStatus::Pending
+            && let Err(error) = challenge.set_ready().await
+        {
+            refused.push((name, *kind, error));
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    // A challenge this attempt told before (a pass that stopped before recording it) may have
+    // moved on between the look and the request; some CAs then refuse the request (Pebble:
+    // "only status pending"). It is under way, not a failure: only one still pending is.
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz.map_err(|e| failed(account, &e))?;
+        let name = authz.identifier().to_string();
+        let Some(at) = refused.iter().position(|(n, _, _)| *n == name) else { continue };
+        let (_, kind, error) = refused.swap_remove(at);
+        let authz_pending = authz.status == AuthorizationStatus::Pending;
+        let still_pending = authz.challenge(kind.as_acme()).is_some_and(|c| c.status == ChallengeStatus::Pending);
+        if authz_pending && still_pending {
+            return Err(failed(account, &error));
         }
     }
     Ok(())
