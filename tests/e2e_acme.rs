@@ -1559,11 +1559,15 @@ async fn a_leader_killed_mid_validation_costs_no_failed_validation() {
     const TLS_ALPN01: usize = 10;
     let mut cluster = TestCluster::start("acme-ha").await.expect("cluster");
     install_certpilot_crds(&cluster).await;
-    let options = PebbleOptions { validation_delay_below: 15, ..PebbleOptions::on_free_ports() };
-    let (http_port, tls_port) = (options.http_port, options.tls_port);
-    let pebble = Pebble::start(options);
     let replicas = [support::front::Replica::on_free_ports(), support::front::Replica::on_free_ports()];
-    let front = support::front::Front::start(http_port, tls_port, replicas.to_vec()).await;
+    let front = support::front::Front::start(replicas.to_vec()).await;
+    let (http_port, tls_port) = (front.http_port, front.tls_port);
+    let pebble = Pebble::start(PebbleOptions {
+        http_port,
+        tls_port,
+        validation_delay_below: 15,
+        ..PebbleOptions::on_free_ports()
+    });
     let mut operators: Vec<Option<Operator>> = replicas
         .iter()
         .map(|replica| {

@@ -36,21 +36,27 @@ impl Replica {
 }
 
 pub struct Front {
+    /// Where the CA validates HTTP-01 (forwarded to each replica's HTTP-01 port).
+    pub http_port: u16,
+    /// Where the CA validates TLS-ALPN-01 (forwarded to each replica's TLS-ALPN-01 port).
+    pub tls_port: u16,
     /// For each connection forwarded, in order: the index of the replica it went to.
     forwarded: Arc<Mutex<Vec<usize>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Front {
-    /// Listens on `http_port` (forwarded to each replica's HTTP-01 port) and `tls_port` (to its
-    /// TLS-ALPN-01 port) of 127.0.0.1.
-    pub async fn start(http_port: u16, tls_port: u16, replicas: Vec<Replica>) -> Self {
+    /// Listens on two free ports of 127.0.0.1 (bound here, so no other test takes them), for
+    /// HTTP-01 and TLS-ALPN-01.
+    pub async fn start(replicas: Vec<Replica>) -> Self {
         let replicas = Arc::new(replicas);
         let next = Arc::new(AtomicUsize::new(0));
         let forwarded = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for (port, backend) in [(http_port, (|r: &Replica| r.http) as fn(&Replica) -> u16), (tls_port, |r| r.tls)] {
-            let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("the front's port is free");
+        let mut ports = Vec::new();
+        for backend in [(|r: &Replica| r.http) as fn(&Replica) -> u16, |r| r.tls] {
+            let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("a free port");
+            ports.push(listener.local_addr().unwrap().port());
             let (replicas, next, forwarded) = (replicas.clone(), next.clone(), forwarded.clone());
             tasks.push(tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
@@ -64,7 +70,7 @@ impl Front {
                 }
             }));
         }
-        Self { forwarded, tasks }
+        Self { http_port: ports[0], tls_port: ports[1], forwarded, tasks }
     }
 
     /// How many connections went to each replica so far.
