@@ -183,17 +183,19 @@ pub async fn tell_ready(
         return Ok(());
     }
     // A challenge this attempt told before (a pass that stopped before recording it) may have
-    // moved on between the look and the request; some CAs then refuse the request (Pebble:
-    // "only status pending"). It is under way, not a failure: only one still pending is.
+    // moved on since the order's authorizations were read (instant-acme keeps them for the
+    // order's life); some CAs then refuse the request (Pebble: "only status pending"). It is
+    // under way, not a failure: only one the CA still shows pending, asked afresh, is.
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz.map_err(|e| failed(account, &e))?;
         let name = authz.identifier().to_string();
         let Some(at) = refused.iter().position(|(n, _, _)| *n == name) else { continue };
         let (_, kind, error) = refused.swap_remove(at);
-        let authz_pending = authz.status == AuthorizationStatus::Pending;
-        let still_pending = authz.challenge(kind.as_acme()).is_some_and(|c| c.status == ChallengeStatus::Pending);
-        if authz_pending && still_pending {
+        let now = authz.refresh().await.map_err(|e| failed(account, &e))?;
+        let still_pending = now.status == AuthorizationStatus::Pending
+            && now.challenges.iter().any(|c| c.r#type == kind.as_acme() && c.status == ChallengeStatus::Pending);
+        if still_pending {
             return Err(failed(account, &error));
         }
     }
