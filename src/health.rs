@@ -1,9 +1,11 @@
-//! What the operator's readiness says: whether it leads, and whether the CRDs it watches are
-//! installed. A missing CRD (a failed or partial install) is named once, in one line that says
+//! What the operator's readiness says: whether its solver servers can answer (the watch they
+//! answer from has listed the attempts), and whether the CRDs it watches are installed.
+//! Leadership is not part of it: every replica answers challenges, so the solver Service routes
+//! to every ready one; the body says whether the replica leads. A missing CRD (a failed or partial install) is named once, in one line that says
 //! what to do, and again only when that changes; it is picked up when installed, without a
 //! restart (the watch of its kind keeps trying).
 
-use crate::leader::Leadership;
+use crate::{leader::Leadership, solver::Answers};
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -50,24 +52,26 @@ impl Crds {
     }
 }
 
-/// What `/readyz` answers: ready when leading with every CRD installed.
+/// What `/readyz` answers: ready once the solvers' watch has listed the attempts, with every
+/// CRD installed, leader or not.
 #[derive(Clone)]
 pub struct Readiness {
     pub leadership: Leadership,
     pub crds: Arc<Crds>,
+    pub answers: Arc<Answers>,
 }
 
 impl Readiness {
-    /// `Ok` when ready; otherwise why not, for the probe's body.
-    pub fn check(&self) -> Result<(), String> {
+    /// The role when ready (`leader` or `standby`, for the probe's body); otherwise why not.
+    pub fn check(&self) -> Result<&'static str, String> {
         let missing = self.crds.missing();
         if !missing.is_empty() {
             return Err(format!("not installed: {}", missing.join(", ")));
         }
-        if !self.leadership.is_leader() {
-            return Err("standby".into());
+        if !self.answers.synced() {
+            return Err("the solvers' watch of CertificateAttempts has not listed them yet".into());
         }
-        Ok(())
+        Ok(if self.leadership.is_leader() { "leader" } else { "standby" })
     }
 }
 
@@ -75,19 +79,35 @@ impl Readiness {
 mod tests {
     use super::*;
 
+    fn synced_answers() -> Arc<Answers> {
+        let answers = Arc::new(Answers::default());
+        answers.apply(&kube::runtime::watcher::Event::InitDone);
+        answers
+    }
+
     #[test]
     fn a_missing_crd_makes_certpilot_unready_until_it_is_installed() {
         let crds = Arc::new(Crds::default());
-        let ready = Readiness { leadership: Leadership::leading(), crds: crds.clone() };
-        assert_eq!(ready.check(), Ok(()), "nothing known yet: nothing missing");
+        let ready = Readiness { leadership: Leadership::leading(), crds: crds.clone(), answers: synced_answers() };
+        assert_eq!(ready.check(), Ok("leader"), "nothing known yet: nothing missing");
         crds.set("certificates.certpilot.dev", CrdState::Installed);
         crds.set("issuers.certpilot.dev", CrdState::Missing);
         crds.set("clusterissuers.certpilot.dev", CrdState::Missing);
         assert_eq!(ready.check(), Err("not installed: clusterissuers.certpilot.dev, issuers.certpilot.dev".into()));
         crds.set("issuers.certpilot.dev", CrdState::Installed);
         crds.set("clusterissuers.certpilot.dev", CrdState::Installed);
-        assert_eq!(ready.check(), Ok(()));
-        let standby = Readiness { leadership: Leadership::default(), crds };
-        assert_eq!(standby.check(), Err("standby".into()));
+        assert_eq!(ready.check(), Ok("leader"));
+    }
+
+    #[test]
+    fn a_standby_is_ready_once_it_can_answer_challenges() {
+        let answers = Arc::new(Answers::default());
+        let standby =
+            Readiness { leadership: Leadership::default(), crds: Default::default(), answers: answers.clone() };
+        assert!(standby.check().unwrap_err().contains("not listed them yet"));
+        answers.apply(&kube::runtime::watcher::Event::Init);
+        assert!(standby.check().is_err(), "listing, not listed");
+        answers.apply(&kube::runtime::watcher::Event::InitDone);
+        assert_eq!(standby.check(), Ok("standby"));
     }
 }

@@ -1,6 +1,7 @@
-//! Leader election through a `coordination.k8s.io` Lease (kube-lease-manager): standby
-//! replicas wait, and report not-ready so that Services (metrics, the HTTP-01 solver) send
-//! traffic to the leader only.
+//! Leader election through a `coordination.k8s.io` Lease (kube-lease-manager): the controllers
+//! run on the leader only; standby replicas wait to take over. Every replica, standby or not,
+//! answers HTTP-01 and TLS-ALPN-01 challenges (see `solver::answers`) and is ready; `/readyz`'s
+//! body and the `certpilot_leader` gauge say which one leads.
 
 use kube_lease_manager::LeaseManagerBuilder;
 use std::sync::{
@@ -8,8 +9,9 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-/// Whether this replica leads (and so is ready). True from the start without leader election.
-#[derive(Clone, Default)]
+/// Whether this replica leads (and so runs the controllers). True from the start without
+/// leader election.
+#[derive(Clone, Debug, Default)]
 pub struct Leadership(Arc<AtomicBool>);
 
 impl Leadership {

@@ -4,6 +4,7 @@
 use crate::{
     api::Certificate,
     health::{CrdState, Crds},
+    leader::Leadership,
 };
 use kube::{ResourceExt, runtime::reflector::Store};
 use prometheus_client::{
@@ -137,6 +138,12 @@ impl Metrics {
         self.registry.register_collector(Box::new(CrdCollector(crds)));
     }
 
+    /// `certpilot_leader`: whether this replica leads (every replica is ready, so readiness
+    /// no longer says).
+    pub fn watch_leadership(&mut self, leadership: Leadership) {
+        self.registry.register_collector(Box::new(LeaderCollector(leadership)));
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
@@ -201,6 +208,18 @@ impl Collector for CrdCollector {
     }
 }
 
+/// Whether this replica leads, read at each scrape.
+#[derive(Debug)]
+struct LeaderCollector(Leadership);
+
+impl Collector for LeaderCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let help = "Whether this replica holds the leader Lease and runs the controllers (1) or stands by (0)";
+        let gauge = encoder.encode_descriptor("leader", help, None, MetricType::Gauge)?;
+        ConstGauge::new(i64::from(self.0.is_leader())).encode(gauge)
+    }
+}
+
 fn is_ready(certificate: &Certificate) -> bool {
     let conditions = certificate.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
@@ -258,6 +277,18 @@ mod tests {
         assert!(text.contains("certpilot_certificate_ready{namespace=\"apps\",name=\"new\"} 0"));
         writer.apply_watcher_event(&watcher::Event::Delete(web));
         assert!(!metrics.encode().contains("name=\"web\""), "a deleted Certificate's series goes");
+    }
+
+    #[test]
+    fn leadership_is_exported() {
+        let leadership = Leadership::default();
+        let mut metrics = Metrics::default();
+        metrics.watch_leadership(leadership.clone());
+        assert!(metrics.encode().contains("\ncertpilot_leader 0\n"), "{}", metrics.encode());
+        let leading = Leadership::leading();
+        let mut metrics = Metrics::default();
+        metrics.watch_leadership(leading);
+        assert!(metrics.encode().contains("\ncertpilot_leader 1\n"));
     }
 
     #[test]

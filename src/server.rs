@@ -11,11 +11,12 @@ async fn metrics(State(metrics): State<Arc<Metrics>>) -> ([(axum::http::HeaderNa
     )
 }
 
-/// Ready means leading with every CRD installed: a standby replica takes no Service traffic
-/// (HTTP-01 tokens live in the leader's memory), and neither does a half-installed certpilot.
+/// Ready means able to answer challenges (leader or standby: every replica answers from the
+/// attempts it watches) with every CRD installed; a half-installed certpilot takes no Service
+/// traffic. The body says whether this replica leads.
 async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, String) {
     match readiness.check() {
-        Ok(()) => (StatusCode::OK, "ok".into()),
+        Ok(role) => (StatusCode::OK, format!("ok: {role}")),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }

@@ -1547,3 +1547,138 @@ async fn revoking_a_certificate_the_ca_no_longer_knows_says_so() {
     let cert = env.ready("web").await.status.unwrap();
     assert_eq!(cert.serial_number.as_deref(), Some(serial.as_str()));
 }
+
+/// Issue 22: a leader that dies while the CA validates costs no failed validation. Two
+/// replicas with leader election behind a front that routes to ready ones (the solver
+/// Service); Pebble takes up to 15 s before each validation. The leader is SIGKILLed once every
+/// attempt has told the CA and while challenges are pending (taken out of the front first, so
+/// that no request is in flight to it as it dies): the standby answers them, then takes over,
+/// and every Certificate gets exactly one order.
+#[tokio::test]
+async fn a_leader_killed_mid_validation_costs_no_failed_validation() {
+    const HTTP01: usize = 50;
+    const TLS_ALPN01: usize = 10;
+    let mut cluster = TestCluster::start("acme-ha").await.expect("cluster");
+    install_certpilot_crds(&cluster).await;
+    let replicas = [support::front::Replica::on_free_ports(), support::front::Replica::on_free_ports()];
+    let front = support::front::Front::start(replicas.to_vec()).await;
+    let (http_port, tls_port) = (front.http_port, front.tls_port);
+    let pebble = Pebble::start(PebbleOptions {
+        http_port,
+        tls_port,
+        validation_delay_below: 15,
+        ..PebbleOptions::on_free_ports()
+    });
+    let mut operators: Vec<Option<Operator>> = replicas
+        .iter()
+        .map(|replica| {
+            let mut args = replica.args();
+            args.extend(
+                ["--leader-elect", "--leader-lease-seconds", "3", "--max-orders-per-issuer", "100"].map(String::from),
+            );
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Some(Operator::start_with(&mut cluster, &args))
+        })
+        .collect();
+    let role = |i: usize| async move { http_get(replicas[i].probe, "/readyz").await };
+    let leader = eventually("one leader and one ready standby", WAIT, || async {
+        let roles = [role(0).await, role(1).await];
+        let said = |i: usize, body: &str| roles[i] == (200, body.to_string());
+        if said(0, "ok: leader") && said(1, "ok: standby") {
+            Some(0)
+        } else if said(0, "ok: standby") && said(1, "ok: leader") {
+            Some(1)
+        } else {
+            None
+        }
+    })
+    .await;
+    let issuers: Api<Issuer> = Api::namespaced(cluster.client(), cluster.namespace());
+    let params = PatchParams::apply("e2e-test").force();
+    let solvers =
+        json!({"solvers": [{"http01": {}}, {"tlsAlpn01": {}, "selector": {"dnsZones": ["alpn.certpilot.test"]}}]});
+    issuers.patch("pebble", &params, &Patch::Apply(pebble.acme_issuer("pebble", solvers))).await.unwrap();
+    let certificates: Api<Certificate> = Api::namespaced(cluster.client(), cluster.namespace());
+    let names: Vec<(String, String)> = (0..HTTP01)
+        .map(|i| (format!("h{i}"), format!("h{i}.certpilot.test")))
+        .chain((0..TLS_ALPN01).map(|i| (format!("t{i}"), format!("t{i}.alpn.certpilot.test"))))
+        .collect();
+    for (name, dns_name) in &names {
+        let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Certificate", "metadata": {"name": name},
+            "spec": {"secretName": format!("{name}-tls"), "dnsNames": [dns_name], "issuerRef": {"name": "pebble"}}});
+        certificates.patch(name, &params, &Patch::Apply(doc)).await.unwrap();
+    }
+    // Every attempt has told the CA (its challenges' answers are in its status); how many of
+    // each type the CA has yet to validate.
+    let attempts: Api<CertificateAttempt> = Api::namespaced(cluster.client(), cluster.namespace());
+    let pending = eventually("every attempt to have told the CA", Duration::from_secs(150), || async {
+        let list = attempts.list(&ListParams::default()).await.ok()?;
+        let told = |a: &CertificateAttempt| {
+            a.status.as_ref().is_some_and(|s| {
+                !matches!(
+                    s.phase,
+                    AttemptPhase::Pending | AttemptPhase::Keying | AttemptPhase::Ordering | AttemptPhase::Presenting
+                )
+            })
+        };
+        if list.items.len() < names.len() || !list.items.iter().all(told) {
+            return None;
+        }
+        let waiting = |type_: &str| {
+            list.items
+                .iter()
+                .filter(|a| a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Validating))
+                .flat_map(|a| a.status.as_ref().unwrap().challenges.iter())
+                .filter(|r| r.type_ == type_ && r.status != "valid")
+                .count()
+        };
+        Some((waiting("http-01"), waiting("tls-alpn-01")))
+    })
+    .await;
+    eprintln!(
+        "{} killing the leader with {} http-01 and {} tls-alpn-01 challenges pending",
+        jiff::Timestamp::now(),
+        pending.0,
+        pending.1
+    );
+    assert!(pending.0 > 0 && pending.1 > 0, "the CA had validated nearly everything already: {pending:?}");
+    // Out of the Service's endpoints first, with its connections done: the CA's requests in
+    // flight to a process as it dies are lost whatever serves them; the issue is the
+    // validations the CA makes afterwards.
+    front.remove(leader).await;
+    let before_kill = front.forwarded().len();
+    operators[leader].take().unwrap().kill();
+    let standby = 1 - leader;
+    eventually("every Certificate to be Ready", Duration::from_secs(150), || async {
+        let list = certificates.list(&ListParams::default()).await.ok()?;
+        (list.items.len() == names.len()
+            && list.items.iter().all(|c| c.status.as_ref().is_some_and(|s| s.phase == CertificatePhase::Ready)))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(role(standby).await, (200, "ok: leader".to_string()), "the standby took over");
+    let answered_by_standby = front.forwarded()[before_kill..].iter().filter(|i| **i == standby).count();
+    assert!(answered_by_standby > 0, "the standby answered the validations the dead leader left");
+    // Every validation succeeded: one attempt per Certificate, succeeded, every challenge
+    // valid, and exactly one order each.
+    let all = attempts.list(&ListParams::default()).await.unwrap().items;
+    for (name, _) in &names {
+        let own: Vec<_> = all.iter().filter(|a| &a.spec.certificate_name == name).collect();
+        let outcomes: Vec<_> = own
+            .iter()
+            .map(|a| {
+                let s = a.status.clone().unwrap_or_default();
+                (a.name_any(), s.phase, s.error_code, s.error_message)
+            })
+            .collect();
+        assert_eq!(own.len(), 1, "{name}: one attempt, not {outcomes:?}");
+        let status = own[0].status.clone().unwrap_or_default();
+        assert_eq!(status.phase, AttemptPhase::Succeeded, "{name}: {:?} {:?}", status.error_code, status.error_message);
+        assert!(
+            status.challenges.iter().all(|r| r.status == "valid" && r.error.is_none()),
+            "{name}: {:?}",
+            status.challenges
+        );
+    }
+    assert_eq!(pebble.new_orders(), names.len(), "exactly one order per Certificate");
+}

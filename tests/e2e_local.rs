@@ -520,11 +520,13 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
             Some(Operator::start_with(&mut cluster, &["--leader-elect", "--probe-address", &probe]))
         })
         .collect();
-    let leader = eventually("one ready leader", WAIT, || async {
-        let codes = [http_status(ports[0], "/readyz").await, http_status(ports[1], "/readyz").await];
-        match codes {
-            [200, 503] => Some(0),
-            [503, 200] => Some(1),
+    // Both replicas are ready (both answer challenges); /readyz's body says which one leads.
+    let leader = eventually("one leader and one ready standby", WAIT, || async {
+        let roles = [http_get(ports[0], "/readyz").await, http_get(ports[1], "/readyz").await];
+        let role = |i: usize| (roles[i].0, roles[i].1.as_str());
+        match (role(0), role(1)) {
+            ((200, "ok: leader"), (200, "ok: standby")) => Some(0),
+            ((200, "ok: standby"), (200, "ok: leader")) => Some(1),
             _ => None,
         }
     })
@@ -537,15 +539,17 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
     let spec = |n: &str| json!({"secretName": format!("{n}-tls"), "dnsNames": [format!("{n}.example.com")], "issuerRef": {"name": "local"}});
     certificates.patch("first", &params, &Patch::Apply(api("Certificate", "first", spec("first")))).await.unwrap();
     wait_for(&certificates, "first", "the leader to issue", WAIT, is_ready).await;
-    // The standby did nothing meanwhile and stays not ready.
-    assert_eq!(http_status(ports[1 - leader], "/readyz").await, 503);
+    // The standby did nothing meanwhile and still stands by.
+    assert_eq!(http_get(ports[1 - leader], "/readyz").await, (200, "ok: standby".to_string()));
+    let (_, metrics) = http_get(ports[1 - leader], "/metrics").await;
+    assert!(metrics.contains("\ncertpilot_leader 0\n"), "{metrics}");
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
     let holder = |lease: Lease| lease.spec.and_then(|s| s.holder_identity);
     let first_holder = holder(leases.get("certpilot-leader").await.unwrap()).expect("the leader holds the Lease");
     // SIGKILL: the Lease is not released, so the standby takes over only once it expires.
     operators[leader].take().unwrap().kill();
     eventually("the standby to take over", WAIT, || async {
-        (http_status(ports[1 - leader], "/readyz").await == 200).then_some(())
+        (http_get(ports[1 - leader], "/readyz").await.1 == "ok: leader").then_some(())
     })
     .await;
     let second_holder = holder(leases.get("certpilot-leader").await.unwrap()).expect("the new leader holds the Lease");

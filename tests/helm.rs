@@ -253,20 +253,37 @@ fn triples(rule: &PolicyRule) -> Vec<(&str, &str, &str)> {
 }
 
 #[test]
-fn a_disruption_budget_comes_with_replicas_only() {
-    let budgets = |overrides| kinds(&objects(overrides)).iter().filter(|k| **k == "PodDisruptionBudget").count();
-    assert_eq!(budgets(json!({"replicaCount": 2, "podDisruptionBudget": {"enabled": true}})), 1);
-    assert_eq!(
-        budgets(json!({"replicaCount": 1, "podDisruptionBudget": {"enabled": true}})),
-        0,
-        "it would block the only Pod's eviction"
-    );
-    assert_eq!(budgets(json!({"replicaCount": 2})), 0, "off by default");
-    let chart = objects(json!({"replicaCount": 2, "podDisruptionBudget": {"enabled": true}}));
-    let budget = chart.iter().find(|o| o["kind"] == "PodDisruptionBudget").unwrap();
+fn two_replicas_with_a_disruption_budget_and_spread_by_default() {
+    let chart = objects(json!({}));
     let deployment = chart.iter().find(|o| o["kind"] == "Deployment").unwrap();
-    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["replicas"], 2, "a standby answers challenges while the leader is down");
+    assert!(container_args(&chart).iter().any(|a| a == "--leader-elect"), "replicas stand by rather than race");
+    let budget = chart.iter().find(|o| o["kind"] == "PodDisruptionBudget").expect("a budget by default");
+    assert_eq!(budget["spec"]["minAvailable"], 1, "an eviction never takes the last replica answering the CA");
     assert_eq!(budget["spec"]["selector"], deployment["spec"]["selector"]);
+    let spread = &deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(spread["whenUnsatisfiable"], "ScheduleAnyway", "soft: a one-node cluster still runs both");
+    assert_eq!(spread["labelSelector"], deployment["spec"]["selector"]);
+    // The solver Service selects every replica (readiness, not leadership, decides who gets traffic).
+    let solver = chart.iter().find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "certpilot-solver").unwrap();
+    assert_eq!(solver["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
+}
+
+#[test]
+fn a_disruption_budget_and_spread_come_with_replicas_only() {
+    let budgets = |overrides| kinds(&objects(overrides)).iter().filter(|k| **k == "PodDisruptionBudget").count();
+    assert_eq!(budgets(json!({"replicaCount": 2})), 1);
+    assert_eq!(budgets(json!({"replicaCount": 1})), 0, "it would block the only Pod's eviction");
+    assert_eq!(budgets(json!({"replicaCount": 3, "podDisruptionBudget": {"enabled": false}})), 0, "switched off");
+    let spread = |overrides| {
+        let chart = objects(overrides);
+        let deployment = chart.iter().find(|o| o["kind"] == "Deployment").unwrap().clone();
+        deployment["spec"]["template"]["spec"].get("topologySpreadConstraints").is_some()
+    };
+    assert!(spread(json!({"replicaCount": 3})));
+    assert!(!spread(json!({"replicaCount": 1})));
+    assert!(!spread(json!({"replicaCount": 2, "spreadOverNodes": false})));
 }
 
 /// The metric names certpilot exports, with one Certificate and one failure recorded.

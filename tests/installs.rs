@@ -170,6 +170,7 @@ async fn deploy_and_the_chart_install_for_real() {
         "CustomResourceDefinition",
         "Deployment",
         "Namespace",
+        "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",

@@ -252,7 +252,9 @@ pub struct ValidationRecord {
     /// For dns-01: what the last look-up of the record found, while it was not yet served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_check: Option<String>,
-    /// For dns-01: the TXT value; for http-01: the expected body.
+    /// For dns-01: the TXT value; for http-01: the expected body; for tls-alpn-01: the key
+    /// authorization (its SHA-256 goes into the validation certificate). Written before the
+    /// CA is told to validate: every replica answers from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_value: Option<String>,
     /// For http-01: the URL the CA fetches.

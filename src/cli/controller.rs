@@ -10,7 +10,7 @@ use crate::{
     leader::{Election, Leadership, run_as_leader},
     metrics::Metrics,
     policy::{backoff::BackoffPolicy, parse_duration},
-    solver::SolverState,
+    solver::{self, Answers},
 };
 use std::{net::SocketAddr, sync::Arc};
 
@@ -174,32 +174,20 @@ pub async fn operate(client: kube::Client, args: ControllerArgs) -> anyhow::Resu
         issuer_ambient_credentials: args.issuer_ambient_credentials,
     };
     tracing::info!(namespace = ?settings.watch_namespace, "starting certpilot");
-    let solvers = Arc::new(SolverState::default());
+    let answers = serve_challenges(&client, &settings, args.solver_http_address, args.solver_tls_address);
     let (caches, feeds) = controller::cache::Feeds::new(&client, settings.watch_namespace.as_deref());
+    let leadership = if args.leader_elect { Leadership::default() } else { Leadership::leading() };
     let mut metrics = Metrics::default();
     metrics.watch_certificates(caches.certificates.clone());
     metrics.watch_crds(caches.crds.clone());
+    metrics.watch_leadership(leadership.clone());
     let metrics = Arc::new(metrics);
-    let leadership = if args.leader_elect { Leadership::default() } else { Leadership::leading() };
-    let readiness = Readiness { leadership: leadership.clone(), crds: caches.crds.clone() };
-    let ctx = Context::new(client.clone(), caches, settings, metrics.clone(), solvers.clone());
+    let readiness = Readiness { leadership: leadership.clone(), crds: caches.crds.clone(), answers };
+    let ctx = Context::new(client.clone(), caches, settings, metrics.clone());
     let probe = args.probe_address;
     tokio::spawn(async move {
         if let Err(e) = crate::server::serve(probe, metrics, readiness).await {
             tracing::error!(error = %e, "probe server stopped");
-        }
-    });
-    let http01 = args.solver_http_address;
-    let http_state = solvers.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::solver::http01::serve(http01, http_state).await {
-            tracing::error!(error = %e, "HTTP-01 solver stopped");
-        }
-    });
-    let tls = args.solver_tls_address;
-    tokio::spawn(async move {
-        if let Err(e) = crate::solver::tls_alpn01::serve(tls, solvers).await {
-            tracing::error!(error = %e, "TLS-ALPN-01 solver stopped");
         }
     });
     if args.leader_elect {
@@ -217,4 +205,34 @@ pub async fn operate(client: kube::Client, args: ControllerArgs) -> anyhow::Resu
     }
     tracing::info!("certpilot stopped");
     Ok(())
+}
+
+/// Every replica, leader or standby, answers HTTP-01 and TLS-ALPN-01 challenges from its own
+/// watch of the attempts in progress: started before the election, so that a standby answers
+/// for a leader that died after telling the CA to validate.
+fn serve_challenges(
+    client: &kube::Client,
+    settings: &Settings,
+    http_address: SocketAddr,
+    tls_address: SocketAddr,
+) -> Arc<Answers> {
+    let answers = Arc::new(Answers::default());
+    let attempts = match settings.watch_namespace.as_deref() {
+        Some(namespace) => kube::Api::namespaced(client.clone(), namespace),
+        None => kube::Api::all(client.clone()),
+    };
+    tokio::spawn(solver::answers::watch(attempts, answers.clone()));
+    let http = answers.clone();
+    tokio::spawn(async move {
+        if let Err(e) = solver::http01::serve(http_address, http).await {
+            tracing::error!(error = %e, "HTTP-01 solver stopped");
+        }
+    });
+    let tls = answers.clone();
+    tokio::spawn(async move {
+        if let Err(e) = solver::tls_alpn01::serve(tls_address, tls).await {
+            tracing::error!(error = %e, "TLS-ALPN-01 solver stopped");
+        }
+    });
+    answers
 }

@@ -6,7 +6,7 @@ use crate::{
     issuance::acme::{account::AccountCache, slots::OrderSlots},
     metrics::Metrics,
     policy::backoff::BackoffPolicy,
-    solver::{SolverState, http01::RouteTarget},
+    solver::http01::RouteTarget,
 };
 use kube::{Api, Client, Resource};
 use std::{
@@ -72,7 +72,6 @@ pub struct Context {
     pub events: super::events::Events,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
-    pub solvers: Arc<SolverState>,
     /// ACME accounts per issuer, shared by the issuer and attempt controllers.
     pub accounts: AccountCache,
     /// ACME orders in flight, per issuer.
@@ -127,13 +126,7 @@ impl ClusterIssuerViews {
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        caches: Caches,
-        settings: Settings,
-        metrics: Arc<Metrics>,
-        solvers: Arc<SolverState>,
-    ) -> Arc<Self> {
+    pub fn new(client: Client, caches: Caches, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
         let instance = std::env::var("POD_NAME").ok();
         let events = super::events::Events::new(client.clone(), instance);
         let routes = RouteTarget {
@@ -151,7 +144,6 @@ impl Context {
             order_slots: OrderSlots::new(settings.max_orders_per_issuer),
             settings,
             metrics,
-            solvers,
             accounts: AccountCache::default(),
             routes,
             no_replaces: Mutex::default(),

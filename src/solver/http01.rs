@@ -1,7 +1,8 @@
-//! HTTP-01: the operator serves `/.well-known/acme-challenge/<token>` itself, and routes the
-//! CA to it with an Ingress rule in its own namespace, removed when the attempt ends.
+//! HTTP-01: every replica of the operator serves `/.well-known/acme-challenge/<token>` itself
+//! (from `Answers`), and the CA is routed to them with an Ingress rule in the operator's
+//! namespace, removed when the attempt ends.
 
-use super::SolverState;
+use super::Answers;
 use crate::{
     api::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, issuer::Http01Solver},
     error::Result,
@@ -23,22 +24,22 @@ use std::sync::Arc;
 /// Label tying solver resources to the attempt that made them.
 pub const ATTEMPT_LABEL: &str = "certpilot.dev/attempt";
 
-async fn challenge(State(state): State<Arc<SolverState>>, Path(token): Path<String>) -> (StatusCode, String) {
-    match state.http01(&token) {
+async fn challenge(State(answers): State<Arc<Answers>>, Path(token): Path<String>) -> (StatusCode, String) {
+    match answers.http01(&token).await {
         Some(key_authorization) => (StatusCode::OK, key_authorization),
         None => (StatusCode::NOT_FOUND, "unknown token".into()),
     }
 }
 
 /// The challenge responder.
-pub fn router(state: Arc<SolverState>) -> Router {
-    Router::new().route("/.well-known/acme-challenge/{token}", get(challenge)).with_state(state)
+pub fn router(answers: Arc<Answers>) -> Router {
+    Router::new().route("/.well-known/acme-challenge/{token}", get(challenge)).with_state(answers)
 }
 
-pub async fn serve(addr: std::net::SocketAddr, state: Arc<SolverState>) -> std::io::Result<()> {
+pub async fn serve(addr: std::net::SocketAddr, answers: Arc<Answers>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving HTTP-01 challenges");
-    axum::serve(listener, router(state)).await
+    axum::serve(listener, router(answers)).await
 }
 
 fn ingress_name(host: &str, token: &str) -> String {
@@ -169,32 +170,34 @@ where
 mod tests {
     use super::*;
 
+    use crate::{
+        api::attempt::AttemptPhase,
+        solver::answers::tests::{attempt, http},
+    };
+    use kube::runtime::watcher::Event;
+
     #[tokio::test]
-    async fn serves_known_tokens_only() {
-        let state = Arc::new(SolverState::default());
-        state.add_http01("tok", "tok.thumb");
+    async fn serves_the_tokens_of_attempts_in_progress_only() {
+        let answers = Arc::new(Answers::waiting(std::time::Duration::from_millis(50)));
+        let validating = attempt("web-1", AttemptPhase::Validating, vec![http("a.example.com", "tok")]);
+        answers.apply(&Event::Apply(validating));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(axum::serve(listener, router(state.clone())).into_future());
-        let get = |path: &str| {
-            let url = format!("http://{addr}{path}");
-            async move {
-                let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let request = format!(
-                    "GET {} HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n",
-                    url.trim_start_matches(&format!("http://{addr}"))
-                );
-                stream.write_all(request.as_bytes()).await.unwrap();
-                let mut response = String::new();
-                stream.read_to_string(&mut response).await.unwrap();
-                response
-            }
+        tokio::spawn(axum::serve(listener, router(answers.clone())).into_future());
+        let get = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let request = format!("GET {path} HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            response
         };
         let found = get("/.well-known/acme-challenge/tok").await;
         assert!(found.starts_with("HTTP/1.1 200") && found.ends_with("tok.thumb"), "{found}");
         assert!(get("/.well-known/acme-challenge/other").await.starts_with("HTTP/1.1 404"));
-        state.remove_http01("tok");
+        let done = attempt("web-1", AttemptPhase::Succeeded, vec![http("a.example.com", "tok")]);
+        answers.apply(&Event::Apply(done));
         assert!(get("/.well-known/acme-challenge/tok").await.starts_with("HTTP/1.1 404"));
     }
 }

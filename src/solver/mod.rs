@@ -1,16 +1,15 @@
-//! Challenge solvers: which solver answers a name, and the state they share with the
-//! operator's solver servers.
+//! Challenge solvers: which solver answers a name, and what the operator's solver servers
+//! answer (`answers`).
 
+pub mod answers;
 pub mod dns01;
 pub mod dns_persist01;
 pub mod http01;
 pub mod tls_alpn01;
 
+pub use answers::Answers;
+
 use crate::api::issuer::AcmeSolver;
-use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
-};
 
 /// The challenge type a solver answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,34 +103,6 @@ pub fn select<'a>(solvers: &'a [AcmeSolver], name: &str) -> Result<(&'a AcmeSolv
         ));
     }
     Ok((solver, kind))
-}
-
-/// What the operator's solver servers answer: HTTP-01 tokens and TLS-ALPN-01 certificates.
-#[derive(Default)]
-pub struct SolverState {
-    http01: RwLock<HashMap<String, String>>,
-    tls_alpn01: RwLock<HashMap<String, Arc<rustls::sign::CertifiedKey>>>,
-}
-
-impl SolverState {
-    pub fn add_http01(&self, token: &str, key_authorization: &str) {
-        self.http01.write().expect("solver lock").insert(token.into(), key_authorization.into());
-    }
-    pub fn remove_http01(&self, token: &str) {
-        self.http01.write().expect("solver lock").remove(token);
-    }
-    pub fn http01(&self, token: &str) -> Option<String> {
-        self.http01.read().expect("solver lock").get(token).cloned()
-    }
-    pub fn add_tls_alpn01(&self, name: &str, certificate: Arc<rustls::sign::CertifiedKey>) {
-        self.tls_alpn01.write().expect("solver lock").insert(name.into(), certificate);
-    }
-    pub fn remove_tls_alpn01(&self, name: &str) {
-        self.tls_alpn01.write().expect("solver lock").remove(name);
-    }
-    pub fn tls_alpn01(&self, name: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        self.tls_alpn01.read().expect("solver lock").get(name).cloned()
-    }
 }
 
 #[cfg(test)]

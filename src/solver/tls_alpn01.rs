@@ -1,15 +1,17 @@
-//! TLS-ALPN-01 (RFC 8737): for a name under validation, the operator's TLS port presents a
-//! self-signed certificate carrying the `acmeIdentifier` extension, over the `acme-tls/1` protocol.
+//! TLS-ALPN-01 (RFC 8737): for a name under validation, every replica's TLS port presents a
+//! self-signed certificate carrying the `acmeIdentifier` extension (the SHA-256 of the key
+//! authorisation in the attempt's status), over the `acme-tls/1` protocol.
 
-use super::SolverState;
+use super::Answers;
 use crate::pki::PkiError;
 use rcgen::{CertificateParams, CustomExtension, KeyPair};
 use rustls::{
     ServerConfig,
-    server::{ClientHello, ResolvesServerCert},
+    server::{Acceptor, ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
 use std::sync::Arc;
+use tokio_rustls::LazyConfigAcceptor;
 
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
@@ -25,44 +27,48 @@ pub fn certificate(name: &str, key_authorization_digest: &[u8]) -> Result<Arc<Ce
     Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing_key)))
 }
 
-/// Picks the validation certificate by SNI, and only for `acme-tls/1` handshakes.
+/// Presents one certificate, whatever the handshake asks.
 #[derive(Debug)]
-struct Resolver(Arc<SolverState>);
+struct Presents(Arc<CertifiedKey>);
 
-impl std::fmt::Debug for SolverState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SolverState").finish_non_exhaustive()
+impl ResolvesServerCert for Presents {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
     }
 }
 
-impl ResolvesServerCert for Resolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let acme = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
-        if !acme {
-            return None;
-        }
-        self.0.tls_alpn01(hello.server_name()?)
-    }
-}
-
-pub fn server_config(state: Arc<SolverState>) -> ServerConfig {
-    let mut config = ServerConfig::builder().with_no_client_auth().with_cert_resolver(Arc::new(Resolver(state)));
+/// The server side of an `acme-tls/1` handshake presenting `certificate`.
+pub fn server_config(certificate: Arc<CertifiedKey>) -> ServerConfig {
+    let mut config = ServerConfig::builder().with_no_client_auth().with_cert_resolver(Arc::new(Presents(certificate)));
     config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
     config
 }
 
 /// Accepts TLS connections; the CA only needs the handshake, so each is closed right after it.
-pub async fn serve(addr: std::net::SocketAddr, state: Arc<SolverState>) -> std::io::Result<()> {
+pub async fn serve(addr: std::net::SocketAddr, answers: Arc<Answers>) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(state)));
     tracing::info!(%addr, "serving TLS-ALPN-01 challenges");
     loop {
         let (stream, _) = listener.accept().await?;
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            if let Ok(mut tls) = acceptor.accept(stream).await {
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-            }
-        });
+        let answers = answers.clone();
+        tokio::spawn(async move { handshake(stream, &answers).await });
     }
+}
+
+/// Reads the ClientHello first: the certificate depends on the name it asks for, and the
+/// answer may take a moment to reach this replica (see `Answers`), which a synchronous
+/// certificate resolver could not wait for. Anything but an `acme-tls/1` handshake for a
+/// name under validation is dropped.
+async fn handshake(stream: tokio::net::TcpStream, answers: &Answers) -> Option<()> {
+    let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await.ok()?;
+    let hello = start.client_hello();
+    let acme = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+    let name = hello.server_name().filter(|_| acme)?.to_string();
+    let key_authorization = answers.tls_alpn01(&name).await?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key_authorization.as_bytes());
+    let certificate = certificate(&name, digest.as_ref())
+        .inspect_err(|error| tracing::warn!(%error, "could not make the TLS-ALPN-01 certificate"))
+        .ok()?;
+    let mut tls = start.into_stream(Arc::new(server_config(certificate))).await.ok()?;
+    tokio::io::AsyncWriteExt::shutdown(&mut tls).await.ok()
 }

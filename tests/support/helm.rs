@@ -201,7 +201,7 @@ pub fn value_sets() -> Vec<(&'static str, Value)> {
     vec![
         ("defaults", json!({})),
         ("watchNamespace", json!({"watchNamespace": "default"})),
-        ("two replicas with a disruption budget", json!({"replicaCount": 2, "podDisruptionBudget": {"enabled": true}})),
+        ("one replica, no budget nor spread", json!({"replicaCount": 1})),
         (
             "monitoring and network policy",
             json!({

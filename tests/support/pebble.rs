@@ -93,6 +93,9 @@ pub struct PebbleOptions {
     pub nonce_reject: u8,
     /// How many alternate chains (to other roots) Pebble offers besides the default.
     pub alternate_roots: u8,
+    /// Before each validation Pebble waits a random whole number of seconds below this
+    /// (`PEBBLE_VA_SLEEPTIME`), as a real CA takes its time; 0 validates at once.
+    pub validation_delay_below: u8,
 }
 
 impl PebbleOptions {
@@ -107,6 +110,7 @@ impl PebbleOptions {
             eab_keys: Vec::new(),
             nonce_reject: 0,
             alternate_roots: 0,
+            validation_delay_below: 0,
         }
     }
 
@@ -353,8 +357,11 @@ impl Pebble {
 fn ca_process((pebble, config, dns, options): &(PathBuf, PathBuf, String, PebbleOptions)) -> Command {
     let mut command = Command::new(pebble);
     command.arg("-config").arg(config).args(["-dnsserver", dns]);
+    match options.validation_delay_below {
+        0 => command.env("PEBBLE_VA_NOSLEEP", "1"),
+        below => command.env("PEBBLE_VA_SLEEPTIME", below.to_string()),
+    };
     command
-        .env("PEBBLE_VA_NOSLEEP", "1")
         .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string())
         .env("PEBBLE_AUTHZREUSE", "0")
         .env("PEBBLE_ALTERNATE_ROOTS", options.alternate_roots.to_string());

@@ -1,6 +1,6 @@
-//! Removing what an attempt set up: its key Secret, HTTP-01 routes and tokens, TLS-ALPN-01
-//! certificates, DNS-01 records and its order slot. Idempotent: run again after a crash, it
-//! finds nothing left to remove.
+//! Removing what an attempt set up: its key Secret, HTTP-01 routes, DNS-01 records and its
+//! order slot (the solver servers stop answering its challenges when it ends, see
+//! `solver::answers`). Idempotent: run again after a crash, it finds nothing left to remove.
 
 use super::super::context::Context;
 use crate::{
@@ -24,14 +24,6 @@ pub async fn run(ctx: &Context, attempt: &CertificateAttempt) -> Result<()> {
     let name = attempt.name_any();
     let status = attempt.status.clone().unwrap_or_default();
     remove_dns_records(ctx, attempt, &status.challenges).await?;
-    for record in &status.challenges {
-        if let Some(token) = record.http_url.as_deref().and_then(|u| u.rsplit('/').next()) {
-            ctx.solvers.remove_http01(token);
-        }
-        if record.type_ == "tls-alpn-01" {
-            ctx.solvers.remove_tls_alpn01(&record.dns_name);
-        }
-    }
     // Published or perhaps published (a pass may have stopped between publishing and
     // recording it): removing what is not there is harmless.
     if status.challenges.iter().any(|r| r.type_ == "http-01") {

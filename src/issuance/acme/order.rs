@@ -100,7 +100,9 @@ fn validation_record(
             Some(format!("http://{bare}/.well-known/acme-challenge/{token}")),
         ),
         ChallengeKind::Dns01 => (Some(format!("_acme-challenge.{bare}")), Some(dns_value.to_string()), None),
-        ChallengeKind::TlsAlpn01 => (None, None, None),
+        // Every replica's TLS-ALPN-01 server builds its certificate from it (it is not secret:
+        // the token and the account key's thumbprint, both public to whoever sees the order).
+        ChallengeKind::TlsAlpn01 => (None, Some(key_authorization.to_string()), None),
         // The value names the account and the CA: the attempt fills it in (see `persist_value`).
         ChallengeKind::DnsPersist01 => (Some(crate::policy::persist::record_name(bare)), None, None),
     };
@@ -161,6 +163,7 @@ pub async fn tell_ready(
     order: &mut Order,
     ready: &[(String, ChallengeKind)],
 ) -> Result<(), Failure> {
+    let mut refused = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz.map_err(|e| failed(account, &e))?;
@@ -170,8 +173,30 @@ pub async fn tell_ready(
             continue;
         }
         let Some(mut challenge) = authz.challenge(kind.as_acme()) else { continue };
-        if challenge.status == ChallengeStatus::Pending {
-            challenge.set_ready().await.map_err(|e| failed(account, &e))?;
+        if challenge.status == ChallengeStatus::Pending
+            && let Err(error) = challenge.set_ready().await
+        {
+            refused.push((name, *kind, error));
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    // A challenge this attempt told before (a pass that stopped before recording it) may have
+    // moved on since the order's authorizations were read (instant-acme keeps them for the
+    // order's life); some CAs then refuse the request (Pebble: "only status pending"). It is
+    // under way, not a failure: only one the CA still shows pending, asked afresh, is.
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz.map_err(|e| failed(account, &e))?;
+        let name = authz.identifier().to_string();
+        let Some(at) = refused.iter().position(|(n, _, _)| *n == name) else { continue };
+        let (_, kind, error) = refused.swap_remove(at);
+        let now = authz.refresh().await.map_err(|e| failed(account, &e))?;
+        let still_pending = now.status == AuthorizationStatus::Pending
+            && now.challenges.iter().any(|c| c.r#type == kind.as_acme() && c.status == ChallengeStatus::Pending);
+        if still_pending {
+            return Err(failed(account, &error));
         }
     }
     Ok(())

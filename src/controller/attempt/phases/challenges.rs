@@ -1,6 +1,6 @@
 //! The challenges of an order as a pass handles them: where each record goes, publishing it
-//! (routes, DNS, nothing for DNS-PERSIST-01), answering from the operator's own servers, and
-//! whether the CA can see a record yet.
+//! (routes, DNS, nothing for DNS-PERSIST-01), noting the answers every replica's solver
+//! servers give, and whether the CA can see a record yet.
 
 use super::{Pass, Phase};
 use crate::{
@@ -12,10 +12,13 @@ use crate::{
         Failure, FailureCode as C,
         acme::{account::AcmeAccount, directory, order},
     },
-    solver::{self, ChallengeKind, dns_persist01, dns01, http01},
+    solver::{ChallengeKind, dns_persist01, dns01, http01},
 };
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
+
+/// The challenges certpilot's own solver servers answer (from the attempt's status).
+const SERVED_BY_CERTPILOT: [ChallengeKind; 2] = [ChallengeKind::Http01, ChallengeKind::TlsAlpn01];
 
 /// How long to wait for a DNS-01 record to be served before asking the CA anyway.
 const PROPAGATION_LIMIT: SignedDuration = SignedDuration::from_mins(2);
@@ -180,33 +183,36 @@ impl Pass<'_> {
         Ok(dns01::present(&provider, name, value).await?)
     }
 
-    /// Answers a challenge from the operator's own servers (in memory: again after a restart).
-    pub(super) fn serve(&self, challenge: &order::Challenge) {
-        match challenge.kind {
-            ChallengeKind::Http01 => self.ctx.solvers.add_http01(&challenge.token, &challenge.key_authorization),
-            ChallengeKind::TlsAlpn01 if self.ctx.solvers.tls_alpn01(&challenge.record.dns_name).is_none() => {
-                match solver::tls_alpn01::certificate(&challenge.record.dns_name, &challenge.digest) {
-                    Ok(certificate) => self.ctx.solvers.add_tls_alpn01(&challenge.record.dns_name, certificate),
-                    Err(error) => tracing::warn!(%error, "could not make the TLS-ALPN-01 certificate"),
-                }
-            }
-            _ => {}
+    /// Notes what the solver servers answer (HTTP-01's and TLS-ALPN-01's key authorization)
+    /// in the status: every replica answers from there, so it must be written before the CA
+    /// is told to validate. The first time, every record is noted (write-ahead, see
+    /// `presenting`); later, only answers an older certpilot kept in memory instead. Returns
+    /// whether anything was noted.
+    pub(super) fn note_answers(&mut self, challenges: &[order::Challenge]) -> bool {
+        if self.status.challenges.is_empty() {
+            self.status.challenges = challenges.iter().map(|c| c.record.clone()).collect();
+            return !challenges.is_empty();
         }
+        let mut noted = false;
+        for challenge in challenges.iter().filter(|c| SERVED_BY_CERTPILOT.contains(&c.kind)) {
+            let unanswered = self
+                .status
+                .challenges
+                .iter_mut()
+                .find(|r| r.dns_name == challenge.record.dns_name && r.record_value.is_none());
+            if let Some(record) = unanswered {
+                record.record_value = challenge.record.record_value.clone();
+                noted = true;
+            }
+        }
+        noted
     }
 
-    /// While the CA validates, a restarted operator must still answer from memory.
-    pub(super) async fn serve_again(
-        &self,
-        account: &AcmeAccount,
-        order: &mut instant_acme::Order,
-        issuer: &AcmeIssuer,
-    ) {
-        if self.status.challenges.iter().all(|r| r.type_ == "dns-01" || r.type_ == "dns-persist-01") {
-            return;
-        }
-        if let Ok(challenges) = order::challenges(account, order, &issuer.solvers).await {
-            challenges.iter().filter(|c| c.pending || c.record.status == "processing").for_each(|c| self.serve(c));
-        }
+    /// Whether a record the solver servers answer lacks its answer (written by an older
+    /// certpilot, which kept TLS-ALPN-01 answers in the leader's memory).
+    pub(super) fn answers_missing(&self) -> bool {
+        let served = SERVED_BY_CERTPILOT.map(ChallengeKind::name);
+        self.status.challenges.iter().any(|r| served.contains(&r.type_.as_str()) && r.record_value.is_none())
     }
 
     /// Whether the CA can see the record yet: DNS-01 records are looked up (for a while; then

@@ -281,10 +281,10 @@ impl Pass<'_> {
         }
         let mut challenges = order::challenges(&account, &mut order, &issuer.solvers).await?;
         let persist_issuers = self.persist_values(&issuer, &account, &mut challenges).await?;
-        if self.status.challenges.is_empty() {
+        if self.note_answers(&challenges) {
             // Write-ahead: the records are known before any is published, so that cleanup
-            // finds whatever a pass stopped midway had published.
-            self.status.challenges = challenges.iter().map(|c| c.record.clone()).collect();
+            // finds whatever a pass stopped midway had published; and their answers are
+            // written before the CA is told, so that every replica can answer it.
             self.order = Some(order);
             return Ok(Transition::Persist(AttemptPhase::Presenting));
         }
@@ -305,7 +305,6 @@ impl Pass<'_> {
                     self.upsert_record(record.clone());
                     checked?;
                 }
-                self.serve(&challenge);
                 if self.visible(&challenge, &mut record).await {
                     ready.push((record.dns_name.clone(), challenge.kind));
                 } else {
@@ -330,7 +329,11 @@ impl Pass<'_> {
         self.status.order = Some(order::order_status(&mut order));
         match order.state().status {
             CaOrder::Pending => {
-                self.serve_again(&account, &mut order, &issuer).await;
+                if self.answers_missing()
+                    && let Ok(challenges) = order::challenges(&account, &mut order, &issuer.solvers).await
+                {
+                    self.note_answers(&challenges);
+                }
                 order::challenge_states(&account, &mut order, &mut self.status.challenges).await?;
                 Ok(Transition::Wait(self.poll_interval()))
             }
