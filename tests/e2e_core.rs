@@ -368,6 +368,36 @@ async fn one_decision_makes_one_attempt_through_faults_and_restarts() {
     assert!(unfinished.is_empty(), "attempts that did not succeed: {unfinished:#?}");
 }
 
+/// Two operators acting at once (a leader that lost its Lease and its successor, for a moment),
+/// each deciding from its own lagging cache: the attempt's name is the fence, so every
+/// Certificate gets exactly one attempt, `<certificate>-1`, whichever operator created it.
+#[tokio::test]
+async fn two_operators_deciding_at_once_make_one_attempt() {
+    const COUNT: usize = 40;
+    let mut env = Env::start("core-two-operators", &[]).await;
+    if let Some(server) = env.cluster.server() {
+        server.faults().set_watch_lag(Duration::from_millis(300));
+    }
+    let _second = Operator::start(&mut env.cluster);
+    env.issuer().await;
+    env.numbered_certificates(COUNT).await;
+    for i in 0..COUNT {
+        env.ready(&format!("c{i}")).await;
+    }
+    let attempts: Api<CertificateAttempt> = env.api();
+    let mut names: Vec<String> =
+        attempts.list(&ListParams::default()).await.unwrap().items.iter().map(|a| a.name_any()).collect();
+    names.sort();
+    let mut expected: Vec<String> = (0..COUNT).map(|i| format!("c{i}-1")).collect();
+    expected.sort();
+    assert_eq!(names, expected, "one attempt per Certificate");
+    let certificates: Api<Certificate> = env.api();
+    for i in 0..COUNT {
+        let status = certificates.get(&format!("c{i}")).await.unwrap().status.unwrap();
+        assert_eq!(status.attempt_index, Some(1), "Certificate c{i}");
+    }
+}
+
 /// certpilot's Secrets and its attempts are watched separately, and one watch may be far behind
 /// the other: a succeeded attempt beside a Secret not seen yet must not start a second attempt.
 #[tokio::test]

@@ -259,8 +259,8 @@ pub struct CertificateStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Index of the latest attempt started (`<name>-<index>`). Recorded with a resourceVersion
-    /// precondition before the attempt is created, so one decision makes at most one attempt.
+    /// Index of the latest attempt (`<name>-<index>`), recorded with its progress or outcome.
+    /// The next attempt takes an index above it and above every attempt of this Certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "int64"))]
     pub attempt_index: Option<u32>,

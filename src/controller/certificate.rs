@@ -125,20 +125,28 @@ struct Observation {
 
 /// The attempts of `cert` and the index of the next one; `None` while the latest attempt,
 /// created by this process moments ago, is not in the cache yet (its watch event brings the
-/// Certificate back). The index recorded in status is the truth: an attempt it names that the
-/// cache does not show is looked up; one that was never created (the operator stopped between
-/// recording and creating) keeps its index.
+/// Certificate back). No index is ever taken twice: beside the attempts in the cache, the index
+/// recorded in status and the attempt the target Secret names are claimed too (the Secret may
+/// be seen before the attempt that wrote it). A claimed attempt the cache does not show is
+/// looked up; one recorded but never created (an older certpilot recorded the index before
+/// creating the attempt, and stopped in between) keeps its index.
 async fn attempts_and_next_index(
     ctx: &Context,
     cert: &Certificate,
     namespace: &str,
 ) -> Result<Option<(Vec<Arc<AttemptRecord>>, u32)>> {
     let (mut attempts, taken) = cached_attempts(ctx, cert, namespace);
+    let name = cert.name_any();
+    if ctx.recent_creates.contains(namespace, &attempt_name(&name, taken + 1)) {
+        return Ok(None);
+    }
     let recorded = cert.status.as_ref().and_then(|s| s.attempt_index).unwrap_or(0);
-    if recorded <= taken {
+    let named = secret_named_index(ctx, cert, namespace);
+    let claimed = recorded.max(named);
+    if claimed <= taken {
         return Ok(Some((attempts, taken + 1)));
     }
-    let latest = attempt_name(&cert.name_any(), recorded);
+    let latest = attempt_name(&name, claimed);
     if ctx.recent_creates.contains(namespace, &latest) {
         return Ok(None);
     }
@@ -148,10 +156,22 @@ async fn attempts_and_next_index(
             if attempt.owner_references().iter().any(|o| Some(&o.uid) == cert.uid().as_ref()) {
                 attempts.push(Arc::new(AttemptRecord::of(&attempt)));
             }
-            Ok(Some((attempts, recorded + 1)))
+            Ok(Some((attempts, claimed + 1)))
         }
-        None => Ok(Some((attempts, recorded))),
+        None if named < claimed => Ok(Some((attempts, claimed))),
+        // It wrote the Secret, so it existed: deleted since, its name is not used again.
+        None => Ok(Some((attempts, claimed + 1))),
     }
+}
+
+/// The index of the attempt that wrote the target Secret, when certpilot wrote it for `cert`.
+fn secret_named_index(ctx: &Context, cert: &Certificate, namespace: &str) -> u32 {
+    let name = cert.name_any();
+    let Some(secret) = ctx.caches.secrets.watched(namespace, &cert.spec.secret_name) else { return 0 };
+    if secret.written_for.as_deref() != Some(label_value(&name).as_str()) {
+        return 0;
+    }
+    secret.attempt.as_deref().and_then(|attempt| attempt_index(&name, attempt)).unwrap_or(0)
 }
 
 /// How long after an attempt was made a Secret naming it may run ahead of its status.
@@ -452,14 +472,23 @@ async fn request_cancel(api: &Api<CertificateAttempt>, attempt: &str, reason: &s
     }
 }
 
-/// Deletes the oldest finished attempts beyond the history limit, keeping the latest success.
-async fn prune(api: &Api<CertificateAttempt>, attempts: &[Arc<AttemptRecord>], limit: usize) -> Result<()> {
+/// Deletes the oldest finished attempts beyond the history limit, keeping the latest success,
+/// and only those at or below index `recorded` (see `cached_attempts`).
+async fn prune(
+    api: &Api<CertificateAttempt>,
+    certificate: &str,
+    attempts: &[Arc<AttemptRecord>],
+    limit: usize,
+    recorded: u32,
+) -> Result<()> {
     let finished: Vec<&AttemptRecord> =
         attempts.iter().map(Arc::as_ref).filter(|a| a.view.phase.is_terminal()).collect();
     let latest_success = finished.iter().rev().find(|a| a.view.phase == AttemptPhase::Succeeded).map(|a| a.name());
     let latest = attempts.last().map(|a| a.name());
     let excess = finished.len().saturating_sub(limit);
-    let prunable = finished.iter().filter(|a| Some(a.name()) != latest_success && Some(a.name()) != latest);
+    let recorded_below = |a: &&&AttemptRecord| attempt_index(certificate, a.name()).is_some_and(|i| i <= recorded);
+    let prunable =
+        finished.iter().filter(|a| Some(a.name()) != latest_success && Some(a.name()) != latest).filter(recorded_below);
     for attempt in prunable.take(excess) {
         match api.delete(attempt.name(), &DeleteParams::background()).await {
             Ok(_) => {}
@@ -581,20 +610,15 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
     let Some(observation) = observe(&cert, &ctx, &namespace, desired).await? else {
         return Ok(Action::requeue(CACHE_LAG_RETRY));
     };
-    let Observation { mut observed, attempts, renewal_info, acme_issuer, next_index } = observation;
-    let mut decision = observed.decide();
-    let mut latest_index = next_index - 1;
-    let mut started = None;
+    let Observation { observed, attempts, renewal_info, acme_issuer, next_index } = observation;
+    let decision = observed.decide();
     match &decision {
         Decision::Start { type_, reason } => {
             let replaces = replaces_for(&observed, &renewal_info, *type_);
             // A Revoke attempt sets up nothing that needs cleaning up.
             let cleanup = acme_issuer && *type_ != AttemptType::Revoke;
             let attempt = new_attempt(&cert, &observed, next_index, replaces, *type_, reason, cleanup)?;
-            observed.attempts.extend(view(&cert, &AttemptRecord::of(&attempt)));
-            latest_index = next_index;
-            started = Some((attempt, *type_, reason.clone()));
-            decision = Decision::InProgress;
+            return start(&ctx, &api, &attempts_api, &cert, &previous, &attempt, (*type_, reason)).await;
         }
         Decision::Supersede { attempt, reason } => {
             request_cancel(&attempts_api, attempt, reason).await?;
@@ -605,22 +629,66 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
     }
     let mut status = summarise(&observed, &decision, &previous.history);
     status.renewal_info = renewal_info;
-    status.attempt_index = (latest_index > 0).then_some(latest_index);
+    status.attempt_index = (next_index > 1).then_some(next_index - 1);
     conditions::stamp(&mut status.conditions, &previous.conditions, observed.now);
-    match started {
-        Some((attempt, type_, reason)) => {
-            if !record_and_create(&ctx, &api, &attempts_api, &cert, &status, &attempt).await? {
-                // The Certificate changed since this decision was made: decide again from the new version.
-                return Ok(Action::requeue(Duration::from_millis(200)));
-            }
-            let note = format!("attempt {} ({type_:?}): {reason}", attempt.name_any());
-            ctx.event(&cert.object_ref(&()), false, "AttemptStarted", "Issue", note).await;
-            tracing::info!(certificate = %cert.name_any(), attempt = %attempt.name_any(), ?type_, %reason, "started attempt");
-        }
-        None => write_status(&ctx, &api, &cert, &previous, &status).await?,
+    if let Some(wait) = unshown_start(&decision, attempts.last().map(Arc::as_ref), observed.now) {
+        return Ok(Action::requeue(wait));
     }
-    prune(&attempts_api, &attempts, cert.spec.history_limit()).await?;
+    write_status(&ctx, &api, &cert, &previous, &status).await?;
+    // Only below the index the status now records: the attempts above it are found by name
+    // from that index up, and a gap would hide them.
+    let recorded = status.attempt_index.unwrap_or(0);
+    prune(&attempts_api, &cert.name_any(), &attempts, cert.spec.history_limit(), recorded).await?;
     Ok(next_reconcile(&status, &decision, observed.now))
+}
+
+/// How long an attempt the attempt controller has not picked up yet goes without being shown
+/// in the Certificate's status. A local attempt goes from its create to its end in one status
+/// write, and the Certificate's status is written once, at that end; one still waiting after
+/// this long (a long queue, an API server refusing its writes) is shown as under way.
+const UNSHOWN_START: Duration = Duration::from_secs(60);
+
+/// While the latest attempt has not started yet (its status was never written) and was made
+/// less than [`UNSHOWN_START`] ago, the Certificate's status waits for it: its watch event
+/// brings the Certificate back. How long to wait at most, then.
+fn unshown_start(decision: &Decision, latest: Option<&AttemptRecord>, now: Timestamp) -> Option<Duration> {
+    let latest =
+        latest.filter(|a| matches!(decision, Decision::InProgress) && a.view.phase == AttemptPhase::Pending)?;
+    let limit = jiff::SignedDuration::try_from(UNSHOWN_START).ok()?;
+    let age = now.duration_since(latest.created?);
+    (age < limit).then(|| (limit - age).unsigned_abs())
+}
+
+/// Starts an attempt: creates it, and nothing else. Its deterministic name fences a second
+/// one (a stale cache, a retry or a second replica deciding the same start gets AlreadyExists
+/// and takes the attempt there for its own); the Certificate's status is written once the
+/// attempt has started or ended. An attempt of that name that is not this decision's (not
+/// certpilot's, or made for another spec) has its index recorded, so that the next decision
+/// takes the one after it.
+async fn start(
+    ctx: &Context,
+    api: &Api<Certificate>,
+    attempts_api: &Api<CertificateAttempt>,
+    cert: &Certificate,
+    previous: &CertificateStatus,
+    attempt: &CertificateAttempt,
+    (type_, reason): (AttemptType, &str),
+) -> Result<Action> {
+    let index = attempt_index(&cert.name_any(), &attempt.name_any());
+    if !create_attempt(attempts_api, cert, attempt).await? {
+        tracing::warn!(certificate = %cert.name_any(), attempt = %attempt.name_any(), "an attempt of that name exists and is not this decision's; taking the next index");
+        // At the version decided from: a stale cache gets a 409 here and decides again.
+        let recorded = CertificateStatus { attempt_index: index, ..previous.clone() };
+        match apply_status_at(ctx, api, &cert.name_any(), &recorded, cert.resource_version().as_deref()).await {
+            Ok(_) => {}
+            Err(Error::Kube(kube::Error::Api(refused))) if refused.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    ctx.recent_creates.note(&cert.namespace().unwrap_or_default(), &attempt.name_any());
+    tracing::info!(certificate = %cert.name_any(), attempt = %attempt.name_any(), ?type_, %reason, "started attempt");
+    Ok(Action::requeue(UNSHOWN_START))
 }
 
 /// Writes `status` when it says something new: not what the cached Certificate shows, nor
@@ -640,32 +708,6 @@ async fn write_status(
         apply_status(ctx, api, &cert.name_any(), status).await?;
     }
     Ok(())
-}
-
-/// Starts an attempt: the status naming it is written first, on the condition that the
-/// Certificate is still the version this decision was made from (the fence: a stale cache,
-/// a retry or a second replica acting on the same version gets a 409 here instead of making a
-/// second attempt), then the attempt is created. False: decide again.
-async fn record_and_create(
-    ctx: &Context,
-    api: &Api<Certificate>,
-    attempts_api: &Api<CertificateAttempt>,
-    cert: &Certificate,
-    status: &CertificateStatus,
-    attempt: &CertificateAttempt,
-) -> Result<bool> {
-    let version = cert.resource_version();
-    match apply_status_at(ctx, api, &cert.name_any(), status, version.as_deref()).await {
-        Ok(_) => {}
-        Err(Error::Kube(kube::Error::Api(refused))) if refused.code == 409 => return Ok(false),
-        Err(e) => return Err(e),
-    }
-    if !create_attempt(attempts_api, cert, attempt).await? {
-        tracing::warn!(certificate = %cert.name_any(), attempt = %attempt.name_any(), "an attempt of that name exists and is not certpilot's; taking the next index");
-        return Ok(false);
-    }
-    ctx.recent_creates.note(&cert.namespace().unwrap_or_default(), &attempt.name_any());
-    Ok(true)
 }
 
 fn certificates_for_issuer(

@@ -69,6 +69,9 @@ pub enum Transition {
     Persist(AttemptPhase),
     /// Write the status and look again after this long.
     Wait(Duration),
+    /// Look again after this long, writing nothing: what the pass learnt is the CA's progress,
+    /// which the next pass asks for again (no restart needs it).
+    Poll(Duration),
     /// The attempt ends without a certificate.
     Fail(Failure),
     /// The Secret holds the new certificate.
@@ -165,6 +168,7 @@ pub async fn drive(ctx: &Context, api: &Api<CertificateAttempt>, attempt: &Certi
                 }
                 return Ok(Action::requeue(after));
             }
+            Transition::Poll(after) => return Ok(Action::requeue(after)),
             Transition::Fail(failure) => return pass.end(api, Some(failure)).await,
             Transition::Succeed => return pass.end(api, None).await,
         }
@@ -232,7 +236,9 @@ impl Pass<'_> {
         self.log.succeed(how);
         self.key = Some(key);
         self.signer = Some(signer);
-        Ok(if acme { Transition::Persist(AttemptPhase::Ordering) } else { Transition::Next(AttemptPhase::Finalizing) })
+        // Nothing to write yet: an ACME key is in its Secret, where a restarted pass finds it;
+        // the status is written with the intent to order.
+        Ok(Transition::Next(if acme { AttemptPhase::Ordering } else { AttemptPhase::Finalizing }))
     }
 
     /// Ordering: place the order within the issuer's limit of orders in flight. The intent is
@@ -335,7 +341,7 @@ impl Pass<'_> {
                     self.note_answers(&challenges);
                 }
                 order::challenge_states(&account, &mut order, &mut self.status.challenges).await?;
-                Ok(Transition::Wait(self.poll_interval()))
+                Ok(Transition::Poll(self.poll_interval()))
             }
             CaOrder::Invalid => Err(order::invalid_order(&mut order, &mut self.status).await.into()),
             CaOrder::Ready | CaOrder::Processing | CaOrder::Valid => {
@@ -374,7 +380,7 @@ impl Pass<'_> {
                 self.log.succeed("sent the CSR");
                 Ok(Transition::Wait(Duration::from_secs(1)))
             }
-            CaOrder::Pending | CaOrder::Processing => Ok(Transition::Wait(Duration::from_secs(1))),
+            CaOrder::Pending | CaOrder::Processing => Ok(Transition::Poll(Duration::from_secs(1))),
             CaOrder::Invalid => Err(order::invalid_order(&mut order, &mut self.status).await.into()),
             CaOrder::Valid => {
                 self.log.begin("Download");
@@ -516,15 +522,17 @@ impl Pass<'_> {
         Ok(Action::await_change())
     }
 
-    /// An Event on the Certificate for the attempt's outcome.
+    /// The one Event on the Certificate an attempt makes: its outcome, and why it was made
+    /// (the status of the Certificate and of the attempt show it while it is under way).
     async fn announce(&self, failure: Option<&Failure>) {
         let Some(certificate) = self.certificate_ref() else { return };
-        let name = self.attempt.name_any();
+        let spec = &self.attempt.spec;
+        let name = format!("{} ({:?}: {})", self.attempt.name_any(), spec.type_, spec.reason);
         match (failure, &self.obtained) {
             (None, Some(obtained)) => {
                 let note = format!(
                     "attempt {name} wrote Secret {}: serial {}, valid until {}",
-                    self.attempt.spec.secret_name, obtained.info.serial_hex, obtained.info.not_after
+                    spec.secret_name, obtained.info.serial_hex, obtained.info.not_after
                 );
                 self.ctx.event(&certificate, false, "Issued", "Issue", note).await;
             }
