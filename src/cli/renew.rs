@@ -3,13 +3,19 @@
 
 use super::attempts::{report, screen};
 use super::output::{Cluster, Palette, Scope, print};
-use crate::api::{AttemptType, Certificate, CertificateAttempt, RENEW_ANNOTATION};
+use crate::{
+    api::{AttemptType, CERTIFICATE_NAME_LABEL, Certificate, CertificateAttempt, RENEW_ANNOTATION},
+    policy::trust::attempt_index,
+    secret::label_value,
+};
+use futures::TryStreamExt;
 use jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::wait::await_condition,
+    runtime::{WatchStreamExt, watcher},
 };
+use std::collections::BTreeMap;
 
 /// The field manager of the annotation, so `kubectl get -o yaml --show-managed-fields` shows
 /// who asked.
@@ -75,7 +81,9 @@ pub(super) fn succeeded(attempt: &CertificateAttempt) -> anyhow::Result<()> {
 }
 
 /// Waits for the attempt of type `type_` that follows `previous` on Certificate `name` to
-/// start and end; the attempt as it ended.
+/// start and end; the attempt as it ended. Followed among the Certificate's attempts, not
+/// through its status: an attempt that starts and ends between two status writes (a quick
+/// revocation, then the reissue it calls for) never shows there as the latest.
 pub(super) async fn follow(
     cluster: &Cluster,
     name: &str,
@@ -86,23 +94,36 @@ pub(super) async fn follow(
     let timeout = crate::policy::parse_duration(limit)
         .ok_or_else(|| anyhow::anyhow!("--timeout: {limit:?} is not a duration such as 5m"))?
         .unsigned_abs();
-    let certificates: Api<Certificate> = cluster.api();
-    let started = |c: Option<&Certificate>| {
-        c.and_then(|c| c.status.as_ref()?.last_attempt.as_ref())
-            .is_some_and(|a| a.type_ == type_ && Some(&a.name) != previous)
-    };
-    let within = |what: String| move |_| anyhow::anyhow!("{what} within {limit}");
-    let certificate = tokio::time::timeout(timeout, await_condition(certificates, name, started))
-        .await
-        .map_err(within(format!("no {type_:?} attempt started")))??;
-    let attempt_name = last_attempt(certificate.as_ref()).expect("the attempt started");
+    let after = previous.and_then(|p| attempt_index(name, p)).unwrap_or(0);
     let attempts: Api<CertificateAttempt> = cluster.api();
-    let ended =
-        |a: Option<&CertificateAttempt>| a.and_then(|a| a.status.as_ref()).is_some_and(|s| s.phase.is_terminal());
-    tokio::time::timeout(timeout, await_condition(attempts, &attempt_name, ended))
-        .await
-        .map_err(within(format!("the {type_:?} attempt did not end")))??
-        .ok_or_else(|| anyhow::anyhow!("CertificateAttempt {attempt_name} was deleted"))
+    let config = watcher::Config::default().labels(&format!("{CERTIFICATE_NAME_LABEL}={}", label_value(name)));
+    let asked_for = |a: &CertificateAttempt| {
+        let index = attempt_index(name, &a.name_any()).filter(|i| *i > after);
+        index.filter(|_| a.spec.certificate_name == name && a.spec.type_ == type_)
+    };
+    // The first such attempt is the one asked for; the watch may show later ones first.
+    let mut seen: BTreeMap<u32, CertificateAttempt> = BTreeMap::new();
+    let ended = async {
+        let mut changes = std::pin::pin!(watcher(attempts, config).applied_objects());
+        while let Some(attempt) = changes.try_next().await? {
+            if let Some(index) = asked_for(&attempt) {
+                seen.insert(index, attempt);
+            }
+            let first = seen.first_key_value().map(|(_, a)| a);
+            if let Some(first) = first.filter(|a| a.status.as_ref().is_some_and(|s| s.phase.is_terminal())) {
+                return Ok(first.clone());
+            }
+        }
+        anyhow::bail!("the watch of attempts ended")
+    };
+    tokio::time::timeout(timeout, ended).await.map_err(|_| match seen_name(&seen) {
+        Some(attempt) => anyhow::anyhow!("the {type_:?} attempt {attempt} did not end within {limit}"),
+        None => anyhow::anyhow!("no {type_:?} attempt started within {limit}"),
+    })?
+}
+
+fn seen_name(seen: &BTreeMap<u32, CertificateAttempt>) -> Option<String> {
+    seen.first_key_value().map(|(_, a)| a.name_any())
 }
 
 pub(super) fn last_attempt(certificate: Option<&Certificate>) -> Option<String> {
