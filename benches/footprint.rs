@@ -18,14 +18,13 @@ mod support;
 
 use certpilot::{
     api::CERTIFICATE_NAME_LABEL,
-    api::{Certificate, CertificateAttempt, Issuer, RENEW_ANNOTATION, certificate::AttemptHistoryEntry},
+    api::{Certificate, CertificateAttempt, Issuer, certificate::AttemptHistoryEntry},
     cli::ControllerArgs,
     controller::cache::{AttemptRecord, Feeds, SecretIndex, Verified, trim_attempt, trim_certificate},
     pki::NameRequest,
 };
 use certpilot_test_apiserver::cluster::TestCluster;
 use clap::Parser;
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
@@ -43,7 +42,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use support::install_certpilot_crds;
+use support::{bulk, install_certpilot_crds};
 use tikv_jemallocator::Jemalloc;
 
 /// The operator's allocator, counting the heap of the threads marked [`COUNTED`].
@@ -323,16 +322,7 @@ async fn list_json<K: kube::Resource + serde::Serialize + Clone + std::fmt::Debu
 
 async fn renew(api: &Api<Certificate>, n: usize, rounds: usize) {
     for round in 1..=rounds {
-        let request = json!({"metadata": {"annotations": {RENEW_ANNOTATION: format!("footprint-{round}")}}});
-        futures::stream::iter(0..n)
-            .map(|i| {
-                let request = &request;
-                async move { api.patch(&format!("c{i}"), &PatchParams::default(), &Patch::Merge(request)).await.map(drop) }
-            })
-            .buffer_unordered(32)
-            .try_collect::<()>()
-            .await
-            .expect("renewals are requested");
+        bulk::request_renewals(api, n, "c", &format!("footprint-{round}")).await;
         let wanted = |cert: &Certificate| {
             let name = format!("{}-{}", cert.name_any(), round + 1);
             newest_attempt(cert) == Some((name, true))
@@ -358,19 +348,7 @@ fn main() {
         start_operator(cluster.config(), &namespace);
         let idle = settled_heap().await;
         let certificates: Api<Certificate> = Api::namespaced(client.clone(), &namespace);
-        let params = PatchParams::apply("footprint");
-        futures::stream::iter(0..n)
-            .map(|i| {
-                let name = format!("c{i}");
-                let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Certificate", "metadata": {"name": name},
-                    "spec": {"secretName": format!("{name}-tls"), "dnsNames": [format!("{name}.example.com")], "issuerRef": {"name": "local"}}});
-                let (params, certificates) = (&params, &certificates);
-                async move { certificates.patch(&name, params, &Patch::Apply(&doc)).await.map(drop) }
-            })
-            .buffer_unordered(32)
-            .try_collect::<()>()
-            .await
-            .expect("Certificates apply");
+        bulk::apply_certificates(&certificates, n, "c", "example.com", "local").await;
         wait_all(&certificates, n, "Ready", is_ready).await;
         renew(&certificates, n, renewals).await;
         // What the last writes noted is forgotten by the housekeeping every 30 s.

@@ -25,7 +25,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use certpilot::api::{AttemptPhase, Certificate, Issuer, RENEW_ANNOTATION};
+use certpilot::api::{AttemptPhase, Certificate, Issuer};
 use certpilot_test_apiserver::{RequestRecord, cluster::TestCluster};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
@@ -51,8 +51,6 @@ use tokio::sync::watch;
 const BENCH_USER_AGENT: &str = "certpilot-bench";
 /// How long the operator must make no request but watches to count as quiet.
 const QUIET: Duration = Duration::from_secs(3);
-/// How many requests the bench keeps in flight while creating objects.
-const IN_FLIGHT: usize = 32;
 /// Verbs in the order they are printed.
 const VERBS: [&str; 10] =
     ["get", "list", "watch", "create", "update", "patch", "apply", "delete", "deletecollection", "other"];
@@ -440,24 +438,6 @@ impl Drop for Readiness {
     }
 }
 
-/// Applies `n` Certificates named `<prefix><i>` for `<prefix><i>.<domain>` from `issuer`,
-/// [`IN_FLIGHT`] at a time.
-async fn apply_certificates(api: &Api<Certificate>, n: usize, prefix: &str, domain: &str, issuer: &str) {
-    let params = PatchParams::apply("certpilot-bench").force();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let name = format!("{prefix}{i}");
-            let doc = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Certificate", "metadata": {"name": name},
-                "spec": {"secretName": format!("{name}-tls"), "dnsNames": [format!("{name}.{domain}")], "issuerRef": {"name": issuer}}});
-            let params = &params;
-            async move { api.patch(&name, params, &Patch::Apply(&doc)).await.map(drop) }
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .try_collect::<()>()
-        .await
-        .expect("Certificates apply");
-}
-
 async fn apply_issuer(api: &Api<Issuer>, doc: serde_json::Value) {
     let name = doc["metadata"]["name"].as_str().expect("issuer name").to_string();
     api.patch(&name, &PatchParams::apply("certpilot-bench").force(), &Patch::Apply(&doc))
@@ -509,7 +489,7 @@ async fn issue(
     let certificates: Api<Certificate> = Api::namespaced(bench_client(cluster), cluster.namespace());
     let mark = request_mark(cluster);
     let started = Instant::now();
-    apply_certificates(&certificates, n, prefix, domain, issuer).await;
+    bulk::apply_certificates(&certificates, n, prefix, domain, issuer).await;
     eprintln!("[bench] {label}: {n} Certificates applied in {}", seconds(started.elapsed()));
     let all_ready = readiness.wait_all_ready(n, started, timeout).await;
     let elapsed = started.elapsed();
@@ -575,7 +555,7 @@ async fn self_signed(report: &mut Report, params: &Params) {
             let secrets = &secrets;
             async move { secrets.create(&PostParams::default(), &secret).await.map(drop) }
         })
-        .buffer_unordered(IN_FLIGHT)
+        .buffer_unordered(bulk::IN_FLIGHT)
         .try_collect::<()>()
         .await
         .expect("unrelated Secrets are created");
@@ -694,21 +674,7 @@ async fn renewal_rounds(
     let n = params.certificates;
     let started = Instant::now();
     for round in 1..=params.renewals {
-        let request = json!({"metadata": {"annotations": {RENEW_ANNOTATION: format!("bench-round-{round}")}}});
-        futures::stream::iter(0..n)
-            .map(|i| {
-                let request = &request;
-                async move {
-                    certificates
-                        .patch(&format!("c{i}"), &PatchParams::default(), &Patch::Merge(request))
-                        .await
-                        .map(drop)
-                }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect::<()>()
-            .await
-            .expect("renewals are requested");
+        bulk::request_renewals(certificates, n, "c", &format!("bench-round-{round}")).await;
         // Attempt 1 issued; round r's attempt is r + 1.
         let index = u32::try_from(round + 1).expect("a small number of rounds");
         if !readiness.wait_all_succeeded_at(n, index, started, params.timeout).await {

@@ -320,6 +320,7 @@ pub async fn cert_manager_secret(
 
 pub mod a2c;
 pub mod bind;
+pub mod bulk;
 pub mod front;
 pub mod helm;
 pub mod install;
