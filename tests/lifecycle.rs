@@ -164,3 +164,48 @@ async fn sigterm_stops_certpilot_with_solver_connections_open() {
     http_client.write_all(b"GET /.well-known/acme-challenge/x HTTP/1.1\r\nHost: a.example.com\r\n").await.unwrap();
     stops_cleanly(operator, &log).await;
 }
+
+/// How many reconciles of `controller` the operator behind `probe` has finished.
+async fn reconciles_done(probe: u16, controller: &str) -> usize {
+    let (_, metrics) = http_get(probe, "/metrics").await;
+    let series = format!("certpilot_reconcile_duration_seconds_count{{controller=\"{controller}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_restarted_operator_reads_its_secrets_in_pages_not_one_by_one() {
+    const COUNT: usize = 12;
+    let cluster = cluster("life-restart-reads").await;
+    let proxy = ApiProxy::start(&cluster).await;
+    let (operator_before, log) = operator(&proxy, cluster.namespace(), &[]);
+    let issuers: Api<Issuer> = Api::namespaced(cluster.client(), cluster.namespace());
+    let issuer = json!({"apiVersion": "certpilot.dev/v1alpha1", "kind": "Issuer",
+        "metadata": {"name": "local"}, "spec": {"selfSigned": {}}});
+    apply(&issuers, issuer).await;
+    let certificates: Api<Certificate> = Api::namespaced(cluster.client(), cluster.namespace());
+    for i in 0..COUNT {
+        apply(&certificates, certificate(&format!("c{i}"), "Issuer", "local")).await;
+    }
+    for i in 0..COUNT {
+        wait_for(&certificates, &format!("c{i}"), "the Certificate to be Ready", WAIT, is_ready).await;
+    }
+    operator_before.kill();
+    std::fs::remove_file(&log).ok();
+    proxy.take_seen();
+    let probe = free_port();
+    let (operator_after, log) =
+        operator(&proxy, cluster.namespace(), &["--probe-address", &format!("127.0.0.1:{probe}")]);
+    eventually("every Certificate to be looked at again", WAIT, || async {
+        (reconciles_done(probe, "certificate").await >= COUNT).then_some(())
+    })
+    .await;
+    let secrets = format!("/api/v1/namespaces/{}/secrets", cluster.namespace());
+    let seen = proxy.take_seen();
+    let one_by_one: Vec<_> = seen.iter().filter(|s| s.uri.starts_with(&format!("{secrets}/c"))).collect();
+    assert!(one_by_one.is_empty(), "no Secret is read on its own: {one_by_one:?}");
+    let lists = seen.iter().filter(|s| s.method == http::Method::GET && s.uri.starts_with(&format!("{secrets}?")));
+    let whole: Vec<_> = lists.filter(|s| !s.metadata_only && !s.uri.contains("watch=")).collect();
+    assert!(!whole.is_empty() && whole.iter().all(|s| s.uri.contains("limit=")), "read whole, in pages: {seen:?}");
+    assert_eq!(lines_with(&log, &format!("read={COUNT}")), 1, "every Secret read once, in the one pass");
+    stops_cleanly(operator_after, &log).await;
+}

@@ -2,7 +2,8 @@
 //! answered `404` as for a kind the API server does not serve (a CRD not installed), or never
 //! answered (a request that hangs). Everything else goes through unchanged, watches streamed.
 //! The operator reaches it over plain HTTP on loopback; the proxy reaches the cluster with the
-//! test's own client (its TLS and credentials).
+//! test's own client (its TLS and credentials). It keeps the method and path of every request,
+//! for tests about what the operator asks for.
 
 use axum::{
     body::Body,
@@ -31,11 +32,23 @@ enum Rule {
 struct Shared {
     client: kube::Client,
     rules: Arc<Mutex<Vec<Rule>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// A request the proxy was sent.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: http::Method,
+    /// The path and query.
+    pub uri: String,
+    /// Whether it asked for metadata only (`PartialObjectMetadata`), not whole objects.
+    pub metadata_only: bool,
 }
 
 pub struct ApiProxy {
     addr: SocketAddr,
     rules: Arc<Mutex<Vec<Rule>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     kubeconfig: PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
@@ -45,7 +58,8 @@ impl ApiProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("proxy listens");
         let addr = listener.local_addr().unwrap();
         let rules = Arc::new(Mutex::new(Vec::new()));
-        let shared = Shared { client: cluster.client(), rules: rules.clone() };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let shared = Shared { client: cluster.client(), rules: rules.clone(), seen: seen.clone() };
         let app = axum::Router::new().fallback(forward).with_state(shared);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -55,7 +69,7 @@ impl ApiProxy {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: proxy\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: proxy\n  context:\n    cluster: proxy\n    user: proxy\ncurrent-context: proxy\nusers:\n- name: proxy\n  user: {{}}\n"
         );
         std::fs::write(&kubeconfig, yaml).expect("proxy kubeconfig written");
-        Self { addr, rules, kubeconfig, task }
+        Self { addr, rules, seen, kubeconfig, task }
     }
 
     /// A kubeconfig for processes (the operator) that should go through the proxy.
@@ -85,6 +99,11 @@ impl ApiProxy {
     pub fn hang_with_body(&self, method: http::Method, fragment: &str, body: &str) {
         let rule = Rule::Hang { method, fragment: fragment.to_string(), body: body.to_string() };
         self.rules.lock().unwrap().push(rule);
+    }
+
+    /// The requests sent since the last call, oldest first.
+    pub fn take_seen(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
     }
 
     /// Every request goes through again.
@@ -130,6 +149,10 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    let uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    let accept = parts.headers.get(http::header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or_default();
+    let metadata_only = accept.contains("PartialObjectMetadata");
+    shared.seen.lock().unwrap().push(Seen { method: parts.method.clone(), uri, metadata_only });
     let rules = shared.rules.lock().unwrap().clone();
     match verdict(&rules, &parts.method, parts.uri.path(), &String::from_utf8_lossy(&bytes)) {
         Some(Verdict::Hang) => return std::future::pending().await,

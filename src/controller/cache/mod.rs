@@ -287,7 +287,8 @@ impl Feeds {
         let (cluster_issuers, cluster_issuers_feed) =
             Feed::new(Api::all(client.clone()), any(), trim_cluster_issuer, &crds);
         let secrets_fill = Fill::new::<Secret>(crds.clone());
-        let (secrets, secrets_feed) = SecretFeed::new(api(client, namespace), managed(), secrets_fill);
+        let (secrets, secrets_feed) =
+            SecretFeed::new((api(client, namespace), api(client, namespace)), managed(), secrets_fill);
         let filled = [
             certificates_feed.filled.subscribe(),
             attempts_feed.filled().subscribe(),

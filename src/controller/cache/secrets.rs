@@ -8,12 +8,13 @@
 use super::{Changes, Deletions, Fill};
 use crate::{
     policy::trigger::SecretState,
-    secret::{ATTEMPT_ANNOTATION, holder},
+    secret::{ATTEMPT_ANNOTATION, classify, holder},
 };
 use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
+    api::ListParams,
     core::PartialObjectMeta,
     runtime::{WatchStreamExt, watcher},
 };
@@ -123,6 +124,17 @@ impl SecretIndex {
         }
     }
 
+    /// Notes what a Secret read whole holds for the Certificate certpilot wrote it for (none:
+    /// not one of certpilot's, nothing to note). A Certificate whose name is longer than a
+    /// label finds only a digest of it there, no note of its own: it reads the Secret itself.
+    fn note_read(&self, secret: &Secret) {
+        let Some(certificate) = holder(&secret.metadata) else { return };
+        let state = classify(Some(secret), &certificate);
+        let version = secret.resource_version();
+        let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+        self.put_verified(&namespace, &name, Verified { version, written_by: None, certificate, state });
+    }
+
     fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.0.lock().expect("secret index lock")
     }
@@ -162,10 +174,35 @@ impl SecretIndex {
     }
 }
 
+/// How many Secrets one request reads when every Secret's data is verified at start.
+const VERIFY_PAGE: u32 = 250;
+
+/// Reads every one of certpilot's Secrets whole, a page at a time, and notes what each holds:
+/// after a restart the Certificates find their Secrets verified, instead of reading them one
+/// request each (at 100,000 Certificates, 100,000 GETs: six minutes before the operator is
+/// quiet). Nothing of a page is kept but those notes. How many were read, or why it stopped
+/// (the Secrets not yet noted are read one by one when needed).
+async fn verify_all(api: &Api<Secret>, config: &watcher::Config, index: &SecretIndex) -> Result<usize, kube::Error> {
+    let mut params = ListParams::default().limit(VERIFY_PAGE);
+    params.label_selector = config.label_selector.clone();
+    let mut read = 0;
+    loop {
+        let page = api.list(&params).await?;
+        read += page.items.len();
+        page.items.iter().for_each(|secret| index.note_read(secret));
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(read),
+        }
+    }
+}
+
 /// The watch of certpilot's Secrets (metadata only): it keeps the index and hands each change to
-/// the controllers subscribed to it, keeping no object once they have seen it.
+/// the controllers subscribed to it, keeping no object once they have seen it. Before it starts,
+/// the Secrets' data is read once, in pages (`verify_all`).
 pub struct SecretFeed {
     api: Api<PartialObjectMeta<Secret>>,
+    whole: Api<Secret>,
     config: watcher::Config,
     index: Arc<SecretIndex>,
     changes: Changes<PartialObjectMeta<Secret>>,
@@ -175,13 +212,14 @@ pub struct SecretFeed {
 
 impl SecretFeed {
     pub(super) fn new(
-        api: Api<PartialObjectMeta<Secret>>,
+        (api, whole): (Api<PartialObjectMeta<Secret>>, Api<Secret>),
         config: watcher::Config,
         filled: Fill,
     ) -> (Arc<SecretIndex>, Self) {
         let index = Arc::new(SecretIndex::default());
         let feed = Self {
             api,
+            whole,
             config,
             index: index.clone(),
             changes: Changes::new(),
@@ -206,9 +244,18 @@ impl SecretFeed {
     }
 
     pub(super) fn run(self) -> BoxFuture<'static, ()> {
-        let Self { api, config, index, changes, deletions, filled } = self;
-        let mut events = watcher(api, config).default_backoff().modify(super::trim_secret).boxed();
+        let Self { api, whole, config, index, changes, deletions, filled } = self;
         async move {
+            let started = std::time::Instant::now();
+            match verify_all(&whole, &config, &index).await {
+                Ok(read) => {
+                    tracing::info!(read, seconds = started.elapsed().as_secs_f64(), "verified certpilot's Secrets")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not read certpilot's Secrets in pages; each is read when needed")
+                }
+            }
+            let mut events = watcher(api, config).default_backoff().modify(super::trim_secret).boxed();
             while let Some(event) = events.next().await {
                 if let Ok(event) = &event {
                     index.apply(event);
@@ -232,6 +279,7 @@ impl SecretFeed {
 mod tests {
     use super::*;
     use crate::api::{CERTIFICATE_NAME_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+    use crate::secret::label_value;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 
     fn secret(name: &str, version: &str, certpilot_wrote_it: bool) -> PartialObjectMeta<Secret> {
@@ -290,6 +338,23 @@ mod tests {
         index.forget_verified("ns", "gone");
         assert_eq!(index.verified("ns", "gone", "web"), None);
         assert!(index.entries().map.len() == 1, "an entry with nothing left in it is removed");
+    }
+
+    #[test]
+    fn a_secret_read_whole_is_noted_for_the_certificate_certpilot_wrote_it_for() {
+        let index = SecretIndex::default();
+        let whole = |meta: PartialObjectMeta<Secret>| Secret { metadata: meta.metadata, ..Default::default() };
+        index.note_read(&whole(secret("web-tls", "7", true)));
+        let noted = index.verified("ns", "web-tls", "web").expect("noted for web");
+        assert_eq!(noted.version.as_deref(), Some("7"));
+        assert!(matches!(noted.state, SecretState::Invalid(ref why) if why.contains("tls.crt")), "{:?}", noted.state);
+        index.note_read(&whole(secret("forged", "1", false)));
+        assert_eq!(index.verified("ns", "forged", "web"), None, "labels alone make no Secret certpilot's");
+        let mut long = secret("long-tls", "1", true);
+        let name = "l".repeat(100);
+        long.metadata.labels.as_mut().unwrap().insert(crate::api::CERTIFICATE_NAME_LABEL.into(), label_value(&name));
+        index.note_read(&whole(long));
+        assert_eq!(index.verified("ns", "long-tls", &name), None, "the label holds a digest of the name");
     }
 
     #[test]
