@@ -20,7 +20,7 @@ use certpilot::{
     api::CERTIFICATE_NAME_LABEL,
     api::{Certificate, CertificateAttempt, Issuer, certificate::AttemptHistoryEntry},
     cli::ControllerArgs,
-    controller::cache::{AttemptRecord, Feeds, SecretIndex, Verified, trim_attempt, trim_certificate},
+    controller::cache::{AttemptIndex, AttemptRecord, Feeds, SecretIndex, Verified, trim_attempt, trim_certificate},
     pki::NameRequest,
 };
 use certpilot_test_apiserver::cluster::TestCluster;
@@ -35,11 +35,7 @@ use serde_json::json;
 use std::{
     alloc::{GlobalAlloc, Layout},
     cell::Cell,
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicIsize, Ordering},
-    },
+    sync::atomic::{AtomicIsize, Ordering},
     time::{Duration, Instant},
 };
 use support::{bulk, install_certpilot_crds};
@@ -278,14 +274,13 @@ fn pieces(listed: Listed, n: usize) -> Vec<(String, String)> {
     rows.push(("… of which `status.history`".into(), per_certificate(bytes, n)));
     let count = attempts.len();
     let (_records, bytes) = on_counted_thread(attempts, |attempts| {
-        let mut records: HashMap<(String, String), Arc<AttemptRecord>> = HashMap::new();
+        let index = AttemptIndex::default();
         for json in attempts {
             let mut attempt: CertificateAttempt = serde_json::from_slice(json).expect("attempt");
             trim_attempt(&mut attempt);
-            let key = (attempt.namespace().unwrap_or_default(), attempt.name_any());
-            records.insert(key, Arc::new(AttemptRecord::of(&attempt)));
+            index.note(&attempt);
         }
-        records
+        index
     });
     rows.push((format!("attempt records ({count} attempts, with their keys)"), per_certificate(bytes, n)));
     let (_index, bytes) = on_counted_thread(secrets, |secrets| {

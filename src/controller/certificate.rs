@@ -103,8 +103,7 @@ fn cached_attempts(ctx: &Context, cert: &Certificate, namespace: &str) -> (Vec<A
     found.extend((recorded.saturating_sub(HISTORY_LOOKUPS).max(1)..=recorded).filter_map(lookup));
     if recorded == 0 && cert.status.as_ref().is_some_and(|s| s.last_attempt.is_some()) {
         // Made before attempt indexes were recorded: look through every attempt.
-        found = ctx.caches.attempts.in_namespace(namespace);
-        found.retain(|a| attempt_index(&name, a.name()).is_some());
+        found = ctx.caches.attempts.matching(namespace, |attempt| attempt_index(&name, attempt).is_some());
     }
     let taken = found.iter().filter_map(|a| attempt_index(&name, a.name())).max().unwrap_or(0);
     found.retain(|a| a.owners.contains(&uid));

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use x509_parser::{extensions::GeneralName, prelude::*};
 
 /// What certpilot needs to know about a leaf certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CertInfo {
     pub serial_hex: String,
     pub fingerprint_sha256: String,

@@ -9,7 +9,7 @@ pub use cert::{CertInfo, parse_chain};
 pub use keys::PrivateKey;
 
 /// What a certificate must say: its names and, optionally, its common name.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct NameRequest {
     pub dns_names: Vec<String>,
     pub ip_addresses: Vec<std::net::IpAddr>,

@@ -41,7 +41,7 @@ pub struct Candidate {
 }
 
 /// Why a Secret cert-manager wrote is not adopted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NotAdoptable {
     /// cert-manager wrote it for another Certificate.
     OtherCertificate(String),

@@ -34,6 +34,21 @@ pub fn json_digest(value: &impl serde::Serialize) -> u64 {
     hasher.finish()
 }
 
+/// A field kept as JSON text when its record is serialised in a compact binary form (the
+/// caches keep records that way): the API's types skip their empty optional fields when
+/// serialised, which only a self-describing form reads back.
+pub mod json_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
+
+    pub fn serialize<T: Serialize, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+        serde_json::to_string(value).map_err(serde::ser::Error::custom)?.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
+        serde_json::from_str(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Parses a Go duration (`2160h`, `1h30m`, `90s`, `1.5h`), the format the CRDs use.
 pub fn parse_duration(text: &str) -> Option<jiff::SignedDuration> {
     let mut total = 0f64;

@@ -33,7 +33,7 @@ pub enum IssuerState {
 }
 
 /// The certificate currently stored in the target Secret.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredCertificate {
     pub info: CertInfo,
     /// The issuer that produced it (from the Secret's annotations).
@@ -47,7 +47,7 @@ pub struct StoredCertificate {
 }
 
 /// The target Secret.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SecretState {
     Missing,
     /// It exists, certpilot did not create it for this Certificate, and it was not annotated
@@ -68,7 +68,7 @@ pub enum SecretState {
 }
 
 /// What a CertificateAttempt says, reduced to what decisions need.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct AttemptView {
     pub name: String,
     pub index: u32,
@@ -90,6 +90,7 @@ pub struct AttemptView {
     pub serial: Option<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    #[serde(with = "super::json_text")]
     pub challenges: Vec<ValidationRecord>,
     /// Why it went to a fallback issuer instead of `issuerRef`.
     pub fallback_reason: Option<String>,

@@ -174,7 +174,7 @@ fn revokes_another(serial: Option<&str>, cert: &Certificate) -> Option<String> {
 
 /// What an attempt claims, reduced to what decides whether it is trusted: kept in the cache
 /// instead of the attempt, and judged against the Certificate as it stands by [`trusts`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Claim {
     /// The uid of its controlling Certificate, when the reference and the attempt's name are
     /// as certpilot makes them (`None`: it is never trusted).
