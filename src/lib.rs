@@ -18,3 +18,4 @@ pub mod secret;
 pub mod server;
 pub mod solver;
 pub mod telemetry;
+pub mod watched;

@@ -5,16 +5,13 @@
 //! leader that dies mid-validation costs no failed validation.
 
 use crate::api::{CertificateAttempt, attempt::AttemptPhase};
+use crate::watched::WatchedMap;
 use futures::StreamExt;
 use kube::{
     Api, ResourceExt,
     runtime::{WatchStreamExt, watcher},
 };
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Mutex,
-    time::Duration,
-};
+use std::{sync::Mutex, time::Duration};
 use tokio::sync::watch;
 
 /// How long a request for a challenge this replica does not know yet waits for its watch to
@@ -38,9 +35,7 @@ type AttemptKey = (String, String);
 #[derive(Default)]
 struct Entries {
     /// The challenges of each attempt in progress; only those, so the cost at rest is nil.
-    by_attempt: HashMap<AttemptKey, Vec<Answer>>,
-    /// While the watch lists anew: the attempts the new list has shown so far.
-    relisting: Option<HashSet<AttemptKey>>,
+    by_attempt: WatchedMap<AttemptKey, Vec<Answer>>,
 }
 
 impl Entries {
@@ -132,31 +127,11 @@ impl Answers {
     /// Takes in one event of the watch of attempts.
     pub fn apply(&self, event: &watcher::Event<CertificateAttempt>) {
         {
-            let mut entries = self.entries();
-            match event {
-                watcher::Event::Init => entries.relisting = Some(HashSet::new()),
-                watcher::Event::InitApply(attempt) | watcher::Event::Apply(attempt) => {
-                    let key = key_of(attempt);
-                    if let Some(seen) = entries.relisting.as_mut() {
-                        seen.insert(key.clone());
-                    }
-                    let answers = answers_of(attempt);
-                    if answers.is_empty() {
-                        entries.by_attempt.remove(&key);
-                    } else {
-                        entries.by_attempt.insert(key, answers);
-                    }
-                }
-                watcher::Event::InitDone => {
-                    // What the new list did not show is gone (deleted while the watch was down).
-                    if let Some(seen) = entries.relisting.take() {
-                        entries.by_attempt.retain(|key, _| seen.contains(key));
-                    }
-                    entries.by_attempt.shrink_to_fit();
-                }
-                watcher::Event::Delete(attempt) => {
-                    entries.by_attempt.remove(&key_of(attempt));
-                }
+            let by_attempt = &mut self.entries().by_attempt;
+            let update = |_, attempt: &CertificateAttempt| Some(answers_of(attempt)).filter(|a| !a.is_empty());
+            by_attempt.apply(event, key_of, update, |_| false);
+            if matches!(event, watcher::Event::InitDone) {
+                by_attempt.shrink_to_fit();
             }
         }
         if matches!(event, watcher::Event::InitDone) {

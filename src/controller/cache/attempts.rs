@@ -4,6 +4,7 @@
 //! attempt controller runs from: at rest that store is empty, however long the history.
 
 use super::{Changes, Deletions, Fill};
+use crate::watched::WatchedMap;
 use crate::{
     api::{CertificateAttempt, attempt::CertificateAttemptStatus},
     pki::NameRequest,
@@ -22,10 +23,7 @@ use kube::{
         watcher,
     },
 };
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 /// What the Certificate controller needs of one attempt.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -103,9 +101,7 @@ impl Stored {
 
 #[derive(Default)]
 struct Entries {
-    map: HashMap<AttemptKey, Stored>,
-    /// While the watch lists anew: the attempts the new list has shown so far.
-    relisting: Option<HashSet<AttemptKey>>,
+    map: WatchedMap<AttemptKey, Stored>,
 }
 
 /// Every attempt's record, by namespace and name.
@@ -139,26 +135,8 @@ impl AttemptIndex {
     }
 
     fn apply(&self, event: &watcher::Event<CertificateAttempt>) {
-        let mut entries = self.entries();
-        match event {
-            watcher::Event::Init => entries.relisting = Some(HashSet::new()),
-            watcher::Event::InitApply(attempt) | watcher::Event::Apply(attempt) => {
-                let key = key_of(attempt);
-                if let Some(seen) = entries.relisting.as_mut() {
-                    seen.insert(key.clone());
-                }
-                entries.map.insert(key, Stored::of(&AttemptRecord::of(attempt)));
-            }
-            watcher::Event::InitDone => {
-                // What the new list did not show is gone (deleted while the watch was down).
-                if let Some(seen) = entries.relisting.take() {
-                    entries.map.retain(|key, _| seen.contains(key));
-                }
-            }
-            watcher::Event::Delete(attempt) => {
-                entries.map.remove(&key_of(attempt));
-            }
-        }
+        let update = |_, attempt: &CertificateAttempt| Some(Stored::of(&AttemptRecord::of(attempt)));
+        self.entries().map.apply(event, key_of, update, |_| false);
     }
 }
 

@@ -6,6 +6,7 @@
 //! everything else certpilot keeps about them.
 
 use super::{Changes, Deletions, Fill};
+use crate::watched::WatchedMap;
 use crate::{
     policy::trigger::SecretState,
     secret::{ATTEMPT_ANNOTATION, classify, holder},
@@ -18,10 +19,7 @@ use kube::{
     core::PartialObjectMeta,
     runtime::{WatchStreamExt, watcher},
 };
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 /// A Secret's namespace and name.
 type SecretKey = (String, String);
@@ -85,9 +83,7 @@ fn read_back(stored: &[u8]) -> Verified {
 
 #[derive(Default)]
 struct Entries {
-    map: HashMap<SecretKey, Entry>,
-    /// While the watch lists anew: the Secrets the new list has shown so far.
-    relisting: Option<HashSet<SecretKey>>,
+    map: WatchedMap<SecretKey, Entry>,
 }
 
 /// The read side, shared by every controller.
@@ -150,37 +146,16 @@ impl SecretIndex {
     }
 
     fn apply(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
-        let mut entries = self.entries();
-        match event {
-            watcher::Event::Init => entries.relisting = Some(HashSet::new()),
-            watcher::Event::InitApply(meta) | watcher::Event::Apply(meta) => {
-                let key = key(&meta.namespace().unwrap_or_default(), &meta.name_any());
-                if let Some(seen) = entries.relisting.as_mut() {
-                    seen.insert(key.clone());
-                }
-                entries.map.entry(key).or_default().watched = Some(WatchedSecret::of(meta));
-            }
-            watcher::Event::InitDone => {
-                // What the new list did not show is gone (deleted while the watch was down).
-                if let Some(seen) = entries.relisting.take() {
-                    for (key, entry) in entries.map.iter_mut() {
-                        if !seen.contains(key) {
-                            entry.watched = None;
-                        }
-                    }
-                    entries.map.retain(|_, e| e.watched.is_some() || e.verified.is_some());
-                }
-            }
-            watcher::Event::Delete(meta) => {
-                let key = key(&meta.namespace().unwrap_or_default(), &meta.name_any());
-                if let Some(entry) = entries.map.get_mut(&key) {
-                    entry.watched = None;
-                    if entry.verified.is_none() {
-                        entries.map.remove(&key);
-                    }
-                }
-            }
-        }
+        let key_of = |meta: &PartialObjectMeta<Secret>| key(&meta.namespace().unwrap_or_default(), &meta.name_any());
+        let update = |held: Option<Entry>, meta: &PartialObjectMeta<Secret>| {
+            Some(Entry { watched: Some(WatchedSecret::of(meta)), ..held.unwrap_or_default() })
+        };
+        // What certpilot verified of a deleted Secret is kept until it forgets it itself.
+        let gone = |entry: &mut Entry| {
+            entry.watched = None;
+            entry.verified.is_some()
+        };
+        self.entries().map.apply(event, key_of, update, gone);
     }
 }
 
