@@ -336,6 +336,44 @@ async fn a_restarted_operator_completes_the_same_order() {
     assert_eq!(attempts.list(&ListParams::default()).await.unwrap().items.len(), 1);
 }
 
+/// The operator stopped after the CA issued and before the Secret is written (that write never
+/// answered): the restarted operator downloads the same certificate and stores it with the key
+/// the attempt sealed before the CSR, so there is one order, one CSR and one certificate.
+#[tokio::test]
+async fn an_operator_stopped_between_the_csr_and_the_secret_write_stores_the_same_certificate() {
+    let mut env = Env::start("acme-stopped-storing", |_| {}).await;
+    let proxy = support::proxy::ApiProxy::start(&env.cluster).await;
+    proxy.hang_with_body(http::Method::PATCH, "/secrets/stored-tls", "tls.crt");
+    env.operator.take().unwrap().kill();
+    let args: Vec<&str> = env.solver_args.iter().map(String::as_str).collect();
+    let stalled = Operator::spawn(proxy.kubeconfig(), env.cluster.namespace(), &args, std::process::Stdio::inherit());
+    env.acme_issuer("pebble", json!({})).await;
+    env.issuer_condition("pebble", |r| r == "AccountRegistered").await;
+    env.certificate("stored", &["stored.certpilot.test"], "pebble").await;
+    eventually("the certificate to be issued and downloaded", WAIT, || async {
+        (env.pebble.downloads() > 0).then_some(())
+    })
+    .await;
+    stalled.kill();
+    assert!(env.api::<Secret>().get_opt("stored-tls").await.unwrap().is_none(), "the Secret was never written");
+    let attempts: Api<CertificateAttempt> = env.api();
+    let stopped = attempts.get("stored-1").await.unwrap().status.unwrap();
+    assert_ne!(stopped.phase, AttemptPhase::Succeeded);
+    assert!(stopped.sealed_key.is_some(), "the key was sealed before the CSR");
+    env.restart_operator();
+    env.ready("stored").await;
+    let finished = attempts.get("stored-1").await.unwrap().status.unwrap();
+    assert_eq!(finished.phase, AttemptPhase::Succeeded, "{finished:#?}");
+    assert!(finished.sealed_key.is_none(), "the final status keeps no sealed key");
+    assert_eq!(attempts.list(&ListParams::default()).await.unwrap().items.len(), 1, "no second attempt");
+    assert_eq!((env.pebble.new_orders(), env.pebble.finalized()), (1, 1), "one order, one CSR");
+    let secret = env.api::<Secret>().get("stored-tls").await.unwrap();
+    assert_acme_secret(&secret, &["stored.certpilot.test"]);
+    let pem = &secret.data.as_ref().unwrap()["tls.crt"].0;
+    let stored = parse_chain(pem).unwrap();
+    assert_eq!(Some(stored.serial_hex), finished.issued.map(|i| i.serial_number), "the certificate the CA issued");
+}
+
 /// certpilot's sealing key replaced while an attempt is under way (its Secret deleted, or
 /// restored from another install's backup): the key the attempt sealed into its status cannot
 /// be opened, so the attempt fails at once saying so, and removes the route it published before
