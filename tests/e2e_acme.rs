@@ -400,13 +400,13 @@ async fn a_replaced_sealing_key_fails_the_attempt_under_way_and_the_next_one_iss
     .await;
     stalled.kill();
     let secrets: Api<Secret> = env.api();
-    let sealing = secrets.get("certpilot-sealing-key").await.unwrap();
+    let sealing = secrets.get("certpilot-sealing").await.unwrap();
     let mut replaced = Secret::default();
-    replaced.metadata.name = Some("certpilot-sealing-key".into());
+    replaced.metadata.name = Some("certpilot-sealing".into());
     replaced.metadata.labels = sealing.metadata.labels.clone();
     let other_key = certpilot::pki::seal::SealingKey::generate().unwrap();
     replaced.data = Some([("key".to_string(), k8s_openapi::ByteString(other_key))].into());
-    secrets.delete("certpilot-sealing-key", &Default::default()).await.unwrap();
+    secrets.delete("certpilot-sealing", &Default::default()).await.unwrap();
     secrets.create(&Default::default(), &replaced).await.unwrap();
     env.restart_operator();
     let failed = wait_for(&attempts, "sealed-1", "the attempt to fail", WAIT, |a: &CertificateAttempt| {
@@ -417,7 +417,7 @@ async fn a_replaced_sealing_key_fails_the_attempt_under_way_and_the_next_one_iss
     .unwrap();
     assert_eq!(failed.error_code.as_deref(), Some("SealedKeyUnusable"), "{failed:#?}");
     let message = failed.error_message.unwrap();
-    assert!(message.contains("certpilot-sealing-key") && message.contains("another sealing key"), "{message}");
+    assert!(message.contains("certpilot-sealing") && message.contains("another sealing key"), "{message}");
     assert!(failed.sealed_key.is_none(), "an ended attempt keeps no sealed key");
     env.ready("sealed").await;
     let issued = attempts.get("sealed-2").await.unwrap().status.unwrap();

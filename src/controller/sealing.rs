@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use tokio::sync::OnceCell;
 
 /// The sealing key's Secret, in the operator's namespace.
-pub const SEALING_KEY_SECRET: &str = "certpilot-sealing-key";
+pub const SEALING_KEY_SECRET: &str = "certpilot-sealing";
 /// Its data key.
 const SEALING_KEY_FIELD: &str = "key";
 
