@@ -261,9 +261,9 @@ impl Pass<'_> {
 
     /// Ordering: place the order within the issuer's limit of orders in flight. The intent is
     /// recorded first and the order's URL with the challenges' records: an attempt found with
-    /// the intent but no URL was stopped in between, and takes up the order it placed from the account's list of
-    /// orders (RFC 8555 §7.1.2.1). A CA without that list gets asked again (Let's Encrypt
-    /// answers a repeated request with the same pending order).
+    /// the intent but no URL was stopped in between, and takes up the order it placed from the
+    /// account's list of orders (RFC 8555 §7.1.2.1). A CA without that list gets asked again
+    /// (Let's Encrypt answers a repeated request with the same pending order).
     async fn ordering(&mut self) -> Phase<Transition> {
         self.acme_guard()?;
         let issuer = self.acme_issuer().await?;
