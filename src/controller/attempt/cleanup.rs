@@ -119,3 +119,46 @@ async fn remove_dns_records(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::attempt::ValidationRecord;
+
+    fn step(name: &str, message: &str) -> Step {
+        Step { name: name.into(), message: message.into(), ..Default::default() }
+    }
+
+    fn with_steps(steps: Vec<Step>) -> CertificateAttemptStatus {
+        CertificateAttemptStatus { steps, ..Default::default() }
+    }
+
+    #[test]
+    fn routes_are_looked_for_once_the_order_may_be_placed_or_an_http01_record_is_written() {
+        assert!(!may_have_routes(&with_steps(vec![step(GENERATE_KEY_STEP, "generated a new ECDSA-256 key")])));
+        let intent = with_steps(vec![step(PLACE_ORDER_STEP, "")]);
+        assert!(may_have_routes(&intent), "routed before the records were written");
+        let record = |type_: &str| ValidationRecord { type_: type_.into(), ..Default::default() };
+        let dns = CertificateAttemptStatus { challenges: vec![record("dns-01")], ..intent.clone() };
+        assert!(!may_have_routes(&dns));
+        let http = CertificateAttemptStatus { challenges: vec![record("dns-01"), record("http-01")], ..intent };
+        assert!(may_have_routes(&http));
+    }
+
+    #[test]
+    fn only_attempts_begun_before_keys_were_sealed_have_a_key_secret() {
+        let generated = |message: &str| with_steps(vec![step(GENERATE_KEY_STEP, message)]);
+        assert!(kept_key_in_secret(&generated("generated a new ECDSA-256 key")));
+        assert!(kept_key_in_secret(&generated("reused the key saved earlier by this attempt")));
+        assert!(!kept_key_in_secret(&generated("generated a new ECDSA-256 key and sealed it into this status")));
+        assert!(!kept_key_in_secret(&generated("reused the key sealed into this status by an earlier pass")));
+        assert!(!kept_key_in_secret(&generated(
+            "kept the ECDSA-256 key already in the Secret (rotationPolicy: Never)"
+        )));
+        let local = with_steps(vec![
+            step(GENERATE_KEY_STEP, "generated a new ECDSA-256 key"),
+            step(crate::issuance::local::SIGN_STEP, "signed"),
+        ]);
+        assert!(!kept_key_in_secret(&local), "a locally signed attempt never saved its key");
+    }
+}
