@@ -302,8 +302,9 @@ async fn still_issues_when_the_ca_rejects_nonces() {
 async fn a_restarted_operator_completes_the_same_order() {
     let mut env = Env::start("acme-restart", |_| {}).await;
     // The operator goes through a proxy that never passes on the attempt's write of its
-    // challenge records, which comes after the order is placed and before the CA is told to
-    // check anything: it is stopped mid-order, with no validation under way.
+    // challenge records (with the order's URL), which comes after the order is placed and
+    // before the CA is told to check anything: it is stopped mid-order, with no validation
+    // under way, and only its intent to order recorded.
     let proxy = support::proxy::ApiProxy::start(&env.cluster).await;
     proxy.hang_with_body(http::Method::PATCH, "/certificateattempts/", "\"challenges\"");
     env.operator.take().unwrap().kill();
@@ -315,21 +316,115 @@ async fn a_restarted_operator_completes_the_same_order() {
     let attempts: Api<CertificateAttempt> = env.api();
     let placed = eventually("an order to be placed", WAIT, || async {
         let list = attempts.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find(|a| a.status.as_ref().is_some_and(|s| s.order.is_some()))
+        let intent =
+            list.items.into_iter().find(|a| a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Ordering));
+        intent.filter(|_| env.pebble.new_orders() == 1)
     })
     .await;
     stalled.kill();
     let status = attempts.get(&placed.name_any()).await.unwrap().status.unwrap();
     assert_ne!(status.phase, AttemptPhase::Succeeded, "the operator was stopped mid-order");
     assert!(status.challenges.is_empty(), "stopped before its challenges: {:?}", status.challenges);
-    let order_url = status.order.unwrap().url;
+    assert!(status.order.is_none() && status.sealed_key.is_some(), "only the intent and the key are recorded");
     env.restart_operator();
     env.ready("resume").await;
     let finished = attempts.get(&placed.name_any()).await.unwrap().status.unwrap();
     assert_eq!(finished.phase, AttemptPhase::Succeeded);
-    assert_eq!(finished.order.unwrap().url, order_url, "the same order was completed");
+    let found = finished.steps.iter().find(|s| s.name == "PlaceOrder").unwrap();
+    assert!(found.message.contains("placed before the operator stopped"), "the same order was completed: {found:?}");
     assert_eq!(env.pebble.new_orders(), 1, "Pebble saw no second order");
     assert_eq!(attempts.list(&ListParams::default()).await.unwrap().items.len(), 1);
+}
+
+/// The operator stopped after the CA issued and before the Secret is written (that write never
+/// answered): the restarted operator downloads the same certificate and stores it with the key
+/// the attempt sealed before the CSR, so there is one order, one CSR and one certificate.
+#[tokio::test]
+async fn an_operator_stopped_between_the_csr_and_the_secret_write_stores_the_same_certificate() {
+    let mut env = Env::start("acme-stopped-storing", |_| {}).await;
+    let proxy = support::proxy::ApiProxy::start(&env.cluster).await;
+    proxy.hang_with_body(http::Method::PATCH, "/secrets/stored-tls", "tls.crt");
+    env.operator.take().unwrap().kill();
+    let args: Vec<&str> = env.solver_args.iter().map(String::as_str).collect();
+    let stalled = Operator::spawn(proxy.kubeconfig(), env.cluster.namespace(), &args, std::process::Stdio::inherit());
+    env.acme_issuer("pebble", json!({})).await;
+    env.issuer_condition("pebble", |r| r == "AccountRegistered").await;
+    env.certificate("stored", &["stored.certpilot.test"], "pebble").await;
+    eventually("the certificate to be issued and downloaded", WAIT, || async {
+        (env.pebble.downloads() > 0).then_some(())
+    })
+    .await;
+    stalled.kill();
+    assert!(env.api::<Secret>().get_opt("stored-tls").await.unwrap().is_none(), "the Secret was never written");
+    let attempts: Api<CertificateAttempt> = env.api();
+    let stopped = attempts.get("stored-1").await.unwrap().status.unwrap();
+    assert_ne!(stopped.phase, AttemptPhase::Succeeded);
+    assert!(stopped.sealed_key.is_some(), "the key was sealed before the CSR");
+    env.restart_operator();
+    env.ready("stored").await;
+    let finished = attempts.get("stored-1").await.unwrap().status.unwrap();
+    assert_eq!(finished.phase, AttemptPhase::Succeeded, "{finished:#?}");
+    assert!(finished.sealed_key.is_none(), "the final status keeps no sealed key");
+    assert_eq!(attempts.list(&ListParams::default()).await.unwrap().items.len(), 1, "no second attempt");
+    assert_eq!((env.pebble.new_orders(), env.pebble.finalized()), (1, 1), "one order, one CSR");
+    let secret = env.api::<Secret>().get("stored-tls").await.unwrap();
+    assert_acme_secret(&secret, &["stored.certpilot.test"]);
+    let pem = &secret.data.as_ref().unwrap()["tls.crt"].0;
+    let stored = parse_chain(pem).unwrap();
+    assert_eq!(Some(stored.serial_hex), finished.issued.map(|i| i.serial_number), "the certificate the CA issued");
+}
+
+/// certpilot's sealing key replaced while an attempt is under way (its Secret deleted, or
+/// restored from another install's backup): the key the attempt sealed into its status cannot
+/// be opened, so the attempt fails at once saying so, and removes the route it published before
+/// the operator stopped; the next attempt starts afresh with a new key and order, and issues.
+#[tokio::test]
+async fn a_replaced_sealing_key_fails_the_attempt_under_way_and_the_next_one_issues() {
+    let mut env = Env::start("acme-sealing", |_| {}).await;
+    // Stopped after placing the order and publishing its route, before writing the records.
+    let proxy = support::proxy::ApiProxy::start(&env.cluster).await;
+    proxy.hang_with_body(http::Method::PATCH, "/certificateattempts/", "\"challenges\"");
+    env.operator.take().unwrap().kill();
+    let args: Vec<&str> = env.solver_args.iter().map(String::as_str).collect();
+    let stalled = Operator::spawn(proxy.kubeconfig(), env.cluster.namespace(), &args, std::process::Stdio::inherit());
+    env.acme_issuer("pebble", json!({})).await;
+    env.issuer_condition("pebble", |r| r == "AccountRegistered").await;
+    env.certificate("sealed", &["sealed.certpilot.test"], "pebble").await;
+    let attempts: Api<CertificateAttempt> = env.api();
+    let routes = ListParams::default().labels("certpilot.dev/attempt=sealed-1");
+    eventually("the key sealed, the order placed and its route published", WAIT, || async {
+        let sealed = attempts.get_opt("sealed-1").await.ok()??.status?.sealed_key?;
+        let routed = !env.api::<Ingress>().list(&routes).await.ok()?.items.is_empty();
+        (routed && env.pebble.new_orders() == 1).then_some(sealed)
+    })
+    .await;
+    stalled.kill();
+    let secrets: Api<Secret> = env.api();
+    let sealing = secrets.get("certpilot-sealing").await.unwrap();
+    let mut replaced = Secret::default();
+    replaced.metadata.name = Some("certpilot-sealing".into());
+    replaced.metadata.labels = sealing.metadata.labels.clone();
+    let other_key = certpilot::pki::seal::SealingKey::generate().unwrap();
+    replaced.data = Some([("key".to_string(), k8s_openapi::ByteString(other_key))].into());
+    secrets.delete("certpilot-sealing", &Default::default()).await.unwrap();
+    secrets.create(&Default::default(), &replaced).await.unwrap();
+    env.restart_operator();
+    let failed = wait_for(&attempts, "sealed-1", "the attempt to fail", WAIT, |a: &CertificateAttempt| {
+        a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Failed)
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(failed.error_code.as_deref(), Some("SealedKeyUnusable"), "{failed:#?}");
+    let message = failed.error_message.unwrap();
+    assert!(message.contains("certpilot-sealing") && message.contains("another sealing key"), "{message}");
+    assert!(failed.sealed_key.is_none(), "an ended attempt keeps no sealed key");
+    env.ready("sealed").await;
+    let issued = attempts.get("sealed-2").await.unwrap().status.unwrap();
+    assert_eq!(issued.phase, AttemptPhase::Succeeded, "{issued:#?}");
+    assert_eq!(env.pebble.new_orders(), 2, "one order for each attempt");
+    let left = env.api::<Ingress>().list(&routes).await.unwrap().items;
+    assert!(left.is_empty(), "the failed attempt's route is removed");
 }
 
 /// An ACME issuer named `bind` solving DNS-01 with TSIG-signed updates to `bind`.
@@ -818,12 +913,13 @@ async fn a_spec_change_cancels_the_attempt_under_way_and_cleans_up() {
         },
     )
     .await;
-    assert!(cancelled.status.unwrap().error_message.unwrap().contains("superseded"));
+    let cancelled_status = cancelled.status.unwrap();
+    assert!(cancelled_status.error_message.as_deref().unwrap().contains("superseded"));
     let next = wait_for(&attempts, "moving-2", "a reissue for the new name", WAIT, |_| true).await;
     assert_eq!(next.spec.dns_names, ["new.certpilot.test"]);
     assert_eq!(next.spec.type_, certpilot::api::attempt::AttemptType::Issue);
-    // The cancelled attempt's key Secret and Ingress rule are gone.
-    assert!(env.api::<Secret>().get_opt("moving-1-key").await.unwrap().is_none());
+    // The cancelled attempt's sealed key and Ingress rule are gone.
+    assert!(cancelled_status.sealed_key.is_none(), "{cancelled_status:?}");
     let ingresses =
         env.api::<Ingress>().list(&ListParams::default().labels("certpilot.dev/attempt=moving-1")).await.unwrap();
     assert!(ingresses.items.is_empty());
@@ -896,13 +992,13 @@ async fn deleting_a_certificate_mid_order_cleans_up_and_frees_its_order_slot() {
     env.acme_issuer("pebble", json!({})).await;
     env.certificate("doomed", &["doomed.certpilot.test"], "pebble").await;
     let attempts: Api<CertificateAttempt> = env.api();
-    wait_for(&attempts, "doomed-1", "the attempt to validate", WAIT, |a: &CertificateAttempt| {
+    let validating = wait_for(&attempts, "doomed-1", "the attempt to validate", WAIT, |a: &CertificateAttempt| {
         a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Validating)
     })
     .await;
     let routed = env.api::<Ingress>().list(&ListParams::default().labels("certpilot.dev/attempt=doomed-1")).await;
     assert_eq!(routed.unwrap().items.len(), 1, "the challenge is routed while it validates");
-    assert!(env.api::<Secret>().get_opt("doomed-1-key").await.unwrap().is_some());
+    assert!(validating.status.unwrap().sealed_key.is_some(), "the key is sealed into the status while it validates");
     env.api::<Certificate>().delete("doomed", &Default::default()).await.unwrap();
     eventually("the attempt to be cleaned up and gone", WAIT, || async {
         attempts.get_opt("doomed-1").await.ok()?.is_none().then_some(())
@@ -910,7 +1006,6 @@ async fn deleting_a_certificate_mid_order_cleans_up_and_frees_its_order_slot() {
     .await;
     let routed = env.api::<Ingress>().list(&ListParams::default().labels("certpilot.dev/attempt=doomed-1")).await;
     assert!(routed.unwrap().items.is_empty(), "no route is left behind");
-    assert!(env.api::<Secret>().get_opt("doomed-1-key").await.unwrap().is_none(), "no key is left behind");
     // The issuer's only order slot is free again: the next order starts.
     env.certificate("next", &["next.certpilot.test"], "pebble").await;
     wait_for(&attempts, "next-1", "the next order to be placed", WAIT, |a: &CertificateAttempt| {
@@ -944,7 +1039,6 @@ async fn deleting_a_certificate_mid_dns01_validation_removes_its_txt_records() {
     .await;
     let left = certpilot::solver::dns01::txt_values(&bind.address, record).await.unwrap();
     assert!(left.is_empty(), "no TXT record is left behind: {left:?}");
-    assert!(env.api::<Secret>().get_opt("doomed-1-key").await.unwrap().is_none(), "no key is left behind");
     drop(silent);
 }
 

@@ -319,6 +319,13 @@ pub struct CertificateAttemptStatus {
     /// The ACME order (ACME issuers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<OrderStatus>,
+    /// The attempt's new private key while an ACME attempt is under way, sealed (AES-256-GCM,
+    /// bound to this attempt) with certpilot's sealing key: written before the CA sees a CSR
+    /// for it, so that a restarted operator finishes with the same key; removed when the
+    /// attempt ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub sealed_key: Option<String>,
     /// Each challenge: the exact record the CA checks, its status and error.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub challenges: Vec<ValidationRecord>,

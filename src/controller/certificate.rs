@@ -641,18 +641,18 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
     Ok(next_reconcile(&status, &decision, observed.now))
 }
 
-/// How long an attempt the attempt controller has not picked up yet goes without being shown
-/// in the Certificate's status. A local attempt goes from its create to its end in one status
-/// write, and the Certificate's status is written once, at that end; one still waiting after
-/// this long (a long queue, an API server refusing its writes) is shown as under way.
+/// How long an attempt under way goes without being shown in the Certificate's status. Most
+/// attempts end well within it, and the Certificate's status is written once, at that end:
+/// the live phase is in the attempt's own status (and `certpilot status`). One still under way
+/// after this long (a long queue, a slow CA, DNS-01 propagation, an API server refusing its
+/// writes) is shown as under way, and from then on follows the phases its status records.
 const UNSHOWN_START: Duration = Duration::from_secs(60);
 
-/// While the latest attempt has not started yet (its status was never written) and was made
-/// less than [`UNSHOWN_START`] ago, the Certificate's status waits for it: its watch event
-/// brings the Certificate back. How long to wait at most, then.
+/// While the latest attempt is under way and was made less than [`UNSHOWN_START`] ago, the
+/// Certificate's status waits for its end: the attempt's watch event brings the Certificate
+/// back. How long to wait at most, then.
 fn unshown_start(decision: &Decision, latest: Option<&AttemptRecord>, now: Timestamp) -> Option<Duration> {
-    let latest =
-        latest.filter(|a| matches!(decision, Decision::InProgress) && a.view.phase == AttemptPhase::Pending)?;
+    let latest = latest.filter(|a| matches!(decision, Decision::InProgress) && !a.view.phase.is_terminal())?;
     let limit = jiff::SignedDuration::try_from(UNSHOWN_START).ok()?;
     let age = now.duration_since(latest.created?);
     (age < limit).then(|| (limit - age).unsigned_abs())
@@ -802,6 +802,26 @@ mod tests {
         assert_eq!(blocked_retry(s(60)), Duration::from_secs(30));
         assert_eq!(blocked_retry(s(600)), Duration::from_secs(300));
         assert_eq!(blocked_retry(s(86_400)), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn an_attempt_under_way_is_shown_after_a_minute_and_its_end_at_once() {
+        let now = Timestamp::now();
+        let record = |phase: AttemptPhase, age: i64| {
+            let mut attempt = CertificateAttempt::new("app-1", Default::default());
+            attempt.metadata.creation_timestamp = Some(Time(now - jiff::SignedDuration::from_secs(age)));
+            attempt.status = Some(crate::api::attempt::CertificateAttemptStatus { phase, ..Default::default() });
+            AttemptRecord::of(&attempt)
+        };
+        let waits = |phase, age| unshown_start(&Decision::InProgress, Some(&record(phase, age)), now);
+        for phase in [AttemptPhase::Pending, AttemptPhase::Ordering, AttemptPhase::Validating] {
+            assert_eq!(waits(phase, 20), Some(Duration::from_secs(40)), "{phase:?}");
+            assert_eq!(waits(phase, 61), None, "{phase:?} after a minute");
+        }
+        assert_eq!(waits(AttemptPhase::Succeeded, 5), None);
+        assert_eq!(waits(AttemptPhase::Failed, 5), None);
+        let latest = record(AttemptPhase::Validating, 5);
+        assert_eq!(unshown_start(&Decision::UpToDate, Some(&latest), now), None);
     }
 
     fn ready_until(renewal: Timestamp) -> CertificateStatus {

@@ -78,6 +78,8 @@ pub struct Context {
     pub order_slots: OrderSlots,
     /// Where HTTP-01 routes point.
     pub routes: RouteTarget,
+    /// The key ACME attempts seal their new private key with (in the operator's namespace).
+    pub sealing: super::sealing::Sealing,
     /// Issuers whose CA does not confirm `replaces` (RFC 9773): orders stop naming it.
     no_replaces: Mutex<HashSet<String>>,
     /// The admission policies that refused certpilot's writes, each explained once.
@@ -135,6 +137,7 @@ impl Context {
             service: settings.solver_service.clone(),
             port: settings.solver_service_port,
         };
+        let sealing = super::sealing::Sealing::new(client.clone(), &settings.cluster_resource_namespace);
         Arc::new(Self {
             client,
             caches,
@@ -146,6 +149,7 @@ impl Context {
             metrics,
             accounts: AccountCache::default(),
             routes,
+            sealing,
             no_replaces: Mutex::default(),
             refusing_policies: Mutex::default(),
             cluster_issuer_views: ClusterIssuerViews::default(),

@@ -7,6 +7,7 @@ pub mod certificate;
 pub mod context;
 pub mod events;
 pub mod issuer;
+pub mod sealing;
 pub mod shim;
 
 use crate::error::{Error, Result};

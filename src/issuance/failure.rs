@@ -97,6 +97,9 @@ failure_codes! {
     // Keys and signing.
     KeyGenerationFailed => "KeyGenerationFailed", transient: false;
     KeyEncodingFailed => "KeyEncodingFailed", transient: false;
+    /// The key an ACME attempt sealed into its status does not open (certpilot's sealing key
+    /// was deleted or replaced since), or the sealing key's Secret is not usable.
+    SealedKeyUnusable => "SealedKeyUnusable", transient: false;
     SigningFailed => "SigningFailed", transient: false;
     VerificationFailed => "VerificationFailed", transient: false;
     // Solvers.

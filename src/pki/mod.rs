@@ -3,6 +3,7 @@
 
 pub mod cert;
 pub mod keys;
+pub mod seal;
 pub mod sign;
 
 pub use cert::{CertInfo, parse_chain};

@@ -102,6 +102,7 @@ pub fn side(code: FailureCode, retry_after: Option<Timestamp>, needed_by: Option
         | C::ApiServerRefused
         | C::KeyGenerationFailed
         | C::KeyEncodingFailed
+        | C::SealedKeyUnusable
         | C::Internal => Side::User,
     }
 }

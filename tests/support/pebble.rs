@@ -344,6 +344,16 @@ impl Pebble {
         self.log.lock().unwrap().iter().filter(|l| l.contains("POST /order-plz")).count()
     }
 
+    /// How many CSRs Pebble was sent (each finalizes an order into a certificate).
+    pub fn finalized(&self) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains("POST /finalize-order")).count()
+    }
+
+    /// How many times a certificate was downloaded from Pebble.
+    pub fn downloads(&self) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains("POST /certZ")).count()
+    }
+
     /// How many times Pebble was asked to register an account.
     pub fn new_accounts(&self) -> usize {
         self.log.lock().unwrap().iter().filter(|l| l.contains("POST /sign-me-up")).count()

@@ -1,10 +1,17 @@
-//! Removing what an attempt set up: its key Secret, HTTP-01 routes, DNS-01 records and its
-//! order slot (the solver servers stop answering its challenges when it ends, see
-//! `solver::answers`). Idempotent: run again after a crash, it finds nothing left to remove.
+//! Removing what an attempt set up: HTTP-01 routes, DNS-01 records, its order slot, and the key
+//! Secret of an attempt begun by a certpilot that kept keys there (the solver servers stop
+//! answering its challenges when it ends, see `solver::answers`). Idempotent: run again after a
+//! crash, it finds nothing left to remove.
 
-use super::super::context::Context;
+use super::{
+    super::context::Context,
+    phases::{GENERATE_KEY_STEP, PLACE_ORDER_STEP},
+};
 use crate::{
-    api::{CertificateAttempt, IssuerSpec},
+    api::{
+        CertificateAttempt, IssuerSpec,
+        attempt::{CertificateAttemptStatus, Step},
+    },
     error::{Result, is_not_found},
     secret::shorten,
     solver::{self, dns01, http01},
@@ -15,7 +22,8 @@ use kube::{
     api::{DeleteParams, Preconditions},
 };
 
-/// The temporary Secret holding an attempt's new private key until the target Secret has it.
+/// The temporary Secret in which a certpilot before sealed keys (`pki::seal`) kept an attempt's
+/// new private key until the target Secret had it.
 pub fn key_secret_name(attempt: &str) -> String {
     format!("{}-key", shorten(attempt, 249))
 }
@@ -24,17 +32,33 @@ pub async fn run(ctx: &Context, attempt: &CertificateAttempt) -> Result<()> {
     let name = attempt.name_any();
     let status = attempt.status.clone().unwrap_or_default();
     remove_dns_records(ctx, attempt, &status.challenges).await?;
-    // Published or perhaps published (a pass may have stopped between publishing and
-    // recording it): removing what is not there is harmless.
-    if status.challenges.iter().any(|r| r.type_ == "http-01") {
+    if may_have_routes(&status) {
         http01::unroute(&ctx.routes, &name).await?;
     }
-    // Only ACME attempts save their key; a locally signed one never did.
-    if !status.steps.iter().any(|s| s.name == crate::issuance::local::SIGN_STEP) {
+    if kept_key_in_secret(&status) {
         delete_key_secret(ctx, attempt).await?;
     }
     ctx.order_slots.release(&name);
     Ok(())
+}
+
+/// Whether HTTP-01 routes may be published: an http-01 record is, or perhaps is (a pass may
+/// have stopped between publishing and recording it), or the records are not written yet but
+/// the order may have been placed (routes are published before their records are written).
+/// Removing what is not there is harmless.
+fn may_have_routes(status: &CertificateAttemptStatus) -> bool {
+    let placing = status.steps.iter().any(|s| s.name == PLACE_ORDER_STEP);
+    status.challenges.iter().any(|r| r.type_ == "http-01") || (status.challenges.is_empty() && placing)
+}
+
+/// Whether the attempt was begun by a certpilot that saved an ACME attempt's new key in a
+/// Secret of its own (its key step does not say the key was sealed); local attempts never did.
+fn kept_key_in_secret(status: &CertificateAttemptStatus) -> bool {
+    let signed_locally = status.steps.iter().any(|s| s.name == crate::issuance::local::SIGN_STEP);
+    let made_or_reused = |s: &Step| s.message.starts_with("generated") || s.message.starts_with("reused");
+    let unsealed =
+        status.steps.iter().any(|s| s.name == GENERATE_KEY_STEP && made_or_reused(s) && !s.message.contains("sealed"));
+    !signed_locally && unsealed
 }
 
 /// Deletes the key Secret, only if it is this attempt's (owned by its uid).
@@ -94,4 +118,47 @@ async fn remove_dns_records(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::attempt::ValidationRecord;
+
+    fn step(name: &str, message: &str) -> Step {
+        Step { name: name.into(), message: message.into(), ..Default::default() }
+    }
+
+    fn with_steps(steps: Vec<Step>) -> CertificateAttemptStatus {
+        CertificateAttemptStatus { steps, ..Default::default() }
+    }
+
+    #[test]
+    fn routes_are_looked_for_once_the_order_may_be_placed_or_an_http01_record_is_written() {
+        assert!(!may_have_routes(&with_steps(vec![step(GENERATE_KEY_STEP, "generated a new ECDSA-256 key")])));
+        let intent = with_steps(vec![step(PLACE_ORDER_STEP, "")]);
+        assert!(may_have_routes(&intent), "routed before the records were written");
+        let record = |type_: &str| ValidationRecord { type_: type_.into(), ..Default::default() };
+        let dns = CertificateAttemptStatus { challenges: vec![record("dns-01")], ..intent.clone() };
+        assert!(!may_have_routes(&dns));
+        let http = CertificateAttemptStatus { challenges: vec![record("dns-01"), record("http-01")], ..intent };
+        assert!(may_have_routes(&http));
+    }
+
+    #[test]
+    fn only_attempts_begun_before_keys_were_sealed_have_a_key_secret() {
+        let generated = |message: &str| with_steps(vec![step(GENERATE_KEY_STEP, message)]);
+        assert!(kept_key_in_secret(&generated("generated a new ECDSA-256 key")));
+        assert!(kept_key_in_secret(&generated("reused the key saved earlier by this attempt")));
+        assert!(!kept_key_in_secret(&generated("generated a new ECDSA-256 key and sealed it into this status")));
+        assert!(!kept_key_in_secret(&generated("reused the key sealed into this status by an earlier pass")));
+        assert!(!kept_key_in_secret(&generated(
+            "kept the ECDSA-256 key already in the Secret (rotationPolicy: Never)"
+        )));
+        let local = with_steps(vec![
+            step(GENERATE_KEY_STEP, "generated a new ECDSA-256 key"),
+            step(crate::issuance::local::SIGN_STEP, "signed"),
+        ]);
+        assert!(!kept_key_in_secret(&local), "a locally signed attempt never saved its key");
+    }
 }

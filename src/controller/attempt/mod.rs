@@ -110,6 +110,7 @@ async fn end_without_running(
     let word = if phase == AttemptPhase::Rejected { "Rejected" } else { "Cancelled" };
     tracing::info!(attempt = %attempt.name_any(), phase = word, reason = %failure.message, "attempt ended without running");
     status.phase = phase;
+    status.sealed_key = None;
     status.finished_at = Some(Time(jiff::Timestamp::now()));
     status.error_code = Some(word.into());
     status.error_message = Some(failure.message.clone());
@@ -160,6 +161,8 @@ async fn release(api: &Api<CertificateAttempt>, attempt: &CertificateAttempt) ->
 /// Ends an attempt's status with `outcome`'s failure, or as a success.
 pub(crate) fn finish_status(status: &mut CertificateAttemptStatus, failure: Option<&Failure>) {
     status.finished_at = Some(Time(jiff::Timestamp::now()));
+    // The sealed key is in the Secret now, or of no more use.
+    status.sealed_key = None;
     match failure {
         None => {
             status.phase = AttemptPhase::Succeeded;

@@ -234,6 +234,18 @@ fn kind_name(challenge: &instant_acme::ChallengeType) -> &'static str {
     }
 }
 
+/// Waits a little, asking the CA again, while the order is processing after the CSR: about
+/// 4 s in all, at most.
+pub async fn await_issued(account: &AcmeAccount, order: &mut Order) -> Result<(), Failure> {
+    let mut delay = std::time::Duration::from_millis(250);
+    while order.state().status == instant_acme::OrderStatus::Processing && delay <= std::time::Duration::from_secs(2) {
+        tokio::time::sleep(delay).await;
+        order.refresh().await.map_err(|e| failed(account, &e))?;
+        delay *= 2;
+    }
+    Ok(())
+}
+
 /// Sends the CSR for the attempt's names, signed with its key.
 pub async fn finalize(
     account: &AcmeAccount,

@@ -130,7 +130,8 @@ impl Pass<'_> {
         if self.ctx.order_slots.take(&self.issuer_key(), &self.attempt.name_any()) {
             Ok(())
         } else {
-            Err(Halt::Wait(Duration::from_secs(5)))
+            // Nothing to write: a restart finds the attempt where it was.
+            Err(Halt::Poll(Duration::from_secs(5)))
         }
     }
 

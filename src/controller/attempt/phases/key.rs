@@ -1,52 +1,88 @@
 //! The attempt's private key: kept from the Secret when rotation is off, else generated and,
-//! for ACME, saved in a Secret owned by the attempt before the CA sees a CSR for it.
+//! for ACME, sealed into the attempt's status (`pki::seal`) before the CA sees a CSR for it.
 
-use super::{Halt, Pass, Phase, target::not_owned};
+use super::{Pass, Phase, target::not_owned};
 use crate::{
-    api::{
-        FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
-        certificate::{KeyEncoding, PrivateKeySpec, RotationPolicy},
-    },
+    api::certificate::{PrivateKeySpec, RotationPolicy},
     controller::attempt::key_secret_name,
     error::Error,
-    issuance::{Failure, FailureCode as C, failure::is_refusal},
+    issuance::{Failure, FailureCode as C},
     pki::PrivateKey,
     policy::adopt::Adoption,
     secret,
 };
-use k8s_openapi::{ByteString, api::core::v1::Secret};
-use kube::{Resource, ResourceExt, api::PostParams};
-use std::collections::BTreeMap;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 
-pub(super) const GENERATE_KEY_STEP: &str = "GenerateKey";
+pub(in crate::controller::attempt) const GENERATE_KEY_STEP: &str = "GenerateKey";
 
 impl Pass<'_> {
     /// The key for this attempt and how it was come by: the Secret's own key when rotation is
-    /// off and it still fits, else (ACME) the key saved by an earlier pass, else a new one
-    /// (saved first for ACME).
-    pub(super) async fn key_for(&self, acme: bool) -> Phase<(PrivateKey, String)> {
-        let spec = &self.attempt.spec.private_key;
-        // After a revocation the old key is never kept: it may be the reason for it.
-        if spec.rotation_policy == RotationPolicy::Never
-            && !self.attempt.spec.new_key
-            && let Some(key) = self.kept_key().await?
-        {
+    /// off and it still fits, else (ACME) the key sealed into the status by an earlier pass,
+    /// else a new one (sealed into the status for ACME, written with the intent to order,
+    /// before the CA can see a CSR for it).
+    pub(super) async fn key_for(&mut self, acme: bool) -> Phase<(PrivateKey, String)> {
+        if let Some(key) = self.kept_key_if_asked().await? {
             let how = format!("kept the {} key already in the Secret (rotationPolicy: Never)", key.describe());
             return Ok((key, how));
         }
-        if acme {
-            match self.saved_key().await {
-                Ok(key) => return Ok((key, "reused the key saved earlier by this attempt".to_string())),
-                Err(Halt::Fail(_)) => {}
-                Err(halt) => return Err(halt),
-            }
+        if acme && self.status.sealed_key.is_some() {
+            let key = self.unsealed_key().await?;
+            return Ok((key, "reused the key sealed into this status by an earlier pass".to_string()));
         }
-        let key = generate(spec.clone()).await?;
+        let key = generate(self.attempt.spec.private_key.clone()).await?;
         let how = format!("generated a new {} key", key.describe());
-        if acme {
-            self.save_key(&key).await?;
+        if !acme {
+            return Ok((key, how));
         }
-        Ok((key, how))
+        let sealing = self.ctx.sealing.key().await?;
+        let uid = self.attempt.uid().ok_or(Error::MissingField("metadata.uid"))?;
+        let sealed = sealing.seal_key(&key, &uid).map_err(|e| Failure::new(C::KeyEncodingFailed, e.to_string()))?;
+        self.status.sealed_key = Some(sealed);
+        Ok((key, format!("{how} and sealed it into this status")))
+    }
+
+    /// The key an ACME attempt finalizes with: sealed into the status, else the Secret's own
+    /// (rotationPolicy: Never), else (an attempt begun by a certpilot that kept keys in a
+    /// Secret of the attempt's) that Secret's.
+    pub(super) async fn attempt_key(&self) -> Phase<PrivateKey> {
+        if self.status.sealed_key.is_some() {
+            return self.unsealed_key().await;
+        }
+        if let Some(key) = self.kept_key_if_asked().await? {
+            return Ok(key);
+        }
+        self.key_from_secret().await
+    }
+
+    /// The key sealed into the status, opened. One that does not open (the sealing key was
+    /// deleted or replaced since it was sealed) ends the attempt: the next starts afresh.
+    pub(super) async fn unsealed_key(&self) -> Phase<PrivateKey> {
+        let sealed = self.status.sealed_key.as_deref().unwrap_or_default();
+        let sealing = self.ctx.sealing.key().await?;
+        let uid = self.attempt.uid().unwrap_or_default();
+        sealing.open_key(sealed, &uid).map_err(|why| {
+            Failure::new(
+                C::SealedKeyUnusable,
+                format!(
+                    "the key this attempt sealed into its status before the CA saw a CSR for it cannot be opened with \
+                     certpilot's sealing key ({}): {why}. The sealing key was deleted or replaced while the attempt was \
+                     under way; this attempt cannot finish, and the next one starts afresh with a new key and order",
+                    self.ctx.sealing.location()
+                ),
+            )
+            .into()
+        })
+    }
+
+    /// The target Secret's key, when rotation is off (and the attempt was not made after a
+    /// revocation: the old key may be the reason for it) and it still fits.
+    async fn kept_key_if_asked(&self) -> Phase<Option<PrivateKey>> {
+        let spec = &self.attempt.spec;
+        if spec.private_key.rotation_policy != RotationPolicy::Never || spec.new_key {
+            return Ok(None);
+        }
+        self.kept_key().await
     }
 
     /// The key in the target Secret, when certpilot may write that Secret (or adopts it) and
@@ -63,43 +99,22 @@ impl Pass<'_> {
             .filter(|k| k.matches(&spec.private_key)))
     }
 
-    /// The key saved in the attempt's own key Secret (owned by its uid: no one else's).
-    pub(super) async fn saved_key(&self) -> Phase<PrivateKey> {
+    /// The key saved in the attempt's own key Secret (owned by its uid: no one else's) by a
+    /// certpilot that kept keys there.
+    async fn key_from_secret(&self) -> Phase<PrivateKey> {
         let name = key_secret_name(&self.attempt.name_any());
         let saved = self.ctx.namespaced::<Secret>(&self.namespace).get_opt(&name).await?;
         let Some(saved) = saved else {
-            return Err(Failure::new(C::Internal, format!("the attempt's key Secret {name} is gone")).into());
+            return Err(Failure::new(
+                C::Internal,
+                format!("the attempt has no sealed key, and its key Secret {name} is gone"),
+            )
+            .into());
         };
         if !saved.owner_references().iter().any(|o| Some(&o.uid) == self.attempt.uid().as_ref()) {
             return Err(not_owned(&name, None).into());
         }
         Ok(secret::stored_key(&saved).map_err(|e| Failure::new(C::Internal, format!("Secret {name}: {e}")))?)
-    }
-
-    /// Saves the key in a Secret of the attempt's own, created (never written over).
-    async fn save_key(&self, key: &PrivateKey) -> Phase<()> {
-        let pem = key.to_pem(KeyEncoding::Pkcs8).map_err(|e| Failure::new(C::KeyEncodingFailed, e.to_string()))?;
-        let name = key_secret_name(&self.attempt.name_any());
-        let mut saved = Secret {
-            data: Some(BTreeMap::from([(secret::TLS_KEY.to_string(), ByteString(pem.into_bytes()))])),
-            type_: Some("Opaque".into()),
-            ..Default::default()
-        };
-        saved.metadata.name = Some(name.clone());
-        saved.metadata.namespace = Some(self.namespace.clone());
-        saved.metadata.labels = Some(BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string())]));
-        saved.metadata.owner_references =
-            Some(vec![self.attempt.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?]);
-        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        match self.ctx.namespaced::<Secret>(&self.namespace).create(&params, &saved).await {
-            Ok(_) => Ok(()),
-            // Someone else's Secret of that name: never overwritten.
-            Err(e) if crate::error::is_already_exists(&e) => Err(not_owned(&name, None).into()),
-            Err(e) => match is_refusal(&e) {
-                Some(status) => Err(Failure::refused(&format!("the key Secret {name}"), status).into()),
-                None => Err(e.into()),
-            },
-        }
     }
 }
 

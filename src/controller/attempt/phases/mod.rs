@@ -11,8 +11,12 @@
 //! succeeded (`policy::trigger`), unless the request said `no-reissue`.
 //!
 //! Write-ahead: before a side effect that must not be repeated (a CSR for a key, an order at
-//! the CA), what is needed to resume is persisted: the key in a Secret owned by the attempt,
-//! the order URL in status. A pass that crashes resumes from the last persisted phase.
+//! the CA), what is needed to resume is persisted, and nothing else is. An ACME issuance writes
+//! its status three times: the intent to order with the new key sealed into it (`key.rs`), the
+//! order URL with the challenges' records and answers before the CA is told (every replica's
+//! solver answers from them), and the end. What the CA does meanwhile (validation, issuance) is
+//! asked of it again by a restarted pass. A pass that crashes resumes from the last persisted
+//! phase.
 //!
 //! What the phases use lives beside them: the issuer and the CA (`ca.rs`), the challenges and
 //! their records (`challenges.rs`), the attempt's key (`key.rs`) and the target Secret
@@ -55,8 +59,8 @@ use kube::{
 use std::{sync::Arc, time::Duration};
 use target::Stored;
 
-use key::GENERATE_KEY_STEP;
-const PLACE_ORDER_STEP: &str = "PlaceOrder";
+pub(super) use key::GENERATE_KEY_STEP;
+pub(super) const PLACE_ORDER_STEP: &str = "PlaceOrder";
 
 /// Most phases one pass goes through (a guard: each phase moves forward or waits).
 const MAX_STEPS_PER_PASS: usize = 12;
@@ -78,11 +82,12 @@ pub enum Transition {
     Succeed,
 }
 
-/// Why a phase stopped before deciding where to go: the attempt fails, it must wait (for an
-/// order slot, say), or the API server could not be asked (the pass is tried again).
+/// Why a phase stopped before deciding where to go: the attempt fails, it must wait, writing
+/// nothing (for an order slot, say), or the API server could not be asked (the pass is tried
+/// again).
 enum Halt {
     Fail(Failure),
-    Wait(Duration),
+    Poll(Duration),
     Api(Error),
 }
 
@@ -131,6 +136,8 @@ struct Pass<'a> {
     reregistered: bool,
     /// This pass recorded that it is about to place the order.
     order_intent_saved: bool,
+    /// This pass opened the key sealed into the status (see `step`).
+    sealed_key_opens: bool,
 }
 
 /// Runs the attempt until it waits or ends.
@@ -151,6 +158,7 @@ pub async fn drive(ctx: &Context, api: &Api<CertificateAttempt>, attempt: &Certi
         obtained: None,
         reregistered: false,
         order_intent_saved: false,
+        sealed_key_opens: false,
     };
     let before = attempt.status.clone().unwrap_or_default();
     for _ in 0..MAX_STEPS_PER_PASS {
@@ -184,7 +192,7 @@ fn settle(outcome: Phase<Transition>) -> Result<Transition> {
     match outcome {
         Ok(transition) => Ok(transition),
         Err(Halt::Fail(failure)) => Ok(Transition::Fail(failure)),
-        Err(Halt::Wait(after)) => Ok(Transition::Wait(after)),
+        Err(Halt::Poll(after)) => Ok(Transition::Poll(after)),
         Err(Halt::Api(Error::Kube(error))) => match is_refusal(&error) {
             Some(refusal) => Ok(Transition::Fail(Failure::refused("a write of the attempt", refusal))),
             None => Err(Error::Kube(error)),
@@ -194,8 +202,14 @@ fn settle(outcome: Phase<Transition>) -> Result<Transition> {
 }
 
 impl Pass<'_> {
-    /// The phase machine: one function per phase.
+    /// The phase machine: one function per phase. A key sealed into the status must open first:
+    /// one that does not (the sealing key was replaced since) could never finish the order, so
+    /// the attempt ends at once, not after the CA has validated every name.
     async fn step(&mut self) -> Phase<Transition> {
+        if !self.sealed_key_opens && self.status.sealed_key.is_some() {
+            self.unsealed_key().await?;
+            self.sealed_key_opens = true;
+        }
         match self.status.phase {
             AttemptPhase::Pending => Ok(self.pending()),
             AttemptPhase::Keying => self.keying().await,
@@ -221,12 +235,16 @@ impl Pass<'_> {
         }
     }
 
-    /// Keying: the key for this attempt. ACME keys are saved in a Secret owned by the attempt
-    /// before the CA sees a CSR; a local signature needs no such care (nothing leaves).
+    /// Keying: the key for this attempt. ACME keys are sealed into the status, written with the
+    /// intent to order, before the CA sees a CSR; a local signature needs no such care (nothing
+    /// leaves).
     async fn keying(&mut self) -> Phase<Transition> {
         let signer = self.signer().await?;
         let acme = matches!(signer, Signer::Acme(_));
         if acme {
+            // An order slot first: an attempt waiting for one has made no key yet, and writes
+            // nothing while it waits.
+            self.acme_guard()?;
             // Made for a local issuer that has become an ACME one: what it will set up must be
             // cleaned up, so it holds its finalizer from here on.
             super::hold(&self.ctx.namespaced(&self.namespace), self.attempt).await?;
@@ -236,16 +254,16 @@ impl Pass<'_> {
         self.log.succeed(how);
         self.key = Some(key);
         self.signer = Some(signer);
-        // Nothing to write yet: an ACME key is in its Secret, where a restarted pass finds it;
-        // the status is written with the intent to order.
+        // Nothing to write yet: the sealed key is written with the intent to order (a restart
+        // before that makes a new key, which no one has seen).
         Ok(Transition::Next(if acme { AttemptPhase::Ordering } else { AttemptPhase::Finalizing }))
     }
 
     /// Ordering: place the order within the issuer's limit of orders in flight. The intent is
-    /// recorded first and the order's URL right after: an attempt found with the intent but no
-    /// URL was stopped in between, and takes up the order it placed from the account's list of
-    /// orders (RFC 8555 §7.1.2.1). A CA without that list gets asked again (Let's Encrypt
-    /// answers a repeated request with the same pending order).
+    /// recorded first and the order's URL with the challenges' records: an attempt found with
+    /// the intent but no URL was stopped in between, and takes up the order it placed from the
+    /// account's list of orders (RFC 8555 §7.1.2.1). A CA without that list gets asked again
+    /// (Let's Encrypt answers a repeated request with the same pending order).
     async fn ordering(&mut self) -> Phase<Transition> {
         self.acme_guard()?;
         let issuer = self.acme_issuer().await?;
@@ -255,7 +273,7 @@ impl Pass<'_> {
             if stopped && let Some(placed) = order::find_placed(&account, &self.attempt.spec).await {
                 self.log.succeed(format!("found order {} placed before the operator stopped", placed.url));
                 self.status.order = Some(placed);
-                return Ok(Transition::Persist(AttemptPhase::Presenting));
+                return Ok(Transition::Next(AttemptPhase::Presenting));
             }
             self.log.begin(PLACE_ORDER_STEP);
             self.order_intent_saved = true;
@@ -271,11 +289,18 @@ impl Pass<'_> {
             })?;
         self.log.succeed(format!("placed order {}", placed.url));
         self.status.order = Some(placed);
-        Ok(Transition::Persist(AttemptPhase::Presenting))
+        // Its URL is written with the challenges' records: a pass stopped before that finds
+        // the order from the intent, as above.
+        Ok(Transition::Next(AttemptPhase::Presenting))
     }
 
-    /// Presenting: publish each pending challenge's record once, then tell the CA to check
-    /// them as soon as they can be seen (DNS-01 records are looked up on later passes).
+    /// Presenting: publish each pending challenge's record once, and write the records with
+    /// their answers (and the order's URL) before the CA is told to check them: every replica's
+    /// solver answers from the status. DNS-01 records are written before they are published
+    /// too (cleanup must find whatever a pass stopped midway published) and looked up on later
+    /// passes until they can be seen; HTTP-01 routes are found by their label instead, and
+    /// TLS-ALPN-01 and DNS-PERSIST-01 publish nothing certpilot removes. The CA is told in
+    /// Validating, which also tells it what a pass stopped before telling left pending.
     async fn presenting(&mut self) -> Phase<Transition> {
         let (issuer, account, mut order) = self.open_order().await?;
         if order.state().status != CaOrder::Pending {
@@ -287,14 +312,15 @@ impl Pass<'_> {
         }
         let mut challenges = order::challenges(&account, &mut order, &issuer.solvers).await?;
         let persist_issuers = self.persist_values(&issuer, &account, &mut challenges).await?;
-        if self.note_answers(&challenges) {
-            // Write-ahead: the records are known before any is published, so that cleanup
-            // finds whatever a pass stopped midway had published; and their answers are
-            // written before the CA is told, so that every replica can answer it.
+        let first = self.status.challenges.is_empty();
+        let publishes_dns = challenges.iter().any(|c| c.pending && c.kind == ChallengeKind::Dns01);
+        if self.note_answers(&challenges) && (publishes_dns || !first) {
+            // Write-ahead: DNS-01 records are known before any is published; answers an older
+            // certpilot kept in memory are written before anything else happens.
             self.order = Some(order);
             return Ok(Transition::Persist(AttemptPhase::Presenting));
         }
-        let mut ready = Vec::new();
+        let mut published = 0;
         let mut waiting = Vec::new();
         for challenge in challenges {
             let mut record = self.known_record(&challenge);
@@ -312,7 +338,7 @@ impl Pass<'_> {
                     checked?;
                 }
                 if self.visible(&challenge, &mut record).await {
-                    ready.push((record.dns_name.clone(), challenge.kind));
+                    published += 1;
                 } else {
                     waiting.push(record.dns_name.clone());
                 }
@@ -322,11 +348,30 @@ impl Pass<'_> {
         if !waiting.is_empty() {
             return Ok(Transition::Wait(Duration::from_secs(2)));
         }
-        order::tell_ready(&account, &mut order, &ready).await?;
-        self.log.succeed(format!("published {} validation record(s) and told the CA to check them", ready.len()));
+        self.log.succeed(format!("published {published} validation record(s); the CA is told to check them"));
         self.log.begin("Validate");
         self.order = Some(order);
         Ok(Transition::Persist(AttemptPhase::Validating))
+    }
+
+    /// Tells the CA to check the challenges it still shows pending: all of them right after
+    /// Presenting, none later unless a pass stopped between writing the records and telling.
+    async fn tell_pending(
+        &mut self,
+        issuer: &crate::api::issuer::AcmeIssuer,
+        account: &crate::issuance::acme::account::AcmeAccount,
+        order: &mut instant_acme::Order,
+    ) -> Phase<()> {
+        let challenges = order::challenges(account, order, &issuer.solvers).await?;
+        if self.answers_missing() {
+            self.note_answers(&challenges);
+        }
+        let pending: Vec<(String, ChallengeKind)> =
+            challenges.iter().filter(|c| c.pending).map(|c| (c.record.dns_name.clone(), c.kind)).collect();
+        if !pending.is_empty() {
+            order::tell_ready(account, order, &pending).await?;
+        }
+        Ok(())
     }
 
     /// Validating: the CA checks the records; follow its verdict per name.
@@ -335,11 +380,7 @@ impl Pass<'_> {
         self.status.order = Some(order::order_status(&mut order));
         match order.state().status {
             CaOrder::Pending => {
-                if self.answers_missing()
-                    && let Ok(challenges) = order::challenges(&account, &mut order, &issuer.solvers).await
-                {
-                    self.note_answers(&challenges);
-                }
+                self.tell_pending(&issuer, &account, &mut order).await?;
                 order::challenge_states(&account, &mut order, &mut self.status.challenges).await?;
                 Ok(Transition::Poll(self.poll_interval()))
             }
@@ -370,7 +411,7 @@ impl Pass<'_> {
         self.acme_guard()?;
         let issuer = self.acme_issuer().await?;
         let account = self.account(&issuer).await?;
-        let key = self.saved_key().await?;
+        let key = self.attempt_key().await?;
         let mut order = self.order(&account).await?;
         self.status.order = Some(order::order_status(&mut order));
         match order.state().status {
@@ -378,7 +419,15 @@ impl Pass<'_> {
                 self.log.begin("Finalize");
                 order::finalize(&account, &mut order, &self.attempt.spec, &key).await?;
                 self.log.succeed("sent the CSR");
-                Ok(Transition::Wait(Duration::from_secs(1)))
+                // Most CAs issue within moments: waited for here, the steps so far ride along
+                // in the attempt's last status write. A CA still at it after that gets the
+                // steps written (a restarted pass asks it again either way).
+                order::await_issued(&account, &mut order).await?;
+                if order.state().status == CaOrder::Processing {
+                    return Ok(Transition::Wait(Duration::from_secs(1)));
+                }
+                self.order = Some(order);
+                Ok(Transition::Next(AttemptPhase::Finalizing))
             }
             CaOrder::Pending | CaOrder::Processing => Ok(Transition::Poll(Duration::from_secs(1))),
             CaOrder::Invalid => Err(order::invalid_order(&mut order, &mut self.status).await.into()),
@@ -594,7 +643,7 @@ mod tests {
     #[test]
     fn a_halt_becomes_the_transition_it_names() {
         let wait = Duration::from_secs(5);
-        assert!(matches!(settle(Err(Halt::Wait(wait))), Ok(Transition::Wait(w)) if w == wait));
+        assert!(matches!(settle(Err(Halt::Poll(wait))), Ok(Transition::Poll(w)) if w == wait));
         let failure = Failure::new(C::Timeout, "too long");
         assert!(matches!(settle(Err(failure.into())), Ok(Transition::Fail(f)) if f.code == C::Timeout));
         assert!(matches!(settle(Ok(Transition::Succeed)), Ok(Transition::Succeed)));
