@@ -193,8 +193,32 @@ async fn list_pagination_with_limit_and_continue() {
         seen.extend(page.items.iter().map(|s| s.name_any()));
         token = page.metadata.continue_.clone();
     }
-    seen.sort();
-    assert_eq!(seen, (0..5).map(|i| format!("page-{i}")).collect::<Vec<_>>());
+    assert_eq!(seen, (0..5).map(|i| format!("page-{i}")).collect::<Vec<_>>(), "every one once, in name order");
+    assert_eq!(first.metadata.remaining_item_count, None, "not counted for a list with a selector");
+}
+
+#[tokio::test]
+async fn list_pages_skip_what_the_selector_does_not_match_and_count_only_without_one() {
+    let c = cluster("paging-mixed").await;
+    let api = secrets(&c);
+    for i in 0..6 {
+        let labels: &[(&str, &str)] = if i % 2 == 0 { &[("paged", "yes")] } else { &[] };
+        api.create(&PostParams::default(), &secret(&format!("mixed-{i}"), labels)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut lp = ListParams::default().labels("paged=yes").limit(1);
+    loop {
+        let page = api.list(&lp).await.unwrap();
+        seen.extend(page.items.iter().map(|s| s.name_any()));
+        match page.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["mixed-0", "mixed-2", "mixed-4"]);
+    let all = api.list(&ListParams::default()).await.unwrap().items.len();
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(first.metadata.remaining_item_count, Some(all as i64 - 2), "counted without a selector");
 }
 
 /// Reads watch events until `n` non-bookmark ones arrived.

@@ -21,8 +21,34 @@ use kube::{
 };
 use std::sync::Arc;
 
-/// Label tying solver resources to the attempt that made them.
+/// Labels tying solver resources to the attempt that made them: its name and its namespace
+/// (routes live in the operator's namespace, and two namespaces may each have an attempt
+/// `web-1`).
 pub const ATTEMPT_LABEL: &str = "certpilot.dev/attempt";
+pub const ATTEMPT_NAMESPACE_LABEL: &str = "certpilot.dev/attempt-namespace";
+
+/// The attempt a route is for.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteOwner<'a> {
+    pub namespace: &'a str,
+    pub attempt: &'a str,
+}
+
+impl RouteOwner<'_> {
+    fn labels(&self) -> serde_json::Value {
+        serde_json::json!({
+            MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+            ATTEMPT_LABEL: label_value(self.attempt),
+            ATTEMPT_NAMESPACE_LABEL: label_value(self.namespace),
+        })
+    }
+
+    /// Whether a route labelled `labels` (found by the attempt's name) is this attempt's. One
+    /// without the namespace label was made before routes carried it: it is taken to be.
+    fn owns(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        labels.get(ATTEMPT_NAMESPACE_LABEL).is_none_or(|namespace| *namespace == label_value(self.namespace))
+    }
+}
 
 async fn challenge(State(answers): State<Arc<Answers>>, Path(token): Path<String>) -> (StatusCode, String) {
     match answers.http01(&token).await {
@@ -67,21 +93,23 @@ pub struct RouteTarget {
 
 /// Routes the CA's request for `host` + `token` to the operator's solver Service: with an
 /// HTTPRoute on the solver's Gateway when it names one, else with an Ingress rule.
-pub async fn route(target: &RouteTarget, attempt: &str, host: &str, token: &str, solver: &Http01Solver) -> Result<()> {
+pub async fn route(
+    target: &RouteTarget,
+    owner: RouteOwner<'_>,
+    host: &str,
+    token: &str,
+    solver: &Http01Solver,
+) -> Result<()> {
     let service = solver.service_name.clone().unwrap_or_else(|| target.service.clone());
     match &solver.gateway {
-        Some(gateway) => http_route(target, attempt, host, token, gateway, &service).await,
-        None => ingress(target, attempt, host, token, solver, &service).await,
+        Some(gateway) => http_route(target, owner, host, token, gateway, &service).await,
+        None => ingress(target, owner, host, token, solver, &service).await,
     }
-}
-
-fn solver_labels(attempt: &str) -> serde_json::Value {
-    serde_json::json!({MANAGED_BY_LABEL: MANAGED_BY_VALUE, ATTEMPT_LABEL: label_value(attempt)})
 }
 
 async fn http_route(
     target: &RouteTarget,
-    attempt: &str,
+    owner: RouteOwner<'_>,
     host: &str,
     token: &str,
     gateway: &str,
@@ -94,7 +122,7 @@ async fn http_route(
     let (gateway_namespace, gateway_name) = gateway.split_once('/').unwrap_or((namespace.as_str(), gateway));
     let body = serde_json::json!({
         "apiVersion": resource.api_version, "kind": resource.kind,
-        "metadata": {"name": name, "namespace": namespace, "labels": solver_labels(attempt)},
+        "metadata": {"name": name, "namespace": namespace, "labels": owner.labels()},
         "spec": {
             "parentRefs": [{"name": gateway_name, "namespace": gateway_namespace}],
             "hostnames": [host],
@@ -110,7 +138,7 @@ async fn http_route(
 
 async fn ingress(
     target: &RouteTarget,
-    attempt: &str,
+    owner: RouteOwner<'_>,
     host: &str,
     token: &str,
     solver: &Http01Solver,
@@ -131,7 +159,7 @@ async fn ingress(
     }
     let body = serde_json::json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": name, "namespace": namespace, "labels": solver_labels(attempt)},
+        "metadata": {"name": name, "namespace": namespace, "labels": owner.labels()},
         "spec": spec,
     });
     api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
@@ -139,23 +167,26 @@ async fn ingress(
 }
 
 /// Removes every Ingress and HTTPRoute made for `attempt`.
-pub async fn unroute(target: &RouteTarget, attempt: &str) -> Result<()> {
+pub async fn unroute(target: &RouteTarget, owner: RouteOwner<'_>) -> Result<()> {
     let namespace = &target.namespace;
-    delete_labelled(&Api::<Ingress>::namespaced(target.client.clone(), namespace), attempt).await?;
+    delete_labelled(&Api::<Ingress>::namespaced(target.client.clone(), namespace), owner).await?;
     let routes: Api<DynamicObject> = Api::namespaced_with(target.client.clone(), namespace, &http_route_resource());
-    match delete_labelled(&routes, attempt).await {
+    match delete_labelled(&routes, owner).await {
         // Without the Gateway API installed there is nothing to remove.
         Err(crate::error::Error::Kube(e)) if crate::error::is_not_found(&e) => Ok(()),
         other => other,
     }
 }
 
-async fn delete_labelled<K>(api: &Api<K>, attempt: &str) -> Result<()>
+async fn delete_labelled<K>(api: &Api<K>, owner: RouteOwner<'_>) -> Result<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let selector = format!("{ATTEMPT_LABEL}={}", label_value(attempt));
+    let selector = format!("{ATTEMPT_LABEL}={}", label_value(owner.attempt));
     for object in api.list_metadata(&ListParams::default().labels(&selector)).await?.items {
+        if !owner.owns(object.metadata.labels.as_ref().unwrap_or(&Default::default())) {
+            continue;
+        }
         let Some(name) = object.metadata.name else { continue };
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {}
@@ -169,6 +200,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_is_its_attempts_only_in_its_namespace() {
+        let owner = RouteOwner { namespace: "shop", attempt: "web-1" };
+        let labels = |value: serde_json::Value| serde_json::from_value(value).unwrap();
+        assert!(owner.owns(&labels(owner.labels())));
+        let other = RouteOwner { namespace: "blog", attempt: "web-1" };
+        assert!(!owner.owns(&labels(other.labels())), "another namespace's attempt of the same name");
+        let before_namespaces = serde_json::json!({MANAGED_BY_LABEL: MANAGED_BY_VALUE, ATTEMPT_LABEL: "web-1"});
+        assert!(owner.owns(&labels(before_namespaces)), "made before routes named the namespace");
+    }
 
     use crate::{
         api::attempt::AttemptPhase,

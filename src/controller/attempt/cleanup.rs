@@ -33,7 +33,8 @@ pub async fn run(ctx: &Context, attempt: &CertificateAttempt) -> Result<()> {
     let status = attempt.status.clone().unwrap_or_default();
     remove_dns_records(ctx, attempt, &status.challenges).await?;
     if may_have_routes(&status) {
-        http01::unroute(&ctx.routes, &name).await?;
+        let namespace = attempt.namespace().unwrap_or_default();
+        http01::unroute(&ctx.routes, http01::RouteOwner { namespace: &namespace, attempt: &name }).await?;
     }
     if kept_key_in_secret(&status) {
         delete_key_secret(ctx, attempt).await?;

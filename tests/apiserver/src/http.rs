@@ -439,16 +439,15 @@ fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, meta
             (current, None)
         }
     };
+    let after = after.as_ref().map(|(ns, name)| (ns.as_str(), name.as_str()));
     let mut matching = state
-        .list(rt, target.namespace.as_deref())
-        .into_iter()
-        .filter(|o| after.as_ref().is_none_or(|a| &sort_key(o) > a))
+        .list_after(rt, target.namespace.as_deref(), after)
         .filter(|o| labels.matches(&meta::labels(o)) && fields.matches(o));
     let mut items: Vec<Value> = Vec::new();
     let mut next = None;
     for obj in matching.by_ref() {
         if limit.is_some_and(|l| items.len() == l) {
-            next = items.last().map(|last| encode_continue(list_rv, &sort_key(last)));
+            next = items.last().map(|last| encode_continue(list_rv, last));
             break;
         }
         items.push(if metadata_only { metadata_view(obj) } else { obj.clone() });
@@ -456,7 +455,12 @@ fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, meta
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
     if let Some(token) = next {
         metadata["continue"] = json!(token);
-        metadata["remainingItemCount"] = json!(matching.count() + 1);
+        // As the API server does: the count only of a list without selectors (with them,
+        // counting would mean matching every object left).
+        let selected = ["labelSelector", "fieldSelector"].iter().any(|s| query.get(*s).is_some_and(|v| !v.is_empty()));
+        if !selected {
+            metadata["remainingItemCount"] = json!(matching.count() + 1);
+        }
     }
     let (api_version, kind) = if metadata_only {
         ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string())
@@ -478,25 +482,22 @@ fn check_list_resource_version(query: &Query, current: u64) -> ApiResult<()> {
     }
 }
 
-fn sort_key(obj: &Value) -> String {
-    format!(
-        "{}/{}",
-        obj["metadata"]["namespace"].as_str().unwrap_or(""),
-        obj["metadata"]["name"].as_str().unwrap_or("")
-    )
-}
-
-fn encode_continue(rv: u64, after: &str) -> String {
+/// A continue token: the list's resourceVersion and the namespace and name of the last object
+/// of the page.
+fn encode_continue(rv: u64, last: &Value) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"rv": rv, "start": after}).to_string())
+    let (namespace, name) = (last["metadata"]["namespace"].as_str(), last["metadata"]["name"].as_str());
+    let token = json!({"rv": rv, "namespace": namespace.unwrap_or(""), "name": name.unwrap_or("")});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
 }
 
-fn decode_continue(token: &str) -> ApiResult<(u64, Option<String>)> {
+fn decode_continue(token: &str) -> ApiResult<(u64, Option<(String, String)>)> {
     use base64::Engine;
     let bad = || ApiError::bad_request("continue key is not valid");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    Ok((v["rv"].as_u64().ok_or_else(bad)?, v["start"].as_str().map(String::from)))
+    let field = |name: &str| v[name].as_str().map(String::from).ok_or_else(bad);
+    Ok((v["rv"].as_u64().ok_or_else(bad)?, Some((field("namespace")?, field("name")?))))
 }
 
 /// What a PATCH request brings besides its target.

@@ -161,6 +161,34 @@ impl State {
     }
 
     /// Objects of a kind, in one namespace or all, in key order.
+    /// The objects of a kind (in `namespace`, or all) after the object at `after` (namespace and
+    /// name), in key order: a page of a paginated list starts where the last one ended, not
+    /// by walking every object before it.
+    pub fn list_after<'a>(
+        &'a self,
+        rt: &ResourceType,
+        namespace: Option<&'a str>,
+        after: Option<(&str, &str)>,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
+        use std::ops::Bound::{Excluded, Included};
+        let key = |ns: &str, name: &str| Key {
+            group: rt.group.clone(),
+            plural: rt.plural.clone(),
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        let start = match after {
+            Some((ns, name)) => Excluded(key(ns, name)),
+            None => Included(key(namespace.unwrap_or(""), "")),
+        };
+        let (group, plural) = (rt.group.clone(), rt.plural.clone());
+        self.objects
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(move |(k, _)| k.group == group && k.plural == plural)
+            .take_while(move |(k, _)| namespace.is_none_or(|ns| k.namespace == ns))
+            .map(|(_, v)| v)
+    }
+
     pub fn list(&self, rt: &ResourceType, namespace: Option<&str>) -> Vec<&Value> {
         let start =
             Key { group: rt.group.clone(), plural: rt.plural.clone(), namespace: String::new(), name: String::new() };

@@ -50,7 +50,9 @@ impl Pass<'_> {
             ChallengeKind::Http01 => {
                 let http = challenge.solver.http01.clone().unwrap_or_default();
                 let host = name.trim_start_matches("*.");
-                http01::route(&self.ctx.routes, &self.attempt.name_any(), host, &challenge.token, &http).await?;
+                let attempt = self.attempt.name_any();
+                let owner = http01::RouteOwner { namespace: &self.namespace, attempt: &attempt };
+                http01::route(&self.ctx.routes, owner, host, &challenge.token, &http).await?;
                 Ok(())
             }
             ChallengeKind::TlsAlpn01 => Ok(()),
