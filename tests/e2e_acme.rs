@@ -62,6 +62,20 @@ impl Env {
         self.operator = Some(Operator::start_with(&mut self.cluster, &args));
     }
 
+    /// Replaces the operator with one behind a proxy that never answers its PATCH of a path
+    /// containing `fragment` whose body contains `body` (it stalls there), and makes issuer
+    /// `pebble` with its account registered. The proxy and the stalled operator are returned.
+    async fn stall_operator_at(&mut self, fragment: &str, body: &str) -> (support::proxy::ApiProxy, Operator) {
+        let proxy = support::proxy::ApiProxy::start(&self.cluster).await;
+        proxy.hang_with_body(http::Method::PATCH, fragment, body);
+        self.operator.take().unwrap().kill();
+        let args: Vec<&str> = self.solver_args.iter().map(String::as_str).collect();
+        let stalled =
+            Operator::spawn(proxy.kubeconfig(), self.cluster.namespace(), &args, std::process::Stdio::inherit());
+        self.acme_issuer("pebble", json!({})).await;
+        self.issuer_condition("pebble", |r| r == "AccountRegistered").await;
+        (proxy, stalled)
+    }
     fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -305,13 +319,7 @@ async fn a_restarted_operator_completes_the_same_order() {
     // challenge records (with the order's URL), which comes after the order is placed and
     // before the CA is told to check anything: it is stopped mid-order, with no validation
     // under way, and only its intent to order recorded.
-    let proxy = support::proxy::ApiProxy::start(&env.cluster).await;
-    proxy.hang_with_body(http::Method::PATCH, "/certificateattempts/", "\"challenges\"");
-    env.operator.take().unwrap().kill();
-    let args: Vec<&str> = env.solver_args.iter().map(String::as_str).collect();
-    let stalled = Operator::spawn(proxy.kubeconfig(), env.cluster.namespace(), &args, std::process::Stdio::inherit());
-    env.acme_issuer("pebble", json!({})).await;
-    env.issuer_condition("pebble", |r| r == "AccountRegistered").await;
+    let (_proxy, stalled) = env.stall_operator_at("/certificateattempts/", "\"challenges\"").await;
     env.certificate("resume", &["resume.certpilot.test"], "pebble").await;
     let attempts: Api<CertificateAttempt> = env.api();
     let placed = eventually("an order to be placed", WAIT, || async {
@@ -342,13 +350,7 @@ async fn a_restarted_operator_completes_the_same_order() {
 #[tokio::test]
 async fn an_operator_stopped_between_the_csr_and_the_secret_write_stores_the_same_certificate() {
     let mut env = Env::start("acme-stopped-storing", |_| {}).await;
-    let proxy = support::proxy::ApiProxy::start(&env.cluster).await;
-    proxy.hang_with_body(http::Method::PATCH, "/secrets/stored-tls", "tls.crt");
-    env.operator.take().unwrap().kill();
-    let args: Vec<&str> = env.solver_args.iter().map(String::as_str).collect();
-    let stalled = Operator::spawn(proxy.kubeconfig(), env.cluster.namespace(), &args, std::process::Stdio::inherit());
-    env.acme_issuer("pebble", json!({})).await;
-    env.issuer_condition("pebble", |r| r == "AccountRegistered").await;
+    let (_proxy, stalled) = env.stall_operator_at("/secrets/stored-tls", "tls.crt").await;
     env.certificate("stored", &["stored.certpilot.test"], "pebble").await;
     eventually("the certificate to be issued and downloaded", WAIT, || async {
         (env.pebble.downloads() > 0).then_some(())
@@ -382,13 +384,7 @@ async fn an_operator_stopped_between_the_csr_and_the_secret_write_stores_the_sam
 async fn a_replaced_sealing_key_fails_the_attempt_under_way_and_the_next_one_issues() {
     let mut env = Env::start("acme-sealing", |_| {}).await;
     // Stopped after placing the order and publishing its route, before writing the records.
-    let proxy = support::proxy::ApiProxy::start(&env.cluster).await;
-    proxy.hang_with_body(http::Method::PATCH, "/certificateattempts/", "\"challenges\"");
-    env.operator.take().unwrap().kill();
-    let args: Vec<&str> = env.solver_args.iter().map(String::as_str).collect();
-    let stalled = Operator::spawn(proxy.kubeconfig(), env.cluster.namespace(), &args, std::process::Stdio::inherit());
-    env.acme_issuer("pebble", json!({})).await;
-    env.issuer_condition("pebble", |r| r == "AccountRegistered").await;
+    let (_proxy, stalled) = env.stall_operator_at("/certificateattempts/", "\"challenges\"").await;
     env.certificate("sealed", &["sealed.certpilot.test"], "pebble").await;
     let attempts: Api<CertificateAttempt> = env.api();
     let routes = ListParams::default().labels("certpilot.dev/attempt=sealed-1");
