@@ -3,7 +3,7 @@
 //! work left (under way, or ended but not yet cleaned up) are kept whole, in the store the
 //! attempt controller runs from: at rest that store is empty, however long the history.
 
-use super::{Changes, Deletions, Fill};
+use super::{Changes, Deletions, Fill, Packed};
 use crate::watched::WatchedMap;
 use crate::{
     api::{CertificateAttempt, attempt::CertificateAttemptStatus},
@@ -83,25 +83,9 @@ impl AttemptRecord {
 /// An attempt's namespace and name.
 type AttemptKey = (String, String);
 
-/// A record as the index keeps it: serialised (postcard, a compact binary form), one
-/// allocation of about 400 bytes instead of a 576-byte struct and a dozen small strings. At
-/// 100,000 Certificates with a few attempts each, the records are the largest thing certpilot
-/// holds; one is read back per lookup, in microseconds.
-struct Stored(Box<[u8]>);
-
-impl Stored {
-    fn of(record: &AttemptRecord) -> Self {
-        Self(postcard::to_allocvec(record).expect("a record serialises").into_boxed_slice())
-    }
-
-    fn record(&self) -> Arc<AttemptRecord> {
-        Arc::new(postcard::from_bytes(&self.0).expect("what was serialised reads back"))
-    }
-}
-
 #[derive(Default)]
 struct Entries {
-    map: WatchedMap<AttemptKey, Stored>,
+    map: WatchedMap<AttemptKey, Packed<AttemptRecord>>,
 }
 
 /// Every attempt's record, by namespace and name.
@@ -114,20 +98,20 @@ fn key_of(attempt: &CertificateAttempt) -> AttemptKey {
 
 impl AttemptIndex {
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<AttemptRecord>> {
-        self.entries().map.get(&(namespace.to_string(), name.to_string())).map(Stored::record)
+        self.entries().map.get(&(namespace.to_string(), name.to_string())).map(|packed| Arc::new(packed.unpack()))
     }
 
     /// The attempts in `namespace` whose names `named` accepts.
     pub fn matching(&self, namespace: &str, named: impl Fn(&str) -> bool) -> Vec<Arc<AttemptRecord>> {
         let entries = self.entries();
         let wanted = entries.map.iter().filter(|((ns, name), _)| ns == namespace && named(name));
-        wanted.map(|(_, stored)| stored.record()).collect()
+        wanted.map(|(_, packed)| Arc::new(packed.unpack())).collect()
     }
 
     /// Notes what `attempt` now says, as its watch event would (the footprint bench fills an
     /// index this way).
     pub fn note(&self, attempt: &CertificateAttempt) {
-        self.entries().map.insert(key_of(attempt), Stored::of(&AttemptRecord::of(attempt)));
+        self.entries().map.insert(key_of(attempt), Packed::of(&AttemptRecord::of(attempt)));
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -135,7 +119,7 @@ impl AttemptIndex {
     }
 
     fn apply(&self, event: &watcher::Event<CertificateAttempt>) {
-        let update = |_, attempt: &CertificateAttempt| Some(Stored::of(&AttemptRecord::of(attempt)));
+        let update = |_, attempt: &CertificateAttempt| Some(Packed::of(&AttemptRecord::of(attempt)));
         self.entries().map.apply(event, key_of, update, |_| false);
     }
 }
