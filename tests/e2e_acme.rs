@@ -203,12 +203,41 @@ async fn issues_with_http01_served_by_the_operator() {
         steps,
         ["GenerateKey", "PlaceOrder", "Present", "Validate", "Finalize", "Download", "Verify", "WriteSecret"]
     );
-    // The Ingress rules routing the CA to the operator are gone once the attempt ended.
-    let solver_ingresses: Api<Ingress> = env.api();
-    let left =
-        solver_ingresses.list(&ListParams::default().labels("app.kubernetes.io/managed-by=certpilot")).await.unwrap();
-    assert!(left.items.is_empty(), "{:?}", left.items.iter().map(|i| i.name_any()).collect::<Vec<_>>());
     assert_eq!(env.pebble.new_orders(), 1);
+    // One Ingress rule per host routes the host's whole challenge path to the operator, and
+    // stays: a renewal is validated through the same routes, writing none.
+    let routes = host_routes(&env).await;
+    let hosts: Vec<&str> = routes.iter().map(|r| r.annotations()["certpilot.dev/host"].as_str()).collect();
+    assert_eq!(hosts.len(), 2);
+    assert!(hosts.contains(&"web.certpilot.test") && hosts.contains(&"www.certpilot.test"), "{hosts:?}");
+    for route in &routes {
+        let rule = &route.spec.as_ref().unwrap().rules.as_ref().unwrap()[0];
+        let path = &rule.http.as_ref().unwrap().paths[0];
+        assert_eq!((path.path.as_deref(), path.path_type.as_str()), (Some("/.well-known/acme-challenge/"), "Prefix"));
+        assert_eq!(path.backend.service.as_ref().unwrap().name, "certpilot-solver");
+    }
+    env.renew_now("web", "again").await;
+    assert_eq!(env.pebble.new_orders(), 2);
+    let versions = |routes: &[Ingress]| routes.iter().map(|r| r.resource_version()).collect::<Vec<_>>();
+    assert_eq!(versions(&host_routes(&env).await), versions(&routes), "the renewal wrote no route");
+    // Without the Certificate, its hosts' routes go.
+    env.api::<Certificate>().delete("web", &Default::default()).await.unwrap();
+    eventually("the routes to be removed with the Certificate", WAIT, || async {
+        host_routes_listed(&env).await?.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// The HTTP-01 routes certpilot keeps per host.
+async fn host_routes(env: &Env) -> Vec<Ingress> {
+    let mut routes = host_routes_listed(env).await.unwrap();
+    routes.sort_by_key(|r| r.name_any());
+    routes
+}
+
+async fn host_routes_listed(env: &Env) -> Option<Vec<Ingress>> {
+    let selector = ListParams::default().labels("certpilot.dev/http01-route");
+    Some(env.api::<Ingress>().list(&selector).await.ok()?.items)
 }
 
 #[tokio::test]
@@ -315,31 +344,27 @@ async fn still_issues_when_the_ca_rejects_nonces() {
 #[tokio::test]
 async fn a_restarted_operator_completes_the_same_order() {
     let mut env = Env::start("acme-restart", |_| {}).await;
-    // The operator goes through a proxy that never passes on the attempt's write of its
-    // challenge records (with the order's URL), which comes after the order is placed and
-    // before the CA is told to check anything: it is stopped mid-order, with no validation
-    // under way, and only its intent to order recorded.
+    // The operator goes through a proxy that never passes on the attempt's first status write
+    // (the order's URL with the sealed key and the challenge records), which comes after the
+    // order is placed and before the CA is told to check anything: it is stopped mid-order,
+    // with no validation under way and nothing recorded.
     let (_proxy, stalled) = env.stall_operator_at("/certificateattempts/", "\"challenges\"").await;
     env.certificate("resume", &["resume.certpilot.test"], "pebble").await;
     let attempts: Api<CertificateAttempt> = env.api();
     let placed = eventually("an order to be placed", WAIT, || async {
         let list = attempts.list(&ListParams::default()).await.ok()?;
-        let intent =
-            list.items.into_iter().find(|a| a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Ordering));
-        intent.filter(|_| env.pebble.new_orders() == 1)
+        list.items.into_iter().next().filter(|_| env.pebble.new_orders() == 1)
     })
     .await;
     stalled.kill();
-    let status = attempts.get(&placed.name_any()).await.unwrap().status.unwrap();
-    assert_ne!(status.phase, AttemptPhase::Succeeded, "the operator was stopped mid-order");
-    assert!(status.challenges.is_empty(), "stopped before its challenges: {:?}", status.challenges);
-    assert!(status.order.is_none() && status.sealed_key.is_some(), "only the intent and the key are recorded");
+    let status = attempts.get(&placed.name_any()).await.unwrap().status.unwrap_or_default();
+    assert_eq!(status, Default::default(), "nothing was recorded before the order's URL");
     env.restart_operator();
     env.ready("resume").await;
     let finished = attempts.get(&placed.name_any()).await.unwrap().status.unwrap();
     assert_eq!(finished.phase, AttemptPhase::Succeeded);
     let found = finished.steps.iter().find(|s| s.name == "PlaceOrder").unwrap();
-    assert!(found.message.contains("placed before the operator stopped"), "the same order was completed: {found:?}");
+    assert!(found.message.contains("stopped before recording it"), "the same order was completed: {found:?}");
     assert_eq!(env.pebble.new_orders(), 1, "Pebble saw no second order");
     assert_eq!(attempts.list(&ListParams::default()).await.unwrap().items.len(), 1);
 }
@@ -378,23 +403,23 @@ async fn an_operator_stopped_between_the_csr_and_the_secret_write_stores_the_sam
 
 /// certpilot's sealing key replaced while an attempt is under way (its Secret deleted, or
 /// restored from another install's backup): the key the attempt sealed into its status cannot
-/// be opened, so the attempt fails at once saying so, and removes the route it published before
-/// the operator stopped; the next attempt starts afresh with a new key and order, and issues.
+/// be opened, so the attempt fails at once saying so; the next attempt starts afresh with a new
+/// key and order, and issues through the same route.
 #[tokio::test]
 async fn a_replaced_sealing_key_fails_the_attempt_under_way_and_the_next_one_issues() {
     let mut env = Env::start("acme-sealing", |_| {}).await;
-    // Stopped after placing the order and publishing its route, before writing the records.
-    let (_proxy, stalled) = env.stall_operator_at("/certificateattempts/", "\"challenges\"").await;
+    // Stopped after the CA issued, before the Secret is written: the key is sealed in status.
+    let (_proxy, stalled) = env.stall_operator_at("/secrets/sealed-tls", "tls.crt").await;
     env.certificate("sealed", &["sealed.certpilot.test"], "pebble").await;
     let attempts: Api<CertificateAttempt> = env.api();
-    let routes = ListParams::default().labels("certpilot.dev/attempt=sealed-1");
-    eventually("the key sealed, the order placed and its route published", WAIT, || async {
+    eventually("the certificate to be issued with the key sealed", WAIT, || async {
         let sealed = attempts.get_opt("sealed-1").await.ok()??.status?.sealed_key?;
-        let routed = !env.api::<Ingress>().list(&routes).await.ok()?.items.is_empty();
-        (routed && env.pebble.new_orders() == 1).then_some(sealed)
+        (env.pebble.downloads() > 0).then_some(sealed)
     })
     .await;
     stalled.kill();
+    let routes = host_routes(&env).await;
+    assert_eq!(routes.len(), 1, "the host is routed");
     let secrets: Api<Secret> = env.api();
     let sealing = secrets.get("certpilot-sealing").await.unwrap();
     let mut replaced = Secret::default();
@@ -419,8 +444,8 @@ async fn a_replaced_sealing_key_fails_the_attempt_under_way_and_the_next_one_iss
     let issued = attempts.get("sealed-2").await.unwrap().status.unwrap();
     assert_eq!(issued.phase, AttemptPhase::Succeeded, "{issued:#?}");
     assert_eq!(env.pebble.new_orders(), 2, "one order for each attempt");
-    let left = env.api::<Ingress>().list(&routes).await.unwrap().items;
-    assert!(left.is_empty(), "the failed attempt's route is removed");
+    let versions = |routes: &[Ingress]| routes.iter().map(|r| r.resource_version()).collect::<Vec<_>>();
+    assert_eq!(versions(&host_routes(&env).await), versions(&routes), "the next attempt used the same route");
 }
 
 /// An ACME issuer named `bind` solving DNS-01 with TSIG-signed updates to `bind`.
@@ -787,8 +812,8 @@ async fn http01_can_route_through_a_gateway() {
         "httproutes",
     );
     let routes: Api<DynamicObject> = Api::namespaced_with(env.cluster.client(), env.cluster.namespace(), &resource);
-    // Every change from here on is watched for afterwards (a route lives only as long as its
-    // challenge). A real API server answers 429 while it first fills a new kind's cache.
+    // Every change from here on is watched for afterwards. A real API server answers 429 while
+    // it first fills a new kind's cache.
     let since = eventually("the HTTPRoutes to be listed", WAIT, || async {
         routes.list_metadata(&ListParams::default().limit(1)).await.ok()?.metadata.resource_version
     })
@@ -804,11 +829,14 @@ async fn http01_can_route_through_a_gateway() {
     let spec = &route.data["spec"];
     assert_eq!(spec["parentRefs"][0], json!({"name": "public", "namespace": "infra"}));
     assert_eq!(spec["hostnames"], json!(["gw.certpilot.test"]));
-    assert!(
-        spec["rules"][0]["matches"][0]["path"]["value"].as_str().unwrap().starts_with("/.well-known/acme-challenge/")
+    assert_eq!(
+        spec["rules"][0]["matches"][0]["path"],
+        json!({"type": "PathPrefix", "value": "/.well-known/acme-challenge/"})
     );
     assert_eq!(spec["rules"][0]["backendRefs"][0]["name"], "certpilot-solver");
-    eventually("the route to be removed after the attempt", WAIT, || async {
+    assert!(host_routes_listed(&env).await.unwrap().is_empty(), "no Ingress beside the HTTPRoute");
+    env.api::<Certificate>().delete("gw", &Default::default()).await.unwrap();
+    eventually("the route to be removed with its Certificate", WAIT, || async {
         routes.list(&ListParams::default()).await.ok()?.items.is_empty().then_some(())
     })
     .await;
@@ -914,11 +942,15 @@ async fn a_spec_change_cancels_the_attempt_under_way_and_cleans_up() {
     let next = wait_for(&attempts, "moving-2", "a reissue for the new name", WAIT, |_| true).await;
     assert_eq!(next.spec.dns_names, ["new.certpilot.test"]);
     assert_eq!(next.spec.type_, certpilot::api::attempt::AttemptType::Issue);
-    // The cancelled attempt's sealed key and Ingress rule are gone.
+    // The cancelled attempt's sealed key is gone, and so is the route of the name no longer
+    // asked for, once the new one is routed.
     assert!(cancelled_status.sealed_key.is_none(), "{cancelled_status:?}");
-    let ingresses =
-        env.api::<Ingress>().list(&ListParams::default().labels("certpilot.dev/attempt=moving-1")).await.unwrap();
-    assert!(ingresses.items.is_empty());
+    eventually("only the new name to be routed", WAIT, || async {
+        let routes = host_routes_listed(&env).await?;
+        let hosts: Vec<&str> = routes.iter().map(|r| r.annotations()["certpilot.dev/host"].as_str()).collect();
+        (hosts == ["new.certpilot.test"]).then_some(())
+    })
+    .await;
     held.abort();
 }
 
@@ -992,16 +1024,17 @@ async fn deleting_a_certificate_mid_order_cleans_up_and_frees_its_order_slot() {
         a.status.as_ref().is_some_and(|s| s.phase == AttemptPhase::Validating)
     })
     .await;
-    let routed = env.api::<Ingress>().list(&ListParams::default().labels("certpilot.dev/attempt=doomed-1")).await;
-    assert_eq!(routed.unwrap().items.len(), 1, "the challenge is routed while it validates");
+    assert_eq!(host_routes(&env).await.len(), 1, "the host is routed while it validates");
     assert!(validating.status.unwrap().sealed_key.is_some(), "the key is sealed into the status while it validates");
     env.api::<Certificate>().delete("doomed", &Default::default()).await.unwrap();
     eventually("the attempt to be cleaned up and gone", WAIT, || async {
         attempts.get_opt("doomed-1").await.ok()?.is_none().then_some(())
     })
     .await;
-    let routed = env.api::<Ingress>().list(&ListParams::default().labels("certpilot.dev/attempt=doomed-1")).await;
-    assert!(routed.unwrap().items.is_empty(), "no route is left behind");
+    eventually("the host's route to go with its Certificate", WAIT, || async {
+        host_routes_listed(&env).await?.is_empty().then_some(())
+    })
+    .await;
     // The issuer's only order slot is free again: the next order starts.
     env.certificate("next", &["next.certpilot.test"], "pebble").await;
     wait_for(&attempts, "next-1", "the next order to be placed", WAIT, |a: &CertificateAttempt| {
@@ -1079,12 +1112,12 @@ async fn issuance_survives_the_operator_being_killed_at_random() {
     eprintln!("{kills} kills: {made} attempts, {orders} orders for {CERTIFICATES} certificates");
     assert!(orders <= made, "{orders} orders for {made} attempts");
     assert!(kills > 0, "the operator was killed during the run");
-    // Nothing is left behind: no routes, no temporary keys.
+    // Nothing is left behind: one route per host, no temporary keys.
     eventually("routes and keys to be cleaned up", WAIT, || async {
-        let routes = env.api::<Ingress>().list(&ListParams::default().labels("certpilot.dev/attempt")).await.ok()?;
+        let routes = host_routes_listed(&env).await?;
         let secrets = env.api::<Secret>().list(&ListParams::default()).await.ok()?;
         let keys = secrets.items.iter().filter(|s| s.name_any().ends_with("-key")).count();
-        (routes.items.is_empty() && keys == 0).then_some(())
+        (routes.len() == CERTIFICATES && keys == 0).then_some(())
     })
     .await;
 }

@@ -115,8 +115,11 @@ struct Observation {
     observed: Observed,
     attempts: Vec<Arc<AttemptRecord>>,
     renewal_info: Option<RenewalInfoStatus>,
-    /// The next attempt's issuer is an ACME one (or unknown: then it is taken to be), so an attempt it makes
-    /// sets up what must be cleaned up after it.
+    /// The next attempt may publish DNS-01 records (its issuer is an ACME one with a dns01
+    /// solver for one of the names, or unknown: then it is taken to), which certpilot's
+    /// finalizer on the attempt keeps until they are removed.
+    publishes_dns01: bool,
+    /// The next attempt's issuer is an ACME one (or unknown: then it is taken to be).
     acme_issuer: bool,
     /// The index the next attempt takes.
     next_index: u32,
@@ -307,8 +310,15 @@ async fn observe(cert: &Certificate, ctx: &Context, namespace: &str, desired: De
         observed.keystore_password = keystore_password_problem(ctx, namespace, cert).await?;
     }
     let (_, next_issuer_spec) = issuer_state(ctx, namespace, &observed.next_issuer().issuer, &observed.desired.names);
-    let acme_issuer = next_issuer_spec.as_ref().is_none_or(|s| s.acme.is_some());
-    Ok(Some(Observation { observed, attempts, renewal_info, acme_issuer, next_index }))
+    let names = observed.desired.names.dns_names.iter().map(String::as_str);
+    let acme = next_issuer_spec.as_ref().map(|s| s.acme.as_ref());
+    let acme_issuer = acme.is_none_or(|acme| acme.is_some());
+    let publishes_dns01 = match acme {
+        None => true,
+        Some(None) => false,
+        Some(Some(acme)) => crate::solver::publishes_dns01(&acme.solvers, names),
+    };
+    Ok(Some(Observation { observed, attempts, renewal_info, publishes_dns01, acme_issuer, next_index }))
 }
 
 /// Why a keystore the Certificate asks for cannot get its password, if one cannot. Read only
@@ -432,8 +442,8 @@ fn new_attempt(
         ]
         .into(),
     );
-    // Only what an ACME attempt sets up (routes, records, a key Secret, an order slot) needs
-    // cleaning up before it goes; a local attempt keeps nothing outside itself.
+    // Only DNS-01 records at a provider must be removed before the attempt goes: HTTP-01
+    // routes outlive attempts (`controller::routes`), and nothing else is kept outside it.
     if cleanup {
         attempt.metadata.finalizers = Some(vec![CLEANUP_FINALIZER.to_string()]);
     }
@@ -442,19 +452,29 @@ fn new_attempt(
     Ok(attempt)
 }
 
-/// Creates the attempt. AlreadyExists is success when the existing attempt is this one (a
-/// retry); someone else's attempt under that name is passed over (false: take the next index).
+/// What creating an attempt came to.
+enum Created {
+    /// Made now, with this uid.
+    Now(String),
+    /// It exists already, and is this decision's (a retry of a create that was not answered).
+    Before,
+    /// Someone else's attempt has that name: take the next index.
+    NameTaken,
+}
+
+/// Creates the attempt; AlreadyExists is success when the existing attempt is this one.
 async fn create_attempt(
     api: &Api<CertificateAttempt>,
     cert: &Certificate,
     attempt: &CertificateAttempt,
-) -> Result<bool> {
+) -> Result<Created> {
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     match api.create(&params, attempt).await {
-        Ok(_) => Ok(true),
+        Ok(created) => Ok(Created::Now(created.uid().unwrap_or_default())),
         Err(e) if is_already_exists(&e) => {
             let existing = api.get_opt(&attempt.name_any()).await?;
-            Ok(existing.is_some_and(|a| verdict(&a, Some(cert)) == Verdict::Trusted))
+            let ours = existing.is_some_and(|a| verdict(&a, Some(cert)) == Verdict::Trusted);
+            Ok(if ours { Created::Before } else { Created::NameTaken })
         }
         Err(e) => Err(e.into()),
     }
@@ -609,15 +629,16 @@ async fn reconcile(cert: Arc<Certificate>, ctx: Arc<Context>) -> Result<Action> 
     let Some(observation) = observe(&cert, &ctx, &namespace, desired).await? else {
         return Ok(Action::requeue(CACHE_LAG_RETRY));
     };
-    let Observation { observed, attempts, renewal_info, acme_issuer, next_index } = observation;
+    let Observation { observed, attempts, renewal_info, publishes_dns01, acme_issuer, next_index } = observation;
     let decision = observed.decide();
     match &decision {
         Decision::Start { type_, reason } => {
             let replaces = replaces_for(&observed, &renewal_info, *type_);
-            // A Revoke attempt sets up nothing that needs cleaning up.
-            let cleanup = acme_issuer && *type_ != AttemptType::Revoke;
+            // A Revoke attempt publishes nothing.
+            let cleanup = publishes_dns01 && *type_ != AttemptType::Revoke;
             let attempt = new_attempt(&cert, &observed, next_index, replaces, *type_, reason, cleanup)?;
-            return start(&ctx, &api, &attempts_api, &cert, &previous, &attempt, (*type_, reason)).await;
+            let orders = acme_issuer && *type_ != AttemptType::Revoke;
+            return start(&ctx, &api, &attempts_api, &cert, &previous, (&attempt, orders), (*type_, reason)).await;
         }
         Decision::Supersede { attempt, reason } => {
             request_cancel(&attempts_api, attempt, reason).await?;
@@ -670,11 +691,18 @@ async fn start(
     attempts_api: &Api<CertificateAttempt>,
     cert: &Certificate,
     previous: &CertificateStatus,
-    attempt: &CertificateAttempt,
+    (attempt, orders): (&CertificateAttempt, bool),
     (type_, reason): (AttemptType, &str),
 ) -> Result<Action> {
     let index = attempt_index(&cert.name_any(), &attempt.name_any());
-    if !create_attempt(attempts_api, cert, attempt).await? {
+    let created = create_attempt(attempts_api, cert, attempt).await?;
+    if let Created::Now(uid) = &created
+        && orders
+    {
+        // Its first pass places the order without looking for one placed before.
+        ctx.unordered.note(uid);
+    }
+    if matches!(created, Created::NameTaken) {
         tracing::warn!(certificate = %cert.name_any(), attempt = %attempt.name_any(), "an attempt of that name exists and is not this decision's; taking the next index");
         // At the version decided from: a stale cache gets a 409 here and decides again.
         let recorded = CertificateStatus { attempt_index: index, ..previous.clone() };

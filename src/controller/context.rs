@@ -76,8 +76,10 @@ pub struct Context {
     pub accounts: AccountCache,
     /// ACME orders in flight, per issuer.
     pub order_slots: OrderSlots,
-    /// Where HTTP-01 routes point.
-    pub routes: RouteTarget,
+    /// ACME attempts this process made that have not placed their order yet.
+    pub unordered: Unordered,
+    /// The HTTP-01 routes in place, one per host.
+    pub routes: super::routes::Routes,
     /// The key ACME attempts seal their new private key with (in the operator's namespace).
     pub sealing: super::sealing::Sealing,
     /// Issuers whose CA does not confirm `replaces` (RFC 9773): orders stop naming it.
@@ -86,6 +88,24 @@ pub struct Context {
     refusing_policies: Mutex<HashSet<String>>,
     /// This install's own view of each ClusterIssuer.
     pub cluster_issuer_views: ClusterIssuerViews,
+}
+
+/// The ACME attempts (by uid) this process created and has not yet placed an order for. Their
+/// first pass places the order at once. Any other attempt without a recorded order may have
+/// placed one in a pass that stopped (or failed over) before its URL was written: it looks
+/// for that order first (`order::find_placed`). So no status write is needed before the order.
+#[derive(Default)]
+pub struct Unordered(Mutex<HashSet<String>>);
+
+impl Unordered {
+    pub fn note(&self, uid: &str) {
+        self.0.lock().expect("unordered lock").insert(uid.to_string());
+    }
+
+    /// Whether the attempt was made here and has not ordered yet; from now on, it has.
+    pub fn take(&self, uid: &str) -> bool {
+        self.0.lock().expect("unordered lock").remove(uid)
+    }
 }
 
 /// This install's own view of each ClusterIssuer (`policy::cluster_issuer`): what its
@@ -131,12 +151,12 @@ impl Context {
     pub fn new(client: Client, caches: Caches, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
         let instance = std::env::var("POD_NAME").ok();
         let events = super::events::Events::new(client.clone(), instance);
-        let routes = RouteTarget {
+        let routes = super::routes::Routes::new(RouteTarget {
             client: client.clone(),
             namespace: settings.cluster_resource_namespace.clone(),
             service: settings.solver_service.clone(),
             port: settings.solver_service_port,
-        };
+        });
         let sealing = super::sealing::Sealing::new(client.clone(), &settings.cluster_resource_namespace);
         Arc::new(Self {
             client,
@@ -145,6 +165,7 @@ impl Context {
             recent_creates: RecentCreates::default(),
             events,
             order_slots: OrderSlots::new(settings.max_orders_per_issuer),
+            unordered: Unordered::default(),
             settings,
             metrics,
             accounts: AccountCache::default(),

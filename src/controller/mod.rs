@@ -7,6 +7,7 @@ pub mod certificate;
 pub mod context;
 pub mod events;
 pub mod issuer;
+pub mod routes;
 pub mod sealing;
 pub mod shim;
 
@@ -105,11 +106,12 @@ pub async fn run_all(ctx: Arc<Context>, feeds: cache::Feeds) {
     let ctx_for_housekeeping = ctx.clone();
     // Before anything subscribes to the shared watches (which then wait for their subscribers).
     let gateways = shim::gateway_api_installed(&ctx.client).await;
-    let controllers = futures::future::join4(
+    let controllers = futures::future::join5(
         certificate::run(ctx.clone(), &feeds),
         attempt::run(ctx.clone(), &feeds),
         issuer::run(ctx.clone(), &feeds),
-        shim::run(ctx, &feeds, gateways),
+        shim::run(ctx.clone(), &feeds, gateways),
+        routes::run(ctx, &feeds),
     );
     futures::pin_mut!(controllers);
     let watches = futures::future::join(feeds.run(), housekeeping(ctx_for_housekeeping));

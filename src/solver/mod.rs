@@ -80,6 +80,12 @@ fn specificity(solver: &AcmeSolver, name: &str) -> Option<usize> {
         .max()
 }
 
+/// Whether an order for `names` may publish DNS-01 records certpilot must remove afterwards
+/// (a name whose solver is dns01; a name no solver matches fails before anything is published).
+pub fn publishes_dns01<'a>(solvers: &[AcmeSolver], mut names: impl Iterator<Item = &'a str>) -> bool {
+    names.any(|name| matches!(select(solvers, name), Ok((_, ChallengeKind::Dns01))))
+}
+
 /// The solver for `name`: an exact name match beats the longest matching zone, which beats a
 /// solver without selector; the first of equals wins. Wildcards need dns-01.
 pub fn select<'a>(solvers: &'a [AcmeSolver], name: &str) -> Result<(&'a AcmeSolver, ChallengeKind), String> {

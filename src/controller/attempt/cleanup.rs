@@ -1,12 +1,10 @@
-//! Removing what an attempt set up: HTTP-01 routes, DNS-01 records, its order slot, and the key
-//! Secret of an attempt begun by a certpilot that kept keys there (the solver servers stop
-//! answering its challenges when it ends, see `solver::answers`). Idempotent: run again after a
-//! crash, it finds nothing left to remove.
+//! Removing what an attempt set up: DNS-01 records, its order slot, and what an older certpilot
+//! set up per attempt (HTTP-01 routes, a key Secret). The solver servers stop answering its
+//! challenges when it ends (`solver::answers`); the host's HTTP-01 route stays for the next
+//! attempt (`controller::routes`). Idempotent: run again after a crash, it finds nothing left
+//! to remove.
 
-use super::{
-    super::context::Context,
-    phases::{GENERATE_KEY_STEP, PLACE_ORDER_STEP},
-};
+use super::{super::context::Context, phases::GENERATE_KEY_STEP};
 use crate::{
     api::{
         CertificateAttempt, IssuerSpec,
@@ -14,7 +12,7 @@ use crate::{
     },
     error::{Result, is_not_found},
     secret::shorten,
-    solver::{self, dns01, http01},
+    solver::{self, dns01},
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -31,25 +29,21 @@ pub fn key_secret_name(attempt: &str) -> String {
 pub async fn run(ctx: &Context, attempt: &CertificateAttempt) -> Result<()> {
     let name = attempt.name_any();
     let status = attempt.status.clone().unwrap_or_default();
+    let namespace = attempt.namespace().unwrap_or_default();
     remove_dns_records(ctx, attempt, &status.challenges).await?;
-    if may_have_routes(&status) {
-        let namespace = attempt.namespace().unwrap_or_default();
-        http01::unroute(&ctx.routes, http01::RouteOwner { namespace: &namespace, attempt: &name }).await?;
+    ctx.routes.remove_older(&namespace, &name).await?;
+    if status.challenges.iter().any(|r| r.type_ == "http-01") {
+        // The Certificate may have stopped naming a host it routed, or be gone.
+        ctx.routes.sweep_soon();
     }
     if kept_key_in_secret(&status) {
         delete_key_secret(ctx, attempt).await?;
     }
-    ctx.order_slots.release(&name);
+    ctx.order_slots.release(&namespace, &name);
+    if let Some(uid) = attempt.uid() {
+        ctx.unordered.take(&uid);
+    }
     Ok(())
-}
-
-/// Whether HTTP-01 routes may be published: an http-01 record is, or perhaps is (a pass may
-/// have stopped between publishing and recording it), or the records are not written yet but
-/// the order may have been placed (routes are published before their records are written).
-/// Removing what is not there is harmless.
-fn may_have_routes(status: &CertificateAttemptStatus) -> bool {
-    let placing = status.steps.iter().any(|s| s.name == PLACE_ORDER_STEP);
-    status.challenges.iter().any(|r| r.type_ == "http-01") || (status.challenges.is_empty() && placing)
 }
 
 /// Whether the attempt was begun by a certpilot that saved an ACME attempt's new key in a
@@ -124,7 +118,6 @@ async fn remove_dns_records(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::attempt::ValidationRecord;
 
     fn step(name: &str, message: &str) -> Step {
         Step { name: name.into(), message: message.into(), ..Default::default() }
@@ -132,18 +125,6 @@ mod tests {
 
     fn with_steps(steps: Vec<Step>) -> CertificateAttemptStatus {
         CertificateAttemptStatus { steps, ..Default::default() }
-    }
-
-    #[test]
-    fn routes_are_looked_for_once_the_order_may_be_placed_or_an_http01_record_is_written() {
-        assert!(!may_have_routes(&with_steps(vec![step(GENERATE_KEY_STEP, "generated a new ECDSA-256 key")])));
-        let intent = with_steps(vec![step(PLACE_ORDER_STEP, "")]);
-        assert!(may_have_routes(&intent), "routed before the records were written");
-        let record = |type_: &str| ValidationRecord { type_: type_.into(), ..Default::default() };
-        let dns = CertificateAttemptStatus { challenges: vec![record("dns-01")], ..intent.clone() };
-        assert!(!may_have_routes(&dns));
-        let http = CertificateAttemptStatus { challenges: vec![record("dns-01"), record("http-01")], ..intent };
-        assert!(may_have_routes(&http));
     }
 
     #[test]

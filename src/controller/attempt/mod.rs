@@ -17,6 +17,7 @@ use crate::{
     issuance::{Failure, FailureCode, steps::StepLog},
     policy::trust::{Verdict, verdict},
 };
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
@@ -184,9 +185,27 @@ pub(crate) fn finish_status(status: &mut CertificateAttemptStatus, failure: Opti
 
 /// The attempt controller, subscribed to the shared watch now, running when awaited.
 pub fn run(ctx: Arc<Context>, feeds: &Feeds) -> impl std::future::Future<Output = ()> + use<> {
+    let forget = forget_deleted(ctx.clone(), feeds);
     let stream = Controller::for_shared_stream(feeds.attempts.subscribe_working(), ctx.caches.working_attempts.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .shutdown_on_signal()
         .run(reconcile, error_policy("attempt"), ctx);
-    run_controller("attempt", stream)
+    async move {
+        futures::pin_mut!(forget);
+        let controller = run_controller("attempt", stream);
+        futures::pin_mut!(controller);
+        futures::future::select(controller, forget).await;
+    }
+}
+
+/// An attempt deleted without certpilot's finalizer (one that publishes no DNS-01 records)
+/// gives its order slot back at once, not when the slot's lease runs out.
+fn forget_deleted(ctx: Arc<Context>, feeds: &Feeds) -> impl std::future::Future<Output = ()> + use<> {
+    feeds.attempts.deletions().for_each(move |attempt| {
+        ctx.order_slots.release(&attempt.namespace().unwrap_or_default(), &attempt.name_any());
+        if let Some(uid) = attempt.uid() {
+            ctx.unordered.take(&uid);
+        }
+        futures::future::ready(())
+    })
 }

@@ -176,7 +176,7 @@ impl AttemptFeed {
     }
 
     /// A stream of the attempts as they are deleted, for one controller.
-    pub fn deletions(&self) -> impl Stream<Item = Arc<CertificateAttempt>> + Send + 'static {
+    pub fn deletions(&self) -> impl Stream<Item = Arc<CertificateAttempt>> + Send + use<> {
         self.deletions.subscribe()
     }
 

@@ -132,7 +132,7 @@ impl<K> Default for Deletions<K> {
 
 impl<K: Send + Sync + 'static> Deletions<K> {
     /// A stream of the objects as they are deleted, for one controller.
-    fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+    fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + use<K> {
         let (sender, receiver) = mpsc::unbounded();
         self.0.lock().expect("deletions lock").push(sender);
         receiver
@@ -241,7 +241,7 @@ where
     }
 
     /// A stream of the objects as they are deleted, for one controller.
-    pub fn deletions(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+    pub fn deletions(&self) -> impl Stream<Item = Arc<K>> + Send + use<K> {
         self.deletions.subscribe()
     }
 

@@ -22,10 +22,10 @@ impl OrderSlots {
         Self { max_per_issuer, slots: Mutex::default() }
     }
 
-    /// Takes (or keeps, and touches) a slot for `attempt` among `issuer`'s; false when the
-    /// issuer already has its maximum of other attempts under way.
-    pub fn take(&self, issuer: &str, attempt: &str) -> bool {
-        self.take_at(issuer, attempt, Instant::now())
+    /// Takes (or keeps, and touches) a slot for the attempt `namespace/name` among `issuer`'s;
+    /// false when the issuer already has its maximum of other attempts under way.
+    pub fn take(&self, issuer: &str, namespace: &str, name: &str) -> bool {
+        self.take_at(issuer, &format!("{namespace}/{name}"), Instant::now())
     }
 
     fn take_at(&self, issuer: &str, attempt: &str, now: Instant) -> bool {
@@ -43,10 +43,11 @@ impl OrderSlots {
         true
     }
 
-    pub fn release(&self, attempt: &str) {
+    pub fn release(&self, namespace: &str, name: &str) {
+        let attempt = format!("{namespace}/{name}");
         let mut slots = self.slots.lock().expect("slots lock");
         for held in slots.values_mut() {
-            held.remove(attempt);
+            held.remove(&attempt);
         }
     }
 
@@ -63,12 +64,15 @@ mod tests {
     #[test]
     fn slots_are_bounded_per_issuer_and_released() {
         let slots = OrderSlots::new(2);
-        assert!(slots.take("a", "x-1") && slots.take("a", "y-1"));
-        assert!(!slots.take("a", "z-1"), "the third order of issuer a waits");
-        assert!(slots.take("b", "z-1"), "other issuers are not held back");
-        assert!(slots.take("a", "x-1"), "an attempt keeps its slot");
-        slots.release("x-1");
-        assert!(slots.take("a", "z-1"));
+        assert!(slots.take("a", "shop", "x-1") && slots.take("a", "shop", "y-1"));
+        assert!(!slots.take("a", "shop", "z-1"), "the third order of issuer a waits");
+        assert!(!slots.take("a", "blog", "x-1"), "another namespace's x-1 is another attempt");
+        assert!(slots.take("b", "shop", "z-1"), "other issuers are not held back");
+        assert!(slots.take("a", "shop", "x-1"), "an attempt keeps its slot");
+        slots.release("blog", "x-1");
+        assert!(!slots.take("a", "shop", "z-1"), "releasing another namespace's x-1 frees nothing");
+        slots.release("shop", "x-1");
+        assert!(slots.take("a", "shop", "z-1"));
         assert_eq!(slots.held("a"), 2);
     }
 

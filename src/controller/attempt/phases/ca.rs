@@ -127,7 +127,7 @@ impl Pass<'_> {
             )
             .into());
         }
-        if self.ctx.order_slots.take(&self.issuer_key(), &self.attempt.name_any()) {
+        if self.ctx.order_slots.take(&self.issuer_key(), &self.namespace, &self.attempt.name_any()) {
             Ok(())
         } else {
             // Nothing to write: a restart finds the attempt where it was.

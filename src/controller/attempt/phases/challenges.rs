@@ -12,7 +12,7 @@ use crate::{
         Failure, FailureCode as C,
         acme::{account::AcmeAccount, directory, order},
     },
-    solver::{ChallengeKind, dns_persist01, dns01, http01},
+    solver::{ChallengeKind, dns_persist01, dns01},
 };
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
@@ -43,17 +43,14 @@ impl Pass<'_> {
         }
     }
 
-    /// Publishes a challenge's record where the CA will look (routes, DNS); once per attempt.
+    /// Publishes a challenge's record where the CA will look (the host's route, DNS); once per
+    /// attempt.
     pub(super) async fn present(&self, challenge: &order::Challenge, record: &ValidationRecord) -> Phase<()> {
         let name = &record.dns_name;
         match challenge.kind {
             ChallengeKind::Http01 => {
                 let http = challenge.solver.http01.clone().unwrap_or_default();
-                let host = name.trim_start_matches("*.");
-                let attempt = self.attempt.name_any();
-                let owner = http01::RouteOwner { namespace: &self.namespace, attempt: &attempt };
-                http01::route(&self.ctx.routes, owner, host, &challenge.token, &http).await?;
-                Ok(())
+                Ok(self.ctx.routes.ensure(name.trim_start_matches("*."), &http).await?)
             }
             ChallengeKind::TlsAlpn01 => Ok(()),
             // The domain's owner published the record; certpilot writes nothing, ever.

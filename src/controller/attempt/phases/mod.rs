@@ -10,13 +10,15 @@
 //! is another attempt, a Reissue the Certificate controller makes once the Revoke attempt
 //! succeeded (`policy::trigger`), unless the request said `no-reissue`.
 //!
-//! Write-ahead: before a side effect that must not be repeated (a CSR for a key, an order at
-//! the CA), what is needed to resume is persisted, and nothing else is. An ACME issuance writes
-//! its status three times: the intent to order with the new key sealed into it (`key.rs`), the
-//! order URL with the challenges' records and answers before the CA is told (every replica's
-//! solver answers from them), and the end. What the CA does meanwhile (validation, issuance) is
-//! asked of it again by a restarted pass. A pass that crashes resumes from the last persisted
-//! phase.
+//! Write-ahead: before a side effect that must not be repeated (a CSR for a key, a validation
+//! at the CA), what is needed to resume is persisted, and nothing else is. An ACME issuance
+//! writes its status twice: the order's URL with the new key sealed into it (`key.rs`) and the
+//! challenges' records and answers, before the CA is told anything (every replica's solver
+//! answers from them; no CSR is sent for a key not written); and the end. An order placed by a
+//! pass that stopped before that write is found again in the account's list of orders, by
+//! every pass but the first of an attempt this process made (`context::Unordered`). What the
+//! CA does meanwhile (validation, issuance) is asked of it again by a restarted pass. A pass
+//! that crashes resumes from the last persisted phase.
 //!
 //! What the phases use lives beside them: the issuer and the CA (`ca.rs`), the challenges and
 //! their records (`challenges.rs`), the attempt's key (`key.rs`) and the target Secret
@@ -33,7 +35,7 @@ use super::{cleanup, finish_status};
 use crate::{
     api::{
         CertificateAttempt, IssuerKind,
-        attempt::{AttemptPhase, AttemptType, CertificateAttemptStatus, StepPhase},
+        attempt::{AttemptPhase, AttemptType, CertificateAttemptStatus},
     },
     controller::{apply_status, context::Context},
     error::{Error, Result},
@@ -134,8 +136,8 @@ struct Pass<'a> {
     key: Option<PrivateKey>,
     obtained: Option<Obtained>,
     reregistered: bool,
-    /// This pass recorded that it is about to place the order.
-    order_intent_saved: bool,
+    /// The stored status holds the order's URL and the attempt's sealed key.
+    order_recorded: bool,
     /// This pass opened the key sealed into the status (see `step`).
     sealed_key_opens: bool,
 }
@@ -157,7 +159,7 @@ pub async fn drive(ctx: &Context, api: &Api<CertificateAttempt>, attempt: &Certi
         key: None,
         obtained: None,
         reregistered: false,
-        order_intent_saved: false,
+        order_recorded: attempt.status.as_ref().is_some_and(|s| s.order.is_some()),
         sealed_key_opens: false,
     };
     let before = attempt.status.clone().unwrap_or_default();
@@ -245,39 +247,33 @@ impl Pass<'_> {
             // An order slot first: an attempt waiting for one has made no key yet, and writes
             // nothing while it waits.
             self.acme_guard()?;
-            // Made for a local issuer that has become an ACME one: what it will set up must be
-            // cleaned up, so it holds its finalizer from here on.
-            super::hold(&self.ctx.namespaced(&self.namespace), self.attempt).await?;
         }
         self.log.begin(GENERATE_KEY_STEP);
         let (key, how) = self.key_for(acme).await?;
         self.log.succeed(how);
         self.key = Some(key);
         self.signer = Some(signer);
-        // Nothing to write yet: the sealed key is written with the intent to order (a restart
-        // before that makes a new key, which no one has seen).
+        // Nothing to write yet: the sealed key is written with the order's URL (a restart before
+        // that makes a new key, which no one has seen).
         Ok(Transition::Next(if acme { AttemptPhase::Ordering } else { AttemptPhase::Finalizing }))
     }
 
-    /// Ordering: place the order within the issuer's limit of orders in flight. The intent is
-    /// recorded first and the order's URL with the challenges' records: an attempt found with
-    /// the intent but no URL was stopped in between, and takes up the order it placed from the
-    /// account's list of orders (RFC 8555 §7.1.2.1). A CA without that list gets asked again
-    /// (Let's Encrypt answers a repeated request with the same pending order).
+    /// Ordering: place the order within the issuer's limit of orders in flight. Its URL is
+    /// written with the challenges' records, before the CA is told anything. An attempt this
+    /// process did not just make may have placed its order in a pass that stopped before that
+    /// write: it takes that order up from the account's list of orders (RFC 8555 §7.1.2.1)
+    /// instead of placing another. A CA without that list gets asked again (Let's Encrypt
+    /// answers a repeated request with the same pending order).
     async fn ordering(&mut self) -> Phase<Transition> {
         self.acme_guard()?;
         let issuer = self.acme_issuer().await?;
         let account = self.account(&issuer).await?;
-        if !self.order_intent_saved {
-            let stopped = self.log.steps.iter().any(|s| s.name == PLACE_ORDER_STEP && s.phase == StepPhase::Running);
-            if stopped && let Some(placed) = order::find_placed(&account, &self.attempt.spec).await {
-                self.log.succeed(format!("found order {} placed before the operator stopped", placed.url));
-                self.status.order = Some(placed);
-                return Ok(Transition::Next(AttemptPhase::Presenting));
-            }
-            self.log.begin(PLACE_ORDER_STEP);
-            self.order_intent_saved = true;
-            return Ok(Transition::Persist(AttemptPhase::Ordering));
+        self.log.begin(PLACE_ORDER_STEP);
+        let first_pass = self.attempt.uid().is_some_and(|uid| self.ctx.unordered.take(&uid));
+        if !first_pass && let Some(placed) = order::find_placed(&account, &self.attempt.spec).await {
+            self.log.succeed(format!("found order {} placed by a pass that stopped before recording it", placed.url));
+            self.status.order = Some(placed);
+            return Ok(Transition::Next(AttemptPhase::Presenting));
         }
         let issuer_key = self.issuer_key();
         let sends_replaces = self.ctx.sends_replaces(&issuer_key);
@@ -290,7 +286,7 @@ impl Pass<'_> {
         self.log.succeed(format!("placed order {}", placed.url));
         self.status.order = Some(placed);
         // Its URL is written with the challenges' records: a pass stopped before that finds
-        // the order from the intent, as above.
+        // the order in the account's list, as above.
         Ok(Transition::Next(AttemptPhase::Presenting))
     }
 
@@ -314,6 +310,11 @@ impl Pass<'_> {
         let persist_issuers = self.persist_values(&issuer, &account, &mut challenges).await?;
         let first = self.status.challenges.is_empty();
         let publishes_dns = challenges.iter().any(|c| c.pending && c.kind == ChallengeKind::Dns01);
+        if publishes_dns {
+            // Made for an issuer without dns01 solvers then (or a local one): its records must
+            // be removed however it ends, so it holds certpilot's finalizer from here on.
+            super::hold(&self.ctx.namespaced(&self.namespace), self.attempt).await?;
+        }
         if self.note_answers(&challenges) && (publishes_dns || !first) {
             // Write-ahead: DNS-01 records are known before any is published; answers an older
             // certpilot kept in memory are written before anything else happens.
@@ -415,6 +416,9 @@ impl Pass<'_> {
         let mut order = self.order(&account).await?;
         self.status.order = Some(order::order_status(&mut order));
         match order.state().status {
+            // No CSR for a key the stored status does not hold (a CA that had every name
+            // validated already, say, skipped Presenting's write).
+            CaOrder::Ready if !self.order_recorded => Ok(Transition::Persist(AttemptPhase::Finalizing)),
             CaOrder::Ready => {
                 self.log.begin("Finalize");
                 order::finalize(&account, &mut order, &self.attempt.spec, &key).await?;
@@ -618,8 +622,10 @@ impl Pass<'_> {
         CertificateAttemptStatus { steps: self.log.steps.clone(), ..self.status.clone() }
     }
 
-    async fn save(&self, api: &Api<CertificateAttempt>) -> Result<()> {
-        apply_status(self.ctx, api, &self.attempt.name_any(), &self.snapshot()).await.map(|_| ())
+    async fn save(&mut self, api: &Api<CertificateAttempt>) -> Result<()> {
+        apply_status(self.ctx, api, &self.attempt.name_any(), &self.snapshot()).await?;
+        self.order_recorded |= self.status.order.is_some();
+        Ok(())
     }
 }
 
