@@ -216,10 +216,11 @@ pub struct SolverSelector {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Http01Solver {
-    /// Create an Ingress rule with this class for the challenge path.
+    /// The class of the Ingress rule that routes the host's challenge path to certpilot (one
+    /// per host, kept while a Certificate names the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress_class_name: Option<String>,
-    /// Create a Gateway API HTTPRoute attached to this Gateway (`namespace/name`) instead of an Ingress.
+    /// Route with a Gateway API HTTPRoute attached to this Gateway (`namespace/name`) instead of an Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
     /// The operator's Service that receives challenge requests (default `certpilot-solver`).
