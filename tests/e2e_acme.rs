@@ -228,6 +228,66 @@ async fn issues_with_http01_served_by_the_operator() {
     .await;
 }
 
+/// At start-up the operator removes the routes nothing needs: a host route for a host no
+/// Certificate names, and a route an older certpilot made per challenge for an attempt that is
+/// over. The route of a Certificate's host stays as it was, and so does an Ingress certpilot
+/// did not make.
+#[tokio::test]
+async fn routes_nothing_needs_are_removed_at_start_up() {
+    let mut env = Env::start("acme-route-sweep", |_| {}).await;
+    env.acme_issuer("pebble", json!({})).await;
+    env.certificate("kept", &["kept.certpilot.test"], "pebble").await;
+    env.ready("kept").await;
+    let kept = host_routes(&env).await;
+    assert_eq!(kept.len(), 1);
+    let ingress = |name: &str, labels: Value, host: &str| -> Ingress {
+        serde_json::from_value(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "labels": labels, "annotations": {"certpilot.dev/host": host}},
+            "spec": {"rules": [{"host": host, "http": {"paths": [{
+                "path": "/.well-known/acme-challenge/", "pathType": "Prefix",
+                "backend": {"service": {"name": "certpilot-solver", "port": {"number": 8089}}},
+            }]}}]},
+        }))
+        .unwrap()
+    };
+    let ingresses: Api<Ingress> = env.api();
+    let ours = |more: Value| {
+        let mut labels = json!({"app.kubernetes.io/managed-by": "certpilot"});
+        labels.as_object_mut().unwrap().extend(more.as_object().unwrap().clone());
+        labels
+    };
+    let made = [
+        ingress(
+            "certpilot-http01-0123456789abcdef",
+            ours(json!({"certpilot.dev/http01-route": "abc"})),
+            "gone.certpilot.test",
+        ),
+        ingress(
+            "certpilot-http01-older",
+            ours(
+                json!({"certpilot.dev/attempt": "gone-1", "certpilot.dev/attempt-namespace": env.cluster.namespace()}),
+            ),
+            "older.certpilot.test",
+        ),
+        ingress("the-users-own", json!({"app": "shop"}), "shop.certpilot.test"),
+    ];
+    for route in &made {
+        ingresses.create(&Default::default(), route).await.unwrap();
+    }
+    env.restart_operator();
+    eventually("the routes nothing needs to be removed", WAIT, || async {
+        let left = ingresses.list(&ListParams::default()).await.ok()?.items;
+        let names: Vec<String> = left.iter().map(|i| i.name_any()).collect();
+        (!names.iter().any(|n| n == "certpilot-http01-0123456789abcdef" || n == "certpilot-http01-older"))
+            .then_some(names)
+    })
+    .await;
+    assert!(ingresses.get_opt("the-users-own").await.unwrap().is_some(), "an Ingress certpilot did not make stays");
+    let versions = |routes: &[Ingress]| routes.iter().map(|r| r.resource_version()).collect::<Vec<_>>();
+    assert_eq!(versions(&host_routes(&env).await), versions(&kept), "the route a Certificate needs stays as it was");
+}
+
 /// The HTTP-01 routes certpilot keeps per host.
 async fn host_routes(env: &Env) -> Vec<Ingress> {
     let mut routes = host_routes_listed(env).await.unwrap();
