@@ -294,8 +294,9 @@ impl Pass<'_> {
     /// their answers (and the order's URL) before the CA is told to check them: every replica's
     /// solver answers from the status. DNS-01 records are written before they are published
     /// too (cleanup must find whatever a pass stopped midway published) and looked up on later
-    /// passes until they can be seen; HTTP-01 routes are found by their label instead, and
-    /// TLS-ALPN-01 and DNS-PERSIST-01 publish nothing certpilot removes. The CA is told in
+    /// passes until they can be seen; a host's HTTP-01 route outlives the attempt
+    /// (`controller::routes`), and TLS-ALPN-01 and DNS-PERSIST-01 publish nothing certpilot
+    /// removes. The CA is told in
     /// Validating, which also tells it what a pass stopped before telling left pending.
     async fn presenting(&mut self) -> Phase<Transition> {
         let (issuer, account, mut order) = self.open_order().await?;
@@ -352,6 +353,8 @@ impl Pass<'_> {
         self.log.succeed(format!("published {published} validation record(s); the CA is told to check them"));
         self.log.begin("Validate");
         self.order = Some(order);
+        // Written even after DNS-01's write-ahead: passes that only poll the CA write
+        // nothing, and start from the phase stored.
         Ok(Transition::Persist(AttemptPhase::Validating))
     }
 
@@ -624,7 +627,7 @@ impl Pass<'_> {
 
     async fn save(&mut self, api: &Api<CertificateAttempt>) -> Result<()> {
         apply_status(self.ctx, api, &self.attempt.name_any(), &self.snapshot()).await?;
-        self.order_recorded |= self.status.order.is_some();
+        self.order_recorded = self.status.order.is_some();
         Ok(())
     }
 }
