@@ -296,8 +296,8 @@ impl Pass<'_> {
     /// too (cleanup must find whatever a pass stopped midway published) and looked up on later
     /// passes until they can be seen; a host's HTTP-01 route outlives the attempt
     /// (`controller::routes`), and TLS-ALPN-01 and DNS-PERSIST-01 publish nothing certpilot
-    /// removes. The CA is told in
-    /// Validating, which also tells it what a pass stopped before telling left pending.
+    /// removes. The CA is told in Validating, which also tells it what a pass stopped before
+    /// telling left pending.
     async fn presenting(&mut self) -> Phase<Transition> {
         let (issuer, account, mut order) = self.open_order().await?;
         if order.state().status != CaOrder::Pending {
