@@ -429,6 +429,40 @@ async fn a_restarted_operator_completes_the_same_order() {
     assert_eq!(attempts.list(&ListParams::default()).await.unwrap().items.len(), 1);
 }
 
+/// Two Certificates name the same host: one attempt's order is placed but not recorded when
+/// the operator stops, the other's is placed later and recorded. The restarted operator takes
+/// up the first attempt's own order, not the newer open order for the same name (which is the
+/// other attempt's).
+#[tokio::test]
+async fn a_restarted_attempt_takes_up_its_own_order_not_another_attempts_for_the_same_names() {
+    let (port, held) = black_hole().await;
+    let mut env = Env::start("acme-twins", |o| o.http_port = port).await;
+    let (_proxy, stalled) = env.stall_operator_at("/certificateattempts/older-1/", "\"challenges\"").await;
+    let attempts: Api<CertificateAttempt> = env.api();
+    env.certificate("older", &["twin.certpilot.test"], "pebble").await;
+    eventually("the first order to be placed", WAIT, || async { (env.pebble.new_orders() == 1).then_some(()) }).await;
+    env.certificate("newer", &["twin.certpilot.test"], "pebble").await;
+    let newer = wait_for(&attempts, "newer-1", "the newer order to be recorded", WAIT, |a: &CertificateAttempt| {
+        a.status.as_ref().is_some_and(|s| s.order.is_some())
+    })
+    .await;
+    let newer_order = newer.status.unwrap().order.unwrap().url;
+    stalled.kill();
+    assert!(attempts.get("older-1").await.unwrap().status.is_none(), "the older attempt recorded nothing");
+    env.restart_operator();
+    let older = wait_for(&attempts, "older-1", "the older attempt's order to be recorded", WAIT, |a| {
+        a.status.as_ref().is_some_and(|s| s.order.is_some())
+    })
+    .await
+    .status
+    .unwrap();
+    assert_ne!(older.order.unwrap().url, newer_order, "the newer attempt's order is the newer attempt's");
+    let found = older.steps.iter().find(|s| s.name == "PlaceOrder").unwrap();
+    assert!(found.message.contains("stopped before recording it"), "its own order was taken up: {found:?}");
+    assert_eq!(env.pebble.new_orders(), 2, "no third order");
+    held.abort();
+}
+
 /// The operator stopped after the CA issued and before the Secret is written (that write never
 /// answered): the restarted operator downloads the same certificate and stores it with the key
 /// the attempt sealed before the CSR, so there is one order, one CSR and one certificate.

@@ -374,11 +374,16 @@ async fn listed_orders(account: &AcmeAccount) -> Vec<String> {
 
 /// The order this account placed for exactly these identifiers and has not finished with,
 /// found in the account's list of orders: an order placed by a pass that stopped before it
-/// could record the URL.
-pub async fn find_placed(account: &AcmeAccount, spec: &CertificateAttemptSpec) -> Option<OrderStatus> {
+/// could record the URL. Orders other attempts recorded as theirs (`taken`) are passed over:
+/// two Certificates may name the same hosts.
+pub async fn find_placed(
+    account: &AcmeAccount,
+    spec: &CertificateAttemptSpec,
+    taken: impl Fn(&str) -> bool,
+) -> Option<OrderStatus> {
     let mut wanted: Vec<&str> = spec.dns_names.iter().chain(&spec.ip_addresses).map(String::as_str).collect();
     wanted.sort_unstable();
-    for url in listed_orders(account).await.into_iter().rev() {
+    for url in listed_orders(account).await.into_iter().rev().filter(|url| !taken(url)) {
         let Some(listed) = post_as_get(account, &url).await else { continue };
         let Ok(object) = serde_json::from_slice::<ListedOrder>(&listed.body) else { continue };
         if object.is_open() && object.names() == wanted {

@@ -135,6 +135,14 @@ impl Pass<'_> {
         }
     }
 
+    /// The order URLs other attempts under way recorded (from the shared cache).
+    pub(super) fn orders_of_other_attempts(&self) -> std::collections::HashSet<String> {
+        let own = self.attempt.uid();
+        let working = self.ctx.caches.working_attempts.state();
+        let others = working.iter().filter(|a| a.uid() != own);
+        others.filter_map(|a| Some(a.status.as_ref()?.order.as_ref()?.url.clone())).collect()
+    }
+
     /// Polls the CA often at first, then less: a slow validation does not cost a request a second.
     pub(super) fn poll_interval(&self) -> Duration {
         poll_interval(self.running_for())

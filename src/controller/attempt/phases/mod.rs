@@ -270,7 +270,13 @@ impl Pass<'_> {
         let account = self.account(&issuer).await?;
         self.log.begin(PLACE_ORDER_STEP);
         let first_pass = self.attempt.uid().is_some_and(|uid| self.ctx.unordered.take(&uid));
-        if !first_pass && let Some(placed) = order::find_placed(&account, &self.attempt.spec).await {
+        let taken = self.orders_of_other_attempts();
+        let found = if first_pass {
+            None
+        } else {
+            order::find_placed(&account, &self.attempt.spec, |url| taken.contains(url)).await
+        };
+        if let Some(placed) = found {
             self.log.succeed(format!("found order {} placed by a pass that stopped before recording it", placed.url));
             self.status.order = Some(placed);
             return Ok(Transition::Next(AttemptPhase::Presenting));
