@@ -6,7 +6,6 @@ use crate::{
     faults::RequestRecord,
     fields::Scope,
     managed::{self, Writer},
-    meta,
     policy::UserInfo,
     resource::ResourceType,
     selector::{FieldSelector, LabelSelector},
@@ -430,6 +429,7 @@ fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, meta
     let fields =
         FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), &rt.field_selectors())?;
     let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let namespace = target.namespace.as_deref();
     let state = shared.store.lock();
     let current = state.resource_version();
     let (list_rv, after) = match query.get("continue").filter(|c| !c.is_empty()) {
@@ -440,34 +440,33 @@ fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, meta
         }
     };
     let after = after.as_ref().map(|(ns, name)| (ns.as_str(), name.as_str()));
-    let mut matching = state
-        .list_after(rt, target.namespace.as_deref(), after)
-        .filter(|o| labels.matches(&meta::labels(o)) && fields.matches(o));
-    let mut items: Vec<Value> = Vec::new();
-    let mut next = None;
-    for obj in matching.by_ref() {
-        if limit.is_some_and(|l| items.len() == l) {
-            next = items.last().map(|last| encode_continue(list_rv, last));
-            break;
-        }
-        items.push(if metadata_only { metadata_view(obj) } else { obj.clone() });
-    }
+    let mut matching = state.list_after(rt, namespace, after).filter(|o| labels.selects(o) && fields.matches(o));
+    let page: Vec<&Value> = matching.by_ref().take(limit.unwrap_or(usize::MAX)).collect();
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
-    if let Some(token) = next {
-        metadata["continue"] = json!(token);
+    if let (Some(last), true) = (page.last(), matching.next().is_some()) {
+        metadata["continue"] = json!(encode_continue(list_rv, last));
         // As the API server does: the count only of a list without selectors (with them,
         // counting would mean matching every object left).
         let selected = ["labelSelector", "fieldSelector"].iter().any(|s| query.get(*s).is_some_and(|v| !v.is_empty()));
         if !selected {
-            metadata["remainingItemCount"] = json!(matching.count() + 1);
+            let last =
+                (last["metadata"]["namespace"].as_str().unwrap_or(""), last["metadata"]["name"].as_str().unwrap_or(""));
+            metadata["remainingItemCount"] = json!(state.count_after(rt, namespace, last));
         }
     }
+    let items: Vec<Value> =
+        page.into_iter().map(|o| if metadata_only { metadata_view(o) } else { o.clone() }).collect();
+    drop(matching);
+    drop(state);
     let (api_version, kind) = if metadata_only {
         ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string())
     } else {
         (rt.api_version(&target.version), format!("{}List", rt.kind))
     };
-    Ok(json!({"apiVersion": api_version, "kind": kind, "metadata": metadata, "items": items}))
+    let mut list = json!({"apiVersion": api_version, "kind": kind, "metadata": metadata});
+    // Moved in, not through `json!`, which would copy every item once more.
+    list["items"] = Value::Array(items);
+    Ok(list)
 }
 
 /// Lists are served from the latest state; an exact older resourceVersion can't be, so it is
@@ -658,7 +657,7 @@ fn delete_collection(
     let keys: Vec<Key> = state
         .list(rt, target.namespace.as_deref())
         .into_iter()
-        .filter(|o| labels.matches(&meta::labels(o)) && fields.matches(o))
+        .filter(|o| labels.selects(o) && fields.matches(o))
         .map(|o| {
             Key::new(
                 rt,

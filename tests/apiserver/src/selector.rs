@@ -61,13 +61,26 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.satisfied_by(|key| labels.get(key).map(String::as_str))
+    }
+
+    /// Whether an object's labels satisfy it, read where they are: a list or a watch asks
+    /// this of every object it passes, and copying each object's labels out cost more than
+    /// the rest of a page.
+    pub fn selects(&self, object: &Value) -> bool {
+        let labels = &object["metadata"]["labels"];
+        self.satisfied_by(|key| labels.get(key).and_then(Value::as_str))
+    }
+
+    /// Whether the labels `label` looks up one key at a time satisfy every requirement.
+    fn satisfied_by<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|req| match req {
-            Requirement::Equals(k, v) => labels.get(k) == Some(v),
-            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::DoesNotExist(k) => !labels.contains_key(k),
+            Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => label(k).is_some_and(|v| vs.iter().any(|w| w == v)),
+            Requirement::NotIn(k, vs) => label(k).is_none_or(|v| !vs.iter().any(|w| w == v)),
+            Requirement::Exists(k) => label(k).is_some(),
+            Requirement::DoesNotExist(k) => label(k).is_none(),
         })
     }
 }
@@ -177,6 +190,17 @@ mod tests {
         assert!(sel.matches(&labels(&[("certpilot.dev/managed", "")])));
         assert!(!sel.matches(&labels(&[("certpilot.dev/managed", ""), ("zone", "a")])));
         assert!(LabelSelector::parse("a b c").is_err());
+    }
+
+    #[test]
+    fn an_object_is_selected_by_the_labels_in_its_metadata() {
+        let sel = LabelSelector::parse("app=web,tier in (front),!legacy").unwrap();
+        let object = |labels: Value| serde_json::json!({"metadata": {"name": "x", "labels": labels}});
+        assert!(sel.selects(&object(serde_json::json!({"app": "web", "tier": "front"}))));
+        assert!(!sel.selects(&object(serde_json::json!({"app": "web", "tier": "front", "legacy": "1"}))));
+        assert!(!sel.selects(&serde_json::json!({"metadata": {"name": "x"}})), "no labels: app=web is not met");
+        assert!(LabelSelector::parse("!app").unwrap().selects(&serde_json::json!({"metadata": {"name": "x"}})));
+        assert!(LabelSelector::default().selects(&serde_json::json!({})));
     }
 
     #[test]

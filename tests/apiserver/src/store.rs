@@ -160,33 +160,23 @@ impl State {
             .ok_or_else(|| ApiError::not_found(&rt.qualified_name(), name))
     }
 
-    /// Objects of a kind, in one namespace or all, in key order.
     /// The objects of a kind (in `namespace`, or all) after the object at `after` (namespace and
     /// name), in key order: a page of a paginated list starts where the last one ended, not
     /// by walking every object before it.
-    pub fn list_after<'a>(
-        &'a self,
+    pub fn list_after(
+        &self,
         rt: &ResourceType,
-        namespace: Option<&'a str>,
+        namespace: Option<&str>,
         after: Option<(&str, &str)>,
-    ) -> impl Iterator<Item = &'a Value> + 'a {
-        use std::ops::Bound::{Excluded, Included};
-        let key = |ns: &str, name: &str| Key {
-            group: rt.group.clone(),
-            plural: rt.plural.clone(),
-            namespace: ns.into(),
-            name: name.into(),
-        };
-        let start = match after {
-            Some((ns, name)) => Excluded(key(ns, name)),
-            None => Included(key(namespace.unwrap_or(""), "")),
-        };
-        let (group, plural) = (rt.group.clone(), rt.plural.clone());
-        self.objects
-            .range((start, std::ops::Bound::Unbounded))
-            .take_while(move |(k, _)| k.group == group && k.plural == plural)
-            .take_while(move |(k, _)| namespace.is_none_or(|ns| k.namespace == ns))
-            .map(|(_, v)| v)
+    ) -> impl Iterator<Item = &Value> {
+        self.objects.range(kind_range(rt, namespace, after)).map(|(_, v)| v)
+    }
+
+    /// How many objects of a kind (in `namespace`, or all) come after the object at `after`,
+    /// counted on the keys alone: the count of a page of a list without selectors, where
+    /// every object matches.
+    pub fn count_after(&self, rt: &ResourceType, namespace: Option<&str>, after: (&str, &str)) -> usize {
+        self.objects.range(kind_range(rt, namespace, Some(after))).count()
     }
 
     pub fn list(&self, rt: &ResourceType, namespace: Option<&str>) -> Vec<&Value> {
@@ -685,6 +675,32 @@ impl State {
     }
 }
 
+/// The keys of a kind's objects (in `namespace`, or all) after the object at `after`, in key
+/// order. The end is the first key past them: a namespace (or plural) with a NUL appended
+/// sorts after every key that has it and before every other key that follows.
+fn kind_range(
+    rt: &ResourceType,
+    namespace: Option<&str>,
+    after: Option<(&str, &str)>,
+) -> (std::ops::Bound<Key>, std::ops::Bound<Key>) {
+    use std::ops::Bound::{Excluded, Included};
+    let key = |plural: String, namespace: &str, name: &str| Key {
+        group: rt.group.clone(),
+        plural,
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    let start = match after {
+        Some((ns, name)) => Excluded(key(rt.plural.clone(), ns, name)),
+        None => Included(key(rt.plural.clone(), namespace.unwrap_or(""), "")),
+    };
+    let end = match namespace {
+        Some(ns) => key(rt.plural.clone(), &format!("{ns}\0"), ""),
+        None => key(format!("{}\0", rt.plural), "", ""),
+    };
+    (start, Excluded(end))
+}
+
 fn owner_refs(obj: &Value) -> Vec<Value> {
     obj["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default()
 }
@@ -917,4 +933,45 @@ fn secret_rules(old: Option<&Value>, new: &mut Value) -> ApiResult<Vec<FieldErro
         }
     }
     Ok(errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `namespace/name` of each object.
+    fn names<'a>(objects: impl Iterator<Item = &'a Value>) -> Vec<String> {
+        let name = |o: &Value, field: &str| o["metadata"][field].as_str().unwrap_or_default().to_string();
+        objects.map(|o| format!("{}/{}", name(o, "namespace"), name(o, "name"))).collect()
+    }
+
+    #[test]
+    fn a_page_holds_its_kind_and_namespace_only_even_beside_names_that_extend_them() {
+        let store = Store::new(100);
+        let mut state = store.lock();
+        let user = UserInfo::admin();
+        let namespaces = state.registry.get("", "v1", "namespaces").unwrap();
+        for ns in ["a", "a-b", "ab"] {
+            let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            state.create(&namespaces, "", namespace, "test", &user).unwrap();
+        }
+        let (config_maps, secrets) =
+            (state.registry.get("", "v1", "configmaps").unwrap(), state.registry.get("", "v1", "secrets").unwrap());
+        for (ns, name) in [("a", "x"), ("a", "y"), ("a", "z"), ("a-b", "x"), ("ab", "x")] {
+            let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+            state.create(&config_maps, ns, object, "test", &user).unwrap();
+        }
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}});
+        state.create(&secrets, "a", secret, "test", &user).unwrap();
+
+        assert_eq!(names(state.list_after(&config_maps, Some("a"), None)), ["a/x", "a/y", "a/z"]);
+        assert_eq!(names(state.list_after(&config_maps, Some("a"), Some(("a", "x")))), ["a/y", "a/z"]);
+        assert_eq!(state.count_after(&config_maps, Some("a"), ("a", "x")), 2);
+        assert_eq!(state.count_after(&config_maps, Some("a"), ("a", "z")), 0);
+        let everywhere: Vec<_> = names(state.list_after(&config_maps, None, Some(("a", "z"))));
+        assert_eq!(everywhere[..2], ["a-b/x", "ab/x"]);
+        assert!(everywhere.iter().all(|n| !n.ends_with("/s")), "no Secret among ConfigMaps: {everywhere:?}");
+        assert_eq!(state.count_after(&config_maps, None, ("a", "z")), everywhere.len());
+        assert_eq!(names(state.list_after(&secrets, Some("a"), None)), ["a/s"]);
+    }
 }

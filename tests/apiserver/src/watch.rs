@@ -6,7 +6,6 @@ use crate::{
     Shared,
     error::{ApiError, ApiResult},
     http::{Query, Target, flag, metadata_view},
-    meta,
     resource::ResourceType,
     selector::{FieldSelector, LabelSelector},
     store::{Event, EventType},
@@ -27,7 +26,7 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, object: &Value) -> bool {
-        self.labels.matches(&meta::labels(object)) && self.fields.matches(object)
+        self.labels.selects(object) && self.fields.matches(object)
     }
 
     fn concerns(&self, event: &Event) -> bool {
