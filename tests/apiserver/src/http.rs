@@ -211,7 +211,7 @@ async fn route(
             Ok(watch::serve(shared.clone(), rt, target, query, metadata_only)?)
         }
         (Method::GET, None) if as_table => {
-            let listed = list(shared, &rt, &target, &query, false)?;
+            let listed = list(shared, &rt, &target, &query, false)?.into_value();
             let items = listed["items"].as_array().cloned().unwrap_or_default();
             let version = listed["metadata"]["resourceVersion"].as_str().map(String::from);
             Ok(axum::Json(crate::table::render(&rt, &items, version)).into_response())
@@ -314,7 +314,7 @@ fn core_events(
             )?;
             let mut unfiltered = query.clone();
             unfiltered.retain(|k, _| k == "labelSelector");
-            let mut listed = list(shared, &stored_rt, &stored_target, &unfiltered, false)?;
+            let mut listed = list(shared, &stored_rt, &stored_target, &unfiltered, false)?.into_value();
             let items: Vec<Value> = listed["items"]
                 .as_array()
                 .map(|items| items.iter().map(crate::events::to_core).filter(|e| fields.matches(e)).collect())
@@ -424,7 +424,33 @@ fn field_manager(query: &Query, headers: &HeaderMap) -> String {
         .to_string()
 }
 
-fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, metadata_only: bool) -> ApiResult<Value> {
+/// A list (or a page of one) as it is written out: its items are the stored versions
+/// themselves, serialised once the lock is released rather than copied while it is held.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Listing {
+    api_version: String,
+    kind: String,
+    metadata: Value,
+    #[serde(serialize_with = "shared_values")]
+    items: Vec<Arc<Value>>,
+}
+
+fn shared_values<S: serde::Serializer>(items: &[Arc<Value>], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(items.iter().map(|item| &**item))
+}
+
+impl Listing {
+    /// The list as a document, for the paths that rework it (tables, core/v1 Events).
+    fn into_value(self) -> Value {
+        let items: Vec<Value> = self.items.iter().map(|item| Value::clone(item)).collect();
+        let mut list = json!({"apiVersion": self.api_version, "kind": self.kind, "metadata": self.metadata});
+        list["items"] = Value::Array(items);
+        list
+    }
+}
+
+fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, metadata_only: bool) -> ApiResult<Listing> {
     let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))?;
     let fields =
         FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""), &rt.field_selectors())?;
@@ -441,9 +467,9 @@ fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, meta
     };
     let after = after.as_ref().map(|(ns, name)| (ns.as_str(), name.as_str()));
     let mut matching = state.list_after(rt, namespace, after).filter(|o| labels.selects(o) && fields.matches(o));
-    let page: Vec<&Value> = matching.by_ref().take(limit.unwrap_or(usize::MAX)).collect();
+    let items: Vec<Arc<Value>> = matching.by_ref().take(limit.unwrap_or(usize::MAX)).cloned().collect();
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
-    if let (Some(last), true) = (page.last(), matching.next().is_some()) {
+    if let (Some(last), true) = (items.last(), matching.next().is_some()) {
         metadata["continue"] = json!(encode_continue(list_rv, last));
         // As the API server does: the count only of a list without selectors (with them,
         // counting would mean matching every object left).
@@ -454,19 +480,15 @@ fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, meta
             metadata["remainingItemCount"] = json!(state.count_after(rt, namespace, last));
         }
     }
-    let items: Vec<Value> =
-        page.into_iter().map(|o| if metadata_only { metadata_view(o) } else { o.clone() }).collect();
     drop(matching);
     drop(state);
-    let (api_version, kind) = if metadata_only {
-        ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string())
+    let (api_version, kind, items) = if metadata_only {
+        let views = items.iter().map(|item| Arc::new(metadata_view(item))).collect();
+        ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string(), views)
     } else {
-        (rt.api_version(&target.version), format!("{}List", rt.kind))
+        (rt.api_version(&target.version), format!("{}List", rt.kind), items)
     };
-    let mut list = json!({"apiVersion": api_version, "kind": kind, "metadata": metadata});
-    // Moved in, not through `json!`, which would copy every item once more.
-    list["items"] = Value::Array(items);
-    Ok(list)
+    Ok(Listing { api_version, kind, metadata, items })
 }
 
 /// Lists are served from the latest state; an exact older resourceVersion can't be, so it is
