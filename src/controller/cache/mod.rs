@@ -325,16 +325,28 @@ impl Feeds {
         (caches, feeds)
     }
 
-    /// Runs every watch until shutdown. Subscribe before: later subscribers miss events.
+    /// Runs every watch until shutdown, each on a task of its own: a restart's first lists
+    /// (every Certificate, attempt and Secret) are parsed in parallel, not in turn on the task
+    /// that runs the controllers. Dropped, it stops them. Subscribe before: later subscribers
+    /// miss events.
     pub async fn run(self) {
-        futures::future::join_all([
+        let mut watches = tokio::task::JoinSet::new();
+        for watch in [
             self.certificates.run(),
             self.attempts.run(),
             self.issuers.run(),
             self.cluster_issuers.run(),
             self.secrets.run(),
-        ])
-        .await;
+        ] {
+            watches.spawn(watch);
+        }
+        while let Some(ended) = watches.join_next().await {
+            if let Err(error) = ended
+                && error.is_panic()
+            {
+                std::panic::resume_unwind(error.into_panic());
+            }
+        }
     }
 }
 
