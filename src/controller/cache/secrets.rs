@@ -156,24 +156,46 @@ const VERIFY_PAGE: u32 = 250;
 /// request each (at 100,000 Certificates, 100,000 GETs: six minutes before the operator is
 /// quiet). Nothing of a page is kept but those notes. How many were read, or why it stopped
 /// (the Secrets not yet noted are read one by one when needed).
-async fn verify_all(api: &Api<Secret>, config: &watcher::Config, index: &SecretIndex) -> Result<usize, kube::Error> {
+async fn verify_all(api: Api<Secret>, config: watcher::Config, index: Arc<SecretIndex>) -> Result<usize, kube::Error> {
     let mut params = ListParams::default().limit(VERIFY_PAGE);
-    params.label_selector = config.label_selector.clone();
+    params.label_selector = config.label_selector;
     let mut read = 0;
+    let mut noting = None;
     loop {
         let page = api.list(&params).await?;
         read += page.items.len();
-        page.items.iter().for_each(|secret| index.note_read(secret));
+        // A page is noted (certificates parsed, keys checked) while the next one is read: the
+        // two took about as long, one after the other.
+        if let Some(previous) = noting.take() {
+            noted(previous).await;
+        }
+        let index = index.clone();
+        let items = page.items;
+        noting = Some(tokio::task::spawn_blocking(move || items.iter().for_each(|secret| index.note_read(secret))));
         match page.metadata.continue_.filter(|token| !token.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(read),
+            None => break,
         }
+    }
+    if let Some(last) = noting {
+        noted(last).await;
+    }
+    Ok(read)
+}
+
+/// Waits for a page to be noted; a panic while noting is the operator's own and carries on here.
+async fn noted(noting: tokio::task::JoinHandle<()>) {
+    if let Err(error) = noting.await
+        && error.is_panic()
+    {
+        std::panic::resume_unwind(error.into_panic());
     }
 }
 
 /// The watch of certpilot's Secrets (metadata only): it keeps the index and hands each change to
-/// the controllers subscribed to it, keeping no object once they have seen it. Before it starts,
-/// the Secrets' data is read once, in pages (`verify_all`).
+/// the controllers subscribed to it, keeping no object once they have seen it. Beside its first
+/// list, the Secrets' data is read once, in pages (`verify_all`); the Secrets count as listed
+/// once both are done.
 pub struct SecretFeed {
     api: Api<PartialObjectMeta<Secret>>,
     whole: Api<Secret>,
@@ -220,32 +242,84 @@ impl SecretFeed {
     pub(super) fn run(self) -> BoxFuture<'static, ()> {
         let Self { api, whole, config, index, changes, deletions, filled } = self;
         async move {
+            // A task of its own: the pages are read (and parsed) beside the watch's list, not
+            // one after the other. Dropped with the feed, it stops.
+            let mut verifying = tokio::task::JoinSet::new();
+            verifying.spawn(verify_all(whole, config.clone(), index.clone()));
             let started = std::time::Instant::now();
-            match verify_all(&whole, &config, &index).await {
-                Ok(read) => {
-                    tracing::info!(read, seconds = started.elapsed().as_secs_f64(), "verified certpilot's Secrets")
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "could not read certpilot's Secrets in pages; each is read when needed")
-                }
-            }
+            let mut fill = ListedOnceVerified { filled, listed: false, verified: false };
             let mut events = watcher(api, config).default_backoff().modify(super::trim_secret).boxed();
-            while let Some(event) = events.next().await {
-                if let Ok(event) = &event {
-                    index.apply(event);
-                }
-                match event {
-                    Ok(watcher::Event::InitApply(meta) | watcher::Event::Apply(meta)) => {
-                        changes.send(Arc::new(meta)).await;
+            loop {
+                tokio::select! {
+                    Some(result) = verifying.join_next(), if !fill.verified => {
+                        log_verified(result, started.elapsed());
+                        fill.verified();
                     }
-                    Ok(watcher::Event::Delete(meta)) => deletions.send(Arc::new(meta)),
-                    Ok(watcher::Event::InitDone) => filled.listed(),
-                    Ok(watcher::Event::Init) => {}
-                    Err(error) => filled.failed(&error),
+                    event = events.next() => match event {
+                        Some(event) => take_in(event, &index, (&changes, &deletions), &mut fill).await,
+                        None => return,
+                    },
                 }
             }
         }
         .boxed()
+    }
+}
+
+/// Notes one event of the watch in the index and hands it to the controllers.
+async fn take_in(
+    event: Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>,
+    index: &SecretIndex,
+    (changes, deletions): (&Changes<PartialObjectMeta<Secret>>, &Deletions<PartialObjectMeta<Secret>>),
+    fill: &mut ListedOnceVerified,
+) {
+    if let Ok(event) = &event {
+        index.apply(event);
+    }
+    match event {
+        Ok(watcher::Event::InitApply(meta) | watcher::Event::Apply(meta)) => changes.send(Arc::new(meta)).await,
+        Ok(watcher::Event::Delete(meta)) => deletions.send(Arc::new(meta)),
+        Ok(watcher::Event::InitDone) => fill.listed(),
+        Ok(watcher::Event::Init) => {}
+        Err(error) => fill.filled.failed(&error),
+    }
+}
+
+/// The Secrets count as listed once the watch has listed them and their data is verified:
+/// until then the Certificates would read their Secrets one by one.
+struct ListedOnceVerified {
+    filled: Fill,
+    listed: bool,
+    verified: bool,
+}
+
+impl ListedOnceVerified {
+    fn listed(&mut self) {
+        self.listed = true;
+        self.tell();
+    }
+
+    fn verified(&mut self) {
+        self.verified = true;
+        self.tell();
+    }
+
+    fn tell(&self) {
+        if self.listed && self.verified {
+            self.filled.listed();
+        }
+    }
+}
+
+/// How the reading of the Secrets in pages ended.
+fn log_verified(result: Result<Result<usize, kube::Error>, tokio::task::JoinError>, took: std::time::Duration) {
+    match result {
+        Ok(Ok(read)) => tracing::info!(read, seconds = took.as_secs_f64(), "verified certpilot's Secrets"),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "could not read certpilot's Secrets in pages; each is read when needed")
+        }
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => tracing::warn!(%error, "the reading of certpilot's Secrets in pages stopped"),
     }
 }
 
