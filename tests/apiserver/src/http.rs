@@ -9,7 +9,7 @@ use crate::{
     policy::UserInfo,
     resource::ResourceType,
     selector::{FieldSelector, LabelSelector},
-    store::{DeleteOptions, Key, Ownership, PatchAuthor},
+    store::{DeleteOptions, Key, Ownership, PatchAuthor, Version},
     watch,
 };
 use axum::{
@@ -425,25 +425,44 @@ fn field_manager(query: &Query, headers: &HeaderMap) -> String {
 }
 
 /// A list (or a page of one) as it is written out: its items are the stored versions
-/// themselves, serialised once the lock is released rather than copied while it is held.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+/// themselves, written as the JSON text each keeps, once the lock is released.
 struct Listing {
     api_version: String,
     kind: String,
     metadata: Value,
-    #[serde(serialize_with = "shared_values")]
-    items: Vec<Arc<Value>>,
+    items: Vec<Arc<Version>>,
+    /// Whether each item is sent as its `PartialObjectMetadata` view.
+    metadata_only: bool,
 }
 
-fn shared_values<S: serde::Serializer>(items: &[Arc<Value>], serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(items.iter().map(|item| &**item))
+impl serde::Serialize for Listing {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut list = serializer.serialize_map(Some(4))?;
+        list.serialize_entry("apiVersion", &self.api_version)?;
+        list.serialize_entry("kind", &self.kind)?;
+        list.serialize_entry("metadata", &self.metadata)?;
+        list.serialize_entry("items", &Items(self))?;
+        list.end()
+    }
+}
+
+/// A list's items as JSON text.
+struct Items<'a>(&'a Listing);
+
+impl serde::Serialize for Items<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Listing { items, metadata_only, .. } = self.0;
+        serializer.collect_seq(items.iter().map(|item| if *metadata_only { item.metadata_json() } else { item.json() }))
+    }
 }
 
 impl Listing {
     /// The list as a document, for the paths that rework it (tables, core/v1 Events).
     fn into_value(self) -> Value {
-        let items: Vec<Value> = self.items.iter().map(|item| Value::clone(item)).collect();
+        let item =
+            |version: &Arc<Version>| if self.metadata_only { metadata_view(version) } else { Value::clone(version) };
+        let items: Vec<Value> = self.items.iter().map(item).collect();
         let mut list = json!({"apiVersion": self.api_version, "kind": self.kind, "metadata": self.metadata});
         list["items"] = Value::Array(items);
         list
@@ -467,7 +486,7 @@ fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, meta
     };
     let after = after.as_ref().map(|(ns, name)| (ns.as_str(), name.as_str()));
     let mut matching = state.list_after(rt, namespace, after).filter(|o| labels.selects(o) && fields.matches(o));
-    let items: Vec<Arc<Value>> = matching.by_ref().take(limit.unwrap_or(usize::MAX)).cloned().collect();
+    let items: Vec<Arc<Version>> = matching.by_ref().take(limit.unwrap_or(usize::MAX)).cloned().collect();
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
     if let (Some(last), true) = (items.last(), matching.next().is_some()) {
         metadata["continue"] = json!(encode_continue(list_rv, last));
@@ -482,13 +501,12 @@ fn list(shared: &Shared, rt: &ResourceType, target: &Target, query: &Query, meta
     }
     drop(matching);
     drop(state);
-    let (api_version, kind, items) = if metadata_only {
-        let views = items.iter().map(|item| Arc::new(metadata_view(item))).collect();
-        ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string(), views)
+    let (api_version, kind) = if metadata_only {
+        ("meta.k8s.io/v1".to_string(), "PartialObjectMetadataList".to_string())
     } else {
-        (rt.api_version(&target.version), format!("{}List", rt.kind), items)
+        (rt.api_version(&target.version), format!("{}List", rt.kind))
     };
-    Ok(Listing { api_version, kind, metadata, items })
+    Ok(Listing { api_version, kind, metadata, items, metadata_only })
 }
 
 /// Lists are served from the latest state; an exact older resourceVersion can't be, so it is

@@ -13,10 +13,10 @@ use crate::{
     schema,
 };
 use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::{Value, json, value::RawValue};
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
 };
 use tokio::sync::{Notify, broadcast};
 
@@ -56,6 +56,45 @@ impl EventType {
     }
 }
 
+/// A version of an object as stored, with its JSON text, written once: lists and watches send
+/// each version many times (a restart lists every object once for each watch of its kind), and
+/// serialising it every time was most of the cost of a list. Reads as the object itself.
+#[derive(Debug)]
+pub struct Version {
+    object: Value,
+    json: Box<RawValue>,
+    /// The text of its `PartialObjectMetadata` view, written when first asked for.
+    metadata_json: OnceLock<Box<RawValue>>,
+}
+
+impl Version {
+    pub fn new(object: Value) -> Arc<Self> {
+        let json = serde_json::value::to_raw_value(&object).expect("a JSON document serialises");
+        Arc::new(Self { object, json, metadata_json: OnceLock::new() })
+    }
+
+    /// The object as JSON text.
+    pub fn json(&self) -> &RawValue {
+        &self.json
+    }
+
+    /// Its `PartialObjectMetadata` view (what metadata-only lists and watches send) as JSON text.
+    pub fn metadata_json(&self) -> &RawValue {
+        self.metadata_json.get_or_init(|| {
+            serde_json::value::to_raw_value(&crate::http::metadata_view(&self.object))
+                .expect("a JSON document serialises")
+        })
+    }
+}
+
+impl std::ops::Deref for Version {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.object
+    }
+}
+
 /// One change, as watchers see it; `old` lets a selector-filtered watch see objects leave.
 /// Both are the versions stored, shared with the store and with the events next to this one.
 #[derive(Debug)]
@@ -65,8 +104,8 @@ pub struct Event {
     pub at: std::time::Instant,
     pub key: Key,
     pub kind: EventType,
-    pub object: Arc<Value>,
-    pub old: Option<Arc<Value>>,
+    pub object: Arc<Version>,
+    pub old: Option<Arc<Version>>,
 }
 
 pub struct State {
@@ -76,7 +115,7 @@ pub struct State {
     /// pages of lists being written out: copies of it in the store, in its event and in the
     /// next event took a quarter of the server's memory at 30,000 Certificates, and copying a
     /// page's objects under the lock most of the time of a list.
-    objects: BTreeMap<Key, Arc<Value>>,
+    objects: BTreeMap<Key, Arc<Version>>,
     uids: HashMap<String, Key>,
     history: VecDeque<Arc<Event>>,
     /// Watches from a resourceVersion older than this get `410 Gone`.
@@ -173,7 +212,7 @@ impl State {
         rt: &ResourceType,
         namespace: Option<&str>,
         after: Option<(&str, &str)>,
-    ) -> impl Iterator<Item = &Arc<Value>> {
+    ) -> impl Iterator<Item = &Arc<Version>> {
         self.objects.range(kind_range(rt, namespace, after)).map(|(_, v)| v)
     }
 
@@ -184,14 +223,14 @@ impl State {
         self.objects.range(kind_range(rt, namespace, Some(after))).count()
     }
 
-    pub fn list(&self, rt: &ResourceType, namespace: Option<&str>) -> Vec<&Value> {
+    pub fn list(&self, rt: &ResourceType, namespace: Option<&str>) -> Vec<&Arc<Version>> {
         let start =
             Key { group: rt.group.clone(), plural: rt.plural.clone(), namespace: String::new(), name: String::new() };
         self.objects
             .range(start..)
             .take_while(|(k, _)| k.group == rt.group && k.plural == rt.plural)
             .filter(|(k, _)| namespace.is_none_or(|ns| k.namespace == ns))
-            .map(|(_, v)| &**v)
+            .map(|(_, v)| v)
             .collect()
     }
 
@@ -295,7 +334,7 @@ impl State {
     }
 
     pub fn object(&self, key: &Key) -> Option<&Value> {
-        self.objects.get(key).map(|object| &**object)
+        self.objects.get(key).map(|version| &version.object)
     }
 
     /// Runs a write through the kind's strategy and admission: status/spec split, system
@@ -358,7 +397,7 @@ impl State {
         self.objects
             .range(start..)
             .take_while(|(k, _)| k.group == group && k.plural == plural)
-            .map(|(_, v)| &**v)
+            .map(|(_, version)| &version.object)
             .collect()
     }
 
@@ -415,7 +454,7 @@ impl State {
         if let Some(uid) = new["metadata"]["uid"].as_str() {
             self.uids.insert(uid.to_string(), key.clone());
         }
-        let stored = Arc::new(new);
+        let stored = Version::new(new);
         // The version replaced is `old` itself: the event shares it rather than a copy.
         let replaced = self.objects.insert(key.clone(), stored.clone());
         self.after_commit(rt, &stored);
@@ -434,11 +473,11 @@ impl State {
         if key.group == "apiextensions.k8s.io" {
             self.unregister_crd(&last);
         }
-        self.emit(key, EventType::Deleted, Arc::new(last.clone()), None);
+        self.emit(key, EventType::Deleted, Version::new(last.clone()), None);
         last
     }
 
-    fn emit(&mut self, key: Key, kind: EventType, object: Arc<Value>, old: Option<Arc<Value>>) {
+    fn emit(&mut self, key: Key, kind: EventType, object: Arc<Version>, old: Option<Arc<Version>>) {
         let event = Arc::new(Event { rv: self.rv, at: std::time::Instant::now(), key, kind, object, old });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_limit {
@@ -948,9 +987,20 @@ mod tests {
     use super::*;
 
     /// `namespace/name` of each object.
-    fn names<'a>(objects: impl Iterator<Item = &'a Arc<Value>>) -> Vec<String> {
+    fn names<'a>(objects: impl Iterator<Item = &'a Arc<Version>>) -> Vec<String> {
         let name = |o: &Value, field: &str| o["metadata"][field].as_str().unwrap_or_default().to_string();
         objects.map(|o| format!("{}/{}", name(o, "namespace"), name(o, "name"))).collect()
+    }
+
+    #[test]
+    fn a_version_reads_as_its_object_and_writes_the_text_it_was_stored_with() {
+        let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "labels": {"a": "b"}}, "data": {"k": "v"}});
+        let version = Version::new(object.clone());
+        assert_eq!(**version, object);
+        assert_eq!(version.json().get(), serde_json::to_string(&object).unwrap());
+        let view: Value = serde_json::from_str(version.metadata_json().get()).unwrap();
+        assert_eq!(view, crate::http::metadata_view(&object));
+        assert!(view.get("data").is_none(), "a metadata view holds no data: {view}");
     }
 
     #[test]

@@ -5,10 +5,10 @@
 use crate::{
     Shared,
     error::{ApiError, ApiResult},
-    http::{Query, Target, flag, metadata_view},
+    http::{Query, Target, flag},
     resource::ResourceType,
     selector::{FieldSelector, LabelSelector},
-    store::{Event, EventType},
+    store::{Event, EventType, Version},
 };
 use axum::{body::Body, http::header, response::Response};
 use serde_json::{Value, json};
@@ -35,9 +35,9 @@ impl Filter {
             && self.namespace.as_ref().is_none_or(|ns| &event.key.namespace == ns)
     }
 
-    /// The event this watcher sees, if any: an object entering the selection is ADDED, one
-    /// leaving it is DELETED.
-    fn translate(&self, event: &Event) -> Option<(&'static str, Value)> {
+    /// The line of the event this watcher sees, if any: an object entering the selection is
+    /// ADDED, one leaving it is DELETED.
+    fn translate(&self, event: &Event) -> Option<String> {
         if !self.concerns(event) {
             return None;
         }
@@ -51,16 +51,22 @@ impl Filter {
             (EventType::Deleted, _, true) => EventType::Deleted,
             _ => return None,
         };
-        Some((kind.as_str(), self.render(&event.object)))
+        Some(self.line(kind.as_str(), &event.object))
     }
 
-    fn render(&self, object: &Value) -> Value {
+    /// The line of one event: the version's JSON text as stored, unless the watch is of
+    /// another version of its kind.
+    fn line(&self, kind: &str, object: &Version) -> String {
         if self.metadata_only {
-            return metadata_view(object);
+            return line(kind, object.metadata_json());
         }
-        let mut object = object.clone();
-        object["apiVersion"] = json!(self.rt.api_version(&self.version));
-        object
+        let api_version = self.rt.api_version(&self.version);
+        if object["apiVersion"] == api_version.as_str() {
+            return line(kind, object.json());
+        }
+        let mut object = Value::clone(object);
+        object["apiVersion"] = json!(api_version);
+        line(kind, &object)
     }
 
     fn bookmark(&self, rv: u64, initial_events_end: bool) -> Value {
@@ -77,14 +83,23 @@ impl Filter {
     }
 }
 
-fn line(kind: &str, object: Value) -> Result<String, std::convert::Infallible> {
-    Ok(format!("{}\n", json!({"type": kind, "object": object})))
+/// One line of a watch stream.
+fn line(kind: &str, object: &(impl serde::Serialize + ?Sized)) -> String {
+    #[derive(serde::Serialize)]
+    struct Line<'a, T: ?Sized> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        object: &'a T,
+    }
+    let mut line = serde_json::to_string(&Line { kind, object }).expect("a watch event serialises");
+    line.push('\n');
+    line
 }
 
 /// Where the stream starts: what to send first, the history to replay after it, and the
 /// resourceVersion the client is at once it has both.
 struct Start {
-    backlog: Vec<(&'static str, Value)>,
+    backlog: Vec<String>,
     replay: Vec<Arc<Event>>,
     rv: u64,
     initial_events_end: bool,
@@ -130,12 +145,12 @@ fn start(shared: &Shared, filter: &Filter, query: &Query, send_initial: bool) ->
     let state = shared.store.lock();
     let receiver = state.subscribe();
     let current = state.resource_version();
-    let snapshot = || -> Vec<(&'static str, Value)> {
+    let snapshot = || -> Vec<String> {
         state
             .list(&filter.rt, filter.namespace.as_deref())
             .into_iter()
             .filter(|o| filter.matches(o))
-            .map(|o| ("ADDED", filter.render(o)))
+            .map(|o| filter.line("ADDED", o))
             .collect()
     };
     let requested = query.get("resourceVersion").filter(|rv| !rv.is_empty() && rv.as_str() != "0");
@@ -159,7 +174,7 @@ fn start(shared: &Shared, filter: &Filter, query: &Query, send_initial: bool) ->
 
 fn single_error(error: ApiError) -> mpsc::Receiver<Result<String, std::convert::Infallible>> {
     let (tx, rx) = mpsc::channel(1);
-    let _ = tx.try_send(line("ERROR", error.to_status()));
+    let _ = tx.try_send(Ok(line("ERROR", &error.to_status())));
     rx
 }
 
@@ -182,7 +197,7 @@ struct Signals {
 struct Pending {
     due: tokio::time::Instant,
     rv: u64,
-    line: Option<(&'static str, Value)>,
+    line: Option<String>,
 }
 
 /// Events in the order they happened, each due `lag` after it happened (never before the one
@@ -211,12 +226,12 @@ async fn pump(
 ) {
     let Signals { dropped: mut drop_signal, lag } = signals;
     let Start { backlog, replay, rv, initial_events_end, mut receiver } = start;
-    for (kind, object) in backlog {
-        if tx.send(line(kind, object)).await.is_err() {
+    for line in backlog {
+        if tx.send(Ok(line)).await.is_err() {
             return;
         }
     }
-    if initial_events_end && tx.send(line("BOOKMARK", filter.bookmark(rv, true))).await.is_err() {
+    if initial_events_end && tx.send(Ok(line("BOOKMARK", &filter.bookmark(rv, true)))).await.is_err() {
         return;
     }
     drop_signal.mark_unchanged();
@@ -237,13 +252,13 @@ async fn pump(
         tokio::select! {
             _ = &mut deadline => {
                 if bookmarks {
-                    let _ = tx.send(line("BOOKMARK", filter.bookmark(delivered, false))).await;
+                    let _ = tx.send(Ok(line("BOOKMARK", &filter.bookmark(delivered, false)))).await;
                 }
                 return;
             }
             _ = drop_signal.changed() => return,
             _ = ticker.tick(), if bookmarks => {
-                if tx.send(line("BOOKMARK", filter.bookmark(delivered, false))).await.is_err() {
+                if tx.send(Ok(line("BOOKMARK", &filter.bookmark(delivered, false)))).await.is_err() {
                     return;
                 }
             }
@@ -254,8 +269,8 @@ async fn pump(
                         break;
                     }
                     let Pending { rv, line: shown, .. } = queue.pending.pop_front().expect("front exists");
-                    if let Some((kind, object)) = shown
-                        && tx.send(line(kind, object)).await.is_err() {
+                    if let Some(shown) = shown
+                        && tx.send(Ok(shown)).await.is_err() {
                             return;
                         }
                     delivered = rv;
@@ -270,8 +285,8 @@ async fn pump(
                     seen = event.rv;
                     let lag = lag.borrow().of(&filter.rt.plural);
                     if lag.is_zero() && queue.pending.is_empty() {
-                        if let Some((kind, object)) = filter.translate(&event)
-                            && tx.send(line(kind, object)).await.is_err() {
+                        if let Some(shown) = filter.translate(&event)
+                            && tx.send(Ok(shown)).await.is_err() {
                                 return;
                             }
                         delivered = seen;
