@@ -49,31 +49,17 @@ pub mod json_text {
     }
 }
 
-/// Parses a Go duration (`2160h`, `1h30m`, `90s`, `1.5h`), the format the CRDs use.
+/// Parses a duration as Go writes them (`2160h`, `1h30m`, `90s`, `1.5h`, `2160h0m0s`), the
+/// format of the CRDs and of cert-manager, with jiff's parser (which reads those and its own
+/// friendly and ISO 8601 forms). Negative durations are refused: nothing here counts backwards.
+/// Go forms jiff refuses: units out of order (`30m1h`), a fraction before the last unit
+/// (`1.5h30m`); the bare `0`, which Go allows, is read here.
 pub fn parse_duration(text: &str) -> Option<jiff::SignedDuration> {
-    let mut total = 0f64;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
+    let text = text.trim();
+    if text == "0" {
+        return Some(jiff::SignedDuration::ZERO);
     }
-    while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let value: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        total += value * seconds;
-        rest = &rest[unit_len..];
-    }
-    jiff::SignedDuration::try_from_secs_f64(total).ok()
+    text.parse::<jiff::SignedDuration>().ok().filter(|duration| !duration.is_negative())
 }
 
 #[cfg(test)]
@@ -88,7 +74,13 @@ mod tests {
         assert_eq!(parse_duration("1.5h"), Some(SignedDuration::from_mins(90)));
         assert_eq!(parse_duration("90s"), Some(SignedDuration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Some(SignedDuration::from_millis(500)));
-        assert_eq!(parse_duration("10d"), None);
+        assert_eq!(parse_duration("2160h0m0s"), Some(SignedDuration::from_hours(2160)));
+        assert_eq!(parse_duration("1h1.5m"), Some(SignedDuration::from_secs(3690)));
+        assert_eq!(parse_duration("100us"), Some(SignedDuration::from_micros(100)));
+        assert_eq!(parse_duration("0"), Some(SignedDuration::ZERO));
+        assert_eq!(parse_duration("10d"), None, "days are not a fixed length");
+        assert_eq!(parse_duration("-1h"), None);
+        assert_eq!(parse_duration("30m1h"), None);
         assert_eq!(parse_duration(""), None);
         assert_eq!(parse_duration("h"), None);
     }
