@@ -3,12 +3,14 @@
 
 use super::cache::{Caches, LastWrites, RecentCreates};
 use crate::{
+    api::CertificateAttempt,
     issuance::acme::{account::AccountCache, slots::OrderSlots},
     metrics::Metrics,
     policy::backoff::BackoffPolicy,
     solver::http01::RouteTarget,
 };
-use kube::{Api, Client, Resource};
+use futures::{StreamExt, channel::mpsc};
+use kube::{Api, Client, Resource, runtime::reflector::ObjectRef};
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex},
@@ -74,8 +76,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// ACME accounts per issuer, shared by the issuer and attempt controllers.
     pub accounts: AccountCache,
-    /// ACME orders in flight, per issuer.
+    /// ACME orders in flight, per issuer (give one back with `release_order_slot`).
     pub order_slots: OrderSlots,
+    /// The attempts a slot came free for, to be woken at once.
+    pub slot_wakes: SlotWakes,
     /// ACME attempts this process made that have not placed their order yet.
     pub unordered: Unordered,
     /// The HTTP-01 routes in place, one per host.
@@ -88,6 +92,32 @@ pub struct Context {
     refusing_policies: Mutex<HashSet<String>>,
     /// This install's own view of each ClusterIssuer.
     pub cluster_issuer_views: ClusterIssuerViews,
+}
+
+/// The attempts an order slot came free for (`OrderSlots::release`): the attempt controller
+/// wakes them at once, where they would otherwise look again only at their next poll.
+pub struct SlotWakes {
+    sender: mpsc::UnboundedSender<ObjectRef<CertificateAttempt>>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CertificateAttempt>>>>,
+}
+
+impl Default for SlotWakes {
+    fn default() -> Self {
+        let (sender, receiver) = mpsc::unbounded();
+        Self { sender, receiver: Mutex::new(Some(receiver)) }
+    }
+}
+
+impl SlotWakes {
+    /// The attempts to wake, for the one controller that takes them (empty for any other).
+    pub fn take(&self) -> impl futures::Stream<Item = ObjectRef<CertificateAttempt>> + Send + use<> {
+        futures::stream::iter(self.receiver.lock().expect("slot wakes lock").take()).flatten()
+    }
+
+    fn wake(&self, (namespace, name): (String, String)) {
+        // Closed only at shutdown.
+        let _ = self.sender.unbounded_send(ObjectRef::new(&name).within(&namespace));
+    }
 }
 
 /// The ACME attempts (by uid) this process created and has not yet placed an order for. Their
@@ -148,6 +178,12 @@ impl ClusterIssuerViews {
 }
 
 impl Context {
+    /// Gives back the order slot of the attempt `namespace/name` (or its place in the queue for
+    /// one) and wakes the attempts it lets in.
+    pub fn release_order_slot(&self, namespace: &str, name: &str) {
+        self.order_slots.release(namespace, name).into_iter().for_each(|attempt| self.slot_wakes.wake(attempt));
+    }
+
     pub fn new(client: Client, caches: Caches, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
         let instance = std::env::var("POD_NAME").ok();
         let events = super::events::Events::new(client.clone(), instance);
@@ -165,6 +201,7 @@ impl Context {
             recent_creates: RecentCreates::default(),
             events,
             order_slots: OrderSlots::new(settings.max_orders_per_issuer),
+            slot_wakes: SlotWakes::default(),
             unordered: Unordered::default(),
             settings,
             metrics,
@@ -252,5 +289,23 @@ impl Context {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_released_slot_wakes_the_first_waiter_through_the_one_controller_that_listens() {
+        let (slots, wakes) = (OrderSlots::new(1), SlotWakes::default());
+        assert!(slots.take("pebble", "shop", "web-1"));
+        assert!(!slots.take("pebble", "shop", "api-1"));
+        assert!(!slots.take("pebble", "blog", "web-1"));
+        slots.release("shop", "web-1").into_iter().for_each(|attempt| wakes.wake(attempt));
+        let mut woken = wakes.take();
+        assert_eq!(woken.next().await, Some(ObjectRef::new("api-1").within("shop")));
+        assert_eq!(futures::FutureExt::now_or_never(woken.next()), None, "only the first waiter fits in the one slot");
+        assert_eq!(wakes.take().next().await, None, "a second listener gets nothing");
     }
 }

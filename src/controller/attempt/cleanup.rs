@@ -39,7 +39,7 @@ pub async fn run(ctx: &Context, attempt: &CertificateAttempt) -> Result<()> {
     if kept_key_in_secret(&status) {
         delete_key_secret(ctx, attempt).await?;
     }
-    ctx.order_slots.release(&namespace, &name);
+    ctx.release_order_slot(&namespace, &name);
     if let Some(uid) = attempt.uid() {
         ctx.unordered.take(&uid);
     }

@@ -188,6 +188,7 @@ pub fn run(ctx: Arc<Context>, feeds: &Feeds) -> impl std::future::Future<Output 
     let forget = forget_deleted(ctx.clone(), feeds);
     let stream = Controller::for_shared_stream(feeds.attempts.subscribe_working(), ctx.caches.working_attempts.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+        .reconcile_on(ctx.slot_wakes.take())
         .shutdown_on_signal()
         .run(reconcile, error_policy("attempt"), ctx);
     async move {
@@ -199,10 +200,11 @@ pub fn run(ctx: Arc<Context>, feeds: &Feeds) -> impl std::future::Future<Output 
 }
 
 /// An attempt deleted without certpilot's finalizer (one that publishes no DNS-01 records)
-/// gives its order slot back at once, not when the slot's lease runs out.
+/// gives its order slot (or its place in the queue for one) back at once, not when the
+/// lease runs out.
 fn forget_deleted(ctx: Arc<Context>, feeds: &Feeds) -> impl std::future::Future<Output = ()> + use<> {
     feeds.attempts.deletions().for_each(move |attempt| {
-        ctx.order_slots.release(&attempt.namespace().unwrap_or_default(), &attempt.name_any());
+        ctx.release_order_slot(&attempt.namespace().unwrap_or_default(), &attempt.name_any());
         if let Some(uid) = attempt.uid() {
             ctx.unordered.take(&uid);
         }

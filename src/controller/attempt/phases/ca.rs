@@ -130,7 +130,9 @@ impl Pass<'_> {
         if self.ctx.order_slots.take(&self.issuer_key(), &self.namespace, &self.attempt.name_any()) {
             Ok(())
         } else {
-            // Nothing to write: a restart finds the attempt where it was.
+            // Nothing to write: a restart finds the attempt where it was. It is woken when a
+            // slot comes free for it (`Context::release_order_slot`); the poll is for slots
+            // taken back from attempts that vanished.
             Err(Halt::Poll(Duration::from_secs(5)))
         }
     }
