@@ -1,6 +1,7 @@
 //! The HTTP client of an ACME account: public roots plus the issuer's `caBundle`, certpilot's
 //! `User-Agent` before instant-acme's on every request (`crate::outbound`), and a note of the
 //! last `Retry-After` the CA sent with an error (instant-acme's problem type drops headers).
+//! A request the CA does not answer within [`ANSWER_WITHIN`] fails as [`Unanswered`].
 
 use crate::outbound;
 use bytes::Bytes;
@@ -10,7 +11,28 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{Arc, Mutex},
+    time::Duration,
 };
+
+/// How long a request waits for the CA's answer. A CA (or a proxy on the way) that takes the
+/// connection and never answers would otherwise hold the pass that asked, and with it one of
+/// the attempt controller's concurrent reconciles, for good: a few of those stop every issuer.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// The CA did not answer a request in time: a transient failure (`Timeout`), tried again.
+#[derive(Debug)]
+pub struct Unanswered {
+    url: String,
+    waited: Duration,
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the ACME server did not answer {} within {} s", self.url, self.waited.as_secs_f64())
+    }
+}
+
+impl std::error::Error for Unanswered {}
 
 /// Where the client leaves the last Retry-After of a failed request.
 #[derive(Clone, Default)]
@@ -84,6 +106,7 @@ pub struct AcmeHttpClient {
     inner: outbound::HttpClient<BodyWrapper<Bytes>>,
     retry_after: RetryAfter,
     observer: Observer,
+    answer_within: Duration,
 }
 
 impl AcmeHttpClient {
@@ -96,7 +119,8 @@ impl AcmeHttpClient {
         let retry_after = RetryAfter::default();
         let observer = Observer::default();
         let inner = outbound::HttpClient::new(roots);
-        let client = Self { inner, retry_after: retry_after.clone(), observer: observer.clone() };
+        let client =
+            Self { inner, retry_after: retry_after.clone(), observer: observer.clone(), answer_within: ANSWER_WITHIN };
         Ok((client, retry_after, observer))
     }
 }
@@ -110,9 +134,13 @@ impl HttpClient for AcmeHttpClient {
         let response = self.inner.request(req);
         let slot = self.retry_after.clone();
         let observer = self.observer.clone();
+        let waited = self.answer_within;
         Box::pin(async move {
             // Errors as instant-acme's own client gives them (`problem` tells them apart).
-            let mut response = BytesResponse::from(response.await.map_err(|e| Error::Other(Box::new(e)))?);
+            let answered = tokio::time::timeout(waited, response)
+                .await
+                .map_err(|_| Error::Other(Box::new(Unanswered { url: url.clone(), waited })))?;
+            let mut response = BytesResponse::from(answered.map_err(|e| Error::Other(Box::new(e)))?);
             let failed = response.parts.status.is_client_error() || response.parts.status.is_server_error();
             let header = response.parts.headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok());
             if let (true, Some(value)) = (failed, header) {
@@ -155,6 +183,30 @@ mod tests {
         let mut lines = lock.lines().skip_while(|line| *line != r#"name = "instant-acme""#).skip(1);
         let version = lines.next().and_then(|l| l.strip_prefix("version = \"")?.strip_suffix('"'));
         version.expect("Cargo.lock pins instant-acme").to_string()
+    }
+
+    /// A CA that takes the connection and never answers fails the request as `Timeout` (tried
+    /// again), instead of holding the pass forever.
+    #[tokio::test]
+    async fn a_ca_that_never_answers_fails_the_request_as_a_timeout() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/directory", listener.local_addr().unwrap());
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        let (mut client, _, _) = AcmeHttpClient::new(None).unwrap();
+        client.answer_within = Duration::from_millis(200);
+        let request = http::Request::get(&url).body(BodyWrapper::from(Vec::new())).unwrap();
+        let error = client.request(request).await.err().expect("no answer is an error");
+        let failure = super::super::problem::failure(&error);
+        assert_eq!(failure.code, crate::issuance::FailureCode::Timeout, "{failure:?}");
+        assert!(failure.code.is_transient());
+        assert!(failure.message.contains("did not answer") && failure.message.contains(&url), "{}", failure.message);
+        silent.abort();
     }
 
     /// Each kind of request instant-acme makes (the directory, a nonce, a signed POST) names

@@ -71,6 +71,7 @@ pub fn failure(error: &Error) -> Failure {
         Error::Other(e) if e.downcast_ref::<hyper_util::client::legacy::Error>().is_some() => {
             transport_failure(e.as_ref())
         }
+        Error::Other(e) if e.is::<super::client::Unanswered>() => Failure::new(C::Timeout, e.to_string()),
         Error::Other(e) if e.to_string().starts_with("replaces field mismatch") => Failure::new(
             C::ReplacesNotReflected,
             format!(
