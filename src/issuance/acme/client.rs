@@ -1,7 +1,8 @@
 //! The HTTP client of an ACME account: public roots plus the issuer's `caBundle`, certpilot's
 //! `User-Agent` before instant-acme's on every request (`crate::outbound`), and a note of the
 //! last `Retry-After` the CA sent with an error (instant-acme's problem type drops headers).
-//! A request the CA does not answer within [`ANSWER_WITHIN`] fails as [`Unanswered`].
+//! A request the CA does not answer, body and all, within [`ANSWER_WITHIN`] fails as
+//! [`Unanswered`].
 
 use crate::outbound;
 use bytes::Bytes;
@@ -14,9 +15,10 @@ use std::{
     time::Duration,
 };
 
-/// How long a request waits for the CA's answer. A CA (or a proxy on the way) that takes the
-/// connection and never answers would otherwise hold the pass that asked, and with it one of
-/// the attempt controller's concurrent reconciles, for good: a few of those stop every issuer.
+/// How long a request waits for the CA's whole answer, its body read to the end. A CA (or a
+/// proxy on the way) that takes the connection and never answers, or stops half-way through
+/// the body, would otherwise hold the pass that asked, and with it one of the attempt
+/// controller's concurrent reconciles, for good: a few of those stop every issuer.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 /// The CA did not answer a request in time: a transient failure (`Timeout`), tried again.
@@ -136,11 +138,17 @@ impl HttpClient for AcmeHttpClient {
         let observer = self.observer.clone();
         let waited = self.answer_within;
         Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + waited;
+            let unanswered = || Error::Other(Box::new(Unanswered { url: url.clone(), waited }));
             // Errors as instant-acme's own client gives them (`problem` tells them apart).
-            let answered = tokio::time::timeout(waited, response)
-                .await
-                .map_err(|_| Error::Other(Box::new(Unanswered { url: url.clone(), waited })))?;
+            let answered = tokio::time::timeout_at(deadline, response).await.map_err(|_| unanswered())?;
             let mut response = BytesResponse::from(answered.map_err(|e| Error::Other(Box::new(e)))?);
+            // ACME answers are small: read whole here, under the same deadline, instead of by
+            // instant-acme after this returns, where nothing bounds the wait.
+            let body = tokio::time::timeout_at(deadline, response.body.into_bytes())
+                .await
+                .map_err(|_| unanswered())?
+                .map_err(Error::Other)?;
             let failed = response.parts.status.is_client_error() || response.parts.status.is_server_error();
             let header = response.parts.headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok());
             if let (true, Some(value)) = (failed, header) {
@@ -151,10 +159,9 @@ impl HttpClient for AcmeHttpClient {
             let alternates: Vec<String> = headers().flat_map(|v| links(v, "alternate")).collect();
             let next = headers().flat_map(|v| links(v, "next")).next();
             if observer.note(alternates, &url) {
-                let body = response.body.into_bytes().await.map_err(Error::Other)?;
                 observer.keep(&url, Captured { body: body.clone(), next });
-                response.body = Box::new(body);
             }
+            response.body = Box::new(body);
             Ok(response)
         })
     }
@@ -207,6 +214,35 @@ mod tests {
         assert!(failure.code.is_transient());
         assert!(failure.message.contains("did not answer") && failure.message.contains(&url), "{}", failure.message);
         silent.abort();
+    }
+
+    /// A CA that sends the head of its answer and stops half-way through the body fails the
+    /// request as `Timeout` too: the body is read under the same deadline.
+    #[tokio::test]
+    async fn a_ca_that_stops_in_the_middle_of_its_body_fails_the_request_as_a_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/directory", listener.local_addr().unwrap());
+        let (head_sent, sent) = tokio::sync::oneshot::channel();
+        let stalling = tokio::spawn(async move {
+            let (mut connection, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = connection.read(&mut request).await.unwrap();
+            connection.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"newNonce\":").await.unwrap();
+            head_sent.send(()).unwrap();
+            std::future::pending::<()>().await;
+            drop(connection);
+        });
+        let (mut client, _, _) = AcmeHttpClient::new(None).unwrap();
+        client.answer_within = Duration::from_millis(500);
+        let request = http::Request::get(&url).body(BodyWrapper::from(Vec::new())).unwrap();
+        let error = client.request(request).await.err().expect("half a body is an error");
+        sent.await.expect("the head was sent before the request failed");
+        let failure = super::super::problem::failure(&error);
+        assert_eq!(failure.code, crate::issuance::FailureCode::Timeout, "{failure:?}");
+        assert!(failure.message.contains("did not answer") && failure.message.contains(&url), "{}", failure.message);
+        stalling.abort();
     }
 
     /// Each kind of request instant-acme makes (the directory, a nonce, a signed POST) names
