@@ -228,6 +228,37 @@ async fn issues_with_http01_served_by_the_operator() {
     .await;
 }
 
+/// A host route deleted by hand, and one whose label was changed by hand, are put back by the
+/// next renewal before the CA is asked to validate (a renewal reads the route it counts on),
+/// where before it went on to a validation the CA would fail.
+#[tokio::test]
+async fn a_renewal_puts_back_a_route_deleted_or_relabelled_by_hand() {
+    let env = Env::start("acme-route-back", |_| {}).await;
+    env.acme_issuer("pebble", json!({})).await;
+    env.certificate("web", &["gone.certpilot.test", "changed.certpilot.test"], "pebble").await;
+    env.ready("web").await;
+    let ingresses: Api<Ingress> = env.api();
+    let by_host = |routes: &[Ingress], host: &str| {
+        routes.iter().find(|r| r.annotations()["certpilot.dev/host"] == host).cloned().expect("a route for the host")
+    };
+    let made = host_routes(&env).await;
+    let (gone, changed) = (by_host(&made, "gone.certpilot.test"), by_host(&made, "changed.certpilot.test"));
+    let config = changed.labels()["certpilot.dev/http01-route"].clone();
+    ingresses.delete(&gone.name_any(), &Default::default()).await.unwrap();
+    let tampered = json!({"metadata": {"labels": {"certpilot.dev/http01-route": "tampered"}}});
+    ingresses.patch(&changed.name_any(), &PatchParams::default(), &Patch::Merge(&tampered)).await.unwrap();
+    env.renew_now("web", "again").await;
+    assert_eq!(env.pebble.new_orders(), 2, "one order per issuance");
+    let back = host_routes(&env).await;
+    assert_eq!(back.len(), 2, "{back:?}");
+    assert_eq!(by_host(&back, "gone.certpilot.test").name_any(), gone.name_any(), "the deleted route is back");
+    assert_eq!(by_host(&back, "changed.certpilot.test").labels()["certpilot.dev/http01-route"], config);
+    // Routes as certpilot made them are read, not written again.
+    let versions = |routes: &[Ingress]| routes.iter().map(|r| r.resource_version()).collect::<Vec<_>>();
+    env.renew_now("web", "once-more").await;
+    assert_eq!(versions(&host_routes(&env).await), versions(&back), "the renewal wrote no route");
+}
+
 /// At start-up the operator removes the routes nothing needs: a host route for a host no
 /// Certificate names, and a route an older certpilot made per challenge for an attempt that is
 /// over. The route of a Certificate's host stays as it was, and so does an Ingress certpilot

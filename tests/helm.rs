@@ -198,7 +198,11 @@ fn watch_namespace_gets_roles_and_a_cluster_role_for_cluster_issuers_only() {
         }
     }
     assert!(grants(&own, "", "secrets", "get"), "ClusterIssuers' Secrets are in certpilot's own namespace");
-    assert!(grants(&own, "networking.k8s.io", "ingresses", "list"), "HTTP-01 Ingresses are in its own namespace");
+    for verb in ["get", "list", "create", "patch", "delete"] {
+        for (group, resource) in [("networking.k8s.io", "ingresses"), ("gateway.networking.k8s.io", "httproutes")] {
+            assert!(grants(&own, group, resource, verb), "HTTP-01 routes are in its own namespace: {verb} {resource}");
+        }
+    }
     assert!(grants(&events, "events.k8s.io", "events", "create"), "Events about ClusterIssuers go to default");
     let bindings: Vec<Value> =
         chart.iter().filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding").cloned().collect();

@@ -1,6 +1,7 @@
 //! The HTTP-01 routes (`solver::http01`): one per host, made by the first attempt that needs it
 //! and kept while a Certificate names the host with an http01 solver, so that renewals write
-//! no route and never wait for an ingress controller to pick a new one up. A sweep removes the
+//! no route and never wait for an ingress controller to pick a new one up (they read it, and
+//! put it back if it was deleted or relabelled by hand). A sweep removes the
 //! routes no Certificate needs any more (and those an older certpilot made per attempt, once
 //! their attempt is over): at start-up, soon after a Certificate is deleted or an attempt that
 //! routed ends, and hourly.
@@ -58,14 +59,19 @@ impl Routes {
     }
 
     /// Puts `host`'s route in place for `solver`, unless it is there already, leading where
-    /// the solver says.
+    /// the solver says. A route certpilot made before is looked at (one read) rather than
+    /// written again: it may have been deleted or relabelled by hand since, and the CA would
+    /// then meet a failed validation, which counts against the account's limits.
     pub async fn ensure(&self, host: &str, solver: &crate::api::issuer::Http01Solver) -> Result<()> {
         let _gate = self.gate.read().await;
         let known = self.known().await?;
         let route = http01::host_route(&self.target, host, solver);
         let key = (route.kind, route.name.clone());
         if known.lock().expect("routes lock").get(&key) == Some(&route.config) {
-            return Ok(());
+            if http01::in_place(&self.target, &route).await? {
+                return Ok(());
+            }
+            tracing::info!(host, route = %route.name, "putting back the HTTP-01 route, deleted or relabelled since it was made");
         }
         http01::apply(&self.target, &route).await?;
         known.lock().expect("routes lock").insert(key, route.config);

@@ -171,6 +171,15 @@ pub async fn apply(target: &RouteTarget, route: &HostRoute) -> Result<()> {
     Ok(())
 }
 
+/// Whether `route` is in place as certpilot wrote it: there, leading where it leads (by its
+/// label). One read of its metadata, made before a route certpilot knows of is counted on
+/// again: a route deleted or relabelled by hand would fail the CA's validation.
+pub async fn in_place(target: &RouteTarget, route: &HostRoute) -> Result<bool> {
+    let found = dynamic_api(target, route.kind).get_metadata_opt(&route.name).await?;
+    let config = found.as_ref().and_then(|meta| meta.metadata.labels.as_ref()?.get(ROUTE_LABEL));
+    Ok(config == Some(&route.config))
+}
+
 /// A route certpilot made, as listed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Listed {
