@@ -2,7 +2,7 @@
 
 use crate::{health::Readiness, metrics::Metrics};
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 async fn metrics(State(metrics): State<Arc<Metrics>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
@@ -28,9 +28,12 @@ pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
         .route("/metrics", get(self::metrics).with_state(metrics))
 }
 
-/// Serves the endpoints until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, readiness: Readiness) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+/// Serves the endpoints on `listener` until the process ends.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
     axum::serve(listener, router(metrics, readiness)).await
 }

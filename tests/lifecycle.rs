@@ -165,6 +165,29 @@ async fn sigterm_stops_certpilot_with_solver_connections_open() {
     stops_cleanly(operator, &log).await;
 }
 
+/// An address certpilot cannot listen on (here, one another process holds) stops it at once,
+/// with a failing exit status and the address and its use in the log: a replica that ran on
+/// without its solver would look ready and leave the CA's validations unanswered.
+#[tokio::test]
+async fn certpilot_exits_saying_so_when_it_cannot_listen() {
+    let cluster = cluster("life-listen").await;
+    let proxy = ApiProxy::start(&cluster).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let address = taken.local_addr().expect("bound").to_string();
+    for (flag, use_) in [
+        ("--solver-http-address", "HTTP-01 challenges"),
+        ("--solver-tls-address", "TLS-ALPN-01 challenges"),
+        ("--probe-address", "/healthz, /readyz and /metrics"),
+    ] {
+        let (mut operator, log) = operator(&proxy, cluster.namespace(), &[flag, &address]);
+        let exited = operator.exited_within(WAIT).await.expect("the operator exits");
+        assert!(!exited.success(), "{flag}: {exited}");
+        let said = format!("cannot listen on {address} for {use_}");
+        assert_eq!(lines_with(&log, &said), 1, "{flag}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::fs::remove_file(&log).ok();
+    }
+}
+
 /// How many reconciles of `controller` the operator behind `probe` has finished.
 async fn reconciles_done(probe: u16, controller: &str) -> usize {
     let (_, metrics) = http_get(probe, "/metrics").await;

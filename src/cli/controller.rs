@@ -12,7 +12,9 @@ use crate::{
     policy::{backoff::BackoffPolicy, parse_duration},
     solver::{self, Answers},
 };
-use std::{net::SocketAddr, sync::Arc};
+use anyhow::Context as _;
+use std::{future::Future, net::SocketAddr, sync::Arc};
+use tokio::net::TcpListener;
 
 #[derive(clap::Args, Debug)]
 pub struct ControllerArgs {
@@ -149,6 +151,7 @@ async fn stop_signal() {
 
 /// Runs the operator with `client` until it stops (or, leader-elected, loses the Lease).
 pub async fn operate(client: kube::Client, args: ControllerArgs) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&args).await?;
     let duration = |flag: &str, text: &str| {
         parse_duration(text).ok_or_else(|| anyhow::anyhow!("--{flag}: {text:?} is not a duration such as 1m"))
     };
@@ -174,7 +177,7 @@ pub async fn operate(client: kube::Client, args: ControllerArgs) -> anyhow::Resu
         issuer_ambient_credentials: args.issuer_ambient_credentials,
     };
     tracing::info!(namespace = ?settings.watch_namespace, "starting certpilot");
-    let answers = serve_challenges(&client, &settings, args.solver_http_address, args.solver_tls_address);
+    let answers = watch_answers(&client, &settings);
     let (caches, feeds) = controller::cache::Feeds::new(&client, settings.watch_namespace.as_deref());
     let leadership = if args.leader_elect { Leadership::default() } else { Leadership::leading() };
     let mut metrics = Metrics::default();
@@ -182,57 +185,82 @@ pub async fn operate(client: kube::Client, args: ControllerArgs) -> anyhow::Resu
     metrics.watch_crds(caches.crds.clone());
     metrics.watch_leadership(leadership.clone());
     let metrics = Arc::new(metrics);
-    let readiness = Readiness { leadership: leadership.clone(), crds: caches.crds.clone(), answers };
+    let readiness = Readiness { leadership: leadership.clone(), crds: caches.crds.clone(), answers: answers.clone() };
     let ctx = Context::new(client.clone(), caches, settings, metrics.clone());
-    let probe = args.probe_address;
-    tokio::spawn(async move {
-        if let Err(e) = crate::server::serve(probe, metrics, readiness).await {
-            tracing::error!(error = %e, "probe server stopped");
+    let servers = listeners.serve(metrics, readiness, answers);
+    let controllers = async {
+        if args.leader_elect {
+            let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("certpilot-{}", std::process::id()));
+            let election = Election {
+                client,
+                namespace: resource_namespace,
+                lease: args.leader_lease,
+                identity,
+                duration_seconds: args.leader_lease_seconds.max(2),
+            };
+            run_as_leader(election, leadership, controller::run_all(ctx, feeds)).await
+        } else {
+            controller::run_all(ctx, feeds).await;
+            Ok(())
         }
-    });
-    if args.leader_elect {
-        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("certpilot-{}", std::process::id()));
-        let election = Election {
-            client,
-            namespace: resource_namespace,
-            lease: args.leader_lease,
-            identity,
-            duration_seconds: args.leader_lease_seconds.max(2),
-        };
-        run_as_leader(election, leadership, controller::run_all(ctx, feeds)).await?;
-    } else {
-        controller::run_all(ctx, feeds).await;
+    };
+    tokio::select! {
+        done = controllers => done?,
+        stopped = servers => return Err(stopped),
     }
     tracing::info!("certpilot stopped");
     Ok(())
 }
 
+/// The operator's listeners, bound before anything starts: an address that is taken (by
+/// another process, or a wrong flag) stops the operator at once, saying which, instead of
+/// leaving a replica that looks ready and cannot answer the CA.
+struct Listeners {
+    probe: TcpListener,
+    http01: TcpListener,
+    tls_alpn01: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(args: &ControllerArgs) -> anyhow::Result<Self> {
+        let listen = |address: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address} for {what}"))
+        };
+        Ok(Self {
+            probe: listen(args.probe_address, "/healthz, /readyz and /metrics").await?,
+            http01: listen(args.solver_http_address, "HTTP-01 challenges").await?,
+            tls_alpn01: listen(args.solver_tls_address, "TLS-ALPN-01 challenges").await?,
+        })
+    }
+
+    /// Serves on each listener; ends only if one of the servers stops, saying which and why
+    /// (the operator then exits, to be restarted, rather than run on without it).
+    async fn serve(self, metrics: Arc<Metrics>, readiness: Readiness, answers: Arc<Answers>) -> anyhow::Error {
+        async fn named(what: &'static str, server: impl Future<Output = std::io::Result<()>>) -> anyhow::Error {
+            match server.await {
+                Ok(()) => anyhow::anyhow!("the {what} server stopped"),
+                Err(error) => anyhow::anyhow!("the {what} server stopped: {error}"),
+            }
+        }
+        let servers = [
+            tokio::spawn(named("probe", crate::server::serve(self.probe, metrics, readiness))),
+            tokio::spawn(named("HTTP-01 solver", solver::http01::serve(self.http01, answers.clone()))),
+            tokio::spawn(named("TLS-ALPN-01 solver", solver::tls_alpn01::serve(self.tls_alpn01, answers))),
+        ];
+        let (stopped, _, _) = futures::future::select_all(servers).await;
+        stopped.unwrap_or_else(|failed| anyhow::anyhow!("a server task failed: {failed}"))
+    }
+}
+
 /// Every replica, leader or standby, answers HTTP-01 and TLS-ALPN-01 challenges from its own
 /// watch of the attempts in progress: started before the election, so that a standby answers
 /// for a leader that died after telling the CA to validate.
-fn serve_challenges(
-    client: &kube::Client,
-    settings: &Settings,
-    http_address: SocketAddr,
-    tls_address: SocketAddr,
-) -> Arc<Answers> {
+fn watch_answers(client: &kube::Client, settings: &Settings) -> Arc<Answers> {
     let answers = Arc::new(Answers::default());
     let attempts = match settings.watch_namespace.as_deref() {
         Some(namespace) => kube::Api::namespaced(client.clone(), namespace),
         None => kube::Api::all(client.clone()),
     };
     tokio::spawn(solver::answers::watch(attempts, answers.clone()));
-    let http = answers.clone();
-    tokio::spawn(async move {
-        if let Err(e) = solver::http01::serve(http_address, http).await {
-            tracing::error!(error = %e, "HTTP-01 solver stopped");
-        }
-    });
-    let tls = answers.clone();
-    tokio::spawn(async move {
-        if let Err(e) = solver::tls_alpn01::serve(tls_address, tls).await {
-            tracing::error!(error = %e, "TLS-ALPN-01 solver stopped");
-        }
-    });
     answers
 }

@@ -47,9 +47,9 @@ pub fn router(answers: Arc<Answers>) -> Router {
     Router::new().route("/.well-known/acme-challenge/{token}", get(challenge)).with_state(answers)
 }
 
-pub async fn serve(addr: std::net::SocketAddr, answers: Arc<Answers>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving HTTP-01 challenges");
+/// Serves challenges on `listener` (bound by the caller, which stops at once if it cannot be).
+pub async fn serve(listener: tokio::net::TcpListener, answers: Arc<Answers>) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "serving HTTP-01 challenges");
     axum::serve(listener, router(answers)).await
 }
 

@@ -45,13 +45,22 @@ pub fn server_config(certificate: Arc<CertifiedKey>) -> ServerConfig {
 }
 
 /// Accepts TLS connections; the CA only needs the handshake, so each is closed right after it.
-pub async fn serve(addr: std::net::SocketAddr, answers: Arc<Answers>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving TLS-ALPN-01 challenges");
+/// Serves challenges on `listener` (bound by the caller, which stops at once if it cannot be).
+/// A connection that cannot be accepted (reset before it was, no file descriptor left for a
+/// moment) is passed over: the listener itself goes on.
+pub async fn serve(listener: tokio::net::TcpListener, answers: Arc<Answers>) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "serving TLS-ALPN-01 challenges");
     loop {
-        let (stream, _) = listener.accept().await?;
-        let answers = answers.clone();
-        tokio::spawn(async move { handshake(stream, &answers).await });
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let answers = answers.clone();
+                tokio::spawn(async move { handshake(stream, &answers).await });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not accept a TLS-ALPN-01 connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 

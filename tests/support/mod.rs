@@ -174,7 +174,14 @@ impl Operator {
         env: &[(String, String)],
         log: std::process::Stdio,
     ) -> Self {
-        let probe: &[&str] = if extra.contains(&"--probe-address") { &[] } else { &["--probe-address", "127.0.0.1:0"] };
+        // Ports of their own, unless the test gives them: operators of tests running side by
+        // side would otherwise all ask for the default ones, and an operator that cannot listen
+        // exits.
+        let any_port = |flag: &'static str| if extra.contains(&flag) { vec![] } else { vec![flag, "127.0.0.1:0"] };
+        let listeners: Vec<&str> = ["--probe-address", "--solver-http-address", "--solver-tls-address"]
+            .into_iter()
+            .flat_map(any_port)
+            .collect();
         // Tests renew within seconds; a test of the floor itself sets its own.
         let floor: &[&str] =
             if extra.contains(&"--min-renewal-interval") { &[] } else { &["--min-renewal-interval", "1s"] };
@@ -202,7 +209,7 @@ impl Operator {
         let child = command
             .args(["controller", "--namespace", namespace])
             .args(resources)
-            .args(probe)
+            .args(listeners)
             .args(retry)
             .args(floor)
             .args(extra)
@@ -224,6 +231,11 @@ impl Operator {
     pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let sent = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
         assert!(sent.expect("kill runs").success(), "SIGTERM sent");
+        self.exited_within(within).await
+    }
+
+    /// How the process exited, if it does within `within`.
+    pub async fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
