@@ -10,15 +10,40 @@ use certpilot::pki::{
 use k8s_openapi::api::core::v1::Secret;
 use std::{
     io::{BufRead, BufReader},
-    net::TcpListener,
+    net::{TcpListener, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
+/// How many ports below the kernel's ephemeral range `free_port` hands out from.
+const PORT_POOL: u32 = 16_000;
+
+/// A loopback port nothing listens on (TCP or UDP), for a server started later (Pebble, BIND,
+/// an operator's solver): taken below the kernel's ephemeral range, each handed out once per
+/// process. A port the kernel picked (bound to 0, then let go) could go to any outgoing
+/// connection of a test running beside it before the server binds it, and an operator that
+/// cannot listen exits.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let low: u32 = ephemeral.and_then(|range| range.split_whitespace().next()?.parse().ok()).unwrap_or(32_768);
+    let base = low.saturating_sub(PORT_POOL).max(1024);
+    // Where each process starts in the pool: servers a previous test binary started may linger.
+    let start = std::process::id() % PORT_POOL;
+    loop {
+        let n = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < PORT_POOL, "no free loopback port left below {low}");
+        let port = u16::try_from(base + (start + n) % (low - base)).expect("a port number");
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
 }
 
 /// Which Pebble a test runs.
