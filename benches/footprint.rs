@@ -115,26 +115,23 @@ struct Flags {
     controller: ControllerArgs,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port()
-}
-
 /// Runs the operator on a counted thread of its own (a single-threaded runtime, so its tasks
 /// allocate there) against `config`.
 fn start_operator(config: kube::Config, namespace: &str) {
-    let address = |port: u16| format!("127.0.0.1:{port}");
+    // Nothing connects to its listeners here: any free loopback port will do.
+    let any_port = "127.0.0.1:0";
     let flags = Flags::parse_from([
-        "certpilot".to_string(),
-        "--namespace".into(),
-        namespace.into(),
-        "--probe-address".into(),
-        address(free_port()),
-        "--solver-http-address".into(),
-        address(free_port()),
-        "--solver-tls-address".into(),
-        address(free_port()),
-        "--min-renewal-interval".into(),
-        "1s".into(),
+        "certpilot",
+        "--namespace",
+        namespace,
+        "--probe-address",
+        any_port,
+        "--solver-http-address",
+        any_port,
+        "--solver-tls-address",
+        any_port,
+        "--min-renewal-interval",
+        "1s",
     ]);
     std::thread::spawn(move || {
         COUNTED.set(true);

@@ -4,7 +4,10 @@
 use super::cache::{Caches, LastWrites, RecentCreates};
 use crate::{
     api::CertificateAttempt,
-    issuance::acme::{account::AccountCache, slots::OrderSlots},
+    issuance::acme::{
+        account::AccountCache,
+        slots::{AttemptKey, OrderSlots},
+    },
     metrics::Metrics,
     policy::backoff::BackoffPolicy,
     solver::http01::RouteTarget,
@@ -114,9 +117,12 @@ impl SlotWakes {
         futures::stream::iter(self.receiver.lock().expect("slot wakes lock").take()).flatten()
     }
 
-    fn wake(&self, (namespace, name): (String, String)) {
-        // Closed only at shutdown.
-        let _ = self.sender.unbounded_send(ObjectRef::new(&name).within(&namespace));
+    /// Wakes `attempts` (by namespace and name), as `OrderSlots::release` names them.
+    fn wake(&self, attempts: Vec<AttemptKey>) {
+        for (namespace, name) in attempts {
+            // Closed only at shutdown.
+            let _ = self.sender.unbounded_send(ObjectRef::new(&name).within(&namespace));
+        }
     }
 }
 
@@ -181,7 +187,7 @@ impl Context {
     /// Gives back the order slot of the attempt `namespace/name` (or its place in the queue for
     /// one) and wakes the attempts it lets in.
     pub fn release_order_slot(&self, namespace: &str, name: &str) {
-        self.order_slots.release(namespace, name).into_iter().for_each(|attempt| self.slot_wakes.wake(attempt));
+        self.slot_wakes.wake(self.order_slots.release(namespace, name));
     }
 
     pub fn new(client: Client, caches: Caches, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
@@ -302,7 +308,7 @@ mod tests {
         assert!(slots.take("pebble", "shop", "web-1"));
         assert!(!slots.take("pebble", "shop", "api-1"));
         assert!(!slots.take("pebble", "blog", "web-1"));
-        slots.release("shop", "web-1").into_iter().for_each(|attempt| wakes.wake(attempt));
+        wakes.wake(slots.release("shop", "web-1"));
         let mut woken = wakes.take();
         assert_eq!(woken.next().await, Some(ObjectRef::new("api-1").within("shop")));
         assert_eq!(futures::FutureExt::now_or_never(woken.next()), None, "only the first waiter fits in the one slot");

@@ -44,10 +44,10 @@ pub fn server_config(certificate: Arc<CertifiedKey>) -> ServerConfig {
     config
 }
 
-/// Accepts TLS connections; the CA only needs the handshake, so each is closed right after it.
-/// Serves challenges on `listener` (bound by the caller, which stops at once if it cannot be).
-/// A connection that cannot be accepted (reset before it was, no file descriptor left for a
-/// moment) is passed over: the listener itself goes on.
+/// Accepts TLS connections on `listener` (bound by the caller, which stops at once if it cannot
+/// be); the CA only needs the handshake, so each is closed right after it. A connection that
+/// cannot be accepted (reset before it was, no file descriptor left for a moment) is passed
+/// over: the listener itself goes on.
 pub async fn serve(listener: tokio::net::TcpListener, answers: Arc<Answers>) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "serving TLS-ALPN-01 challenges");
     loop {

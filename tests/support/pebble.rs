@@ -30,9 +30,12 @@ const PORT_POOL: u32 = 16_000;
 /// cannot listen exits.
 pub fn free_port() -> u16 {
     static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
-    let low: u32 = ephemeral.and_then(|range| range.split_whitespace().next()?.parse().ok()).unwrap_or(32_768);
-    let base = low.saturating_sub(PORT_POOL).max(1024);
+    static BELOW_EPHEMERAL: OnceLock<(u32, u32)> = OnceLock::new();
+    let &(base, low) = BELOW_EPHEMERAL.get_or_init(|| {
+        let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+        let low: u32 = ephemeral.and_then(|range| range.split_whitespace().next()?.parse().ok()).unwrap_or(32_768);
+        (low.saturating_sub(PORT_POOL).max(1024), low)
+    });
     // Where each process starts in the pool: servers a previous test binary started may linger.
     let start = std::process::id() % PORT_POOL;
     loop {
